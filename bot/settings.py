@@ -1,0 +1,77 @@
+"""The one settings object (DESIGN §9), read from the environment and ``.env``."""
+
+from __future__ import annotations
+
+from datetime import time
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigError
+from core.storage.database import default_database_url
+
+_PLACEHOLDERS = ("changeme", "xoxb-your", "xapp-your", "your-", "placeholder", "todo", "example")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str = Field(default_factory=default_database_url, validation_alias="STEPUP_DATABASE_URL")
+    policy_file: Path = Field(Path("manifests/policy.example.yaml"), validation_alias="STEPUP_POLICY_FILE")
+    keys_dir: Path = Field(Path(".stepup/keys"), validation_alias="STEPUP_KEYS_DIR")
+    public_url: str = Field("http://127.0.0.1:8080", validation_alias="STEPUP_PUBLIC_URL")
+    host: str = Field("127.0.0.1", validation_alias="STEPUP_HOST")
+    port: int = Field(8080, validation_alias="STEPUP_PORT")
+    slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field("https://slack.com/api/", validation_alias="STEPUP_SLACK_API_URL")
+    security_channel: str | None = Field(None, validation_alias="STEPUP_SECURITY_CHANNEL")
+    digest_time: time = Field(time(9, 0), validation_alias="STEPUP_DIGEST_TIME")
+    timezone: str = Field("UTC", validation_alias="STEPUP_TIMEZONE")
+    sweep_interval_seconds: float = Field(10.0, validation_alias="STEPUP_SWEEP_INTERVAL_SECONDS")
+    log_level: str = Field("INFO", validation_alias="STEPUP_LOG_LEVEL")
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token")
+    @classmethod
+    def _refuse_placeholders(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        lowered = value.get_secret_value().lower()
+        if any(mark in lowered for mark in _PLACEHOLDERS):
+            # Never echo the value: the message names the problem, not the secret.
+            raise ValueError("looks like a placeholder; set the real value or leave it empty")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def slack_enabled(self) -> bool:
+        return self.slack_bot_token is not None and self.slack_signing_secret is not None
+
+
+def load_settings() -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False)
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

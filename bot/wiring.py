@@ -1,0 +1,32 @@
+"""Builds the engine's parts from the settings: one place, used by the CLI and the server."""
+
+from __future__ import annotations
+
+from core.credentials import JwtIssuer
+from core.keys import KeyRing
+from core.policy import PolicyHolder
+from core.service import Stepup
+from core.storage.database import Database
+from core.storage.migrate import upgrade
+
+from bot.settings import Settings
+
+
+def open_database(settings: Settings, *, migrate: bool = True, pool_size: int = 10) -> Database:
+    db = Database(settings.database_url, pool_size=pool_size)
+    if migrate:
+        upgrade(db.engine)
+    return db
+
+
+def open_keyring(settings: Settings) -> KeyRing:
+    return KeyRing.load_or_create(settings.keys_dir)
+
+
+def build_service(settings: Settings, db: Database | None = None) -> Stepup:
+    """The engine with everything it needs; refuses to start on a bad policy."""
+    holder = PolicyHolder.from_file(settings.policy_file)
+    keyring = open_keyring(settings)
+    database = db or open_database(settings)
+    issuer = JwtIssuer(keyring, issuer_url=settings.public_url)
+    return Stepup(database, holder, keyring, issuer, issuer_url=settings.public_url)

@@ -1,0 +1,1 @@
+"""The hash-chained audit log: how entries are hashed and how a chain is verified."""

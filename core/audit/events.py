@@ -1,0 +1,161 @@
+"""One named method per kind of audit event. Each is written in the caller's transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from core.audit.chain import AuditEntry
+
+
+class AuditKind(StrEnum):
+    INTENT_SUBMITTED = "intent.submitted"
+    POLICY_DECIDED = "policy.decided"
+    DECISION_RECORDED = "decision.recorded"  # one signed approver click
+    CLICK_REFUSED = "click.refused"  # an ineligible click: not a decision, kept for review
+    REQUEST_APPROVED = "request.approved"
+    REQUEST_DENIED = "request.denied"
+    REQUEST_EXPIRED = "request.expired"
+    REQUEST_CANCELLED = "request.cancelled"
+    CREDENTIAL_ISSUED = "credential.issued"
+    CREDENTIAL_REVOKED = "credential.revoked"
+    SESSION_COMPLETED = "session.completed"
+    BREAK_GLASS_USED = "break_glass.used"
+    AGENT_ADDED = "agent.added"
+    AGENT_DISABLED = "agent.disabled"
+    RESOURCE_SERVER_ADDED = "resource_server.added"
+
+
+class AuditAppender(Protocol):
+    def append(
+        self,
+        kind: AuditKind,
+        *,
+        at: datetime,
+        request_id: str | None,
+        actor: str | None,
+        data: dict[str, Any],
+    ) -> AuditEntry: ...
+
+
+class AuditLog:
+    """Typed front of the appender, so every call site says what happened, not how."""
+
+    def __init__(self, appender: AuditAppender) -> None:
+        self._append = appender.append
+
+    def intent_submitted(
+        self, request_id: str, agent: str, intent: dict[str, Any], at: datetime
+    ) -> None:
+        self._append(
+            AuditKind.INTENT_SUBMITTED, at=at, request_id=request_id, actor=agent, data=intent
+        )
+
+    def policy_decided(self, request_id: str, decision: dict[str, Any], at: datetime) -> None:
+        self._append(
+            AuditKind.POLICY_DECIDED, at=at, request_id=request_id, actor="policy", data=decision
+        )
+
+    def decision_recorded(
+        self, request_id: str, approver: str, vote: str, signed_decision: str, at: datetime
+    ) -> None:
+        self._append(
+            AuditKind.DECISION_RECORDED,
+            at=at,
+            request_id=request_id,
+            actor=approver,
+            data={"vote": vote, "signed_decision": signed_decision},
+        )
+
+    def click_refused(self, request_id: str, clicker: str, why: str, at: datetime) -> None:
+        self._append(
+            AuditKind.CLICK_REFUSED, at=at, request_id=request_id, actor=clicker, data={"why": why}
+        )
+
+    def request_approved(self, request_id: str, approvers: list[str], at: datetime) -> None:
+        self._append(
+            AuditKind.REQUEST_APPROVED,
+            at=at,
+            request_id=request_id,
+            actor=None,
+            data={"approvers": approvers},
+        )
+
+    def request_denied(self, request_id: str, by: str | None, reason: str, at: datetime) -> None:
+        self._append(
+            AuditKind.REQUEST_DENIED,
+            at=at,
+            request_id=request_id,
+            actor=by,
+            data={"reason": reason},
+        )
+
+    def request_expired(self, request_id: str, was: str, at: datetime) -> None:
+        self._append(
+            AuditKind.REQUEST_EXPIRED,
+            at=at,
+            request_id=request_id,
+            actor="scheduler",
+            data={"was": was},
+        )
+
+    def request_cancelled(self, request_id: str, by: str, at: datetime) -> None:
+        self._append(AuditKind.REQUEST_CANCELLED, at=at, request_id=request_id, actor=by, data={})
+
+    def credential_issued(
+        self, request_id: str, agent: str, credential: dict[str, Any], at: datetime
+    ) -> None:
+        self._append(
+            AuditKind.CREDENTIAL_ISSUED, at=at, request_id=request_id, actor=agent, data=credential
+        )
+
+    def credential_revoked(
+        self, request_id: str, jti: str, by: str, reason: str, at: datetime
+    ) -> None:
+        self._append(
+            AuditKind.CREDENTIAL_REVOKED,
+            at=at,
+            request_id=request_id,
+            actor=by,
+            data={"jti": jti, "reason": reason},
+        )
+
+    def session_completed(
+        self, request_id: str, agent: str, outcome: str, detail: str, at: datetime
+    ) -> None:
+        self._append(
+            AuditKind.SESSION_COMPLETED,
+            at=at,
+            request_id=request_id,
+            actor=agent,
+            data={"outcome": outcome, "detail": detail},
+        )
+
+    def break_glass_used(self, request_id: str, agent: str, rule: str | None, at: datetime) -> None:
+        self._append(
+            AuditKind.BREAK_GLASS_USED,
+            at=at,
+            request_id=request_id,
+            actor=agent,
+            data={"rule": rule},
+        )
+
+    def agent_added(self, agent: str, owner: str, by: str, at: datetime) -> None:
+        self._append(
+            AuditKind.AGENT_ADDED,
+            at=at,
+            request_id=None,
+            actor=by,
+            data={"agent": agent, "owner": owner},
+        )
+
+    def agent_disabled(self, agent: str, by: str, at: datetime) -> None:
+        self._append(
+            AuditKind.AGENT_DISABLED, at=at, request_id=None, actor=by, data={"agent": agent}
+        )
+
+    def resource_server_added(self, name: str, by: str, at: datetime) -> None:
+        self._append(
+            AuditKind.RESOURCE_SERVER_ADDED, at=at, request_id=None, actor=by, data={"name": name}
+        )

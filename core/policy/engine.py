@@ -1,0 +1,131 @@
+"""The compiled policy and its evaluation: deny wins, else first match, else deny."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from types import MappingProxyType
+from typing import TypeVar
+
+from core.errors import NotFound
+from core.model import ActionClass, Intent, Outcome, Tier
+from core.policy.compiled import ApproverGroup, CompiledRule, PolicyDefaults
+from core.policy.decision import PolicyDecision
+
+NO_MATCH_REASON = "no rule matched (deny by default)"
+
+# Memo sizes: a full memo is cleared rather than pruned; refilling it is cheap and the
+# agent-supplied action names cannot make it grow without bound.
+_SCOPE_CACHE = 1024
+_KEY_CACHE = 4096
+
+_Candidates = tuple[tuple[CompiledRule, ...], tuple[CompiledRule, ...]]
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _remember(cache: dict[_K, _V], key: _K, value: _V, limit: int) -> _V:
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
+    return value
+
+
+class Policy:
+    """A loaded, validated policy. Immutable apart from its private lookup memos.
+
+    ``evaluate`` only looks at the rules whose ``action_class``, ``environment`` and ``action``
+    constraints admit the request (found once per distinct triple and memoised), split into
+    deny rules and the rest, each in file order; then checks their remaining conditions.
+    """
+
+    __slots__ = (
+        "_by_key",
+        "_by_scope",
+        "_no_match",
+        "channels",
+        "defaults",
+        "digest",
+        "groups",
+        "rule_names",
+        "rules",
+        "source",
+    )
+
+    def __init__(
+        self,
+        *,
+        digest: str,
+        defaults: PolicyDefaults,
+        groups: Mapping[str, ApproverGroup],
+        channels: Mapping[str, str],
+        rules: Sequence[CompiledRule],
+        source: str = "<policy>",
+    ) -> None:
+        self.digest = digest
+        self.source = source
+        self.defaults = defaults
+        self.groups: Mapping[str, ApproverGroup] = MappingProxyType(dict(groups))
+        self.channels: Mapping[str, str] = MappingProxyType(dict(channels))
+        self.rules: tuple[CompiledRule, ...] = tuple(rules)
+        self.rule_names: tuple[str, ...] = tuple(rule.name for rule in self.rules)
+        self._by_scope: dict[tuple[ActionClass, str], tuple[CompiledRule, ...]] = {}
+        self._by_key: dict[tuple[ActionClass, str, str], _Candidates] = {}
+        self._no_match = PolicyDecision(
+            outcome=Outcome.DENY,
+            rule=None,
+            tier=Tier.HIGH,
+            reasons=(NO_MATCH_REASON,),
+            policy_digest=digest,
+            approver_groups=(),
+            quorum=0,
+            channel=None,
+            notify_dm=False,
+            max_ttl=defaults.max_ttl,
+            approval_timeout=defaults.approval_timeout,
+            claim_window=defaults.claim_window,
+            step_up=False,
+            break_glass=False,
+            escalate_after=None,
+            escalate_to=None,
+        )
+
+    def __repr__(self) -> str:
+        return f"Policy(source={self.source!r}, digest={self.digest!r}, rules={len(self.rules)})"
+
+    def group(self, name: str) -> ApproverGroup:
+        try:
+            return self.groups[name]
+        except KeyError:
+            raise NotFound(f"no approver group named {name!r} in the policy") from None
+
+    def evaluate(self, intent: Intent, now: datetime) -> PolicyDecision:
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        key = (intent.action_class, intent.environment, intent.action)
+        candidates = self._by_key.get(key)
+        if candidates is None:
+            candidates = self._candidates(key)
+        denies, others = candidates
+        for rule in denies:
+            if rule.residual_holds(intent, now):
+                return rule.decide(intent)
+        for rule in others:
+            if rule.residual_holds(intent, now):
+                return rule.decide(intent)
+        return self._no_match
+
+    def _candidates(self, key: tuple[ActionClass, str, str]) -> _Candidates:
+        action_class, environment, action = key
+        scope = self._by_scope.get((action_class, environment))
+        if scope is None:
+            scope = _remember(
+                self._by_scope,
+                (action_class, environment),
+                tuple(rule for rule in self.rules if rule.admits(action_class, environment)),
+                _SCOPE_CACHE,
+            )
+        admitted = [rule for rule in scope if rule.admits_action(action)]
+        denies = tuple(rule for rule in admitted if rule.outcome is Outcome.DENY)
+        others = tuple(rule for rule in admitted if rule.outcome is not Outcome.DENY)
+        return _remember(self._by_key, key, (denies, others), _KEY_CACHE)

@@ -1,0 +1,152 @@
+"""What is stored about a request and what is shown of it (the API shape, DESIGN §4)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from core.model import ActionClass, Status, Tier
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """What the deciding rule asked for, frozen at submission so a reload cannot loosen it."""
+
+    approver_groups: tuple[str, ...] = ()
+    quorum: int = 1
+    channel: str | None = None
+    notify_dm: bool = False
+    max_ttl_seconds: int = 900
+    approval_timeout_seconds: int = 1800
+    claim_window_seconds: int = 300
+    step_up: bool = False
+    break_glass: bool = False
+    escalate_after_seconds: int | None = None
+    escalate_to: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Terms:
+        raw = json.loads(text)
+        raw["approver_groups"] = tuple(raw.get("approver_groups", ()))
+        return cls(**raw)
+
+    @property
+    def max_ttl(self) -> timedelta:
+        return timedelta(seconds=self.max_ttl_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class VoteInfo:
+    slack_user_id: str
+    email: str | None
+    name: str | None
+    vote: str
+    reason: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialInfo:
+    jti: str
+    expires_at: datetime
+    revoked_at: datetime | None
+    revoke_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSnapshot:
+    """A request as read in one transaction, with its votes and credential metadata."""
+
+    id: str
+    agent_id: str
+    owner_email: str
+    status: Status
+    version: int
+    action: str
+    action_class: ActionClass
+    target: str
+    environment: str
+    justification: str
+    parameters: dict[str, Any]
+    parameters_digest: str
+    requested_ttl_seconds: int | None
+    data_volume_bytes: int | None
+    on_behalf_of: str | None
+    parent_request_id: str | None
+    break_glass: bool
+    rule: str | None
+    tier: Tier
+    reasons: tuple[str, ...]
+    policy_digest: str
+    terms: Terms
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    decided_at: datetime | None
+    outcome: str | None
+    outcome_detail: str | None
+    status_reason: str | None
+    votes: tuple[VoteInfo, ...]
+    credential: CredentialInfo | None
+
+    @property
+    def approvals(self) -> tuple[VoteInfo, ...]:
+        return tuple(v for v in self.votes if v.vote == "approve")
+
+    def to_public(self) -> dict[str, Any]:
+        """The request as agents see it (DESIGN §4). Never contains a credential secret."""
+        body: dict[str, Any] = {
+            "id": self.id,
+            "status": self.status.value,
+            "rule": self.rule,
+            "tier": self.tier.value,
+            "reasons": list(self.reasons),
+            "agent": self.agent_id,
+            "action": self.action,
+            "action_class": self.action_class.value,
+            "target": self.target,
+            "environment": self.environment,
+            "justification": self.justification,
+            "parameters": self.parameters,
+            "parameters_digest": self.parameters_digest,
+            "requested_ttl_seconds": self.requested_ttl_seconds,
+            "data_volume_bytes": self.data_volume_bytes,
+            "on_behalf_of": self.on_behalf_of,
+            "parent_request_id": self.parent_request_id,
+            "break_glass": self.break_glass,
+            "created_at": _iso(self.created_at),
+            "expires_at": _iso(self.expires_at),
+            "decided_at": _iso(self.decided_at),
+            "approvals": {
+                "required": self.terms.quorum if self.terms.approver_groups else 0,
+                "received": len(self.approvals),
+                "approvers": [
+                    {
+                        "name": v.name,
+                        "email": v.email,
+                        "slack_user_id": v.slack_user_id,
+                        "at": _iso(v.at),
+                    }
+                    for v in self.approvals
+                ],
+            },
+            "outcome": self.outcome,
+            "outcome_detail": self.outcome_detail,
+            "status_reason": self.status_reason,
+        }
+        if self.credential is not None:
+            body["credential"] = {
+                "jti": self.credential.jti,
+                "expires_at": _iso(self.credential.expires_at),
+                "revoked_at": _iso(self.credential.revoked_at),
+            }
+        return body
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None

@@ -1,0 +1,589 @@
+"""The use cases: submit, vote, claim, complete, cancel, revoke, expire, introspect.
+
+Each runs in one write transaction: load (locked), decide with the pure lifecycle, apply with a
+compare-and-set, write the audit entries of what changed. Time is always passed in.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.audit.events import AuditLog
+from core.canonical import canonical_json, parameters_digest
+from core.credentials import (
+    CredentialGrant,
+    CredentialIssuer,
+    IssuedCredential,
+    introspection_response,
+    verify_credential,
+)
+from core.decisions import DecisionRecord, sign_decision
+from core.eligibility import GroupMembers, check_eligible
+from core.errors import Conflict, IllegalTransition, InvalidToken, NotEligible, ValidationFailed
+from core.keys import KeyRing
+from core.lifecycle import Event, check_deadline, next_status
+from core.model import Approver, Intent, Outcome, SessionOutcome, Status, Vote
+from core.policy import PolicyDecision, PolicyHolder
+from core.records import RequestSnapshot, Terms
+from core.storage import requests_repo as repo
+from core.storage.agents_repo import AgentIdentity
+from core.storage.audit_store import SqlAuditAppender
+from core.storage.database import Database
+from core.storage.tables import CredentialRow, RequestRow, VoteRow
+
+@dataclass(frozen=True, slots=True)
+class VoteResult:
+    snapshot: RequestSnapshot
+    counted: bool  # False when this person's click had already been counted
+    changed: bool  # the request left ``pending`` because of this click
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiryResult:
+    request_id: str
+    previous: Status
+    status: Status
+
+
+def terms_from(decision: PolicyDecision) -> Terms:
+    return Terms(
+        approver_groups=decision.approver_groups,
+        quorum=decision.quorum,
+        channel=decision.channel,
+        notify_dm=decision.notify_dm,
+        max_ttl_seconds=int(decision.max_ttl.total_seconds()),
+        approval_timeout_seconds=int(decision.approval_timeout.total_seconds()),
+        claim_window_seconds=int(decision.claim_window.total_seconds()),
+        step_up=decision.step_up,
+        break_glass=decision.break_glass,
+        escalate_after_seconds=int(decision.escalate_after.total_seconds())
+        if decision.escalate_after
+        else None,
+        escalate_to=decision.escalate_to,
+    )
+
+
+def intent_record(intent: Intent) -> dict[str, Any]:
+    return {
+        "agent": intent.agent,
+        "action": intent.action,
+        "action_class": intent.action_class.value,
+        "target": intent.target,
+        "environment": intent.environment,
+        "justification": intent.justification,
+        "parameters_digest": parameters_digest(intent.parameters),
+        "requested_ttl_seconds": intent.requested_ttl_seconds,
+        "data_volume_bytes": intent.data_volume_bytes,
+        "on_behalf_of": intent.on_behalf_of,
+        "parent_request_id": intent.parent_request_id,
+        "break_glass": intent.break_glass,
+    }
+
+
+class Stepup:
+    def __init__(
+        self,
+        db: Database,
+        policy: PolicyHolder,
+        keyring: KeyRing,
+        issuer: CredentialIssuer,
+        *,
+        issuer_url: str,
+    ) -> None:
+        self.db = db
+        self.policy = policy
+        self.keyring = keyring
+        self.issuer = issuer
+        self.issuer_url = issuer_url
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def get(self, request_id: str, *, agent_id: str | None = None) -> RequestSnapshot:
+        with self.db.read() as session:
+            return repo.snapshot(session, repo.load_row(session, request_id, agent_id=agent_id))
+
+    def list(
+        self, *, status: list[str] | None = None, agent_id: str | None = None, limit: int = 100
+    ) -> list[RequestSnapshot]:
+        with self.db.read() as session:
+            return [
+                repo.snapshot(session, row)
+                for row in repo.list_rows(session, status=status, agent_id=agent_id, limit=limit)
+            ]
+
+    # -- submit ----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        agent: AgentIdentity,
+        intent: Intent,
+        *,
+        now: datetime,
+        idempotency_key: str | None = None,
+    ) -> tuple[RequestSnapshot, bool]:
+        """Evaluate and record a request. Returns (request, created)."""
+        if intent.agent != agent.id:
+            raise ValidationFailed("the agent is taken from its key, not from the body")
+        body_digest = parameters_digest(intent_record(intent) | {"parameters": intent.parameters})
+            "sha256:"
+            + parameters_digest(intent_record(intent) | {"parameters": intent.parameters})[7:]
+        )
+        if idempotency_key is not None:
+            existing = self._replay(agent.id, idempotency_key, body_digest)
+            if existing is not None:
+                return existing, False
+        decision = self.policy.current.evaluate(intent, now)
+        try:
+            with self.db.write() as session:
+                if intent.parent_request_id is not None:
+                    repo.load_row(session, intent.parent_request_id, agent_id=agent.id)
+                row = self._new_row(agent, intent, decision, now, idempotency_key, body_digest)
+                session.add(row)
+                session.flush()
+                audit = AuditLog(SqlAuditAppender(session))
+                audit.intent_submitted(row.id, agent.id, intent_record(intent), now)
+                audit.policy_decided(
+                    row.id,
+                    {
+                        "outcome": decision.outcome.value,
+                        "status": row.status,
+                        "rule": decision.rule,
+                        "tier": decision.tier.value,
+                        "reasons": list(decision.reasons),
+                        "policy_digest": decision.policy_digest,
+                    },
+                    now,
+                )
+                if decision.break_glass and decision.outcome is Outcome.ALLOW:
+                    audit.break_glass_used(row.id, agent.id, decision.rule, now)
+                return repo.snapshot(session, row), True
+        except IntegrityError:
+            # Two submissions with one idempotency key raced; the other one won.
+            if idempotency_key is None:
+                raise
+            existing = self._replay(agent.id, idempotency_key, body_digest)
+            if existing is None:
+                raise
+            return existing, False
+
+    def _replay(self, agent_id: str, key: str, body_digest: str) -> RequestSnapshot | None:
+        with self.db.read() as session:
+            row = repo.find_by_idempotency_key(session, agent_id, key)
+            if row is None:
+                return None
+            if row.body_digest != body_digest:
+                raise Conflict("this Idempotency-Key was already used with a different body")
+            return repo.snapshot(session, row)
+
+    @staticmethod
+    def _new_row(
+        agent: AgentIdentity,
+        intent: Intent,
+        decision: PolicyDecision,
+        now: datetime,
+        idempotency_key: str | None,
+        body_digest: str,
+    ) -> RequestRow:
+        if decision.outcome is Outcome.DENY:
+            status, expires_at, decided_at = Status.DENIED, None, now
+        elif decision.outcome is Outcome.ALLOW:
+            status, expires_at, decided_at = Status.APPROVED, now + decision.claim_window, now
+        else:
+            status, expires_at, decided_at = Status.PENDING, now + decision.approval_timeout, None
+        return RequestRow(
+            id="req_" + uuid.uuid4().hex,
+            agent_id=agent.id,
+            owner_email=agent.owner_email,
+            status=status.value,
+            version=1,
+            action=intent.action,
+            action_class=intent.action_class.value,
+            target=intent.target,
+            environment=intent.environment,
+            justification=intent.justification,
+            parameters=canonical_json(intent.parameters),
+            parameters_digest=parameters_digest(intent.parameters),
+            requested_ttl_seconds=intent.requested_ttl_seconds,
+            data_volume_bytes=intent.data_volume_bytes,
+            on_behalf_of=intent.on_behalf_of,
+            parent_request_id=intent.parent_request_id,
+            break_glass=intent.break_glass,
+            rule=decision.rule,
+            tier=decision.tier.value,
+            reasons=json.dumps(list(decision.reasons)),
+            policy_digest=decision.policy_digest,
+            terms=terms_from(decision).to_json(),
+            created_at=now,
+            updated_at=now,
+            expires_at=expires_at,
+            decided_at=decided_at,
+            idempotency_key=idempotency_key,
+            body_digest=body_digest,
+        )
+
+    # -- approver clicks -------------------------------------------------------------------
+
+    def eligible_groups(self, row: RequestRow, terms: Terms, now: datetime) -> list[GroupMembers]:
+        """The groups whose members may decide now (the escalation group once it is due)."""
+        names = list(terms.approver_groups)
+        if terms.escalate_to and terms.escalate_after_seconds is not None:
+            if now >= row.created_at + timedelta(seconds=terms.escalate_after_seconds):
+                names.append(terms.escalate_to)
+        policy = self.policy.current
+        groups = []
+        for name in names:
+            if name in policy.groups:  # a group removed by a reload admits nobody
+                g = policy.groups[name]
+                groups.append(GroupMembers(g.name, g.slack_users, g.emails, g.slack_usergroup))
+        return groups
+
+    def vote(
+        self,
+        request_id: str,
+        approver: Approver,
+        vote: Vote,
+        *,
+        now: datetime,
+        reason: str | None = None,
+        confirmation: str | None = None,
+        usergroup_members: dict[str, frozenset[str]] | None = None,
+    ) -> VoteResult:
+        """Record one approver's click. Ineligible clicks raise NotEligible and are audited."""
+        try:
+            with self.db.write() as session:
+                return self._vote(
+                    session,
+                    request_id,
+                    approver,
+                    vote,
+                    now,
+                    reason,
+                    confirmation,
+                    usergroup_members,
+                )
+        except NotEligible as refusal:
+            if refusal.why in ("ineligible", "sponsor", "owner"):
+                with self.db.write() as session:
+                    AuditLog(SqlAuditAppender(session)).click_refused(
+                        request_id, approver.email or approver.slack_user_id, refusal.why, now
+                    )
+            raise
+        except IntegrityError:
+            # The same person's concurrent click got there first: count it once.
+            snap = self.get(request_id)
+            return VoteResult(snap, counted=False, changed=False)
+
+    def _vote(
+        self,
+        session: Session,
+        request_id: str,
+        approver: Approver,
+        vote: Vote,
+        now: datetime,
+        reason: str | None,
+        confirmation: str | None,
+        usergroup_members: dict[str, frozenset[str]] | None,
+    ) -> VoteResult:
+        row = repo.load_row(session, request_id, lock=True)
+        status = Status(row.status)
+        if status is not Status.PENDING:
+            raise NotEligible(f"this request is already {status.value}", why="already_decided")
+        check_deadline(status, row.expires_at, now)
+        terms = Terms.from_json(row.terms)
+        check_eligible(
+            approver,
+            groups=self.eligible_groups(row, terms, now),
+            sponsor_email=row.on_behalf_of,
+            owner_email=row.owner_email,
+            usergroup_members=usergroup_members,
+        )
+        if vote is Vote.DENY and not (reason and reason.strip()):
+            raise ValidationFailed("a denial needs a reason")
+        if vote is Vote.APPROVE and terms.step_up and confirmation != row.target:
+            raise ValidationFailed(f"type the target's name exactly to approve: {row.target}")
+        votes = repo.votes_for(session, row.id)
+        email = (approver.email or "").lower()
+        if any(
+            v.approver_slack_id == approver.slack_user_id
+            or (v.approver_email or "").lower() == email
+            for v in votes
+        ):
+            return VoteResult(repo.snapshot(session, row), counted=False, changed=False)
+        record = DecisionRecord(
+            request_id=row.id,
+            parameters_digest=row.parameters_digest,
+            decision=vote,
+            approver_slack_id=approver.slack_user_id,
+            approver_email=approver.email,
+            decided_at=now,
+            rule=row.rule,
+            reason=reason,
+        )
+        signed = sign_decision(record, self.keyring)
+        session.add(
+            VoteRow(
+                request_id=row.id,
+                approver_slack_id=approver.slack_user_id,
+                approver_email=approver.email,
+                approver_name=approver.name,
+                vote=vote.value,
+                reason=reason,
+                created_at=now,
+                signature=signed,
+            )
+        )
+        session.flush()
+        audit = AuditLog(SqlAuditAppender(session))
+        who = approver.email or approver.slack_user_id
+        audit.decision_recorded(row.id, who, vote.value, signed, now)
+        changed = False
+        if vote is Vote.DENY:
+            repo.compare_and_set(
+                session,
+                row,
+                now=now,
+                status=next_status(status, Event.DENY).value,
+                decided_at=now,
+                expires_at=None,
+                status_reason=reason,
+            )
+            audit.request_denied(row.id, who, reason or "", now)
+            changed = True
+        else:
+            approvers = {
+                (v.approver_email or v.approver_slack_id).lower()
+                for v in votes
+                if v.vote == Vote.APPROVE.value
+            }
+            approvers.add(who.lower())
+            if len(approvers) >= terms.quorum:
+                repo.compare_and_set(
+                    session,
+                    row,
+                    now=now,
+                    status=next_status(status, Event.APPROVE).value,
+                    decided_at=now,
+                    expires_at=now + timedelta(seconds=terms.claim_window_seconds),
+                )
+                audit.request_approved(row.id, sorted(approvers), now)
+                changed = True
+            else:
+                repo.compare_and_set(session, row, now=now)
+        return VoteResult(repo.snapshot(session, row), counted=True, changed=changed)
+
+    # -- agent side ------------------------------------------------------------------------
+
+    def claim(
+        self, request_id: str, agent: AgentIdentity, *, now: datetime
+    ) -> tuple[RequestSnapshot, IssuedCredential]:
+        """Mint the credential of an approved request, once."""
+        with self.db.write() as session:
+            row = repo.load_row(session, request_id, agent_id=agent.id, lock=True)
+            status = Status(row.status)
+            new_status = next_status(status, Event.CLAIM)
+            check_deadline(status, row.expires_at, now)
+            terms = Terms.from_json(row.terms)
+            ttl = terms.max_ttl
+            if row.requested_ttl_seconds:
+                ttl = min(ttl, timedelta(seconds=row.requested_ttl_seconds))
+            approvers = tuple(
+                sorted(
+                    {
+                        v.approver_email
+                        for v in repo.votes_for(session, row.id)
+                        if v.vote == "approve" and v.approver_email
+                    }
+                )
+            )
+            issued = self.issuer.issue(
+                CredentialGrant(
+                    request_id=row.id,
+                    agent=row.agent_id,
+                    audience=row.target,
+                    scope=row.action,
+                    args_digest=row.parameters_digest,
+                    environment=row.environment,
+                    approvers=approvers,
+                    on_behalf_of=row.on_behalf_of,
+                    ttl=ttl,
+                ),
+                now,
+            )
+            session.add(
+                CredentialRow(
+                    jti=issued.handle,
+                    request_id=row.id,
+                    agent_id=row.agent_id,
+                    scope=issued.scope,
+                    audience=row.target,
+                    issued_at=now,
+                    expires_at=issued.expires_at,
+                )
+            )
+            repo.compare_and_set(
+                session,
+                row,
+                now=now,
+                status=new_status.value,
+                credential_jti=issued.handle,
+                credential_expires_at=issued.expires_at,
+                expires_at=None,
+            )
+            AuditLog(SqlAuditAppender(session)).credential_issued(
+                row.id,
+                row.agent_id,
+                {
+                    "jti": issued.handle,
+                    "expires_at": issued.expires_at.isoformat(),
+                    "scope": issued.scope,
+                    "aud": row.target,
+                    "ttl_seconds": int(ttl.total_seconds()),
+                },
+                now,
+            )
+            return repo.snapshot(session, row), issued
+
+    def complete(
+        self,
+        request_id: str,
+        agent: AgentIdentity,
+        outcome: SessionOutcome,
+        detail: str,
+        *,
+        now: datetime,
+    ) -> RequestSnapshot:
+        with self.db.write() as session:
+            row = repo.load_row(session, request_id, agent_id=agent.id, lock=True)
+            new_status = next_status(Status(row.status), Event.COMPLETE)
+            audit = AuditLog(SqlAuditAppender(session))
+            self._revoke_credential(
+                session, audit, row, by=agent.id, reason=f"completed: {outcome.value}", now=now
+            )
+            repo.compare_and_set(
+                session,
+                row,
+                now=now,
+                status=new_status.value,
+                outcome=outcome.value,
+                outcome_detail=detail,
+            )
+            audit.session_completed(row.id, agent.id, outcome.value, detail, now)
+            return repo.snapshot(session, row)
+
+    def cancel(self, request_id: str, agent: AgentIdentity, *, now: datetime) -> RequestSnapshot:
+        with self.db.write() as session:
+            row = repo.load_row(session, request_id, agent_id=agent.id, lock=True)
+            new_status = next_status(Status(row.status), Event.CANCEL)
+            repo.compare_and_set(
+                session,
+                row,
+                now=now,
+                status=new_status.value,
+                expires_at=None,
+                status_reason="cancelled by agent",
+            )
+            AuditLog(SqlAuditAppender(session)).request_cancelled(row.id, agent.id, now)
+            return repo.snapshot(session, row)
+
+    def revoke(self, request_id: str, *, by: str, reason: str, now: datetime) -> RequestSnapshot:
+        """An approver or admin cuts off an approved or active request."""
+        with self.db.write() as session:
+            row = repo.load_row(session, request_id, lock=True)
+            new_status = next_status(Status(row.status), Event.REVOKE)
+            audit = AuditLog(SqlAuditAppender(session))
+            self._revoke_credential(session, audit, row, by=by, reason=reason, now=now)
+            repo.compare_and_set(
+                session,
+                row,
+                now=now,
+                status=new_status.value,
+                expires_at=None,
+                status_reason=reason,
+            )
+            return repo.snapshot(session, row)
+
+    def _revoke_credential(
+        self,
+        session: Session,
+        audit: AuditLog,
+        row: RequestRow,
+        *,
+        by: str,
+        reason: str,
+        now: datetime,
+    ) -> None:
+        if row.credential_jti and repo.revoke_credential_row(
+            session, row.credential_jti, now=now, reason=reason
+        ):
+            self.issuer.revoke(row.credential_jti, now)
+            audit.credential_revoked(row.id, row.credential_jti, by, reason, now)
+
+    # -- time ------------------------------------------------------------------------------
+
+    def expire_due(self, *, now: datetime, limit: int = 500) -> list[ExpiryResult]:
+        """Expire every request whose deadline passed. Idempotent; safe across replicas."""
+        with self.db.read() as session:
+            due = repo.due_ids(session, now, limit=limit)
+        results = []
+        for request_id, _ in due:
+            result = self.expire_one(request_id, now=now)
+            if result is not None:
+                results.append(result)
+        return results
+
+    def expire_one(self, request_id: str, *, now: datetime) -> ExpiryResult | None:
+        """Expire one request if it is still due; None when another worker got there first."""
+        try:
+            with self.db.write() as session:
+                row = repo.load_row(session, request_id, lock=True)
+                status = Status(row.status)
+                deadline = row.credential_expires_at if status is Status.ACTIVE else row.expires_at
+                if status.is_final or deadline is None or deadline > now:
+                    return None
+                new_status = next_status(status, Event.EXPIRE)
+                audit = AuditLog(SqlAuditAppender(session))
+                if status is Status.ACTIVE:
+                    self._revoke_credential(
+                        session, audit, row, by="scheduler", reason="ttl elapsed", now=now
+                    )
+                    reason = "credential TTL elapsed"
+                else:
+                    reason = (
+                        "approval deadline passed"
+                        if status is Status.PENDING
+                        else "claim window passed"
+                    )
+                    audit.request_expired(row.id, status.value, now)
+                repo.compare_and_set(
+                    session,
+                    row,
+                    now=now,
+                    status=new_status.value,
+                    expires_at=None,
+                    status_reason=reason,
+                )
+                return ExpiryResult(row.id, status, new_status)
+        except (Conflict, IllegalTransition):
+            return None
+
+    # -- target systems --------------------------------------------------------------------
+
+    def introspect(self, token: str, *, now: datetime) -> dict[str, Any]:
+        """RFC 7662: active only when the signature, times and revocation list all agree."""
+        try:
+            claims = verify_credential(
+                token, keyring=self.keyring, issuer_url=self.issuer_url, audience=None, now=now
+            )
+        except InvalidToken:
+            return introspection_response(None, revoked=False, now=now)
+        with self.db.read() as session:
+            row = session.get(CredentialRow, str(claims.get("jti", "")))
+            revoked = row is None or row.revoked_at is not None
+        return introspection_response(claims, revoked=revoked, now=now)

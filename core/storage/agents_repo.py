@@ -1,0 +1,102 @@
+"""Agents, their keys, and the resource servers allowed to introspect. Keys are kept hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from core.errors import Conflict, NotFound, Unauthenticated
+from core.storage.tables import AgentKeyRow, AgentRow, ResourceServerRow
+
+AGENT_KEY_PREFIX = "stpa_"
+RESOURCE_SERVER_KEY_PREFIX = "stpr_"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentIdentity:
+    id: str
+    owner_email: str
+
+
+def hash_key(key: str) -> str:
+    # Keys are 256-bit random strings, so one SHA-256 is enough: nothing to brute-force.
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def new_key(prefix: str) -> str:
+    return prefix + secrets.token_urlsafe(32)
+
+
+def add_agent(session: Session, agent_id: str, owner_email: str, now: datetime) -> str:
+    """Register an agent and return its first key (shown once, stored only as a hash)."""
+    if session.get(AgentRow, agent_id) is not None:
+        raise Conflict(f"agent {agent_id} already exists")
+    session.add(AgentRow(id=agent_id, owner_email=owner_email, disabled=False, created_at=now))
+    return add_agent_key(session, agent_id, now)
+
+
+def add_agent_key(session: Session, agent_id: str, now: datetime) -> str:
+    key = new_key(AGENT_KEY_PREFIX)
+    session.add(
+        AgentKeyRow(agent_id=agent_id, key_hash=hash_key(key), key_prefix=key[:9], created_at=now)
+    )
+    session.flush()
+    return key
+
+
+def authenticate_agent(session: Session, key: str) -> AgentIdentity:
+    row = session.execute(
+        select(AgentRow)
+        .join(AgentKeyRow, AgentKeyRow.agent_id == AgentRow.id)
+        .where(AgentKeyRow.key_hash == hash_key(key), AgentKeyRow.revoked_at.is_(None))
+    ).scalar_one_or_none()
+    if row is None or row.disabled:
+        raise Unauthenticated()
+    return AgentIdentity(row.id, row.owner_email)
+
+
+def get_agent(session: Session, agent_id: str) -> AgentRow:
+    row = session.get(AgentRow, agent_id)
+    if row is None:
+        raise NotFound(f"no agent {agent_id}")
+    return row
+
+
+def list_agents(session: Session) -> list[AgentRow]:
+    return list(session.execute(select(AgentRow).order_by(AgentRow.id)).scalars())
+
+
+def disable_agent(session: Session, agent_id: str, now: datetime) -> None:
+    row = get_agent(session, agent_id)
+    row.disabled = True
+    row.disabled_at = now
+    session.execute(
+        update(AgentKeyRow)
+        .where(AgentKeyRow.agent_id == agent_id, AgentKeyRow.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+
+
+def add_resource_server(session: Session, name: str, now: datetime) -> str:
+    if session.get(ResourceServerRow, name) is not None:
+        raise Conflict(f"resource server {name} already exists")
+    key = new_key(RESOURCE_SERVER_KEY_PREFIX)
+    session.add(
+        ResourceServerRow(name=name, key_hash=hash_key(key), created_at=now, disabled=False)
+    )
+    session.flush()
+    return key
+
+
+def authenticate_resource_server(session: Session, key: str) -> str:
+    row = session.execute(
+        select(ResourceServerRow).where(ResourceServerRow.key_hash == hash_key(key))
+    ).scalar_one_or_none()
+    if row is None or row.disabled:
+        raise Unauthenticated()
+    return row.name

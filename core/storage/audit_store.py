@@ -1,0 +1,92 @@
+"""The audit chain in SQL: append under the head lock, stream entries in order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.audit.chain import AuditEntry, entry_hash
+from core.audit.events import AuditKind
+from core.canonical import canonical_json
+from core.storage.tables import AuditHeadRow, AuditRow
+
+
+class SqlAuditAppender:
+    """Appends in the session's transaction, so an entry commits or rolls back with its change."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def append(
+        self,
+        kind: AuditKind,
+        *,
+        at: datetime,
+        request_id: str | None,
+        actor: str | None,
+        data: dict[str, Any],
+    ) -> AuditEntry:
+        # FOR UPDATE serialises appenders on PostgreSQL; on SQLite the write transaction
+        # already holds the database's single write lock (BEGIN IMMEDIATE).
+        head = self._session.execute(
+            select(AuditHeadRow).where(AuditHeadRow.id == 1).with_for_update()
+        ).scalar_one()
+        seq, prev_hash = head.seq + 1, head.hash
+        text = canonical_json(data)
+        digest = entry_hash(
+            seq=seq,
+            at=at,
+            kind=kind.value,
+            request_id=request_id,
+            actor=actor,
+            data=text,
+            prev_hash=prev_hash,
+        )
+        self._session.add(
+            AuditRow(
+                seq=seq,
+                at=at,
+                kind=kind.value,
+                request_id=request_id,
+                actor=actor,
+                data=text,
+                prev_hash=prev_hash,
+                hash=digest,
+            )
+        )
+        head.seq = seq
+        head.hash = digest
+        self._session.flush()
+        return AuditEntry(seq, at, kind.value, request_id, actor, text, prev_hash, digest)
+
+
+def read_head(session: Session) -> tuple[int, str]:
+    head = session.execute(select(AuditHeadRow).where(AuditHeadRow.id == 1)).scalar_one()
+    return head.seq, head.hash
+
+
+def iter_entries(
+    session: Session, *, since: datetime | None = None, batch: int = 5000
+) -> Iterator[AuditEntry]:
+    """Entries in seq order, fetched in batches so memory stays flat for long chains."""
+    table = AuditRow.__table__
+    query = select(
+        table.c.seq,
+        table.c.at,
+        table.c.kind,
+        table.c.request_id,
+        table.c.actor,
+        table.c.data,
+        table.c.prev_hash,
+        table.c.hash,
+    ).order_by(table.c.seq)
+    if since is not None:
+        query = query.where(table.c.at >= since)
+    for row in session.execute(query.execution_options(yield_per=batch)):
+        yield AuditEntry(
+            row.seq, row.at, row.kind, row.request_id, row.actor, row.data, row.prev_hash, row.hash
+        )

@@ -1,0 +1,175 @@
+"""Queries and conditional updates on requests, votes and credentials."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.orm import Session
+
+from core.errors import Conflict, NotFound
+from core.model import ActionClass, Status, Tier
+from core.records import CredentialInfo, RequestSnapshot, Terms, VoteInfo
+from core.storage.tables import CredentialRow, RequestRow, VoteRow
+
+
+def load_row(
+    session: Session, request_id: str, *, agent_id: str | None = None, lock: bool = False
+) -> RequestRow:
+    """The request row; NotFound when absent or owned by another agent (the two look alike)."""
+    query = select(RequestRow).where(RequestRow.id == request_id)
+    if lock:
+        query = query.with_for_update()
+    row = session.execute(query).scalar_one_or_none()
+    if row is None or (agent_id is not None and row.agent_id != agent_id):
+        raise NotFound(f"no request {request_id}")
+    return row
+
+
+def find_by_idempotency_key(session: Session, agent_id: str, key: str) -> RequestRow | None:
+    return session.execute(
+        select(RequestRow).where(RequestRow.agent_id == agent_id, RequestRow.idempotency_key == key)
+    ).scalar_one_or_none()
+
+
+def compare_and_set(session: Session, row: RequestRow, *, now: datetime, **values: Any) -> None:
+    """Apply ``values`` only if nobody changed the row since it was read; else Conflict.
+
+    This is the one place where a transition is decided between racing callers.
+    """
+    result = session.execute(
+        update(RequestRow)
+        .where(and_(RequestRow.id == row.id, RequestRow.version == row.version))
+        .values(version=row.version + 1, updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(f"request {row.id} changed concurrently; read it again")
+    session.expire(row)
+
+
+def votes_for(session: Session, request_id: str) -> list[VoteRow]:
+    return list(
+        session.execute(
+            select(VoteRow).where(VoteRow.request_id == request_id).order_by(VoteRow.id)
+        ).scalars()
+    )
+
+
+def credential_for(session: Session, jti: str | None) -> CredentialRow | None:
+    if jti is None:
+        return None
+    return session.get(CredentialRow, jti)
+
+
+def snapshot(session: Session, row: RequestRow) -> RequestSnapshot:
+    votes = votes_for(session, row.id)
+    credential = credential_for(session, row.credential_jti)
+    return RequestSnapshot(
+        id=row.id,
+        agent_id=row.agent_id,
+        owner_email=row.owner_email,
+        status=Status(row.status),
+        version=row.version,
+        action=row.action,
+        action_class=ActionClass(row.action_class),
+        target=row.target,
+        environment=row.environment,
+        justification=row.justification,
+        parameters=json.loads(row.parameters),
+        parameters_digest=row.parameters_digest,
+        requested_ttl_seconds=row.requested_ttl_seconds,
+        data_volume_bytes=row.data_volume_bytes,
+        on_behalf_of=row.on_behalf_of,
+        parent_request_id=row.parent_request_id,
+        break_glass=row.break_glass,
+        rule=row.rule,
+        tier=Tier(row.tier),
+        reasons=tuple(json.loads(row.reasons)),
+        policy_digest=row.policy_digest,
+        terms=Terms.from_json(row.terms),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        expires_at=row.expires_at,
+        decided_at=row.decided_at,
+        outcome=row.outcome,
+        outcome_detail=row.outcome_detail,
+        status_reason=row.status_reason,
+        votes=tuple(
+            VoteInfo(
+                v.approver_slack_id,
+                v.approver_email,
+                v.approver_name,
+                v.vote,
+                v.reason,
+                v.created_at,
+            )
+            for v in votes
+        ),
+        credential=(
+            CredentialInfo(
+                credential.jti,
+                credential.expires_at,
+                credential.revoked_at,
+                credential.revoke_reason,
+            )
+            if credential is not None
+            else None
+        ),
+    )
+
+
+def due_ids(session: Session, now: datetime, *, limit: int = 500) -> list[tuple[str, str]]:
+    """(id, status) of requests whose deadline has passed, via the (status, deadline) indexes."""
+    due: list[tuple[str, str]] = []
+    for status in (Status.PENDING, Status.APPROVED):
+        due.extend(
+            (rid, status.value)
+            for rid in session.execute(
+                select(RequestRow.id)
+                .where(RequestRow.status == status.value, RequestRow.expires_at <= now)
+                .order_by(RequestRow.expires_at)
+                .limit(limit)
+            ).scalars()
+        )
+    due.extend(
+        (rid, Status.ACTIVE.value)
+        for rid in session.execute(
+            select(RequestRow.id)
+            .where(
+                RequestRow.status == Status.ACTIVE.value, RequestRow.credential_expires_at <= now
+            )
+            .order_by(RequestRow.credential_expires_at)
+            .limit(limit)
+        ).scalars()
+    )
+    return due
+
+
+def list_rows(
+    session: Session,
+    *,
+    status: Sequence[str] | None = None,
+    agent_id: str | None = None,
+    limit: int = 100,
+) -> list[RequestRow]:
+    query = select(RequestRow).order_by(RequestRow.created_at.desc()).limit(limit)
+    if status:
+        query = query.where(RequestRow.status.in_(list(status)))
+    if agent_id:
+        query = query.where(RequestRow.agent_id == agent_id)
+    return list(session.execute(query).scalars())
+
+
+def revoke_credential_row(session: Session, jti: str, *, now: datetime, reason: str) -> bool:
+    """Put the credential on the revocation list; False if it was already there."""
+    result = session.execute(
+        update(CredentialRow)
+        .where(CredentialRow.jti == jti, CredentialRow.revoked_at.is_(None))
+        .values(revoked_at=now, revoke_reason=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]

@@ -1,0 +1,161 @@
+"""The schema. Migrations in ``migrations/versions`` create exactly these tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from core.storage.types import UTCDateTime
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AgentRow(Base):
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner_email: Mapped[str] = mapped_column(String(320))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AgentKeyRow(Base):
+    """Only a SHA-256 of each key is kept; the key itself is shown once at creation."""
+
+    __tablename__ = "agent_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ResourceServerRow(Base):
+    """A target system allowed to call introspection."""
+
+    __tablename__ = "resource_servers"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class RequestRow(Base):
+    __tablename__ = "requests"
+    __table_args__ = (
+        UniqueConstraint("agent_id", "idempotency_key", name="uq_requests_idempotency"),
+        # Finding what is due is a range scan over one status: O(due), not O(all).
+        Index("ix_requests_status_expires", "status", "expires_at"),
+        Index("ix_requests_status_credential_expires", "status", "credential_expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(128), index=True)
+    owner_email: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(16))
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    action: Mapped[str] = mapped_column(String(256))
+    action_class: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(512))
+    environment: Mapped[str] = mapped_column(String(64))
+    justification: Mapped[str] = mapped_column(Text, default="")
+    parameters: Mapped[str] = mapped_column(Text)  # canonical JSON
+    parameters_digest: Mapped[str] = mapped_column(String(80))
+    requested_ttl_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    data_volume_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    on_behalf_of: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    parent_request_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    break_glass: Mapped[bool] = mapped_column(Boolean, default=False)
+    rule: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    tier: Mapped[str] = mapped_column(String(16))
+    reasons: Mapped[str] = mapped_column(Text)  # JSON list
+    policy_digest: Mapped[str] = mapped_column(String(80))
+    terms: Mapped[str] = mapped_column(Text)  # JSON: what the deciding rule asked for
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    credential_jti: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    credential_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    outcome_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    body_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
+
+
+class VoteRow(Base):
+    """One counted click. The unique constraint makes a double click count once."""
+
+    __tablename__ = "votes"
+    __table_args__ = (UniqueConstraint("request_id", "approver_slack_id", name="uq_votes_person"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), index=True)
+    approver_slack_id: Mapped[str] = mapped_column(String(64))
+    approver_email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    approver_name: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    vote: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    signature: Mapped[str] = mapped_column(Text)  # the signed decision (JWS)
+
+
+class CredentialRow(Base):
+    """Issued credentials and the revocation list. The token itself is never stored."""
+
+    __tablename__ = "credentials"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), index=True)
+    agent_id: Mapped[str] = mapped_column(String(128))
+    scope: Mapped[str] = mapped_column(String(256))
+    audience: Mapped[str] = mapped_column(String(512))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoke_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AuditRow(Base):
+    """Append-only and hash-chained: ``hash`` covers every field and ``prev_hash``."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(48))
+    request_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    actor: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    data: Mapped[str] = mapped_column(Text)  # canonical JSON
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHeadRow(Base):
+    """The chain's head: one row, locked by each appender so entries are strictly ordered."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
