@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from core.keys import KeyRing, RejectedToken
 
-TOKEN_TYPE = "at+jwt"  # RFC 9068
+CREDENTIAL_TYP = "at+jwt"  # RFC 9068
 
 REQUIRED_CLAIMS = (
     "iss",
@@ -70,7 +70,7 @@ class IssuedCredential:
     handle: str  # the jti for JWTs; a lease id for Vault
     expires_at: datetime  # aware, UTC
     scope: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - a scheme name, not a secret
 
 
 class CredentialIssuer(Protocol):
@@ -115,7 +115,7 @@ class JwtIssuer:
         if grant.on_behalf_of is not None:
             claims["on_behalf_of"] = grant.on_behalf_of
         return IssuedCredential(
-            token=self._keyring.sign(claims, typ=TOKEN_TYPE),
+            token=self._keyring.sign(claims, typ=CREDENTIAL_TYP),
             handle=jti,
             expires_at=datetime.fromtimestamp(expires, UTC),
             scope=grant.scope,
@@ -146,7 +146,7 @@ def verify_credential(
     """
     _require_aware(now)
     slack = leeway.total_seconds() if isinstance(leeway, timedelta) else float(leeway)
-    claims = keyring.verify(token, typ=TOKEN_TYPE)
+    claims = keyring.verify(token, typ=CREDENTIAL_TYP)
     if any(name not in claims for name in REQUIRED_CLAIMS):
         raise RejectedToken("missing_claim")
     if any(not isinstance(claims[name], str) for name in _STRING_CLAIMS):

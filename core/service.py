@@ -7,7 +7,9 @@ compare-and-set, write the audit entries of what changed. Time is always passed 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +40,9 @@ from core.storage.audit_store import SqlAuditAppender
 from core.storage.database import Database
 from core.storage.tables import CredentialRow, RequestRow, VoteRow
 
+logger = logging.getLogger(__name__)
+
+
 @dataclass(frozen=True, slots=True)
 class VoteResult:
     snapshot: RequestSnapshot
@@ -50,6 +55,10 @@ class ExpiryResult:
     request_id: str
     previous: Status
     status: Status
+
+
+ChangeListener = Callable[[RequestSnapshot], None]
+"""Called after a commit that changed a request (long-polls, Slack cards). Must not raise."""
 
 
 def terms_from(decision: PolicyDecision) -> Terms:
@@ -102,6 +111,18 @@ class Stepup:
         self.keyring = keyring
         self.issuer = issuer
         self.issuer_url = issuer_url
+        self._listeners: list[ChangeListener] = []
+
+    def subscribe(self, listener: ChangeListener) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self, snapshot: RequestSnapshot) -> RequestSnapshot:
+        for listener in self._listeners:
+            try:
+                listener(snapshot)
+            except Exception:  # a broken listener must not undo a committed change
+                logger.exception("change listener failed for %s", snapshot.id)
+        return snapshot
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -132,9 +153,6 @@ class Stepup:
         if intent.agent != agent.id:
             raise ValidationFailed("the agent is taken from its key, not from the body")
         body_digest = parameters_digest(intent_record(intent) | {"parameters": intent.parameters})
-            "sha256:"
-            + parameters_digest(intent_record(intent) | {"parameters": intent.parameters})[7:]
-        )
         if idempotency_key is not None:
             existing = self._replay(agent.id, idempotency_key, body_digest)
             if existing is not None:
@@ -146,7 +164,7 @@ class Stepup:
                     repo.load_row(session, intent.parent_request_id, agent_id=agent.id)
                 row = self._new_row(agent, intent, decision, now, idempotency_key, body_digest)
                 session.add(row)
-                session.flush()
+                session.flush()  # the idempotency key's unique constraint fires here
                 audit = AuditLog(SqlAuditAppender(session))
                 audit.intent_submitted(row.id, agent.id, intent_record(intent), now)
                 audit.policy_decided(
@@ -163,7 +181,7 @@ class Stepup:
                 )
                 if decision.break_glass and decision.outcome is Outcome.ALLOW:
                     audit.break_glass_used(row.id, agent.id, decision.rule, now)
-                return repo.snapshot(session, row), True
+                created = repo.snapshot(session, row)
         except IntegrityError:
             # Two submissions with one idempotency key raced; the other one won.
             if idempotency_key is None:
@@ -172,6 +190,7 @@ class Stepup:
             if existing is None:
                 raise
             return existing, False
+        return self._changed(created), True
 
     def _replay(self, agent_id: str, key: str, body_digest: str) -> RequestSnapshot | None:
         with self.db.read() as session:
@@ -279,6 +298,9 @@ class Stepup:
             # The same person's concurrent click got there first: count it once.
             snap = self.get(request_id)
             return VoteResult(snap, counted=False, changed=False)
+        if result.counted:
+            self._changed(result.snapshot)
+        return result
 
     def _vote(
         self,
@@ -339,7 +361,7 @@ class Stepup:
                 signature=signed,
             )
         )
-        session.flush()
+        session.flush()  # one vote per person: a racing duplicate fails here
         audit = AuditLog(SqlAuditAppender(session))
         who = approver.email or approver.slack_user_id
         audit.decision_recorded(row.id, who, vote.value, signed, now)
@@ -448,7 +470,8 @@ class Stepup:
                 },
                 now,
             )
-            return repo.snapshot(session, row), issued
+            claimed = repo.snapshot(session, row)
+        return self._changed(claimed), issued
 
     def complete(
         self,
@@ -475,7 +498,8 @@ class Stepup:
                 outcome_detail=detail,
             )
             audit.session_completed(row.id, agent.id, outcome.value, detail, now)
-            return repo.snapshot(session, row)
+            done = repo.snapshot(session, row)
+        return self._changed(done)
 
     def cancel(self, request_id: str, agent: AgentIdentity, *, now: datetime) -> RequestSnapshot:
         with self.db.write() as session:
@@ -490,7 +514,8 @@ class Stepup:
                 status_reason="cancelled by agent",
             )
             AuditLog(SqlAuditAppender(session)).request_cancelled(row.id, agent.id, now)
-            return repo.snapshot(session, row)
+            cancelled = repo.snapshot(session, row)
+        return self._changed(cancelled)
 
     def revoke(self, request_id: str, *, by: str, reason: str, now: datetime) -> RequestSnapshot:
         """An approver or admin cuts off an approved or active request."""
@@ -507,7 +532,8 @@ class Stepup:
                 expires_at=None,
                 status_reason=reason,
             )
-            return repo.snapshot(session, row)
+            revoked = repo.snapshot(session, row)
+        return self._changed(revoked)
 
     def _revoke_credential(
         self,
@@ -569,9 +595,11 @@ class Stepup:
                     expires_at=None,
                     status_reason=reason,
                 )
-                return ExpiryResult(row.id, status, new_status)
+                expired = repo.snapshot(session, row)
         except (Conflict, IllegalTransition):
             return None
+        self._changed(expired)
+        return ExpiryResult(request_id, status, new_status)
 
     # -- target systems --------------------------------------------------------------------
 

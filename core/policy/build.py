@@ -141,7 +141,8 @@ class _RuleBuilder:
             tier=decision.tier,
             conditions=conditions,
             residual=tuple(
-                c for c, key in zip(conditions, rule.match.keys_in_order(), strict=True)
+                c
+                for c, key in zip(conditions, rule.match.keys_in_order(), strict=True)
                 if key not in _INDEXED
             ),
             actions=actions,
@@ -193,7 +194,9 @@ class _RuleBuilder:
         self._check_quorum(approvers, quorum)
         notify = rule.notify or ("channel",)
         escalate_to = self._escalate_to()
-        default_reason = f"rule {rule.name} requires {quorum} approval(s) from {', '.join(approvers)}"
+        default_reason = (
+            f"rule {rule.name} requires {quorum} approval(s) from {', '.join(approvers)}"
+        )
         return replace(
             base,
             reasons=(rule.reason or default_reason,),

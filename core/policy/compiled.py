@@ -75,7 +75,8 @@ class CompiledRule:
         return self.actions is None or self.actions.matches(action)
 
     def residual_holds(self, intent: Intent, now: datetime) -> bool:
-        for condition in self.residual:
+        # A plain loop: measurably faster than all() over a generator on the hot path.
+        for condition in self.residual:  # noqa: SIM110
             if not condition.holds(intent, now):
                 return False
         return True

@@ -31,7 +31,6 @@ from core.durations import parse_duration, parse_size
 from core.model import ActionClass, Outcome, Tier
 
 SUPPORTED_VERSION = 1
-WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 _HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
@@ -103,6 +102,7 @@ Email = Annotated[
     AfterValidator(_lower),
 ]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 NotifyTarget = Literal["channel", "dm"]
 
 
@@ -198,9 +198,7 @@ class MatchSpec(_Strict):
 
     @model_validator(mode="wrap")
     @classmethod
-    def _remember_order(
-        cls, data: Any, handler: ModelWrapValidatorHandler[MatchSpec]
-    ) -> MatchSpec:
+    def _remember_order(cls, data: Any, handler: ModelWrapValidatorHandler[MatchSpec]) -> MatchSpec:
         spec = handler(data)
         if isinstance(data, dict):
             spec._written_order = tuple(key for key in data if key in cls.model_fields)

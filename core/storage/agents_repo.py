@@ -37,6 +37,7 @@ def add_agent(session: Session, agent_id: str, owner_email: str, now: datetime) 
     if session.get(AgentRow, agent_id) is not None:
         raise Conflict(f"agent {agent_id} already exists")
     session.add(AgentRow(id=agent_id, owner_email=owner_email, disabled=False, created_at=now))
+    session.flush()  # the key row refers to it
     return add_agent_key(session, agent_id, now)
 
 

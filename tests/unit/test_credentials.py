@@ -23,7 +23,7 @@ from core.credentials import (
     verify_credential,
 )
 from core.errors import InvalidToken
-from core.keys import KeyRing
+from core.keys import KeyRing, RejectedToken
 
 ISSUER = "https://stepup.example.com"
 NOW = datetime(2026, 3, 4, 10, 0, 0, tzinfo=UTC)
@@ -39,13 +39,14 @@ def _b64url_json(value: Any) -> str:
     return _b64url(json.dumps(value).encode())
 
 
+def _json_part(part: str) -> dict[str, Any]:
+    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    return decoded
+
+
 def _parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     header, payload, _ = token.split(".")
-    pad = lambda s: s + "=" * (-len(s) % 4)  # noqa: E731
-    return (
-        json.loads(base64.urlsafe_b64decode(pad(header))),
-        json.loads(base64.urlsafe_b64decode(pad(payload))),
-    )
+    return _json_part(header), _json_part(payload)
 
 
 @pytest.fixture
@@ -222,6 +223,11 @@ def _hs256(header: dict[str, Any], payload: dict[str, Any], secret: bytes) -> st
     return f"{signing_input}.{_b64url(mac)}"
 
 
+def _ed25519(header: dict[str, Any], payload: dict[str, Any], key: Ed25519PrivateKey) -> str:
+    signing_input = f"{_b64url_json(header)}.{_b64url_json(payload)}"
+    return f"{signing_input}.{_b64url(key.sign(signing_input.encode()))}"
+
+
 def _rejections(ring: KeyRing, issuer: JwtIssuer) -> dict[str, tuple[str, dict[str, Any]]]:
     """Each case: a token and the verify arguments under which it must be refused."""
     good = issuer.issue(_grant(), NOW).token
@@ -261,12 +267,7 @@ def _rejections(ring: KeyRing, issuer: JwtIssuer) -> dict[str, tuple[str, dict[s
         "approvers not a list": (ring.sign({**claims, "approvers": "alice"}, typ="at+jwt"), {}),
         "exp not a number": (ring.sign({**claims, "exp": "later"}, typ="at+jwt"), {}),
         "crit header": (
-            jwt.encode(
-                claims,
-                ring.private_key,
-                algorithm="EdDSA",
-                headers={**header, "crit": ["b64"], "b64": True},
-            ),
+            _ed25519({**header, "crit": ["b64"], "b64": True}, claims, ring.private_key),
             {},
         ),
         "unknown kid": (
@@ -284,30 +285,50 @@ def _rejections(ring: KeyRing, issuer: JwtIssuer) -> dict[str, tuple[str, dict[s
     }
 
 
-CASES = [
-    "wrong audience", "wrong issuer", "expired", "not yet valid", "foreign key, same kid",
-    "alg none", "alg none, real signature kept", "HS256 with raw public key",
-    "HS256 with PEM public key", "tampered payload", "wrong typ", "no typ",
-    "missing required claim", "approvers not a list", "exp not a number", "crit header",
-    "unknown kid", "no kid", "garbage", "empty", "three dots of garbage", "huge",
-]  # fmt: skip
+# Each case, and the log-safe reason it must be refused for (so it fails on the right check).
+CASES = {
+    "wrong audience": "wrong_audience",
+    "wrong issuer": "wrong_issuer",
+    "expired": "expired",
+    "not yet valid": "not_yet_valid",
+    "foreign key, same kid": "bad_signature",
+    "alg none": "wrong_alg",
+    "alg none, real signature kept": "wrong_alg",
+    "HS256 with raw public key": "wrong_alg",
+    "HS256 with PEM public key": "wrong_alg",
+    "tampered payload": "bad_signature",
+    "wrong typ": "wrong_typ",
+    "no typ": "wrong_typ",
+    "missing required claim": "missing_claim",
+    "approvers not a list": "malformed_claim",
+    "exp not a number": "malformed_claim",
+    "crit header": "unsupported_header",
+    "unknown kid": "unknown_kid",
+    "no kid": "missing_kid",
+    "garbage": "malformed",
+    "empty": "malformed",
+    "three dots of garbage": "malformed",
+    "huge": "malformed",
+}
 
 
 def test_the_rejection_cases_are_all_listed(ring: KeyRing, issuer: JwtIssuer) -> None:
     assert sorted(_rejections(ring, issuer)) == sorted(CASES)
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize(("case", "reason"), CASES.items())
 def test_bad_tokens_are_one_opaque_invalid_token(
-    ring: KeyRing, issuer: JwtIssuer, case: str
+    ring: KeyRing, issuer: JwtIssuer, case: str, reason: str
 ) -> None:
     token, changes = _rejections(ring, issuer)[case]
 
     with pytest.raises(InvalidToken) as excinfo:
         _verify(token, ring, **changes)
-    assert str(excinfo.value) == "invalid token"
-    # No chained parser error that a traceback in a log could spill token contents from.
     error = excinfo.value
+    assert isinstance(error, RejectedToken)
+    assert error.reason == reason
+    assert str(error) == "invalid token"
+    # No chained parser error that a traceback in a log could spill token contents from.
     assert error.__cause__ is None
     assert error.__context__ is None or error.__suppress_context__
 

@@ -1,0 +1,36 @@
+"""The FastAPI application: routes, problem details, body limit, long-poll wiring."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from bot.api import problems
+from bot.api.context import ApiContext
+from bot.api.limits import BodyLimitMiddleware
+from bot.api.routes import router
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(ctx: ApiContext) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        ctx.hub.bind(asyncio.get_running_loop())
+        yield
+
+    app = FastAPI(
+        title="stepup",
+        version="1",
+        description="Agents ask before they act; humans approve in Slack; credentials are scoped and short-lived.",
+        lifespan=lifespan,
+    )
+    app.state.stepup = ctx
+    ctx.service.subscribe(ctx.hub.notify)
+    problems.install(app)
+    app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    return app

@@ -1,0 +1,34 @@
+"""What the routes need, built once at start-up and reached through ``request.app.state``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from fastapi import Request
+
+from core.agents import AgentRegistry
+from core.service import Stepup
+
+from bot.api.changes import ChangeHub
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class ApiContext:
+    service: Stepup
+    registry: AgentRegistry
+    hub: ChangeHub = field(default_factory=ChangeHub)
+    clock: Callable[[], datetime] = utc_now
+    max_wait_seconds: int = 60
+    # Long-polls re-read the database at least this often, to see other replicas' changes.
+    cross_replica_recheck_seconds: float = 2.0
+
+
+def context_of(request: Request) -> ApiContext:
+    ctx: ApiContext = request.app.state.stepup
+    return ctx

@@ -1,0 +1,87 @@
+"""RFC 9457 problem details for every error the API returns."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import (
+    Conflict,
+    IllegalTransition,
+    InvalidToken,
+    NotEligible,
+    NotFound,
+    PolicyError,
+    StepupError,
+    Unauthenticated,
+    ValidationFailed,
+)
+
+logger = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
+
+_STATUS: dict[type[StepupError], int] = {
+    ValidationFailed: 422,
+    NotFound: 404,
+    IllegalTransition: 409,
+    Conflict: 409,
+    NotEligible: 403,
+    Unauthenticated: 401,
+    InvalidToken: 401,
+    PolicyError: 422,
+}
+
+_TYPES = {
+    400: "bad-request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    409: "conflict",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+    422: "invalid-input",
+    500: "internal-error",
+}
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    body = {"type": f"https://stepup.dev/problems/{_TYPES.get(status, 'error')}", "title": title, "status": status, "detail": detail}
+    body.update(extra)
+    headers = {"WWW-Authenticate": 'Bearer realm="stepup"'} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "header", "path")]
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(StepupError)
+    async def _stepup_error(_request: Request, exc: StepupError) -> JSONResponse:
+        status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
+        extra: dict[str, Any] = {}
+        if isinstance(exc, IllegalTransition) and exc.status:
+            extra["current_status"] = exc.status
+        return problem(status, exc.title, exc.detail, **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "")} for e in exc.errors()]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return problem(422, "Invalid input", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail) if exc.status_code != 404 else "Not found", str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, "Internal error", "the server failed to process the request")

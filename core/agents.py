@@ -1,0 +1,76 @@
+"""Agent registration and authentication, and the target systems allowed to introspect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from core.audit.events import AuditLog
+from core.model import Status
+from core.service import Stepup
+from core.storage import agents_repo
+from core.storage.agents_repo import AgentIdentity
+from core.storage.audit_store import SqlAuditAppender
+from core.storage.requests_repo import list_rows
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSummary:
+    id: str
+    owner_email: str
+    disabled: bool
+    created_at: datetime
+
+
+class AgentRegistry:
+    def __init__(self, service: Stepup) -> None:
+        self.service = service
+        self.db = service.db
+
+    def add(self, agent_id: str, owner_email: str, *, by: str, now: datetime) -> str:
+        """Register an agent; returns its key, which is never stored nor shown again."""
+        with self.db.write() as session:
+            key = agents_repo.add_agent(session, agent_id, owner_email.strip().lower(), now)
+            AuditLog(SqlAuditAppender(session)).agent_added(agent_id, owner_email, by, now)
+        return key
+
+    def authenticate(self, key: str) -> AgentIdentity:
+        with self.db.read() as session:
+            return agents_repo.authenticate_agent(session, key)
+
+    def list(self) -> list[AgentSummary]:
+        with self.db.read() as session:
+            return [
+                AgentSummary(a.id, a.owner_email, a.disabled, a.created_at)
+                for a in agents_repo.list_agents(session)
+            ]
+
+    def disable(self, agent_id: str, *, by: str, now: datetime) -> list[str]:
+        """Stop the agent's keys and revoke its live credentials; returns the revoked ids."""
+        with self.db.write() as session:
+            agents_repo.disable_agent(session, agent_id, now)
+            AuditLog(SqlAuditAppender(session)).agent_disabled(agent_id, by, now)
+            live = [
+                row.id
+                for row in list_rows(
+                    session,
+                    status=[Status.APPROVED.value, Status.ACTIVE.value],
+                    agent_id=agent_id,
+                    limit=10_000,
+                )
+            ]
+        revoked = []
+        for request_id in live:
+            self.service.revoke(request_id, by=by, reason=f"agent {agent_id} disabled", now=now)
+            revoked.append(request_id)
+        return revoked
+
+    def add_resource_server(self, name: str, *, by: str, now: datetime) -> str:
+        with self.db.write() as session:
+            key = agents_repo.add_resource_server(session, name, now)
+            AuditLog(SqlAuditAppender(session)).resource_server_added(name, by, now)
+        return key
+
+    def authenticate_resource_server(self, key: str) -> str:
+        with self.db.read() as session:
+            return agents_repo.authenticate_resource_server(session, key)
