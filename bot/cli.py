@@ -194,6 +194,11 @@ def audit_export(
         typer.echo(f"wrote {count} entries to {output}")
 
 
+from bot.cli_admin import register as _register_admin  # noqa: E402
+
+_register_admin(app)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import time
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -20,7 +20,7 @@ class Settings(BaseSettings):
     database_url: str = Field(default_factory=default_database_url, validation_alias="STEPUP_DATABASE_URL")
     policy_file: Path = Field(Path("manifests/policy.example.yaml"), validation_alias="STEPUP_POLICY_FILE")
     keys_dir: Path = Field(Path(".stepup/keys"), validation_alias="STEPUP_KEYS_DIR")
-    public_url: str = Field("http://127.0.0.1:8080", validation_alias="STEPUP_PUBLIC_URL")
+    public_url: str = Field("", validation_alias="STEPUP_PUBLIC_URL")  # default: http://HOST:PORT
     host: str = Field("127.0.0.1", validation_alias="STEPUP_HOST")
     port: int = Field(8080, validation_alias="STEPUP_PORT")
     slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _default_public_url(self) -> Settings:
+        if not self.public_url:
+            self.public_url = f"http://{self.host}:{self.port}"
+        return self
 
     @field_validator("slack_bot_token", "slack_signing_secret", "slack_app_token")
     @classmethod

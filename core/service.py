@@ -277,7 +277,7 @@ class Stepup:
         """Record one approver's click. Ineligible clicks raise NotEligible and are audited."""
         try:
             with self.db.write() as session:
-                return self._vote(
+                result = self._vote(
                     session,
                     request_id,
                     approver,

@@ -1,0 +1,151 @@
+"""CLI commands that run the service and administer agents, target systems and requests."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from core.errors import StepupError
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from bot.settings import load_settings
+
+    try:
+        return load_settings()
+    except StepupError as exc:
+        raise _fail(exc.detail) from None
+
+
+def _service():  # type: ignore[no-untyped-def]
+    from bot.wiring import build_service
+
+    try:
+        return build_service(_settings())
+    except StepupError as exc:
+        raise _fail(exc.detail) from None
+
+
+agents_app = typer.Typer(help="Register, list and disable agents.", no_args_is_help=True)
+servers_app = typer.Typer(help="Target systems allowed to call introspection.", no_args_is_help=True)
+requests_app = typer.Typer(help="Inspect requests.", no_args_is_help=True)
+
+
+@agents_app.command("add")
+def agents_add(
+    agent_id: Annotated[str, typer.Argument(help="The agent's id, e.g. deploy-bot")],
+    owner: Annotated[str, typer.Option("--owner", help="Email of the human who owns the agent")],
+) -> None:
+    """Register an agent. Its key is printed once, alone on the last line."""
+    from core.agents import AgentRegistry
+
+    if "@" not in owner:
+        raise _fail(f"--owner {owner!r} is not an email address")
+    registry = AgentRegistry(_service())
+    try:
+        key = registry.add(agent_id, owner, by="cli", now=_now())
+    except StepupError as exc:
+        raise _fail(exc.detail) from None
+    typer.echo(f"agent {agent_id} registered (owner {owner}); its key, shown only now:")
+    typer.echo(key)
+
+
+@agents_app.command("list")
+def agents_list() -> None:
+    from core.agents import AgentRegistry
+
+    for agent in AgentRegistry(_service()).list():
+        state = "disabled" if agent.disabled else "active"
+        typer.echo(f"{agent.id}\t{agent.owner_email}\t{state}\t{agent.created_at.isoformat()}")
+
+
+@agents_app.command("disable")
+def agents_disable(agent_id: Annotated[str, typer.Argument()]) -> None:
+    """Stop the agent's keys and revoke its live credentials."""
+    from core.agents import AgentRegistry
+
+    try:
+        revoked = AgentRegistry(_service()).disable(agent_id, by="cli", now=_now())
+    except StepupError as exc:
+        raise _fail(exc.detail) from None
+    typer.echo(f"agent {agent_id} disabled; {len(revoked)} live credential(s) revoked")
+
+
+@servers_app.command("add")
+def servers_add(name: Annotated[str, typer.Argument(help="Name of the target system")]) -> None:
+    """Register a target system; its introspection key is printed once, on the last line."""
+    from core.agents import AgentRegistry
+
+    try:
+        key = AgentRegistry(_service()).add_resource_server(name, by="cli", now=_now())
+    except StepupError as exc:
+        raise _fail(exc.detail) from None
+    typer.echo(f"resource server {name} registered; its key, shown only now:")
+    typer.echo(key)
+
+
+@requests_app.command("list")
+def requests_list(
+    status: Annotated[str | None, typer.Option("--status", help="Only this status")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 50,
+) -> None:
+    from core.model import Status
+
+    if status is not None and status not in {s.value for s in Status}:
+        raise _fail(f"--status must be one of {', '.join(s.value for s in Status)}")
+    for snap in _service().list(status=[status] if status else None, limit=limit):
+        typer.echo(
+            f"{snap.id}\t{snap.status.value}\t{snap.agent_id}\t{snap.action}\t{snap.target}\t"
+            f"{snap.environment}\t{snap.rule or '-'}\t{snap.created_at.isoformat()}"
+        )
+
+
+@requests_app.command("show")
+def requests_show(request_id: Annotated[str, typer.Argument()]) -> None:
+    try:
+        snap = _service().get(request_id)
+    except StepupError as exc:
+        raise _fail(exc.detail) from None
+    typer.echo(json.dumps(snap.to_public(), indent=2, sort_keys=True))
+
+
+def revoke(
+    request_id: Annotated[str, typer.Argument()],
+    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log)")] = "revoked by admin",
+) -> None:
+    """Revoke an approved or active request's credential now."""
+    try:
+        snap = _service().revoke(request_id, by="cli", reason=reason, now=_now())
+    except StepupError as exc:
+        raise _fail(exc.detail) from None
+    typer.echo(f"{snap.id} {snap.status.value}")
+
+
+def serve() -> None:
+    """Run the API, the scheduler and the Slack app."""
+    from bot.server import serve as run
+
+    try:
+        run(_settings())
+    except StepupError as exc:
+        raise _fail(exc.detail) from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+    app.command("revoke")(revoke)
+    app.add_typer(agents_app, name="agents")
+    app.add_typer(servers_app, name="resource-servers")
+    app.add_typer(requests_app, name="requests")
