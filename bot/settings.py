@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(10.0, validation_alias="STEPUP_SWEEP_INTERVAL_SECONDS")
     log_level: str = Field("INFO", validation_alias="STEPUP_LOG_LEVEL")
 
+    @field_validator("database_url")
+    @classmethod
+    def _default_database(cls, value: str) -> str:
+        return value.strip() or default_database_url()
+
     @field_validator("public_url")
     @classmethod
     def _strip_slash(cls, value: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session
 from core.audit.chain import AuditEntry, entry_hash
 from core.audit.events import AuditKind
 from core.canonical import canonical_json
+from core.storage.database import Database
 from core.storage.tables import AuditHeadRow, AuditRow
 
 
@@ -62,6 +64,22 @@ class SqlAuditAppender:
         head.hash = digest
         self._session.flush()
         return AuditEntry(seq, at, kind.value, request_id, actor, text, prev_hash, digest)
+
+
+@contextmanager
+def chain_snapshot(db: Database) -> Iterator[Session]:
+    """A read transaction in which the head and the entries come from one snapshot.
+
+    Verifying reads the head, then the entries. PostgreSQL's default READ COMMITTED takes a
+    new snapshot per statement, so an entry the service appends in between would look like one
+    added behind stepup's back. REPEATABLE READ keeps one snapshot for the whole transaction,
+    as SQLite's read transactions (WAL) already do.
+    """
+    with db.engine.connect() as conn:
+        if not db.is_sqlite:
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        with Session(bind=conn, expire_on_commit=False) as session, session.begin():
+            yield session
 
 
 def read_head(session: Session) -> tuple[int, str]:

@@ -1,0 +1,255 @@
+"""The synchronous stepup client: submit, wait, claim, complete, cancel."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+
+import httpx
+
+from stepup_client import gating
+from stepup_client.digest import normalise_parameters, parameters_digest
+from stepup_client.errors import ApiError, ParametersMismatch, StepupClientError, WaitTimeout
+from stepup_client.models import ActionClass, Credential, Outcome, Request, Status, settled
+from stepup_client.transport import Http, Retry, logger
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MAX_POLL_SECONDS = 60  # the server's cap on ?wait=
+DEFAULT_WAIT_SECONDS = 1800.0  # the default approval timeout of a policy
+MAX_DETAIL_CHARS = 4000
+
+
+class StepupClient:
+    """A stepup agent client. Use it as a context manager, or call ``close()``.
+
+    ``transport`` lets tests or proxies supply an ``httpx.BaseTransport``.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        agent_key: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+        retries: int = 3,
+        backoff: float = 0.25,
+        poll_seconds: int = 30,
+    ) -> None:
+        if not agent_key:
+            raise ValueError("an agent key is required")
+        if not 1 <= poll_seconds <= MAX_POLL_SECONDS:
+            raise ValueError(f"poll_seconds must be between 1 and {MAX_POLL_SECONDS}")
+        self._timeout = timeout
+        self._poll_seconds = poll_seconds
+        self._httpx = httpx.Client(
+            base_url=base_url.rstrip("/"),
+            headers={
+                "Authorization": f"Bearer {agent_key}",
+                "User-Agent": "stepup-client/0.1",
+            },
+            timeout=timeout,
+            transport=transport,
+        )
+        self._http = Http(self._httpx, retries=retries, backoff=backoff)
+
+    def close(self) -> None:
+        self._httpx.close()
+
+    def __enter__(self) -> StepupClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the API -----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        action: str,
+        action_class: ActionClass | str,
+        target: str,
+        environment: str,
+        justification: str,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        requested_ttl_seconds: int | None = None,
+        data_volume_bytes: int | None = None,
+        on_behalf_of: str | None = None,
+        parent_request_id: str | None = None,
+        break_glass: bool = False,
+        idempotency_key: str | None = None,
+    ) -> Request:
+        """Submit an intent. Retries reuse one Idempotency-Key, so at most one request exists.
+
+        Raises ``ParametersMismatch`` (after cancelling the request) if the server's record is
+        not bound to the parameters sent.
+        """
+        sent = normalise_parameters(parameters or {})
+        body: dict[str, Any] = {
+            "action": action,
+            "action_class": ActionClass(action_class).value,
+            "target": target,
+            "environment": environment,
+            "justification": justification,
+            "parameters": sent,
+            "break_glass": break_glass,
+        }
+        optional = {
+            "requested_ttl_seconds": requested_ttl_seconds,
+            "data_volume_bytes": data_volume_bytes,
+            "on_behalf_of": on_behalf_of,
+            "parent_request_id": parent_request_id,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        key = idempotency_key or str(uuid.uuid4())
+        answer = self._http.call(
+            "POST", "/v1/requests", json=body, headers={"Idempotency-Key": key}, retry=Retry.SAFE
+        )
+        request = Request.from_json(answer.body)
+        expected = parameters_digest(sent)
+        if request.parameters_digest != expected:
+            self._cancel_quietly(request)
+            raise ParametersMismatch(request.id, expected=expected, received=request.parameters_digest)
+        return request
+
+    def get(self, request_id: str) -> Request:
+        return Request.from_json(self._http.call("GET", _path(request_id), retry=Retry.SAFE).body)
+
+    def wait(self, request_id: str, *, timeout: float = DEFAULT_WAIT_SECONDS) -> Request:
+        """Long-poll until the request leaves ``pending``.
+
+        Returns it when ``approved`` (or already ``active``/``completed``); raises
+        ``RequestDenied``, ``RequestExpired``, ``RequestCancelled`` or ``RequestRevoked`` when
+        it ended otherwise, and ``WaitTimeout`` if it is still pending after ``timeout`` s.
+        """
+        started = time.monotonic()
+        # A plain read first: the server holds a long-poll until the status *changes*, so
+        # polling a request that is already decided would stall for the whole wait.
+        request = self.get(request_id)
+        while request.status is Status.PENDING:
+            remaining = timeout - (time.monotonic() - started)
+            if remaining <= 0:
+                raise WaitTimeout(request, time.monotonic() - started)
+            hold = min(self._poll_seconds, max(1, math.ceil(remaining)))
+            answer = self._http.call(
+                "GET",
+                _path(request_id),
+                params={"wait": hold},
+                timeout=hold + self._timeout,
+                retry=Retry.SAFE,
+            )
+            request = Request.from_json(answer.body)
+        return settled(request)
+
+    def claim(self, request_id: str) -> Credential:
+        """Mint the credential of an approved request. It is returned once: keep it."""
+        # Never re-sent once it may have reached the server: a second claim cannot return
+        # the token the first one minted.
+        answer = self._http.call("POST", f"{_path(request_id)}/credential", retry=Retry.UNSENT)
+        return Credential.from_json(answer.body)
+
+    def complete(self, request_id: str, outcome: Outcome | str, detail: str = "") -> Request:
+        """Report how it went; the server revokes the credential."""
+        body = {"outcome": Outcome(outcome).value, "detail": detail[:MAX_DETAIL_CHARS]}
+        return self._transition(request_id, "complete", body, Status.COMPLETED)
+
+    def cancel(self, request_id: str) -> Request:
+        """Withdraw a ``pending`` or ``approved`` request."""
+        return self._transition(request_id, "cancel", None, Status.CANCELLED)
+
+    # -- gating helpers (see stepup_client.gating) -------------------------------------------
+
+    def session(
+        self,
+        request: Request | str,
+        *,
+        expected_parameters: Mapping[str, Any] | None = None,
+        timeout: float = DEFAULT_WAIT_SECONDS,
+    ) -> AbstractContextManager[Credential]:
+        """Wait for an existing request, claim its credential, report the outcome at the end."""
+        return gating.session(
+            self, request, expected_parameters=expected_parameters, timeout=timeout
+        )
+
+    def gated(
+        self,
+        action: str,
+        action_class: ActionClass | str,
+        target: str,
+        environment: str,
+        justification: str,
+        *,
+        timeout: float = DEFAULT_WAIT_SECONDS,
+        **options: Any,
+    ) -> AbstractContextManager[Credential]:
+        """Submit, wait, claim, then report the outcome: ``with client.gated(...) as cred:``.
+
+        ``options`` are ``submit``'s keyword arguments (``parameters``, ``requested_ttl_seconds``...).
+        """
+        return gating.gated(
+            self, action, action_class, target, environment, justification, timeout=timeout, **options
+        )
+
+    def requires_approval(
+        self,
+        *,
+        action: gating.Field,
+        action_class: ActionClass | str,
+        target: gating.Field,
+        environment: gating.Field,
+        justification: gating.Field,
+        exclude: tuple[str, ...] = (),
+        timeout: float = DEFAULT_WAIT_SECONDS,
+        **options: Any,
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Gate a tool function on an approval bound to the arguments of each call."""
+        return gating.requires_approval(
+            self,
+            gating.Template(action, ActionClass(action_class), target, environment, justification),
+            exclude=exclude,
+            timeout=timeout,
+            options=options,
+        )
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _transition(
+        self, request_id: str, verb: str, body: dict[str, Any] | None, target: Status
+    ) -> Request:
+        try:
+            answer = self._http.call("POST", f"{_path(request_id)}/{verb}", json=body, retry=Retry.SAFE)
+        except ApiError as err:
+            # A retry whose first attempt did land (its answer was lost) finds the request
+            # already in the target status: that is success, not a conflict.
+            if err.attempts > 1 and err.status == 409 and err.current_status == target.value:
+                logger.info("stepup %s: %s had already been applied", request_id, verb)
+                return self.get(request_id)
+            raise
+        return Request.from_json(answer.body)
+
+    def _cancel_quietly(self, request: Request) -> None:
+        if request.status in (Status.PENDING, Status.APPROVED):
+            try:
+                self.cancel(request.id)
+            except StepupClientError as err:
+                logger.warning("stepup could not cancel %s: %s", request.id, err)
+
+
+def _path(request_id: str) -> str:
+    if not request_id or "/" in request_id or request_id in (".", ".."):
+        raise ValueError(f"not a request id: {request_id!r}")
+    return f"/v1/requests/{request_id}"
+

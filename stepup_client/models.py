@@ -1,0 +1,254 @@
+"""What the server returns, parsed once into frozen values (DESIGN §4)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from stepup_client.errors import (
+    ProtocolError,
+    RequestCancelled,
+    RequestDenied,
+    RequestExpired,
+    RequestNotGranted,
+    RequestRevoked,
+)
+
+T = TypeVar("T")
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    REVOKED = "revoked"
+
+    @property
+    def is_final(self) -> bool:
+        return self in {
+            Status.COMPLETED,
+            Status.DENIED,
+            Status.EXPIRED,
+            Status.CANCELLED,
+            Status.REVOKED,
+        }
+
+
+class ActionClass(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    DESTRUCTIVE = "destructive"
+    SECRET_READ = "secret_read"
+    DATA_EXPORT = "data_export"
+    PRIVILEGE_CHANGE = "privilege_change"
+
+
+class Outcome(StrEnum):
+    """What the agent reports when it is done with a credential."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True, slots=True)
+class ApproverInfo:
+    name: str | None
+    email: str | None
+    slack_user_id: str | None
+    at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Approvals:
+    required: int
+    received: int
+    approvers: tuple[ApproverInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialInfo:
+    """Credential metadata on an active or finished request; never the secret."""
+
+    jti: str
+    expires_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A request as the server returned it; ``raw`` keeps the whole JSON object."""
+
+    id: str
+    status: Status
+    rule: str | None
+    tier: str
+    reasons: tuple[str, ...]
+    action: str
+    action_class: str
+    target: str
+    environment: str
+    justification: str
+    parameters: Mapping[str, Any] = field(hash=False)
+    parameters_digest: str
+    created_at: datetime
+    expires_at: datetime | None
+    decided_at: datetime | None
+    approvals: Approvals
+    outcome: str | None
+    outcome_detail: str | None
+    status_reason: str | None
+    credential: CredentialInfo | None
+    raw: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Request:
+        body = _object(raw, "request")
+        approvals = _object(body.get("approvals", {}), "approvals")
+        credential = body.get("credential")
+        status = _get(body, "status", str)
+        try:
+            parsed_status = Status(status)
+        except ValueError:
+            raise ProtocolError(f"unknown request status {status!r}") from None
+        return cls(
+            id=_get(body, "id", str),
+            status=parsed_status,
+            rule=_opt(body, "rule", str),
+            tier=_get(body, "tier", str),
+            reasons=tuple(_str_list(body.get("reasons", []), "reasons")),
+            action=_get(body, "action", str),
+            action_class=_get(body, "action_class", str),
+            target=_get(body, "target", str),
+            environment=_get(body, "environment", str),
+            justification=_get(body, "justification", str),
+            parameters=_object(body.get("parameters", {}), "parameters"),
+            parameters_digest=_get(body, "parameters_digest", str),
+            created_at=_time(_get(body, "created_at", str)),
+            expires_at=_opt_time(body, "expires_at"),
+            decided_at=_opt_time(body, "decided_at"),
+            approvals=Approvals(
+                required=_get(approvals, "required", int),
+                received=_get(approvals, "received", int),
+                approvers=tuple(
+                    ApproverInfo(
+                        name=_opt(item, "name", str),
+                        email=_opt(item, "email", str),
+                        slack_user_id=_opt(item, "slack_user_id", str),
+                        at=_opt_time(item, "at"),
+                    )
+                    for item in (
+                        _object(a, "approver") for a in _list(approvals.get("approvers", []))
+                    )
+                ),
+            ),
+            outcome=_opt(body, "outcome", str),
+            outcome_detail=_opt(body, "outcome_detail", str),
+            status_reason=_opt(body, "status_reason", str),
+            credential=None if credential is None else _credential_info(credential),
+            raw=body,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """A claimed credential. The token is left out of ``repr`` so it cannot leak into logs."""
+
+    token: str = field(repr=False)
+    token_type: str
+    expires_at: datetime
+    scope: str
+    jti: str
+    request_id: str
+
+    @property
+    def authorization(self) -> str:
+        """The value of an ``Authorization`` header for the target system."""
+        return f"{self.token_type} {self.token}"
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Credential:
+        body = _object(raw, "credential")
+        return cls(
+            token=_get(body, "token", str),
+            token_type=_get(body, "token_type", str),
+            expires_at=_time(_get(body, "expires_at", str)),
+            scope=_get(body, "scope", str),
+            jti=_get(body, "jti", str),
+            request_id=_get(body, "request_id", str),
+        )
+
+
+_NOT_GRANTED: dict[Status, type[RequestNotGranted]] = {
+    Status.DENIED: RequestDenied,
+    Status.EXPIRED: RequestExpired,
+    Status.CANCELLED: RequestCancelled,
+    Status.REVOKED: RequestRevoked,
+}
+
+
+def settled(request: Request) -> Request:
+    """The request if it may still be used; its typed error if it ended without approval."""
+    error = _NOT_GRANTED.get(request.status)
+    if error is not None:
+        raise error(request)
+    return request
+
+
+def _credential_info(raw: Any) -> CredentialInfo:
+    body = _object(raw, "credential")
+    return CredentialInfo(
+        jti=_get(body, "jti", str),
+        expires_at=_time(_get(body, "expires_at", str)),
+        revoked_at=_opt_time(body, "revoked_at"),
+    )
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what}: expected a JSON object")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise ProtocolError("expected a JSON array")
+    return value
+
+
+def _str_list(value: Any, what: str) -> list[str]:
+    items = _list(value)
+    if not all(isinstance(item, str) for item in items):
+        raise ProtocolError(f"{what}: expected strings")
+    return items
+
+
+def _get(body: Mapping[str, Any], key: str, kind: type[T]) -> T:
+    value = body.get(key)
+    # bool is an int in Python; a JSON true is never a count.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ProtocolError(f"{key}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _opt(body: Mapping[str, Any], key: str, kind: type[T]) -> T | None:
+    return None if body.get(key) is None else _get(body, key, kind)
+
+
+def _time(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise ProtocolError(f"not an ISO 8601 time: {text!r}") from None
+
+
+def _opt_time(body: Mapping[str, Any], key: str) -> datetime | None:
+    text = _opt(body, key, str)
+    return None if text is None else _time(text)

@@ -1,0 +1,107 @@
+"""`stepup serve` as a real process: starts on its defaults, says where it listens, refuses a
+bad policy, and its sweep at start-up catches deadlines that passed while it was down."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.integration.live import free_port
+
+STEPUP = str(Path(sys.executable).parent / "stepup")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def env_for(tmp: Path, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPUP_", "SLACK_"))}
+    env.update(
+        STEPUP_POLICY_FILE=str(REPO / "manifests" / "policy.example.yaml"),
+        STEPUP_PORT=str(port),
+        STEPUP_SWEEP_INTERVAL_SECONDS="0.5",
+    )
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def serving(tmp: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen([STEPUP, "serve"], cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        url = f"http://127.0.0.1:{env['STEPUP_PORT']}/healthz"
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"serve exited early: {proc.stdout.read() if proc.stdout else ''}")
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("serve did not become healthy in 30 s")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_serve_on_embedded_defaults(tmp_path: Path) -> None:
+    port = free_port()
+    with serving(tmp_path, env_for(tmp_path, port)) as proc:
+        assert httpx.get(f"http://127.0.0.1:{port}/.well-known/jwks.json").json()["keys"]
+        proc.send_signal(signal.SIGTERM)
+        output = proc.stdout.read() if proc.stdout else ""
+        proc.wait(timeout=10)
+    assert f"listening on http://127.0.0.1:{port}" in output
+    assert "Slack is not configured" in output
+    assert (tmp_path / ".stepup" / "stepup.db").exists()
+    assert (tmp_path / ".stepup" / "keys").stat().st_mode & 0o077 == 0
+
+
+def test_serve_refuses_an_invalid_policy(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nrules:\n  - name: oops\n    match: {}\n    decision: approve\n    aprovers: nobody\n")
+    result = subprocess.run(
+        [STEPUP, "serve"], cwd=tmp_path, env=env_for(tmp_path, free_port(), STEPUP_POLICY_FILE=str(bad)),
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "oops" in result.stderr and "aprovers" in result.stderr
+
+
+def test_restart_sweeps_what_fell_due_while_down(tmp_path: Path) -> None:
+    """kill -9 with an active credential; restart after its TTL: revoked at once."""
+    port = free_port()
+    env = env_for(tmp_path, port)
+    add = subprocess.run([STEPUP, "agents", "add", "demo-bot", "--owner", "owner@example.com"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60, check=True)
+    key = add.stdout.strip().splitlines()[-1]
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"action": "db.query", "action_class": "read", "target": "orders-db", "environment": "staging",
+            "justification": "check", "requested_ttl_seconds": 1}
+    with serving(tmp_path, env) as proc:
+        req = httpx.post(f"{base}/v1/requests", json=body, headers=headers).json()
+        assert req["status"] == "approved", req
+        assert httpx.post(f"{base}/v1/requests/{req['id']}/credential", headers=headers).status_code == 200
+        proc.kill()  # no clean shutdown: the deadline job dies with the process
+        proc.wait()
+    time.sleep(1.5)
+    with serving(tmp_path, env):
+        status = httpx.get(f"{base}/v1/requests/{req['id']}", headers=headers).json()["status"]
+    assert status == "revoked"
+    verify = subprocess.run([STEPUP, "audit", "verify"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0, verify.stderr
