@@ -53,7 +53,9 @@ def policy_check(file: Annotated[Path, typer.Argument(help="Policy YAML file")])
     try:
         policy = load_policy(file)
     except (StepupError, OSError) as exc:
-        raise fail(f"{file}: {exc.detail if isinstance(exc, StepupError) else exc}") from None
+        detail = exc.detail if isinstance(exc, StepupError) else str(exc)
+        # Read errors already start with the path; say it once.
+        raise fail(detail if detail.startswith(f"{file}:") else f"{file}: {detail}") from None
     typer.echo(f"{file}: OK — {len(policy.rule_names)} rules, {len(policy.groups)} approver groups, {policy.digest}")
 
 
@@ -126,7 +128,7 @@ def audit_verify() -> None:
     from core.audit.chain import verify_chain
     from core.audit.signatures import decision_signature_check
     from core.errors import AuditChainBroken
-    from core.storage.audit_store import iter_entries, read_head
+    from core.storage.audit_store import chain_snapshot, iter_entries, read_head
 
     from bot.wiring import open_database, open_keyring
 
@@ -134,7 +136,9 @@ def audit_verify() -> None:
     db = open_database(settings)
     check = decision_signature_check(open_keyring(settings))
     try:
-        with db.read() as session:
+        # One snapshot for head and entries: on PostgreSQL an entry appended by the running
+        # service between the two reads would otherwise look like tampering.
+        with chain_snapshot(db) as session:
             report = verify_chain(iter_entries(session), head=read_head(session), check_signature=check)
     except AuditChainBroken as exc:
         raise fail(f"audit chain broken at {exc.detail}") from None

@@ -14,7 +14,7 @@ import httpx
 
 from stepup_client import gating
 from stepup_client.digest import normalise_parameters, parameters_digest
-from stepup_client.errors import ApiError, ParametersMismatch, StepupClientError, WaitTimeout
+from stepup_client.errors import ApiError, ParametersMismatch, WaitTimeout
 from stepup_client.models import ActionClass, Credential, Outcome, Request, Status, settled
 from stepup_client.transport import Http, Retry, logger
 
@@ -122,7 +122,9 @@ class StepupClient:
         expected = parameters_digest(sent)
         if request.parameters_digest != expected:
             self._cancel_quietly(request)
-            raise ParametersMismatch(request.id, expected=expected, received=request.parameters_digest)
+            raise ParametersMismatch(
+                request.id, expected=expected, received=request.parameters_digest
+            )
         return request
 
     def get(self, request_id: str) -> Request:
@@ -197,10 +199,17 @@ class StepupClient:
     ) -> AbstractContextManager[Credential]:
         """Submit, wait, claim, then report the outcome: ``with client.gated(...) as cred:``.
 
-        ``options`` are ``submit``'s keyword arguments (``parameters``, ``requested_ttl_seconds``...).
+        ``options`` are ``submit``'s keyword arguments: ``parameters``, ``on_behalf_of``...
         """
         return gating.gated(
-            self, action, action_class, target, environment, justification, timeout=timeout, **options
+            self,
+            action,
+            action_class,
+            target,
+            environment,
+            justification,
+            timeout=timeout,
+            **options,
         )
 
     def requires_approval(
@@ -230,7 +239,9 @@ class StepupClient:
         self, request_id: str, verb: str, body: dict[str, Any] | None, target: Status
     ) -> Request:
         try:
-            answer = self._http.call("POST", f"{_path(request_id)}/{verb}", json=body, retry=Retry.SAFE)
+            answer = self._http.call(
+                "POST", f"{_path(request_id)}/{verb}", json=body, retry=Retry.SAFE
+            )
         except ApiError as err:
             # A retry whose first attempt did land (its answer was lost) finds the request
             # already in the target status: that is success, not a conflict.
@@ -242,14 +253,10 @@ class StepupClient:
 
     def _cancel_quietly(self, request: Request) -> None:
         if request.status in (Status.PENDING, Status.APPROVED):
-            try:
-                self.cancel(request.id)
-            except StepupClientError as err:
-                logger.warning("stepup could not cancel %s: %s", request.id, err)
+            gating.cancel_quietly(self, request.id)
 
 
 def _path(request_id: str) -> str:
     if not request_id or "/" in request_id or request_id in (".", ".."):
         raise ValueError(f"not a request id: {request_id!r}")
     return f"/v1/requests/{request_id}"
-

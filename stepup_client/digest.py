@@ -16,7 +16,9 @@ from stepup_client.errors import ParametersNotSerializable
 def canonical_json(value: Any) -> str:
     """Keys sorted, no spaces, non-ASCII kept as is (hashed as UTF-8)."""
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
     except (TypeError, ValueError) as exc:
         raise ParametersNotSerializable(f"parameters must be plain JSON: {exc}") from None
 

@@ -3,6 +3,9 @@
 Constructors only store what they are given: no logging, no I/O.
 """
 
+# The names read as what happened (``RequestDenied``, ``WaitTimeout``), like core/errors.py.
+# ruff: noqa: N818
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -24,7 +27,7 @@ class ApiError(StepupClientError):
         title: str,
         detail: str,
         *,
-        type: str = "about:blank",  # noqa: A002 - the RFC 9457 member name
+        type: str = "about:blank",  # the RFC 9457 member name
         body: dict[str, Any] | None = None,
         attempts: int = 1,
     ) -> None:

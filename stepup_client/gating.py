@@ -81,9 +81,10 @@ def gated(
         try:
             request = client.wait(request.id, timeout=timeout)
         except (WaitTimeout, KeyboardInterrupt):
-            _cancel_quietly(client, request.id)
+            cancel_quietly(client, request.id)
             raise
-    with session(client, request, timeout=timeout) as credential:
+    sent = options.get("parameters") or {}
+    with session(client, request, expected_parameters=sent, timeout=timeout) as credential:
         yield credential
 
 
@@ -208,7 +209,8 @@ def _report(
         pending.add_note(f"stepup: reporting {outcome.value} for {request_id} failed: {err}")
 
 
-def _cancel_quietly(client: StepupClient, request_id: str) -> None:
+def cancel_quietly(client: StepupClient, request_id: str) -> None:
+    """Best effort: a failure is logged, never raised (another error is on its way)."""
     try:
         client.cancel(request_id)
     except StepupClientError as err:

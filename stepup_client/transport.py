@@ -76,12 +76,18 @@ class Http:
                 )
             except httpx.TransportError as exc:
                 if last or not (retry is Retry.SAFE or isinstance(exc, _UNSENT)):
-                    raise ConnectionFailed(f"{method} {path}: {exc.__class__.__name__}: {exc}") from exc
-                logger.warning("stepup %s %s failed (%s); retrying", method, path, exc.__class__.__name__)
+                    raise ConnectionFailed(
+                        f"{method} {path}: {exc.__class__.__name__}: {exc}"
+                    ) from exc
+                logger.warning(
+                    "stepup %s %s failed (%s); retrying", method, path, exc.__class__.__name__
+                )
                 self._sleep(self._delay(attempt, None))
                 continue
             if response.status_code in RETRYABLE_STATUS and retry is Retry.SAFE and not last:
-                logger.warning("stepup %s %s answered %s; retrying", method, path, response.status_code)
+                logger.warning(
+                    "stepup %s %s answered %s; retrying", method, path, response.status_code
+                )
                 self._sleep(self._delay(attempt, response.headers.get("Retry-After")))
                 continue
             if response.status_code >= 400:
@@ -91,7 +97,7 @@ class Http:
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after is not None and retry_after.strip().isdigit():
             return min(float(retry_after), MAX_RETRY_AFTER_SECONDS)
-        base = self._backoff * 2 ** (attempt - 1)
+        base = self._backoff * 2.0 ** (attempt - 1)
         return base + random.uniform(0, self._backoff)  # jitter spreads out retrying agents
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import insert, text, update
 
 from core.audit.chain import (
     GENESIS_HASH,
@@ -34,9 +34,13 @@ from core.decisions import DECISION_TYPE
 from core.errors import AuditChainBroken
 from core.keys import KeyRing
 from core.model import Approver, Vote
-from core.storage.audit_store import SqlAuditAppender, iter_entries, read_head
+from core.storage.audit_store import (
+    SqlAuditAppender,
+    chain_snapshot,
+    iter_entries,
+    read_head,
+)
 from core.storage.database import Database
-from core.storage.migrate import upgrade
 from core.storage.tables import AuditHeadRow, AuditRow
 from tests.conftest import T0
 from tests.support import OWNER, build_engine, intent
@@ -46,19 +50,28 @@ BATCH = 2_500  # entries per write transaction
 KINDS = [AuditKind.INTENT_SUBMITTED, AuditKind.POLICY_DECIDED, AuditKind.CREDENTIAL_ISSUED]
 
 
+Inputs = tuple[AuditKind, datetime, str | None, str | None, dict[str, Any]]
+
+
+def inputs(i: int) -> Inputs:
+    """What entry ``i`` records: varied kinds, times to the microsecond, nulls, non-ASCII."""
+    return (
+        KINDS[i % len(KINDS)],
+        T0 + timedelta(milliseconds=i, microseconds=i % 997),
+        f"req_{i // 3:06d}",
+        None if i % 5 == 0 else "deploy-bot",
+        {"n": i, "note": "déploiement ✓", "nested": {"replicas": i % 7}},
+    )
+
+
 def append_chain(db: Database, n: int = N) -> None:
-    """``n`` varied entries through the real appender, a few write transactions in all."""
+    """``n`` entries through the real appender, a few write transactions in all."""
     for start in range(1, n + 1, BATCH):
         with db.write() as session:
             appender = SqlAuditAppender(session)
             for i in range(start, min(start + BATCH, n + 1)):
-                appender.append(
-                    KINDS[i % len(KINDS)],
-                    at=T0 + timedelta(milliseconds=i, microseconds=i % 997),
-                    request_id=f"req_{i // 3:06d}",
-                    actor=None if i % 5 == 0 else "deploy-bot",
-                    data={"n": i, "note": "déploiement ✓", "nested": {"replicas": i % 7}},
-                )
+                kind, at, request_id, actor, data = inputs(i)
+                appender.append(kind, at=at, request_id=request_id, actor=actor, data=data)
 
 
 def verify(db: Database, check: SignatureCheck | None = None) -> ChainReport:
@@ -91,21 +104,28 @@ class Pristine:
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Pristine:
-    """A 10,000-entry chain appended once (SQLite), kept as rows to copy into each test's DB."""
-    source = Database(f"sqlite:///{tmp_path_factory.mktemp('pristine') / 'chain.db'}")
-    upgrade(source.engine)
-    append_chain(source)
-    with source.read() as session:
-        rows = [dict(r._mapping) for r in session.execute(select(AuditRow.__table__))]
-        head = read_head(session)
-    source.dispose()
-    return Pristine(rows, head)
+def pristine() -> Pristine:
+    """The chain ``append_chain`` should write, computed independently of the database."""
+    rows, prev = [], GENESIS_HASH
+    for i in range(1, N + 1):
+        kind, at, request_id, actor, data = inputs(i)
+        fields = {
+            "seq": i,
+            "at": at,
+            "kind": kind.value,
+            "request_id": request_id,
+            "actor": actor,
+            "data": canonical_json(data),
+            "prev_hash": prev,
+        }
+        prev = entry_hash(**fields)
+        rows.append(fields | {"hash": prev})
+    return Pristine(rows, (N, prev))
 
 
 @pytest.fixture
 def chain(db: Database, pristine: Pristine) -> Iterator[Database]:
-    """``db`` holding a verbatim copy of the pristine chain and its head."""
+    """``db`` holding the pristine chain and its head, bulk-inserted (fast)."""
     with db.write() as session:
         session.execute(insert(AuditRow.__table__), pristine.rows)
         seq, digest = pristine.head
@@ -122,8 +142,11 @@ def test_ten_thousand_appended_entries_verify(db: Database, pristine: Pristine) 
     assert (report.entries, report.head_seq) == (N, N)
     with db.read() as session:
         assert read_head(session) == (N, report.head_hash)
-    # The same appends give the same chain on either database: times and text round-trip exactly.
+    # Exactly the chain computed without a database: every field round-trips (times to the
+    # microsecond, non-ASCII text), on both databases.
     assert report.head_hash == pristine.head[1]
+    with db.read() as session:
+        assert [e.hash for e in iter_entries(session)] == [r["hash"] for r in pristine.rows]
 
 
 def test_empty_log_verifies(db: Database) -> None:
@@ -248,6 +271,28 @@ def test_reordered_entries_are_named(chain: Database) -> None:
         "UPDATE audit_log SET seq = 701 WHERE seq = -1",
     )
     assert first_bad(chain).seq == 700
+
+
+def test_entry_appended_while_verifying_is_not_tampering(db: Database) -> None:
+    append_chain(db, 50)
+    with chain_snapshot(db) as session:
+        head = read_head(session)
+        # The running service appends between our two reads (a connection of its own).
+        append_one(db, 51)
+        report = verify_chain(iter_entries(session), head=head)
+    assert (report.entries, report.head_seq) == (50, 50)
+    assert verify(db).entries == 51  # a later snapshot sees the new entry, and it is valid
+
+
+def append_one(db: Database, seq: int) -> None:
+    with db.write() as session:
+        SqlAuditAppender(session).append(
+            AuditKind.REQUEST_EXPIRED,
+            at=T0 + timedelta(hours=1),
+            request_id=f"req_{seq}",
+            actor="scheduler",
+            data={"was": "pending"},
+        )
 
 
 # -- signed decisions ---------------------------------------------------------------------------

@@ -173,22 +173,34 @@ WRITE = ActionClass.WRITE
             id="export-without-volume-meets-no-threshold",
         ),
         pytest.param(
-            {"agent": "ci-runner-7", "action": "helm.upgrade", "action_class": WRITE,
-             "environment": "staging"},
+            {
+                "agent": "ci-runner-7",
+                "action": "helm.upgrade",
+                "action_class": WRITE,
+                "environment": "staging",
+            },
             Outcome.ALLOW,
             "ci-writes-staging",
             id="ci-write-staging",
         ),
         pytest.param(
-            {"agent": "ci-runner-7", "action": "helm.upgrade", "action_class": WRITE,
-             "environment": "qa"},
+            {
+                "agent": "ci-runner-7",
+                "action": "helm.upgrade",
+                "action_class": WRITE,
+                "environment": "qa",
+            },
             Outcome.ALLOW,
             "ci-writes-staging",
             id="ci-write-qa-second-environment",
         ),
         pytest.param(
-            {"agent": "deploy-bot", "action": "helm.upgrade", "action_class": WRITE,
-             "environment": "staging"},
+            {
+                "agent": "deploy-bot",
+                "action": "helm.upgrade",
+                "action_class": WRITE,
+                "environment": "staging",
+            },
             Outcome.DENY,
             None,
             id="non-ci-agent-write-staging",
@@ -391,8 +403,9 @@ rules:
     ],
 )
 def test_glob_semantics(pattern: str, action: str, matches: bool) -> None:
-    policy = parse_policy(f'version: 1\nrules:\n  - {{name: r, match: {{action: "{pattern}"}}, '
-                          "decision: allow}\n")
+    policy = parse_policy(
+        f'version: 1\nrules:\n  - {{name: r, match: {{action: "{pattern}"}}, decision: allow}}\n'
+    )
     decision = policy.evaluate(make_intent(action=action), NOW)
     assert (decision.rule == "r") is matches
 
@@ -435,7 +448,7 @@ def test_empty_match_matches_everything() -> None:
 
 def test_naive_now_is_refused(policy: Policy) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        policy.evaluate(make_intent(), datetime(2024, 5, 15, 10, 0))  # noqa: DTZ001
+        policy.evaluate(make_intent(), datetime(2024, 5, 15, 10, 0))
 
 
 def test_groups_channels_and_names(policy: Policy) -> None:

@@ -78,8 +78,10 @@ def test_holder_reload_swaps_in_a_good_policy(tmp_path: Path) -> None:
     [
         pytest.param("version: 1\nrules: [\n", id="yaml-syntax"),
         pytest.param("", id="empty"),
-        pytest.param("version: 1\nrules:\n  - { name: x, match: {}, decision: approve }\n",
-                     id="approve-without-approvers"),
+        pytest.param(
+            "version: 1\nrules:\n  - { name: x, match: {}, decision: approve }\n",
+            id="approve-without-approvers",
+        ),
     ],
 )
 def test_holder_keeps_the_old_policy_when_reload_fails(tmp_path: Path, broken: str) -> None:

@@ -66,7 +66,11 @@ def rules(draw: st.DrawFn, environment: st.SearchStrategy[Any] | None = None) ->
     drawn = []
     for index in range(draw(st.integers(0, 12))):
         decision = draw(st.sampled_from(["allow", "approve", "deny"]))
-        rule: Rule = {"name": f"r{index}", "match": draw(matches(environment)), "decision": decision}
+        rule: Rule = {
+            "name": f"r{index}",
+            "match": draw(matches(environment)),
+            "decision": decision,
+        }
         if decision == "approve":
             rule.update(approvers="oncall", channel="ops", break_glass=draw(st.booleans()))
         drawn.append(rule)

@@ -231,7 +231,7 @@ RULE_ERRORS = [
         "  - name: t\n    match: { within_hours: { start: '9am', end: '17:00' } }\n"
         "    decision: allow\n",
         "rules[1] (t).match.within_hours.start",
-        "expected a time of day as \"HH:MM\"",
+        'expected a time of day as "HH:MM"',
         id="bad-time-of-day",
     ),
     pytest.param(
@@ -280,9 +280,11 @@ def test_usergroup_size_is_unknown_so_any_quorum_is_accepted() -> None:
 
 
 def test_quorum_counts_all_listed_groups() -> None:
-    text = HEAD.replace(
-        "channels:", "  dbas: { slack_users: [U0DBA] }\nchannels:"
-    ) + APPROVE + "    approvers: [sre-leads, dbas]\n    quorum: 4\n"
+    text = (
+        HEAD.replace("channels:", "  dbas: { slack_users: [U0DBA] }\nchannels:")
+        + APPROVE
+        + "    approvers: [sre-leads, dbas]\n    quorum: 4\n"
+    )
     assert parse_policy(text).rule_names[-1] == "prod-destructive"
     with pytest.raises(PolicyError, match="quorum 5 exceeds the 4 listed member"):
         parse_policy(text.replace("quorum: 4", "quorum: 5"))
@@ -311,7 +313,7 @@ FILE_ERRORS = [
         id="yaml-duplicate-key",
     ),
     pytest.param(
-        "version: 1\napprover_groups:\n  sre-leads: { emails: [carol@example.com, not-an-email] }\n",
+        "version: 1\napprover_groups:\n  sre-leads: { emails: [carol@example.com, not-mail] }\n",
         "approver_groups.sre-leads.emails[1]",
         "should match pattern",
         id="bad-email",

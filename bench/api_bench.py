@@ -1,0 +1,299 @@
+"""Agent API throughput: stepup's submit against a bare FastAPI + SQLAlchemy insert (the floor).
+
+Both servers run as separate processes on loopback, on the same database (a temp SQLite file,
+or a scratch PostgreSQL database created and dropped here); one asyncio process drives
+``--concurrency`` keep-alive clients. Then the stepup server takes ``--rss-requests`` more
+submissions while its RSS is sampled, to show whether memory grows with requests served.
+
+    .venv/bin/python bench/api_bench.py            # full run, a few minutes
+    .venv/bin/python bench/api_bench.py --quick    # short run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from loadgen import PhaseResult, encode_post, run_phase
+from procs import Server, cpu_seconds, free_port, machine_jiffies, rss_mib, start, stop
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+POLICY = ROOT / "manifests" / "policy.example.yaml"
+GOAL = 0.5
+# Rule `reads` of the example policy: decision allow (pre-authorised, no human in the loop).
+INTENT = {
+    "action": "db.query",
+    "action_class": "read",
+    "target": "orders-db",
+    "environment": "production",
+    "justification": "api_bench: a pre-authorised read",
+    "parameters": {"query": "select count(*) from orders", "limit": 100},
+}
+
+
+@dataclass
+class Row:
+    target: str
+    db: str
+    round: int
+    requests: int
+    errors: int
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_ms: float  # server process CPU per request
+    client_cpu_ms: float  # generator CPU per request
+    machine_busy: float  # cores busy on average during the phase (all processes)
+    ratio: float | None = None
+
+
+@dataclass
+class RssSample:
+    db: str
+    served: int  # submissions in the RSS phase so far
+    rss_mib: float
+    rate: float  # req/s of the chunk that ended here
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="stepup agent API throughput against a bare floor.")
+    parser.add_argument("--dbs", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
+    parser.add_argument("--requests", type=int, default=5000, help="measured requests per target")
+    parser.add_argument("--warmup", type=int, default=500, help="unmeasured requests per target first")
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=1, help="floor/stepup measurements per database")
+    parser.add_argument("--rss-requests", type=int, default=50_000, help="0 skips the RSS phase")
+    parser.add_argument("--rss-every", type=int, default=10_000, help="RSS sample interval")
+    parser.add_argument(
+        "--postgres-admin-url",
+        default=os.environ.get("STEPUP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+        help="a database to connect to for CREATE/DROP DATABASE of the scratch one",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--quick", action="store_true", help="1000 requests, RSS over 5000")
+    args = parser.parse_args()
+    if args.quick:
+        args.requests, args.warmup, args.rss_requests, args.rss_every = 1000, 200, 5000, 1000
+    args.dbs = [name.strip() for name in args.dbs.split(",") if name.strip()]
+    unknown = set(args.dbs) - {"sqlite", "postgres"}
+    if unknown:
+        parser.error(f"unknown database(s): {', '.join(sorted(unknown))}")
+    return args
+
+
+@contextmanager
+def scratch_database(kind: str, workdir: Path, admin_url: str) -> Iterator[str]:
+    """A fresh database URL; a PostgreSQL one is created here and dropped on the way out."""
+    if kind == "sqlite":
+        yield f"sqlite:///{workdir / 'bench.db'}"
+        return
+    name = f"stepup_bench_{os.getpid()}_{secrets.token_hex(4)}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def server_env(url: str, workdir: Path, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPUP_", "SLACK_"))}
+    env.update(
+        STEPUP_DATABASE_URL=url,
+        STEPUP_POLICY_FILE=str(POLICY),
+        STEPUP_KEYS_DIR=str(workdir / "keys"),
+        STEPUP_PORT=str(port),
+        STEPUP_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def register_agent(stepup_cli: str, env: dict[str, str], workdir: Path) -> str:
+    done = subprocess.run(
+        [stepup_cli, "agents", "add", "bench-bot", "--owner", "bench@example.com"],
+        env=env, cwd=workdir, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"stepup agents add failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout.strip().splitlines()[-1]
+
+
+def check_once(port: int, path: str, body: bytes, headers: dict[str, str]) -> None:
+    """One request outside the measurement: the submit must be pre-authorised (201, approved)."""
+    request = urllib.request.Request(  # noqa: S310 (loopback, our URL)
+        f"http://127.0.0.1:{port}{path}", data=body, method="POST",
+        headers={"Content-Type": "application/json", **headers},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+        payload = json.loads(answer.read())
+        if answer.status != 201 or payload.get("status", "approved") != "approved":
+            raise RuntimeError(f"{path}: expected 201 approved, got {answer.status} {payload}")
+
+
+def load(port: int, request: bytes, total: int, concurrency: int) -> PhaseResult:
+    result = asyncio.run(run_phase(port, request, total=total, concurrency=concurrency, expect=201))
+    if result.requests == 0 or result.errors >= 100:
+        raise RuntimeError(f"load on port {port} failed: {result.errors} errors, {dict(result.statuses)}")
+    return result
+
+
+def measure(server: Server, request: bytes, db: str, round_no: int, args: argparse.Namespace) -> Row:
+    load(server.port, request, args.warmup, args.concurrency)
+    cpu_before, (busy_before, total_before) = cpu_seconds(server.pid), machine_jiffies()
+    result = load(server.port, request, args.requests, args.concurrency)
+    cpu_used = cpu_seconds(server.pid) - cpu_before
+    busy_after, total_after = machine_jiffies()
+    cores = os.cpu_count() or 1
+    served = max(result.requests, 1)
+    return Row(
+        target=server.name,
+        db=db,
+        round=round_no,
+        requests=result.requests,
+        errors=result.errors,
+        rate=result.rate,
+        p50_ms=result.percentile_ms(50),
+        p99_ms=result.percentile_ms(99),
+        server_cpu_ms=cpu_used / served * 1000,
+        client_cpu_ms=result.client_cpu / served * 1000,
+        machine_busy=cores * (busy_after - busy_before) / max(total_after - total_before, 1),
+    )
+
+
+def rss_phase(server: Server, request: bytes, db: str, args: argparse.Namespace) -> list[RssSample]:
+    samples = [RssSample(db, 0, rss_mib(server.pid), 0.0)]
+    print(f"  RSS phase ({db}): {args.rss_requests} submissions, sampled every {args.rss_every}")
+    served = 0
+    while served < args.rss_requests:
+        chunk = min(args.rss_every, args.rss_requests - served)
+        result = load(server.port, request, chunk, args.concurrency)
+        served += chunk
+        samples.append(RssSample(db, served, rss_mib(server.pid), result.rate))
+        print(f"    after {served:>6}: RSS {samples[-1].rss_mib:7.1f} MiB  ({result.rate:6.0f} req/s)")
+    return samples
+
+
+def row_counts(url: str) -> str:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            counts = {
+                table: conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+                for table in ("requests", "audit_log", "bench_floor")
+            }
+    finally:
+        engine.dispose()
+    return ", ".join(f"{table} {count}" for table, count in counts.items())
+
+
+def bench_database(kind: str, workdir: Path, args: argparse.Namespace) -> tuple[list[Row], list[RssSample]]:
+    stepup_cli = str(Path(sys.executable).parent / "stepup")
+    body = json.dumps(INTENT).encode()
+    rows: list[Row] = []
+    samples: list[RssSample] = []
+    with ExitStack() as stack:
+        url = stack.enter_context(scratch_database(kind, workdir, args.postgres_admin_url))
+        port, floor_port = free_port(), free_port()
+        env = server_env(url, workdir, port)
+        key = register_agent(stepup_cli, env, workdir)
+        headers = {"Authorization": f"Bearer {key}"}
+        stepup = start("stepup", [stepup_cli, "serve"], port=port, env=env, cwd=workdir)
+        stack.callback(stop, stepup)
+        floor_argv = [sys.executable, str(BENCH_DIR / "floor_app.py"), "--database-url", url, "--port", str(floor_port)]
+        floor = start("floor", floor_argv, port=floor_port, env=env, cwd=workdir)
+        stack.callback(stop, floor)
+        check_once(port, "/v1/requests", body, headers)
+        check_once(floor_port, "/floor", body, headers)
+        stepup_request = encode_post("/v1/requests", port=port, body=body, headers=headers)
+        floor_request = encode_post("/floor", port=floor_port, body=body, headers=headers)
+        for round_no in range(1, args.rounds + 1):
+            floor_row = measure(floor, floor_request, kind, round_no, args)
+            stepup_row = measure(stepup, stepup_request, kind, round_no, args)
+            stepup_row.ratio = stepup_row.rate / floor_row.rate
+            rows += [floor_row, stepup_row]
+            print_rows([floor_row, stepup_row], header=round_no == 1)
+        if args.rss_requests > 0:
+            samples = rss_phase(stepup, stepup_request, kind, args)
+        print(f"  rows in {kind}: {row_counts(url)}")
+        if kind == "sqlite":
+            wal = workdir / "bench.db-wal"
+            print(f"  SQLite WAL at the end: {wal.stat().st_size / 2**20:.1f} MiB" if wal.exists() else "")
+    return rows, samples
+
+
+def print_rows(rows: list[Row], *, header: bool) -> None:
+    if header:
+        print(
+            f"  {'target':<7} {'DB':<8} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+            f"{'ratio':>6} {'srv CPU ms/req':>14} {'gen CPU ms/req':>14} {'busy cores':>10}"
+        )
+    for row in rows:
+        ratio = f"{row.ratio:.2f}" if row.ratio is not None else "1.00"
+        errors = f" ({row.errors} errors)" if row.errors else ""
+        print(
+            f"  {row.target:<7} {row.db:<8} {row.requests:>8} {row.rate:>7.0f} {row.p50_ms:>7.1f} "
+            f"{row.p99_ms:>7.1f} {ratio:>6} {row.server_cpu_ms:>14.2f} {row.client_cpu_ms:>14.2f} "
+            f"{row.machine_busy:>10.2f}{errors}"
+        )
+
+
+def summarise(rows: list[Row], samples: list[RssSample]) -> None:
+    print("\nSummary")
+    print_rows(rows, header=True)
+    for row in (r for r in rows if r.ratio is not None):
+        verdict = "meets" if row.ratio >= GOAL else "is BELOW"
+        print(f"  {row.db} round {row.round}: stepup at {row.ratio:.0%} of the floor {verdict} the 50% goal")
+    for db in sorted({s.db for s in samples}):
+        series = [s for s in samples if s.db == db]
+        first, last = series[1] if len(series) > 1 else series[0], series[-1]
+        growth = last.rss_mib - first.rss_mib
+        print(
+            f"  RSS {db}: {series[0].rss_mib:.1f} MiB before, {first.rss_mib:.1f} MiB after {first.served}, "
+            f"{last.rss_mib:.1f} MiB after {last.served} ({growth:+.1f} MiB)"
+        )
+
+
+def main() -> None:
+    args = parse_args()
+    rows: list[Row] = []
+    samples: list[RssSample] = []
+    print(
+        f"stepup agent API bench: {args.concurrency} clients, {args.requests} requests per target "
+        f"after {args.warmup} warm-up, {os.cpu_count()} CPUs"
+    )
+    with tempfile.TemporaryDirectory(prefix="stepup-api-bench-") as tmp:
+        for kind in args.dbs:
+            print(f"\n[{kind}]")
+            workdir = Path(tmp) / kind
+            workdir.mkdir()
+            db_rows, db_samples = bench_database(kind, workdir, args)
+            rows += db_rows
+            samples += db_samples
+    summarise(rows, samples)
+    if args.json:
+        args.json.write_text(
+            json.dumps({"rows": [asdict(r) for r in rows], "rss": [asdict(s) for s in samples]}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()

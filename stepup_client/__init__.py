@@ -1,0 +1,57 @@
+"""A small client for stepup's agent API: ask before acting, use a scoped credential, report.
+
+Depends on httpx and the standard library only, so agents need not install the server.
+"""
+
+from stepup_client.client import StepupClient
+from stepup_client.digest import canonical_json, parameters_digest
+from stepup_client.errors import (
+    ApiError,
+    ConnectionFailed,
+    ParametersMismatch,
+    ParametersNotSerializable,
+    ProtocolError,
+    RequestCancelled,
+    RequestDenied,
+    RequestExpired,
+    RequestNotGranted,
+    RequestRevoked,
+    StepupClientError,
+    WaitTimeout,
+)
+from stepup_client.models import (
+    ActionClass,
+    Approvals,
+    ApproverInfo,
+    Credential,
+    CredentialInfo,
+    Outcome,
+    Request,
+    Status,
+)
+
+__all__ = [
+    "ActionClass",
+    "ApiError",
+    "Approvals",
+    "ApproverInfo",
+    "ConnectionFailed",
+    "Credential",
+    "CredentialInfo",
+    "Outcome",
+    "ParametersMismatch",
+    "ParametersNotSerializable",
+    "ProtocolError",
+    "Request",
+    "RequestCancelled",
+    "RequestDenied",
+    "RequestExpired",
+    "RequestNotGranted",
+    "RequestRevoked",
+    "Status",
+    "StepupClient",
+    "StepupClientError",
+    "WaitTimeout",
+    "canonical_json",
+    "parameters_digest",
+]
