@@ -70,17 +70,27 @@ class RssSample:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="stepup agent API throughput against a bare floor.")
-    parser.add_argument("--dbs", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
+    parser = argparse.ArgumentParser(
+        description="stepup agent API throughput against a bare floor."
+    )
+    parser.add_argument(
+        "--dbs", default="sqlite,postgres", help="comma-separated: sqlite, postgres"
+    )
     parser.add_argument("--requests", type=int, default=5000, help="measured requests per target")
-    parser.add_argument("--warmup", type=int, default=500, help="unmeasured requests per target first")
+    parser.add_argument(
+        "--warmup", type=int, default=500, help="unmeasured requests per target first"
+    )
     parser.add_argument("--concurrency", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=1, help="floor/stepup measurements per database")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="floor/stepup measurements per database"
+    )
     parser.add_argument("--rss-requests", type=int, default=50_000, help="0 skips the RSS phase")
     parser.add_argument("--rss-every", type=int, default=10_000, help="RSS sample interval")
     parser.add_argument(
         "--postgres-admin-url",
-        default=os.environ.get("STEPUP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+        default=os.environ.get(
+            "STEPUP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
         help="a database to connect to for CREATE/DROP DATABASE of the scratch one",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -102,7 +112,9 @@ def scratch_database(kind: str, workdir: Path, admin_url: str) -> Iterator[str]:
         yield f"sqlite:///{workdir / 'bench.db'}"
         return
     name = f"stepup_bench_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
+    admin = create_engine(
+        admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -152,11 +164,15 @@ def check_once(port: int, path: str, body: bytes, headers: dict[str, str]) -> No
 def load(port: int, request: bytes, total: int, concurrency: int) -> PhaseResult:
     result = asyncio.run(run_phase(port, request, total=total, concurrency=concurrency, expect=201))
     if result.requests == 0 or result.errors >= 100:
-        raise RuntimeError(f"load on port {port} failed: {result.errors} errors, {dict(result.statuses)}")
+        raise RuntimeError(
+            f"load on port {port} failed: {result.errors} errors, {dict(result.statuses)}"
+        )
     return result
 
 
-def measure(server: Server, request: bytes, db: str, round_no: int, args: argparse.Namespace) -> Row:
+def measure(
+    server: Server, request: bytes, db: str, round_no: int, args: argparse.Namespace
+) -> Row:
     load(server.port, request, args.warmup, args.concurrency)
     cpu_before, (busy_before, total_before) = cpu_seconds(server.pid), machine_jiffies()
     result = load(server.port, request, args.requests, args.concurrency)
@@ -188,7 +204,9 @@ def rss_phase(server: Server, request: bytes, db: str, args: argparse.Namespace)
         result = load(server.port, request, chunk, args.concurrency)
         served += chunk
         samples.append(RssSample(db, served, rss_mib(server.pid), result.rate))
-        print(f"    after {served:>6}: RSS {samples[-1].rss_mib:7.1f} MiB  ({result.rate:6.0f} req/s)")
+        print(
+            f"    after {served:>6}: RSS {samples[-1].rss_mib:7.1f} MiB  ({result.rate:6.0f} req/s)"
+        )
     return samples
 
 
@@ -205,7 +223,9 @@ def row_counts(url: str) -> str:
     return ", ".join(f"{table} {count}" for table, count in counts.items())
 
 
-def bench_database(kind: str, workdir: Path, args: argparse.Namespace) -> tuple[list[Row], list[RssSample]]:
+def bench_database(
+    kind: str, workdir: Path, args: argparse.Namespace
+) -> tuple[list[Row], list[RssSample]]:
     stepup_cli = str(Path(sys.executable).parent / "stepup")
     body = json.dumps(INTENT).encode()
     rows: list[Row] = []
@@ -218,7 +238,14 @@ def bench_database(kind: str, workdir: Path, args: argparse.Namespace) -> tuple[
         headers = {"Authorization": f"Bearer {key}"}
         stepup = start("stepup", [stepup_cli, "serve"], port=port, env=env, cwd=workdir)
         stack.callback(stop, stepup)
-        floor_argv = [sys.executable, str(BENCH_DIR / "floor_app.py"), "--database-url", url, "--port", str(floor_port)]
+        floor_argv = [
+            sys.executable,
+            str(BENCH_DIR / "floor_app.py"),
+            "--database-url",
+            url,
+            "--port",
+            str(floor_port),
+        ]
         floor = start("floor", floor_argv, port=floor_port, env=env, cwd=workdir)
         stack.callback(stop, floor)
         check_once(port, "/v1/requests", body, headers)
@@ -236,7 +263,11 @@ def bench_database(kind: str, workdir: Path, args: argparse.Namespace) -> tuple[
         print(f"  rows in {kind}: {row_counts(url)}")
         if kind == "sqlite":
             wal = workdir / "bench.db-wal"
-            print(f"  SQLite WAL at the end: {wal.stat().st_size / 2**20:.1f} MiB" if wal.exists() else "")
+            print(
+                f"  SQLite WAL at the end: {wal.stat().st_size / 2**20:.1f} MiB"
+                if wal.exists()
+                else ""
+            )
     return rows, samples
 
 
@@ -261,7 +292,9 @@ def summarise(rows: list[Row], samples: list[RssSample]) -> None:
     print_rows(rows, header=True)
     for row in (r for r in rows if r.ratio is not None):
         verdict = "meets" if row.ratio >= GOAL else "is BELOW"
-        print(f"  {row.db} round {row.round}: stepup at {row.ratio:.0%} of the floor {verdict} the 50% goal")
+        print(
+            f"  {row.db} round {row.round}: stepup at {row.ratio:.0%} of the floor {verdict} the 50% goal"
+        )
     for db in sorted({s.db for s in samples}):
         series = [s for s in samples if s.db == db]
         first, last = series[1] if len(series) > 1 else series[0], series[-1]
@@ -291,7 +324,9 @@ def main() -> None:
     summarise(rows, samples)
     if args.json:
         args.json.write_text(
-            json.dumps({"rows": [asdict(r) for r in rows], "rss": [asdict(s) for s in samples]}, indent=2)
+            json.dumps(
+                {"rows": [asdict(r) for r in rows], "rss": [asdict(s) for s in samples]}, indent=2
+            )
         )
 
 

@@ -103,7 +103,9 @@ def build_chain(db: Database, total: int, appended: int, keyring: KeyRing) -> fl
         with db.write() as session:
             session.execute(insert(AuditRow.__table__), rows)
             session.execute(
-                update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=rows[-1]["seq"], hash=prev)
+                update(AuditHeadRow)
+                .where(AuditHeadRow.id == 1)
+                .values(seq=rows[-1]["seq"], hash=prev)
             )
     return append_rate
 
@@ -151,7 +153,9 @@ def bench_sqlite(total: int, appended: int, keyring: KeyRing, workdir: Path) -> 
 def scratch_postgres(admin_url: str) -> Iterator[str]:
     """A database of our own for the run, always dropped after it."""
     name = f"stepup_audit_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    admin = create_engine(
+        admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
+    )
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -223,7 +227,9 @@ def main() -> None:
         print(f"| {name} | {cells} |")
     slowest = min(rates[key] for rates in results.values() for key in ("memory", "db"))
     verdict = "meets" if slowest >= TARGET else "MISSES"
-    print(f"\nhash chain verification {verdict} the {TARGET:,} entries/s target (slowest {slowest:,.0f}/s)")
+    print(
+        f"\nhash chain verification {verdict} the {TARGET:,} entries/s target (slowest {slowest:,.0f}/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -36,7 +36,9 @@ def create_app(db: Database) -> FastAPI:
         row_id = uuid.uuid4().hex
         with db.write() as session:
             session.execute(
-                insert(floor_rows).values(id=row_id, created_at=datetime.now(UTC), body=json.dumps(body))
+                insert(floor_rows).values(
+                    id=row_id, created_at=datetime.now(UTC), body=json.dumps(body)
+                )
             )
         return {"id": row_id}
 

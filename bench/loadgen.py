@@ -107,9 +107,17 @@ async def run_phase(
                     started = time.perf_counter()
                     writer.write(request)
                     await writer.drain()
-                    status, body, keep_alive = await asyncio.wait_for(_read_response(reader), timeout)
+                    status, body, keep_alive = await asyncio.wait_for(
+                        _read_response(reader), timeout
+                    )
                     took = time.perf_counter() - started
-                except (OSError, TimeoutError, asyncio.IncompleteReadError, ProtocolError, ValueError) as exc:
+                except (
+                    OSError,
+                    TimeoutError,
+                    asyncio.IncompleteReadError,
+                    ProtocolError,
+                    ValueError,
+                ) as exc:
                     errors += 1
                     first_error[:] = first_error or [f"{exc.__class__.__name__}: {exc}"]
                     if writer is not None:

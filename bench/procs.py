@@ -60,7 +60,9 @@ def _wait_healthy(server: Server, timeout: float) -> None:
     url = f"http://127.0.0.1:{server.port}/healthz"
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
-            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}")
+            raise RuntimeError(
+                f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}"
+            )
         try:
             with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 (loopback, our URL)
                 if answer.status == 200:

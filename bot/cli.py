@@ -15,7 +15,9 @@ from core.errors import StepupError
 
 from bot.settings import Settings, load_settings
 
-app = typer.Typer(help="stepup: Slack approvals and just-in-time credentials for AI agents.", no_args_is_help=True)
+app = typer.Typer(
+    help="stepup: Slack approvals and just-in-time credentials for AI agents.", no_args_is_help=True
+)
 policy_app = typer.Typer(help="Check and explain policy files.", no_args_is_help=True)
 audit_app = typer.Typer(help="Verify and export the audit log.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -56,7 +58,9 @@ def policy_check(file: Annotated[Path, typer.Argument(help="Policy YAML file")])
         detail = exc.detail if isinstance(exc, StepupError) else str(exc)
         # Read errors already start with the path; say it once.
         raise fail(detail if detail.startswith(f"{file}:") else f"{file}: {detail}") from None
-    typer.echo(f"{file}: OK — {len(policy.rule_names)} rules, {len(policy.groups)} approver groups, {policy.digest}")
+    typer.echo(
+        f"{file}: OK — {len(policy.rule_names)} rules, {len(policy.groups)} approver groups, {policy.digest}"
+    )
 
 
 def _read_intent(path: Path) -> tuple[dict[str, Any], datetime]:
@@ -73,7 +77,13 @@ def _read_intent(path: Path) -> tuple[dict[str, Any], datetime]:
 @policy_app.command("explain")
 def policy_explain(
     file: Annotated[Path, typer.Argument(help="Policy YAML file")],
-    request: Annotated[Path, typer.Option("--request", help="JSON or YAML file with the request fields (and optional `agent`, `now`)")],
+    request: Annotated[
+        Path,
+        typer.Option(
+            "--request",
+            help="JSON or YAML file with the request fields (and optional `agent`, `now`)",
+        ),
+    ],
 ) -> None:
     """Show which rule decides a request and why every other rule did not."""
     from core.policy import explain, load_policy
@@ -139,18 +149,26 @@ def audit_verify() -> None:
         # One snapshot for head and entries: on PostgreSQL an entry appended by the running
         # service between the two reads would otherwise look like tampering.
         with chain_snapshot(db) as session:
-            report = verify_chain(iter_entries(session), head=read_head(session), check_signature=check)
+            report = verify_chain(
+                iter_entries(session), head=read_head(session), check_signature=check
+            )
     except AuditChainBroken as exc:
         raise fail(f"audit chain broken at {exc.detail}") from None
     finally:
         db.dispose()
-    typer.echo(f"audit chain intact: {report.entries} entries, head {report.head_seq} {report.head_hash}")
+    typer.echo(
+        f"audit chain intact: {report.entries} entries, head {report.head_seq} {report.head_hash}"
+    )
 
 
 @audit_app.command("export")
 def audit_export(
-    since: Annotated[str | None, typer.Option(help="ISO 8601 time: only entries at or after it")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default stdout)")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="ISO 8601 time: only entries at or after it")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="File to write (default stdout)")
+    ] = None,
 ) -> None:
     """Write the audit log as JSON Lines for a SIEM."""
     from core.audit.chain import format_time

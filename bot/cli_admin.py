@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from core.errors import StepupError
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+    from core.service import Stepup
 
 
 def _now() -> datetime:
@@ -20,7 +24,7 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     from bot.settings import load_settings
 
     try:
@@ -29,7 +33,7 @@ def _settings():  # type: ignore[no-untyped-def]
         raise _fail(exc.detail) from None
 
 
-def _service():  # type: ignore[no-untyped-def]
+def _service() -> Stepup:
     from bot.wiring import build_service
 
     try:
@@ -39,7 +43,9 @@ def _service():  # type: ignore[no-untyped-def]
 
 
 agents_app = typer.Typer(help="Register, list and disable agents.", no_args_is_help=True)
-servers_app = typer.Typer(help="Target systems allowed to call introspection.", no_args_is_help=True)
+servers_app = typer.Typer(
+    help="Target systems allowed to call introspection.", no_args_is_help=True
+)
 requests_app = typer.Typer(help="Inspect requests.", no_args_is_help=True)
 
 
@@ -66,7 +72,7 @@ def agents_add(
 def agents_list() -> None:
     from core.agents import AgentRegistry
 
-    for agent in AgentRegistry(_service()).list():
+    for agent in AgentRegistry(_service()).list_agents():
         state = "disabled" if agent.disabled else "active"
         typer.echo(f"{agent.id}\t{agent.owner_email}\t{state}\t{agent.created_at.isoformat()}")
 
@@ -105,7 +111,7 @@ def requests_list(
 
     if status is not None and status not in {s.value for s in Status}:
         raise _fail(f"--status must be one of {', '.join(s.value for s in Status)}")
-    for snap in _service().list(status=[status] if status else None, limit=limit):
+    for snap in _service().list_requests(status=[status] if status else None, limit=limit):
         typer.echo(
             f"{snap.id}\t{snap.status.value}\t{snap.agent_id}\t{snap.action}\t{snap.target}\t"
             f"{snap.environment}\t{snap.rule or '-'}\t{snap.created_at.isoformat()}"
@@ -123,7 +129,9 @@ def requests_show(request_id: Annotated[str, typer.Argument()]) -> None:
 
 def revoke(
     request_id: Annotated[str, typer.Argument()],
-    reason: Annotated[str, typer.Option("--reason", help="Why (recorded in the audit log)")] = "revoked by admin",
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why (recorded in the audit log)")
+    ] = "revoked by admin",
 ) -> None:
     """Revoke an approved or active request's credential now."""
     try:

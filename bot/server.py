@@ -7,13 +7,12 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from core.agents import AgentRegistry
-
 from bot.api.app import create_app
 from bot.api.context import ApiContext
 from bot.scheduler import DeadlineScheduler
 from bot.settings import Settings
 from bot.wiring import build_service
+from core.agents import AgentRegistry
 
 logger = logging.getLogger("stepup")
 
@@ -36,7 +35,9 @@ def build_runtime(settings: Settings) -> Runtime:
 def serve(settings: Settings) -> None:
     import uvicorn
 
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     runtime = build_runtime(settings)
     if not settings.slack_enabled:
@@ -46,10 +47,14 @@ def serve(settings: Settings) -> None:
         )
     policy = runtime.context.service.policy.current
     logger.info(
-        "policy %s loaded: %d rules (%s)", settings.policy_file, len(policy.rule_names), policy.digest
+        "policy %s loaded: %d rules (%s)",
+        settings.policy_file,
+        len(policy.rule_names),
+        policy.digest,
     )
     runtime.scheduler.start()
-    print(f"stepup listening on http://{settings.host}:{settings.port} (public URL {settings.public_url})", flush=True)
+    where = f"http://{settings.host}:{settings.port}"
+    print(f"stepup listening on {where} (public URL {settings.public_url})", flush=True)
     try:
         uvicorn.run(runtime.app, host=settings.host, port=settings.port, log_level="warning")
     finally:

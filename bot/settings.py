@@ -17,8 +17,12 @@ _PLACEHOLDERS = ("changeme", "xoxb-your", "xapp-your", "your-", "placeholder", "
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    database_url: str = Field(default_factory=default_database_url, validation_alias="STEPUP_DATABASE_URL")
-    policy_file: Path = Field(Path("manifests/policy.example.yaml"), validation_alias="STEPUP_POLICY_FILE")
+    database_url: str = Field(
+        default_factory=default_database_url, validation_alias="STEPUP_DATABASE_URL"
+    )
+    policy_file: Path = Field(
+        Path("manifests/policy.example.yaml"), validation_alias="STEPUP_POLICY_FILE"
+    )
     keys_dir: Path = Field(Path(".stepup/keys"), validation_alias="STEPUP_KEYS_DIR")
     public_url: str = Field("", validation_alias="STEPUP_PUBLIC_URL")  # default: http://HOST:PORT
     host: str = Field("127.0.0.1", validation_alias="STEPUP_HOST")
@@ -83,6 +87,7 @@ def load_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False)
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors(include_input=False)
         )
         raise ConfigError(f"invalid settings: {problems}") from None

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from bot.settings import Settings
 from core.credentials import JwtIssuer
 from core.keys import KeyRing
 from core.policy import PolicyHolder
 from core.service import Stepup
 from core.storage.database import Database
 from core.storage.migrate import upgrade
-
-from bot.settings import Settings
 
 
 def open_database(settings: Settings, *, migrate: bool = True, pool_size: int = 10) -> Database:

@@ -38,7 +38,7 @@ class AgentRegistry:
         with self.db.read() as session:
             return agents_repo.authenticate_agent(session, key)
 
-    def list(self) -> list[AgentSummary]:
+    def list_agents(self) -> list[AgentSummary]:
         with self.db.read() as session:
             return [
                 AgentSummary(a.id, a.owner_email, a.disabled, a.created_at)

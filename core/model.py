@@ -31,7 +31,7 @@ class ActionClass(StrEnum):
     READ = "read"
     WRITE = "write"
     DESTRUCTIVE = "destructive"
-    SECRET_READ = "secret_read"
+    SECRET_READ = "secret_read"  # noqa: S105 - an action class, not a secret
     DATA_EXPORT = "data_export"
     PRIVILEGE_CHANGE = "privilege_change"
 

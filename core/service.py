@@ -130,7 +130,7 @@ class Stepup:
         with self.db.read() as session:
             return repo.snapshot(session, repo.load_row(session, request_id, agent_id=agent_id))
 
-    def list(
+    def list_requests(
         self, *, status: list[str] | None = None, agent_id: str | None = None, limit: int = 100
     ) -> list[RequestSnapshot]:
         with self.db.read() as session:
@@ -252,9 +252,13 @@ class Stepup:
     def eligible_groups(self, row: RequestRow, terms: Terms, now: datetime) -> list[GroupMembers]:
         """The groups whose members may decide now (the escalation group once it is due)."""
         names = list(terms.approver_groups)
-        if terms.escalate_to and terms.escalate_after_seconds is not None:
-            if now >= row.created_at + timedelta(seconds=terms.escalate_after_seconds):
-                names.append(terms.escalate_to)
+        escalation_due = (
+            terms.escalate_to is not None
+            and terms.escalate_after_seconds is not None
+            and now >= row.created_at + timedelta(seconds=terms.escalate_after_seconds)
+        )
+        if escalation_due and terms.escalate_to is not None:
+            names.append(terms.escalate_to)
         policy = self.policy.current
         groups = []
         for name in names:

@@ -81,7 +81,11 @@ def build_engine(db: Database, tmp_path: Path, policy: str = TEST_POLICY) -> Eng
     policy_path.write_text(policy)
     keyring = KeyRing.load_or_create(tmp_path / "keys")
     service = Stepup(
-        db, PolicyHolder.from_file(policy_path), keyring, JwtIssuer(keyring, issuer_url=ISSUER), issuer_url=ISSUER
+        db,
+        PolicyHolder.from_file(policy_path),
+        keyring,
+        JwtIssuer(keyring, issuer_url=ISSUER),
+        issuer_url=ISSUER,
     )
     return Engine(service, AgentRegistry(service), keyring, db, policy_path)
 
@@ -96,6 +100,16 @@ def intent(
     **extra: object,
 ) -> Intent:
     agent_id = agent.id if isinstance(agent, AgentIdentity) else agent
-    fields: dict[str, object] = {"justification": "deploy fix for INC-42", "parameters": {"replicas": 3}}
+    fields: dict[str, object] = {
+        "justification": "deploy fix for INC-42",
+        "parameters": {"replicas": 3},
+    }
     fields.update(extra)
-    return Intent(agent=agent_id, action=action, action_class=action_class, target=target, environment=environment, **fields)  # type: ignore[arg-type]
+    return Intent(
+        agent=agent_id,
+        action=action,
+        action_class=action_class,
+        target=target,
+        environment=environment,
+        **fields,
+    )  # type: ignore[arg-type]

@@ -25,7 +25,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(
         title="stepup",
         version="1",
-        description="Agents ask before they act; humans approve in Slack; credentials are scoped and short-lived.",
+        description=(
+            "Agents ask before they act; humans approve in Slack; "
+            "credentials are scoped to one action and short-lived."
+        ),
         lifespan=lifespan,
     )
     app.state.stepup = ctx

@@ -7,14 +7,15 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from bot.api.context import ApiContext, context_of
 from core.errors import Unauthenticated
 from core.storage.agents_repo import AgentIdentity
 
-from bot.api.context import ApiContext, context_of
-
 _bearer = HTTPBearer(auto_error=False, description="An agent key from `stepup agents add`")
 _resource_bearer = HTTPBearer(
-    auto_error=False, scheme_name="ResourceServerKey", description="A key from `stepup resource-servers add`"
+    auto_error=False,
+    scheme_name="ResourceServerKey",
+    description="A key from `stepup resource-servers add`",
 )
 
 
@@ -32,6 +33,7 @@ def current_agent(
 
 
 def current_resource_server(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_resource_bearer)]
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_resource_bearer)],
 ) -> str:
     return context_of(request).registry.authenticate_resource_server(_key(credentials))

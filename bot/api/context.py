@@ -8,10 +8,9 @@ from datetime import UTC, datetime
 
 from fastapi import Request
 
+from bot.api.changes import ChangeHub
 from core.agents import AgentRegistry
 from core.service import Stepup
-
-from bot.api.changes import ChangeHub
 
 
 def utc_now() -> datetime:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from typing import Annotated, Any
@@ -12,13 +13,12 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from bot.api.auth import current_agent, current_resource_server
+from bot.api.context import context_of
 from core.errors import ValidationFailed
 from core.model import SessionOutcome
 from core.storage.agents_repo import AgentIdentity
 from core.wire import SubmitBody
-
-from bot.api.auth import current_agent, current_resource_server
-from bot.api.context import context_of
 
 router = APIRouter()
 Agent = Annotated[AgentIdentity, Depends(current_agent)]
@@ -33,7 +33,7 @@ class CompleteBody(BaseModel):
 
 class ClaimAnswer(BaseModel):
     token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
     expires_at: str
     scope: str
     jti: str
@@ -64,7 +64,9 @@ async def get_request(
     request_id: str,
     request: Request,
     agent: Agent,
-    wait: Annotated[int, Query(ge=0, le=60, description="Hold up to N seconds for a status change")] = 0,
+    wait: Annotated[
+        int, Query(ge=0, le=60, description="Hold up to N seconds for a status change")
+    ] = 0,
 ) -> dict[str, Any]:
     ctx = context_of(request)
     if wait == 0:
@@ -78,10 +80,10 @@ async def get_request(
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            try:
-                await asyncio.wait_for(event.wait(), min(remaining, ctx.cross_replica_recheck_seconds))
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    event.wait(), min(remaining, ctx.cross_replica_recheck_seconds)
+                )
             event.clear()
             current = await run_in_threadpool(ctx.service.get, request_id, agent_id=agent.id)
         return current.to_public()
@@ -107,7 +109,9 @@ def claim(request_id: str, request: Request, agent: Agent) -> ClaimAnswer:
 @router.post("/v1/requests/{request_id}/complete", tags=["requests"])
 def complete(request_id: str, body: CompleteBody, request: Request, agent: Agent) -> dict[str, Any]:
     ctx = context_of(request)
-    return ctx.service.complete(request_id, agent, body.outcome, body.detail, now=ctx.clock()).to_public()
+    return ctx.service.complete(
+        request_id, agent, body.outcome, body.detail, now=ctx.clock()
+    ).to_public()
 
 
 @router.post("/v1/requests/{request_id}/cancel", tags=["requests"])
@@ -137,7 +141,8 @@ async def introspect(
             raise ValidationFailed("body is not valid JSON") from None
         token = data.get("token") if isinstance(data, dict) else None
     else:
-        token = (parse_qs(raw.decode("utf-8", "replace")).get("token") or [None])[0]
+        values = parse_qs(raw.decode("utf-8", "replace")).get("token")
+        token = values[0] if values else None
     if not isinstance(token, str) or not token:
         raise ValidationFailed("token: a token is required")
     return await run_in_threadpool(ctx.service.introspect, token, now=ctx.clock())

@@ -29,7 +29,11 @@ _INT_TAG = "tag:yaml.org,2002:int"
 _MAP_TAG = "tag:yaml.org,2002:map"
 
 
-class _PolicyLoader(yaml.SafeLoader):
+# libyaml's parser when present (about ten times faster on large files); same semantics.
+_SafeBase: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _PolicyLoader(_SafeBase):  # type: ignore[misc, valid-type]
     """Safe YAML with two fixes for hand-written policies: a repeated key is an error (PyYAML
     would silently keep the last one), and only plain decimal integers are integers, so
     ``end: 18:00`` stays a string instead of YAML 1.1's base-60 number 1080."""
@@ -57,7 +61,8 @@ def _construct_mapping(loader: _PolicyLoader, node: yaml.MappingNode) -> dict[An
                     key_node.start_mark,
                 )
             seen.add(key_node.value)
-    return loader.construct_mapping(node, deep=True)
+    mapping: dict[Any, Any] = loader.construct_mapping(node, deep=True)
+    return mapping
 
 
 _PolicyLoader.add_constructor(_MAP_TAG, _construct_mapping)

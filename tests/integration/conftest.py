@@ -9,10 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from core.storage.database import Database
-
 from bot.api.app import create_app
 from bot.api.context import ApiContext
+from core.storage.database import Database
 from tests.integration.live import running
 from tests.support import OWNER, Engine, build_engine
 

@@ -24,7 +24,11 @@ READ = {
     "justification": "look up order 42",
     "parameters": {"order": 42},
 }
-PROD_RESTART = READ | {"action": "k8s.rollout_restart", "action_class": "destructive", "parameters": {"replicas": 3}}
+PROD_RESTART = READ | {
+    "action": "k8s.rollout_restart",
+    "action_class": "destructive",
+    "parameters": {"replicas": 3},
+}
 DROP = READ | {"action": "db.drop_database", "action_class": "destructive"}
 
 
@@ -63,15 +67,27 @@ def test_allowed_journey_and_introspection(live_api: LiveApi) -> None:
         assert token not in str(shown)
 
     # Verify against the JWKS fetched over HTTP, with PyJWT's own client (urllib).
-    signing_key = jwt.PyJWKClient(f"{live_api.url}/.well-known/jwks.json").get_signing_key_from_jwt(token)
-    claims = jwt.decode(token, signing_key.key, algorithms=["EdDSA"], audience="payments-api", issuer="https://stepup.test")
+    signing_key = jwt.PyJWKClient(f"{live_api.url}/.well-known/jwks.json").get_signing_key_from_jwt(
+        token
+    )
+    claims = jwt.decode(
+        token,
+        signing_key.key,
+        algorithms=["EdDSA"],
+        audience="payments-api",
+        issuer="https://stepup.test",
+    )
     assert claims["request_id"] == req["id"] and claims["sub"] == "deploy-bot"
 
-    rs = httpx.Client(base_url=live_api.url, headers={"Authorization": f"Bearer {live_api.server_key}"})
+    rs = httpx.Client(
+        base_url=live_api.url, headers={"Authorization": f"Bearer {live_api.server_key}"}
+    )
     assert rs.post("/v1/introspect", data={"token": token}).json()["active"] is True
     assert rs.post("/v1/introspect", json={"token": token}).json()["scope"] == "db.query"
     with live_api.client() as c:
-        done = c.post(f"/v1/requests/{req['id']}/complete", json={"outcome": "succeeded", "detail": "1 row"})
+        done = c.post(
+            f"/v1/requests/{req['id']}/complete", json={"outcome": "succeeded", "detail": "1 row"}
+        )
         assert done.status_code == 200 and done.json()["status"] == "completed"
     assert rs.post("/v1/introspect", data={"token": token}).json() == {"active": False}
     # Introspection is only for registered target systems.
@@ -91,16 +107,24 @@ def test_denied_request(live_api: LiveApi) -> None:
 def test_approval_journey_with_long_poll(live_api: LiveApi) -> None:
     with live_api.client() as c:
         req = c.post("/v1/requests", json=PROD_RESTART | {"on_behalf_of": "sam@example.com"}).json()
-        assert req["status"] == "pending" and req["approvals"] == {"required": 2, "received": 0, "approvers": []}
+        assert req["status"] == "pending" and req["approvals"] == {
+            "required": 2,
+            "received": 0,
+            "approvers": [],
+        }
         service = live_api.engine.service
-        service.vote(req["id"], Approver("U0ALICE", "alice@example.com", "Alice"), Vote.APPROVE, now=now())
+        service.vote(
+            req["id"], Approver("U0ALICE", "alice@example.com", "Alice"), Vote.APPROVE, now=now()
+        )
         assert c.get(f"/v1/requests/{req['id']}").json()["approvals"]["received"] == 1
 
         changed_at: list[float] = []
 
         def approve_later() -> None:
             time.sleep(0.5)
-            service.vote(req["id"], Approver("U0BOB", "bob@example.com", "Bob"), Vote.APPROVE, now=now())
+            service.vote(
+                req["id"], Approver("U0BOB", "bob@example.com", "Bob"), Vote.APPROVE, now=now()
+            )
             changed_at.append(time.monotonic())
 
         threading.Thread(target=approve_later).start()
@@ -143,7 +167,11 @@ def test_concurrent_submissions_with_one_idempotency_key(live_api: LiveApi) -> N
     assert len({r.json()["id"] for r in responses}) == 1
     assert count(live_api, RequestRow) == 1
     with live_api.client() as c:
-        other = c.post("/v1/requests", json=READ | {"parameters": {"order": 43}}, headers={"Idempotency-Key": "same-key"})
+        other = c.post(
+            "/v1/requests",
+            json=READ | {"parameters": {"order": 43}},
+            headers={"Idempotency-Key": "same-key"},
+        )
     assert_problem(other, 409)
     assert count(live_api, RequestRow) == 1
 
@@ -161,7 +189,9 @@ def test_concurrent_claims_yield_one_token(live_api: LiveApi) -> None:
     assert sorted(r.status_code for r in responses) == [200] + [409] * 9
     assert count(live_api, CredentialRow) == 1
     with live_api.engine.db.read() as session:
-        issued = session.execute(select(func.count()).select_from(AuditRow).where(AuditRow.kind == "credential.issued")).scalar_one()
+        issued = session.execute(
+            select(func.count()).select_from(AuditRow).where(AuditRow.kind == "credential.issued")
+        ).scalar_one()
     assert issued == 1
 
 
@@ -179,7 +209,9 @@ def test_bad_bodies_name_the_field(live_api: LiveApi, body: dict[str, object], f
     with live_api.client() as c:
         problem = assert_problem(c.post("/v1/requests", json=body), 422)
     assert field in str(problem["detail"])
-    assert count(live_api, RequestRow) == 0 and count(live_api, AuditRow) == 2  # agent + server added
+    assert (
+        count(live_api, RequestRow) == 0 and count(live_api, AuditRow) == 2
+    )  # agent + server added
 
 
 def test_deep_and_large_bodies(live_api: LiveApi) -> None:
@@ -189,16 +221,27 @@ def test_deep_and_large_bodies(live_api: LiveApi) -> None:
         cursor["x"] = {}
         cursor = cursor["x"]  # type: ignore[assignment]
     with live_api.client() as c:
-        assert "parameters" in str(assert_problem(c.post("/v1/requests", json=READ | {"parameters": deep}), 422)["detail"])
+        assert "parameters" in str(
+            assert_problem(c.post("/v1/requests", json=READ | {"parameters": deep}), 422)["detail"]
+        )
         big = READ | {"parameters": {"blob": "x" * (65 * 1024)}}
         assert_problem(c.post("/v1/requests", json=big), 413)
+
         # Chunked upload with no Content-Length is counted as it streams.
         def chunks():  # type: ignore[no-untyped-def]
             for _ in range(80):
                 yield b"x" * 1024
 
-        assert_problem(c.post("/v1/requests", content=chunks(), headers={"content-type": "application/json"}), 413)
-        assert c.post("/v1/requests", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+        assert_problem(
+            c.post("/v1/requests", content=chunks(), headers={"content-type": "application/json"}),
+            413,
+        )
+        assert (
+            c.post(
+                "/v1/requests", content=b"{not json", headers={"content-type": "application/json"}
+            ).status_code
+            == 422
+        )
     assert count(live_api, RequestRow) == 0
 
 
@@ -216,7 +259,10 @@ def test_authentication_and_visibility(live_api: LiveApi) -> None:
         assert_problem(c.get("/v1/requests/req_doesnotexist"), 404)
     live_api.engine.registry.disable("other-bot", by="test", now=now())
     with live_api.client(other_key) as c:
-        assert assert_problem(c.get("/v1/requests/req_x"), 401)["detail"] == "invalid or missing credentials"
+        assert (
+            assert_problem(c.get("/v1/requests/req_x"), 401)["detail"]
+            == "invalid or missing credentials"
+        )
 
 
 def test_disable_agent_revokes_over_http(live_api: LiveApi) -> None:
@@ -224,7 +270,9 @@ def test_disable_agent_revokes_over_http(live_api: LiveApi) -> None:
         req = c.post("/v1/requests", json=READ).json()
         token = c.post(f"/v1/requests/{req['id']}/credential").json()["token"]
     live_api.engine.registry.disable("deploy-bot", by="test", now=now())
-    rs = httpx.Client(base_url=live_api.url, headers={"Authorization": f"Bearer {live_api.server_key}"})
+    rs = httpx.Client(
+        base_url=live_api.url, headers={"Authorization": f"Bearer {live_api.server_key}"}
+    )
     assert rs.post("/v1/introspect", data={"token": token}).json() == {"active": False}
     assert live_api.engine.service.get(req["id"]).status is Status.REVOKED
 

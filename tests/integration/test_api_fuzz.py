@@ -14,12 +14,11 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from bot.api.app import create_app
+from bot.api.context import ApiContext
 from core.agents import AgentRegistry
 from core.storage.database import Database
 from core.storage.migrate import upgrade
-
-from bot.api.app import create_app
-from bot.api.context import ApiContext
 from tests.integration.live import running
 from tests.support import OWNER, build_engine
 
@@ -52,14 +51,24 @@ def operations(schema: schemathesis.BaseSchema) -> list[schemathesis.APIOperatio
 
 def test_no_input_causes_a_server_error(api_schema: schemathesis.BaseSchema) -> None:
     ops = operations(api_schema)
-    assert {op.path for op in ops} >= {"/v1/requests", "/v1/introspect", "/v1/requests/{request_id}/credential"}
+    assert {op.path for op in ops} >= {
+        "/v1/requests",
+        "/v1/introspect",
+        "/v1/requests/{request_id}/credential",
+    }
     calls = 0
     for op in ops:
         key = _KEYS["server"] if op.path == "/v1/introspect" else _KEYS["agent"]
 
-        @settings(max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=40,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=op.as_strategy())
-        def check(case: schemathesis.Case) -> None:
+        def check(case: schemathesis.Case, key: str = key) -> None:
             nonlocal calls
             if case.query and "wait" in case.query:
                 case.query["wait"] = 1 if str(case.query["wait"]).isdigit() else case.query["wait"]

@@ -9,7 +9,6 @@ signature check can catch it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -124,7 +123,7 @@ def pristine() -> Pristine:
 
 
 @pytest.fixture
-def chain(db: Database, pristine: Pristine) -> Iterator[Database]:
+def chain(db: Database, pristine: Pristine) -> Database:
     """``db`` holding the pristine chain and its head, bulk-inserted (fast)."""
     with db.write() as session:
         session.execute(insert(AuditRow.__table__), pristine.rows)
@@ -133,7 +132,7 @@ def chain(db: Database, pristine: Pristine) -> Iterator[Database]:
             update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=seq, hash=digest)
         )
     assert verify(db).entries == N
-    yield db
+    return db
 
 
 def test_ten_thousand_appended_entries_verify(db: Database, pristine: Pristine) -> None:
@@ -362,7 +361,8 @@ def test_forged_decision_is_caught_only_by_its_signature(
 
     # The hash chain alone is satisfied: same length, a new and consistent head.
     forged = verify(db)
-    assert forged.entries == clean.entries and forged.head_hash != clean.head_hash
+    assert forged.entries == clean.entries
+    assert forged.head_hash != clean.head_hash
     broken = first_bad(db, check)
     assert broken.seq == target.seq
     assert "signature" in broken.detail

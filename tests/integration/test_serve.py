@@ -33,13 +33,22 @@ def env_for(tmp: Path, port: int, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def serving(tmp: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen([STEPUP, "serve"], cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [STEPUP, "serve"],
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         url = f"http://127.0.0.1:{env['STEPUP_PORT']}/healthz"
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise AssertionError(f"serve exited early: {proc.stdout.read() if proc.stdout else ''}")
+                raise AssertionError(
+                    f"serve exited early: {proc.stdout.read() if proc.stdout else ''}"
+                )
             try:
                 if httpx.get(url, timeout=1).status_code == 200:
                     break
@@ -73,10 +82,17 @@ def test_serve_on_embedded_defaults(tmp_path: Path) -> None:
 
 def test_serve_refuses_an_invalid_policy(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("version: 1\nrules:\n  - name: oops\n    match: {}\n    decision: approve\n    aprovers: nobody\n")
+    bad.write_text(
+        "version: 1\nrules:\n  - name: oops\n    match: {}\n"
+        "    decision: approve\n    aprovers: nobody\n"
+    )
     result = subprocess.run(
-        [STEPUP, "serve"], cwd=tmp_path, env=env_for(tmp_path, free_port(), STEPUP_POLICY_FILE=str(bad)),
-        capture_output=True, text=True, timeout=60,
+        [STEPUP, "serve"],
+        cwd=tmp_path,
+        env=env_for(tmp_path, free_port(), STEPUP_POLICY_FILE=str(bad)),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode != 0
     assert "oops" in result.stderr and "aprovers" in result.stderr
@@ -86,22 +102,45 @@ def test_restart_sweeps_what_fell_due_while_down(tmp_path: Path) -> None:
     """kill -9 with an active credential; restart after its TTL: revoked at once."""
     port = free_port()
     env = env_for(tmp_path, port)
-    add = subprocess.run([STEPUP, "agents", "add", "demo-bot", "--owner", "owner@example.com"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=60, check=True)
+    add = subprocess.run(
+        [STEPUP, "agents", "add", "demo-bot", "--owner", "owner@example.com"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     key = add.stdout.strip().splitlines()[-1]
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {key}"}
-    body = {"action": "db.query", "action_class": "read", "target": "orders-db", "environment": "staging",
-            "justification": "check", "requested_ttl_seconds": 1}
+    body = {
+        "action": "db.query",
+        "action_class": "read",
+        "target": "orders-db",
+        "environment": "staging",
+        "justification": "check",
+        "requested_ttl_seconds": 1,
+    }
     with serving(tmp_path, env) as proc:
         req = httpx.post(f"{base}/v1/requests", json=body, headers=headers).json()
         assert req["status"] == "approved", req
-        assert httpx.post(f"{base}/v1/requests/{req['id']}/credential", headers=headers).status_code == 200
+        assert (
+            httpx.post(f"{base}/v1/requests/{req['id']}/credential", headers=headers).status_code
+            == 200
+        )
         proc.kill()  # no clean shutdown: the deadline job dies with the process
         proc.wait()
     time.sleep(1.5)
     with serving(tmp_path, env):
         status = httpx.get(f"{base}/v1/requests/{req['id']}", headers=headers).json()["status"]
     assert status == "revoked"
-    verify = subprocess.run([STEPUP, "audit", "verify"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    verify = subprocess.run(
+        [STEPUP, "audit", "verify"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert verify.returncode == 0, verify.stderr

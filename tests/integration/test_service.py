@@ -39,37 +39,77 @@ def agent(engine: Engine) -> AgentIdentity:
 
 def audit_kinds(engine: Engine, request_id: str) -> list[str]:
     with engine.db.read() as session:
-        return list(session.execute(select(AuditRow.kind).where(AuditRow.request_id == request_id).order_by(AuditRow.seq)).scalars())
+        return list(
+            session.execute(
+                select(AuditRow.kind)
+                .where(AuditRow.request_id == request_id)
+                .order_by(AuditRow.seq)
+            ).scalars()
+        )
 
 
 def verify(engine: Engine) -> int:
     with engine.db.read() as session:
-        report = verify_chain(iter_entries(session), head=read_head(session), check_signature=decision_signature_check(engine.keyring))
+        report = verify_chain(
+            iter_entries(session),
+            head=read_head(session),
+            check_signature=decision_signature_check(engine.keyring),
+        )
     return report.entries
 
 
 def test_allowed_request_journey(engine: Engine, agent: AgentIdentity) -> None:
-    snap, created = engine.service.submit(agent, intent(agent, action="db.query", action_class=ActionClass.READ), now=T0)
+    snap, created = engine.service.submit(
+        agent, intent(agent, action="db.query", action_class=ActionClass.READ), now=T0
+    )
     assert created and snap.status is Status.APPROVED and snap.rule == "reads"
     assert snap.expires_at == T0 + timedelta(minutes=5)  # claim window
     claimed, issued = engine.service.claim(snap.id, agent, now=T0 + timedelta(seconds=10))
     assert claimed.status is Status.ACTIVE
     # reads rule caps TTL at 5m
     assert issued.expires_at == T0 + timedelta(seconds=10) + timedelta(minutes=5)
-    claims = jwt.decode(issued.token, engine.keyring.public_key(engine.keyring.active_kid), algorithms=["EdDSA"], audience="payments-api", options={"verify_exp": False})
-    assert claims["scope"] == "db.query" and claims["request_id"] == snap.id and claims["args_digest"] == snap.parameters_digest
+    claims = jwt.decode(
+        issued.token,
+        engine.keyring.public_key(engine.keyring.active_kid),
+        algorithms=["EdDSA"],
+        audience="payments-api",
+        options={"verify_exp": False},
+    )
+    assert (
+        claims["scope"] == "db.query"
+        and claims["request_id"] == snap.id
+        and claims["args_digest"] == snap.parameters_digest
+    )
     assert engine.service.introspect(issued.token, now=T0 + timedelta(seconds=20))["active"] is True
-    done = engine.service.complete(snap.id, agent, SessionOutcome.SUCCEEDED, "ok", now=T0 + timedelta(seconds=30))
-    assert done.status is Status.COMPLETED and done.credential is not None and done.credential.revoked_at is not None
-    assert engine.service.introspect(issued.token, now=T0 + timedelta(seconds=31)) == {"active": False}
+    done = engine.service.complete(
+        snap.id, agent, SessionOutcome.SUCCEEDED, "ok", now=T0 + timedelta(seconds=30)
+    )
+    assert (
+        done.status is Status.COMPLETED
+        and done.credential is not None
+        and done.credential.revoked_at is not None
+    )
+    assert engine.service.introspect(issued.token, now=T0 + timedelta(seconds=31)) == {
+        "active": False
+    }
     assert audit_kinds(engine, snap.id) == [
-        "intent.submitted", "policy.decided", "credential.issued", "credential.revoked", "session.completed",
+        "intent.submitted",
+        "policy.decided",
+        "credential.issued",
+        "credential.revoked",
+        "session.completed",
     ]
     # The token itself is nowhere in the database.
     with engine.db.read() as session:
-        dumped = " ".join(str(v) for row in session.execute(text("select * from audit_log")).all() for v in row)
-        dumped += " ".join(str(v) for row in session.execute(text("select * from credentials")).all() for v in row)
-        dumped += " ".join(str(v) for row in session.execute(text("select * from requests")).all() for v in row)
+        dumped = " ".join(
+            str(v) for row in session.execute(text("select * from audit_log")).all() for v in row
+        )
+        dumped += " ".join(
+            str(v) for row in session.execute(text("select * from credentials")).all() for v in row
+        )
+        dumped += " ".join(
+            str(v) for row in session.execute(text("select * from requests")).all() for v in row
+        )
     assert issued.token not in dumped
     assert issued.token.split(".")[2] not in dumped
     assert verify(engine) >= 5
@@ -79,7 +119,9 @@ def test_denied_by_rule_and_by_default(engine: Engine, agent: AgentIdentity) -> 
     snap, _ = engine.service.submit(agent, intent(agent, action="db.drop_database"), now=T0)
     assert snap.status is Status.DENIED and snap.rule == "never-drop-prod-db"
     assert "Dropping a production database is never automated" in snap.reasons
-    nothing, _ = engine.service.submit(agent, intent(agent, action_class=ActionClass.DATA_EXPORT, environment="dev"), now=T0)
+    nothing, _ = engine.service.submit(
+        agent, intent(agent, action_class=ActionClass.DATA_EXPORT, environment="dev"), now=T0
+    )
     assert nothing.status is Status.DENIED and nothing.rule is None
     with pytest.raises(IllegalTransition):
         engine.service.claim(snap.id, agent, now=T0)
@@ -123,7 +165,10 @@ def test_deny_needs_a_reason_and_ends_it(engine: Engine, agent: AgentIdentity) -
         engine.service.vote(snap.id, ALICE, Vote.DENY, now=T0, reason="  ")
     assert engine.service.get(snap.id).status is Status.PENDING
     result = engine.service.vote(snap.id, ALICE, Vote.DENY, now=T0, reason="not during the freeze")
-    assert result.snapshot.status is Status.DENIED and result.snapshot.status_reason == "not during the freeze"
+    assert (
+        result.snapshot.status is Status.DENIED
+        and result.snapshot.status_reason == "not during the freeze"
+    )
 
 
 def test_step_up_requires_the_exact_target(engine: Engine, agent: AgentIdentity) -> None:
@@ -138,12 +183,20 @@ def test_step_up_requires_the_exact_target(engine: Engine, agent: AgentIdentity)
 
 def test_expiry_of_each_deadline(engine: Engine, agent: AgentIdentity) -> None:
     pending, _ = engine.service.submit(agent, intent(agent), now=T0)
-    unclaimed, _ = engine.service.submit(agent, intent(agent, action_class=ActionClass.READ), now=T0)
+    unclaimed, _ = engine.service.submit(
+        agent, intent(agent, action_class=ActionClass.READ), now=T0
+    )
     active, _ = engine.service.submit(agent, intent(agent, action_class=ActionClass.READ), now=T0)
     engine.service.claim(active.id, agent, now=T0)
     assert engine.service.expire_due(now=T0 + timedelta(minutes=4)) == []
-    results = {r.request_id: r.status for r in engine.service.expire_due(now=T0 + timedelta(minutes=31))}
-    assert results == {pending.id: Status.EXPIRED, unclaimed.id: Status.EXPIRED, active.id: Status.REVOKED}
+    results = {
+        r.request_id: r.status for r in engine.service.expire_due(now=T0 + timedelta(minutes=31))
+    }
+    assert results == {
+        pending.id: Status.EXPIRED,
+        unclaimed.id: Status.EXPIRED,
+        active.id: Status.REVOKED,
+    }
     assert engine.service.expire_due(now=T0 + timedelta(minutes=32)) == []  # idempotent
     with engine.db.read() as session:
         cred = session.execute(select(CredentialRow)).scalar_one()
@@ -163,14 +216,21 @@ def test_idempotency(engine: Engine, agent: AgentIdentity) -> None:
     again, created_again = engine.service.submit(agent, body, now=T0, idempotency_key="k1")
     assert created and not created_again and again.id == first.id
     with pytest.raises(Conflict):
-        engine.service.submit(agent, intent(agent, action_class=ActionClass.READ, parameters={"x": 1}), now=T0, idempotency_key="k1")
+        engine.service.submit(
+            agent,
+            intent(agent, action_class=ActionClass.READ, parameters={"x": 1}),
+            now=T0,
+            idempotency_key="k1",
+        )
     with engine.db.read() as session:
         assert session.execute(select(func.count()).select_from(RequestRow)).scalar_one() == 1
 
 
 def test_other_agents_cannot_see_or_touch(engine: Engine, agent: AgentIdentity) -> None:
     engine.registry.add("other-bot", "x@example.com", by="test", now=T0)
-    other = engine.registry.authenticate(engine.registry.add("third-bot", "y@example.com", by="test", now=T0))
+    other = engine.registry.authenticate(
+        engine.registry.add("third-bot", "y@example.com", by="test", now=T0)
+    )
     snap, _ = engine.service.submit(agent, intent(agent, action_class=ActionClass.READ), now=T0)
     with pytest.raises(NotFound):
         engine.service.get(snap.id, agent_id=other.id)
@@ -181,9 +241,13 @@ def test_other_agents_cannot_see_or_touch(engine: Engine, agent: AgentIdentity) 
 def test_revoke_and_cancel(engine: Engine, agent: AgentIdentity) -> None:
     a, _ = engine.service.submit(agent, intent(agent, action_class=ActionClass.READ), now=T0)
     _, issued = engine.service.claim(a.id, agent, now=T0)
-    revoked = engine.service.revoke(a.id, by="alice@example.com", reason="suspicious", now=T0 + timedelta(seconds=5))
+    revoked = engine.service.revoke(
+        a.id, by="alice@example.com", reason="suspicious", now=T0 + timedelta(seconds=5)
+    )
     assert revoked.status is Status.REVOKED
-    assert engine.service.introspect(issued.token, now=T0 + timedelta(seconds=6)) == {"active": False}
+    assert engine.service.introspect(issued.token, now=T0 + timedelta(seconds=6)) == {
+        "active": False
+    }
     b, _ = engine.service.submit(agent, intent(agent), now=T0)
     assert engine.service.cancel(b.id, agent, now=T0).status is Status.CANCELLED
     with pytest.raises(IllegalTransition):
@@ -209,12 +273,17 @@ def test_audit_detects_tampering_in_the_database(engine: Engine, agent: AgentIde
     engine.service.vote(snap.id, ALICE, Vote.APPROVE, now=T0)
     total = verify(engine)
     with engine.db.write() as session:
-        row = session.execute(select(AuditRow).where(AuditRow.kind == "decision.recorded")).scalar_one()
+        row = session.execute(
+            select(AuditRow).where(AuditRow.kind == "decision.recorded")
+        ).scalar_one()
         data = json.loads(row.data)
         header, payload, sig = data["signed_decision"].split(".")
         data["signed_decision"] = f"{header}.{payload}.{sig[:-4]}AAAA"
         bad_seq = row.seq
-        session.execute(text("update audit_log set data = :d where seq = :s"), {"d": json.dumps(data), "s": bad_seq})
+        session.execute(
+            text("update audit_log set data = :d where seq = :s"),
+            {"d": json.dumps(data), "s": bad_seq},
+        )
     from core.errors import AuditChainBroken
 
     with pytest.raises(AuditChainBroken) as info:
@@ -243,7 +312,7 @@ rules:
     approvers: many
     quorum: 1
     channel: approvals
-""" % ", ".join(f"U{i:03d}" for i in range(20))
+""".replace("%s", ", ".join(f"U{i:03d}" for i in range(20)))
 
 
 @pytest.mark.postgres
@@ -262,7 +331,9 @@ def test_twenty_threads_racing_on_quorum_one(db: Database, tmp_path: Path) -> No
         approver = Approver(f"U{i:03d}", f"user{i}@example.com")
         barrier.wait()
         try:
-            result = engine.service.vote(snap.id, approver, Vote.APPROVE, now=T0 + timedelta(seconds=1))
+            result = engine.service.vote(
+                snap.id, approver, Vote.APPROVE, now=T0 + timedelta(seconds=1)
+            )
             label = "changed" if result.changed else "counted"
         except NotEligible as exc:
             label = exc.why
@@ -282,6 +353,8 @@ def test_twenty_threads_racing_on_quorum_one(db: Database, tmp_path: Path) -> No
     final = engine.service.get(snap.id)
     assert final.status is Status.APPROVED and len(final.votes) == 1
     with engine.db.read() as session:
-        kinds = list(session.execute(select(AuditRow.kind).where(AuditRow.request_id == snap.id)).scalars())
+        kinds = list(
+            session.execute(select(AuditRow.kind).where(AuditRow.request_id == snap.id)).scalars()
+        )
     assert kinds.count("request.approved") == 1 and kinds.count("decision.recorded") == 1
     assert verify(engine) == len(kinds) + 1  # plus agent.added

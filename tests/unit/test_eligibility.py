@@ -10,7 +10,11 @@ SRE = GroupMembers("sre-leads", frozenset({"U0ALICE"}), frozenset({"bob@example.
 
 
 def eligible(approver: Approver, **kw: object) -> str:
-    args: dict[str, object] = {"groups": [SRE], "sponsor_email": "sam@example.com", "owner_email": "olga@example.com"}
+    args: dict[str, object] = {
+        "groups": [SRE],
+        "sponsor_email": "sam@example.com",
+        "owner_email": "olga@example.com",
+    }
     args.update(kw)
     return check_eligible(approver, **args)  # type: ignore[arg-type]
 
@@ -18,7 +22,13 @@ def eligible(approver: Approver, **kw: object) -> str:
 def test_member_by_slack_id_email_and_usergroup() -> None:
     assert eligible(Approver("U0ALICE", "alice@example.com")) == "sre-leads"
     assert eligible(Approver("U0BOB", "BOB@Example.com")) == "sre-leads"
-    assert eligible(Approver("U0CARL", "carl@example.com"), usergroup_members={"S0SRE": frozenset({"U0CARL"})}) == "sre-leads"
+    assert (
+        eligible(
+            Approver("U0CARL", "carl@example.com"),
+            usergroup_members={"S0SRE": frozenset({"U0CARL"})},
+        )
+        == "sre-leads"
+    )
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,9 @@ LEGAL = {
 ALL_PAIRS = list(itertools.product(Status, Event))
 
 
-@pytest.mark.parametrize(("status", "event"), ALL_PAIRS, ids=[f"{s.value}-{e.value}" for s, e in ALL_PAIRS])
+@pytest.mark.parametrize(
+    ("status", "event"), ALL_PAIRS, ids=[f"{s.value}-{e.value}" for s, e in ALL_PAIRS]
+)
 def test_every_status_event_pair(status: Status, event: Event) -> None:
     if (status, event) in LEGAL:
         assert next_status(status, event) is LEGAL[(status, event)]

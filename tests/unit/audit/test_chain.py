@@ -64,7 +64,18 @@ def test_modified_and_rehashed_entry_breaks_the_next_link() -> None:
     chain = build(10)
     head = head_of(chain)
     e = replace(chain[4], data='{"n":999}')
-    chain[4] = replace(e, hash=entry_hash(seq=e.seq, at=e.at, kind=e.kind, request_id=e.request_id, actor=e.actor, data=e.data, prev_hash=e.prev_hash))
+    chain[4] = replace(
+        e,
+        hash=entry_hash(
+            seq=e.seq,
+            at=e.at,
+            kind=e.kind,
+            request_id=e.request_id,
+            actor=e.actor,
+            data=e.data,
+            prev_hash=e.prev_hash,
+        ),
+    )
     assert broken_at(chain, head) == 6
 
 

@@ -4,16 +4,23 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigError
-
 from bot.settings import load_settings
+from core.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)  # no stray .env
-    for name in ("STEPUP_DATABASE_URL", "STEPUP_PUBLIC_URL", "STEPUP_HOST", "STEPUP_PORT", "SLACK_BOT_TOKEN",
-                 "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "STEPUP_TIMEZONE"):
+    for name in (
+        "STEPUP_DATABASE_URL",
+        "STEPUP_PUBLIC_URL",
+        "STEPUP_HOST",
+        "STEPUP_PORT",
+        "SLACK_BOT_TOKEN",
+        "SLACK_SIGNING_SECRET",
+        "SLACK_APP_TOKEN",
+        "STEPUP_TIMEZONE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -25,14 +32,22 @@ def test_embedded_defaults(tmp_path: Path) -> None:
 
 
 def test_env_file_and_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("STEPUP_PORT=9000\nSTEPUP_PUBLIC_URL=https://stepup.example.com/\n")
+    (tmp_path / ".env").write_text(
+        "STEPUP_PORT=9000\nSTEPUP_PUBLIC_URL=https://stepup.example.com/\n"
+    )
     monkeypatch.setenv("STEPUP_HOST", "0.0.0.0")
     settings = load_settings()
-    assert (settings.host, settings.port, settings.public_url) == ("0.0.0.0", 9000, "https://stepup.example.com")
+    assert (settings.host, settings.port, settings.public_url) == (
+        "0.0.0.0",
+        9000,
+        "https://stepup.example.com",
+    )
 
 
 @pytest.mark.parametrize("value", ["xoxb-your-token-here", "changeme", "PLACEHOLDER"])
-def test_placeholder_secrets_refused_without_echoing_them(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+def test_placeholder_secrets_refused_without_echoing_them(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
     monkeypatch.setenv("SLACK_SIGNING_SECRET", value)
     with pytest.raises(ConfigError) as info:
         load_settings()

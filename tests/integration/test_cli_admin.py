@@ -1,0 +1,120 @@
+"""Agent, resource-server and request administration through the real `stepup` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from core.model import ActionClass, Status
+from core.storage.database import Database
+from tests.support import build_engine, intent
+
+STEPUP = str(Path(sys.executable).parent / "stepup")
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPUP_", "SLACK_"))}
+    policy = tmp_path / "policy.yaml"
+    from tests.support import TEST_POLICY
+
+    policy.write_text(TEST_POLICY)
+    env.update(
+        STEPUP_DATABASE_URL=database_url,
+        STEPUP_KEYS_DIR=str(tmp_path / "keys"),
+        STEPUP_POLICY_FILE=str(policy),
+    )
+    return env
+
+
+def stepup(env: dict[str, str], *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [STEPUP, *args], env=env, capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_agents_and_resource_servers(
+    cli_env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    added = stepup(cli_env, "agents", "add", "deploy-bot", "--owner", "Olga@Example.com")
+    key = added.stdout.strip().splitlines()[-1]
+    assert key.startswith("stpa_") and len(key) > 40
+    listed = stepup(cli_env, "agents", "list").stdout
+    assert "deploy-bot\tolga@example.com\tactive" in listed
+    assert key not in listed
+
+    duplicate = stepup(cli_env, "agents", "add", "deploy-bot", "--owner", "x@example.com", ok=False)
+    assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
+    bad_owner = stepup(cli_env, "agents", "add", "other", "--owner", "not-an-email", ok=False)
+    assert bad_owner.returncode == 1 and "--owner" in bad_owner.stderr
+
+    server_key = (
+        stepup(cli_env, "resource-servers", "add", "payments-api").stdout.strip().splitlines()[-1]
+    )
+    assert server_key.startswith("stpr_")
+
+    # The key works against the engine, and only its hash is stored.
+    db = Database(database_url)
+    engine = build_engine(db, tmp_path)
+    agent = engine.registry.authenticate(key)
+    assert agent.id == "deploy-bot"
+    snap, _ = engine.service.submit(
+        agent, intent(agent, action_class=ActionClass.READ), now=datetime.now(UTC)
+    )
+    engine.service.claim(snap.id, agent, now=datetime.now(UTC))
+    with db.read() as session:
+        from sqlalchemy import text
+
+        stored = " ".join(
+            str(v) for row in session.execute(text("select * from agent_keys")).all() for v in row
+        )
+    assert key not in stored and server_key not in stored
+
+    disabled = stepup(cli_env, "agents", "disable", "deploy-bot").stdout
+    assert "1 live credential(s) revoked" in disabled
+    assert engine.service.get(snap.id).status is Status.REVOKED
+    assert "deploy-bot\tolga@example.com\tdisabled" in stepup(cli_env, "agents", "list").stdout
+    db.dispose()
+
+
+def test_requests_list_show_and_revoke(
+    cli_env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    db = Database(database_url)
+    engine = build_engine(db, tmp_path)
+    agent = engine.registry.authenticate(
+        engine.registry.add("deploy-bot", "olga@example.com", by="t", now=datetime.now(UTC))
+    )
+    pending, _ = engine.service.submit(agent, intent(agent), now=datetime.now(UTC))
+    allowed, _ = engine.service.submit(
+        agent, intent(agent, action_class=ActionClass.READ), now=datetime.now(UTC)
+    )
+
+    everything = stepup(cli_env, "requests", "list").stdout
+    assert pending.id in everything and allowed.id in everything
+    only_pending = stepup(cli_env, "requests", "list", "--status", "pending").stdout
+    assert pending.id in only_pending and allowed.id not in only_pending
+    wrong = stepup(cli_env, "requests", "list", "--status", "bogus", ok=False)
+    assert wrong.returncode == 1 and "--status must be one of" in wrong.stderr
+
+    shown = json.loads(stepup(cli_env, "requests", "show", allowed.id).stdout)
+    assert shown["id"] == allowed.id and shown["status"] == "approved" and shown["rule"] == "reads"
+    missing = stepup(cli_env, "requests", "show", "req_nope", ok=False)
+    assert missing.returncode == 1 and "req_nope" in missing.stderr
+
+    revoked = stepup(cli_env, "revoke", allowed.id, "--reason", "incident 7").stdout
+    assert f"{allowed.id} revoked" in revoked
+    assert engine.service.get(allowed.id).status_reason == "incident 7"
+    again = stepup(cli_env, "revoke", allowed.id, ok=False)
+    assert again.returncode == 1 and "revoked" in again.stderr
+    db.dispose()
