@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,11 +30,13 @@ from loadgen import PhaseResult, encode_post, run_phase
 from procs import Server, cpu_seconds, free_port, machine_jiffies, rss_mib, start, stop
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 POLICY = ROOT / "manifests" / "policy.example.yaml"
 GOAL = 0.5
+RSS_TOLERANCE_MIB = 5.0  # growth from the first to the last sample still called flat
 # Rule `reads` of the example policy: decision allow (pre-authorised, no human in the loop).
 INTENT = {
     "action": "db.query",
@@ -57,7 +60,8 @@ class Row:
     p99_ms: float
     server_cpu_ms: float  # server process CPU per request
     client_cpu_ms: float  # generator CPU per request
-    machine_busy: float  # cores busy on average during the phase (all processes)
+    machine_busy: float  # cores busy on average during the phase, all processes
+    other_busy: float  # of which neither the server nor the generator: the DB server, others
     ratio: float | None = None
 
 
@@ -140,10 +144,10 @@ def server_env(url: str, workdir: Path, port: int) -> dict[str, str]:
 
 
 def register_agent(stepup_cli: str, env: dict[str, str], workdir: Path) -> str:
+    argv = [stepup_cli, "agents", "add", "bench-bot", "--owner", "bench@example.com"]
     done = subprocess.run(
-        [stepup_cli, "agents", "add", "bench-bot", "--owner", "bench@example.com"],
-        env=env, cwd=workdir, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        argv, env=env, cwd=workdir, capture_output=True, text=True, timeout=120, check=False
+    )
     if done.returncode != 0:
         raise RuntimeError(f"stepup agents add failed:\n{done.stdout}\n{done.stderr}")
     return done.stdout.strip().splitlines()[-1]
@@ -151,11 +155,10 @@ def register_agent(stepup_cli: str, env: dict[str, str], workdir: Path) -> str:
 
 def check_once(port: int, path: str, body: bytes, headers: dict[str, str]) -> None:
     """One request outside the measurement: the submit must be pre-authorised (201, approved)."""
-    request = urllib.request.Request(  # noqa: S310 (loopback, our URL)
-        f"http://127.0.0.1:{port}{path}", data=body, method="POST",
-        headers={"Content-Type": "application/json", **headers},
-    )  # fmt: skip
-    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310
+    url = f"http://127.0.0.1:{port}{path}"
+    all_headers = {"Content-Type": "application/json", **headers}
+    request = urllib.request.Request(url, data=body, method="POST", headers=all_headers)
+    with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (our loopback URL)
         payload = json.loads(answer.read())
         if answer.status != 201 or payload.get("status", "approved") != "approved":
             raise RuntimeError(f"{path}: expected 201 approved, got {answer.status} {payload}")
@@ -179,6 +182,7 @@ def measure(
     cpu_used = cpu_seconds(server.pid) - cpu_before
     busy_after, total_after = machine_jiffies()
     cores = os.cpu_count() or 1
+    busy = cores * (busy_after - busy_before) / max(total_after - total_before, 1)
     served = max(result.requests, 1)
     return Row(
         target=server.name,
@@ -191,7 +195,8 @@ def measure(
         p99_ms=result.percentile_ms(99),
         server_cpu_ms=cpu_used / served * 1000,
         client_cpu_ms=result.client_cpu / served * 1000,
-        machine_busy=cores * (busy_after - busy_before) / max(total_after - total_before, 1),
+        machine_busy=busy,
+        other_busy=busy - (cpu_used + result.client_cpu) / result.elapsed,
     )
 
 
@@ -238,14 +243,8 @@ def bench_database(
         headers = {"Authorization": f"Bearer {key}"}
         stepup = start("stepup", [stepup_cli, "serve"], port=port, env=env, cwd=workdir)
         stack.callback(stop, stepup)
-        floor_argv = [
-            sys.executable,
-            str(BENCH_DIR / "floor_app.py"),
-            "--database-url",
-            url,
-            "--port",
-            str(floor_port),
-        ]
+        floor_app = str(BENCH_DIR / "floor_app.py")
+        floor_argv = [sys.executable, floor_app, "--database-url", url, "--port", str(floor_port)]
         floor = start("floor", floor_argv, port=floor_port, env=env, cwd=workdir)
         stack.callback(stop, floor)
         check_once(port, "/v1/requests", body, headers)
@@ -261,13 +260,9 @@ def bench_database(
         if args.rss_requests > 0:
             samples = rss_phase(stepup, stepup_request, kind, args)
         print(f"  rows in {kind}: {row_counts(url)}")
-        if kind == "sqlite":
-            wal = workdir / "bench.db-wal"
-            print(
-                f"  SQLite WAL at the end: {wal.stat().st_size / 2**20:.1f} MiB"
-                if wal.exists()
-                else ""
-            )
+        wal = workdir / "bench.db-wal"
+        if wal.exists():
+            print(f"  SQLite WAL at the end: {wal.stat().st_size / 2**20:.1f} MiB")
     return rows, samples
 
 
@@ -275,34 +270,53 @@ def print_rows(rows: list[Row], *, header: bool) -> None:
     if header:
         print(
             f"  {'target':<7} {'DB':<8} {'requests':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
-            f"{'ratio':>6} {'srv CPU ms/req':>14} {'gen CPU ms/req':>14} {'busy cores':>10}"
+            f"{'ratio':>6}   server CPU ms/req  gen CPU ms/req  busy cores (other)"
         )
     for row in rows:
-        ratio = f"{row.ratio:.2f}" if row.ratio is not None else "1.00"
+        ratio = f"{row.ratio:.2f}" if row.ratio is not None else "-"
         errors = f" ({row.errors} errors)" if row.errors else ""
         print(
             f"  {row.target:<7} {row.db:<8} {row.requests:>8} {row.rate:>7.0f} {row.p50_ms:>7.1f} "
-            f"{row.p99_ms:>7.1f} {ratio:>6} {row.server_cpu_ms:>14.2f} {row.client_cpu_ms:>14.2f} "
-            f"{row.machine_busy:>10.2f}{errors}"
+            f"{row.p99_ms:>7.1f} {ratio:>6} {row.server_cpu_ms:>19.2f} {row.client_cpu_ms:>15.2f} "
+            f"{row.machine_busy:>11.2f} ({row.other_busy:.2f}){errors}"
         )
+
+
+def rss_verdict(series: list[RssSample]) -> str:
+    """Compare the first sample under load with the last; a plateau is what we want."""
+    first, last = series[min(1, len(series) - 1)], series[-1]
+    growth = last.rss_mib - first.rss_mib
+    flat = growth <= max(RSS_TOLERANCE_MIB, first.rss_mib * 0.05)
+    return (
+        f"{series[0].rss_mib:.1f} MiB before, {first.rss_mib:.1f} MiB after {first.served}, "
+        f"{last.rss_mib:.1f} MiB after {last.served} ({growth:+.1f} MiB): "
+        + ("flat" if flat else "GROWS with requests served")
+    )
 
 
 def summarise(rows: list[Row], samples: list[RssSample]) -> None:
     print("\nSummary")
     print_rows(rows, header=True)
-    for row in (r for r in rows if r.ratio is not None):
-        verdict = "meets" if row.ratio >= GOAL else "is BELOW"
-        print(
-            f"  {row.db} round {row.round}: stepup at {row.ratio:.0%} of the floor {verdict} the 50% goal"
-        )
-    for db in sorted({s.db for s in samples}):
-        series = [s for s in samples if s.db == db]
-        first, last = series[1] if len(series) > 1 else series[0], series[-1]
-        growth = last.rss_mib - first.rss_mib
-        print(
-            f"  RSS {db}: {series[0].rss_mib:.1f} MiB before, {first.rss_mib:.1f} MiB after {first.served}, "
-            f"{last.rss_mib:.1f} MiB after {last.served} ({growth:+.1f} MiB)"
-        )
+    for db in dict.fromkeys(r.db for r in rows):
+        ratios = [r.ratio for r in rows if r.db == db and r.ratio is not None]
+        ratio = statistics.median(ratios)
+        verdict = "meets" if ratio >= GOAL else "is BELOW"
+        rounds = f" (median of {len(ratios)} rounds)" if len(ratios) > 1 else ""
+        print(f"  {db}: stepup at {ratio:.0%} of the floor{rounds} {verdict} the 50% goal")
+    for db in dict.fromkeys(s.db for s in samples):
+        print(f"  RSS {db}: {rss_verdict([s for s in samples if s.db == db])}")
+
+
+def postgres_unreachable(admin_url: str) -> str | None:
+    engine = create_engine(admin_url, connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        return f"{make_url(admin_url).render_as_string()} unreachable ({exc.__class__.__name__})"
+    finally:
+        engine.dispose()
+    return None
 
 
 def main() -> None:
@@ -316,18 +330,20 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="stepup-api-bench-") as tmp:
         for kind in args.dbs:
             print(f"\n[{kind}]")
+            reason = postgres_unreachable(args.postgres_admin_url) if kind == "postgres" else None
+            if reason is not None:
+                print(f"  skipped: {reason}")
+                continue
             workdir = Path(tmp) / kind
             workdir.mkdir()
             db_rows, db_samples = bench_database(kind, workdir, args)
             rows += db_rows
             samples += db_samples
-    summarise(rows, samples)
+    if rows:
+        summarise(rows, samples)
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"rows": [asdict(r) for r in rows], "rss": [asdict(s) for s in samples]}, indent=2
-            )
-        )
+        figures = {"rows": [asdict(r) for r in rows], "rss": [asdict(s) for s in samples]}
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

@@ -75,6 +75,17 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool
     return status, body, keep_alive
 
 
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, bytes, bool]:
+    writer.write(request)
+    await writer.drain()
+    return await _read_response(reader)
+
+
+_FAILURES = (OSError, TimeoutError, asyncio.IncompleteReadError, ProtocolError, ValueError)
+
+
 async def run_phase(
     port: int,
     request: bytes,
@@ -85,7 +96,7 @@ async def run_phase(
     timeout: float = 60.0,
     max_errors: int = 100,
 ) -> PhaseResult:
-    """Send ``total`` requests over ``concurrency`` connections; stops early after ``max_errors``."""
+    """Send ``total`` requests over ``concurrency`` connections; stop after ``max_errors``."""
     remaining = total
     errors = 0
     latencies: list[float] = []
@@ -94,35 +105,26 @@ async def run_phase(
 
     async def connection() -> None:
         nonlocal remaining, errors
-        writer: asyncio.StreamWriter | None = None
-        reader: asyncio.StreamReader | None = None
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         try:
             while remaining > 0 and errors < max_errors:
                 remaining -= 1
                 try:
-                    if writer is None or reader is None:
-                        reader, writer = await asyncio.wait_for(
+                    if conn is None:
+                        conn = await asyncio.wait_for(
                             asyncio.open_connection("127.0.0.1", port), timeout
                         )
                     started = time.perf_counter()
-                    writer.write(request)
-                    await writer.drain()
                     status, body, keep_alive = await asyncio.wait_for(
-                        _read_response(reader), timeout
+                        _exchange(*conn, request), timeout
                     )
                     took = time.perf_counter() - started
-                except (
-                    OSError,
-                    TimeoutError,
-                    asyncio.IncompleteReadError,
-                    ProtocolError,
-                    ValueError,
-                ) as exc:
+                except _FAILURES as exc:
                     errors += 1
                     first_error[:] = first_error or [f"{exc.__class__.__name__}: {exc}"]
-                    if writer is not None:
-                        writer.close()
-                    reader = writer = None
+                    if conn is not None:
+                        conn[1].close()
+                    conn = None
                     continue
                 statuses[status] += 1
                 if status == expect:
@@ -131,11 +133,11 @@ async def run_phase(
                     errors += 1
                     first_error[:] = first_error or [f"HTTP {status}: {body[:200]!r}"]
                 if not keep_alive:
-                    writer.close()
-                    reader = writer = None
+                    conn[1].close()
+                    conn = None
         finally:
-            if writer is not None:
-                writer.close()
+            if conn is not None:
+                conn[1].close()
 
     cpu_before = time.process_time()
     started = time.perf_counter()

@@ -32,6 +32,7 @@ from core.errors import Conflict, IllegalTransition, InvalidToken, NotEligible, 
 from core.keys import KeyRing
 from core.lifecycle import Event, check_deadline, next_status
 from core.model import Approver, Intent, Outcome, SessionOutcome, Status, Vote
+from core.notices import Notices
 from core.policy import PolicyDecision, PolicyHolder
 from core.records import RequestSnapshot, Terms
 from core.storage import requests_repo as repo
@@ -59,6 +60,10 @@ class ExpiryResult:
 
 ChangeListener = Callable[[RequestSnapshot], None]
 """Called after a commit that changed a request (long-polls, Slack cards). Must not raise."""
+
+
+def _hhmm(at: datetime) -> str:
+    return at.strftime("%H:%M:%S UTC")
 
 
 def terms_from(decision: PolicyDecision) -> Terms:
@@ -181,6 +186,10 @@ class Stepup:
                 )
                 if decision.break_glass and decision.outcome is Outcome.ALLOW:
                     audit.break_glass_used(row.id, agent.id, decision.rule, now)
+                if row.status == Status.PENDING.value and decision.channel is not None:
+                    Notices(session, now).post_card(
+                        row.id, decision.channel, self._dm_targets(decision)
+                    )
                 created = repo.snapshot(session, row)
         except IntegrityError:
             # Two submissions with one idempotency key raced; the other one won.
@@ -381,6 +390,7 @@ class Stepup:
                 status_reason=reason,
             )
             audit.request_denied(row.id, who, reason or "", now)
+            self._tell(session, row, terms, now, f"Denied by {who}: {reason}", sponsor=True)
             changed = True
         else:
             approvers = {
@@ -399,9 +409,21 @@ class Stepup:
                     expires_at=now + timedelta(seconds=terms.claim_window_seconds),
                 )
                 audit.request_approved(row.id, sorted(approvers), now)
+                self._tell(
+                    session,
+                    row,
+                    terms,
+                    now,
+                    f"Approved by {', '.join(sorted(approvers))}; the agent may claim its "
+                    f"credential until {_hhmm(now + timedelta(seconds=terms.claim_window_seconds))}",
+                    sponsor=True,
+                )
                 changed = True
             else:
                 repo.compare_and_set(session, row, now=now)
+                self._tell(
+                    session, row, terms, now, f"{who} approved ({len(approvers)} of {terms.quorum})"
+                )
         return VoteResult(repo.snapshot(session, row), counted=True, changed=changed)
 
     # -- agent side ------------------------------------------------------------------------
@@ -474,6 +496,13 @@ class Stepup:
                 },
                 now,
             )
+            self._tell(
+                session,
+                row,
+                terms,
+                now,
+                f"Credential issued to {row.agent_id}, active until {_hhmm(issued.expires_at)}",
+            )
             claimed = repo.snapshot(session, row)
         return self._changed(claimed), issued
 
@@ -502,6 +531,16 @@ class Stepup:
                 outcome_detail=detail,
             )
             audit.session_completed(row.id, agent.id, outcome.value, detail, now)
+            self._tell(
+                session,
+                row,
+                Terms.from_json(row.terms),
+                now,
+                f"Completed: {outcome.value}"
+                + (f" — {detail}" if detail else "")
+                + "; credential revoked",
+                sponsor=True,
+            )
             done = repo.snapshot(session, row)
         return self._changed(done)
 
@@ -518,6 +557,7 @@ class Stepup:
                 status_reason="cancelled by agent",
             )
             AuditLog(SqlAuditAppender(session)).request_cancelled(row.id, agent.id, now)
+            self._tell(session, row, Terms.from_json(row.terms), now, "Cancelled by the agent")
             cancelled = repo.snapshot(session, row)
         return self._changed(cancelled)
 
@@ -536,8 +576,49 @@ class Stepup:
                 expires_at=None,
                 status_reason=reason,
             )
+            self._tell(
+                session,
+                row,
+                Terms.from_json(row.terms),
+                now,
+                f"Revoked by {by}: {reason}",
+                sponsor=True,
+            )
             revoked = repo.snapshot(session, row)
         return self._changed(revoked)
+
+    def _dm_targets(self, decision: PolicyDecision) -> list[str]:
+        """Slack ids and emails of the approvers to DM, when the rule asks for DMs."""
+        if not decision.notify_dm:
+            return []
+        targets: list[str] = []
+        for name in decision.approver_groups:
+            group = self.policy.current.groups.get(name)
+            if group is not None:
+                targets.extend(sorted(group.slack_users))
+                targets.extend(sorted(group.emails))
+        return list(dict.fromkeys(targets))
+
+    @staticmethod
+    def _tell(
+        session: Session,
+        row: RequestRow,
+        terms: Terms,
+        now: datetime,
+        note: str,
+        *,
+        sponsor: bool = False,
+    ) -> None:
+        """Queue the card refresh, the thread note and the sponsor's DM for a change."""
+        if terms.channel is None or not terms.approver_groups:
+            return  # the request never had a card
+        notices = Notices(session, now)
+        notices.refresh_card(row.id)
+        notices.thread_note(row.id, note)
+        if sponsor and row.on_behalf_of:
+            notices.direct(
+                row.id, row.on_behalf_of, f"Request {row.id} ({row.action} on {row.target}): {note}"
+            )
 
     def _revoke_credential(
         self,
@@ -598,6 +679,19 @@ class Stepup:
                     status=new_status.value,
                     expires_at=None,
                     status_reason=reason,
+                )
+                note = {
+                    Status.PENDING: "Expired — no decision",
+                    Status.APPROVED: "Expired — the credential was not claimed in time",
+                    Status.ACTIVE: "Credential TTL elapsed — revoked",
+                }[status]
+                self._tell(
+                    session,
+                    row,
+                    Terms.from_json(row.terms),
+                    now,
+                    note,
+                    sponsor=status is not Status.ACTIVE,
                 )
                 expired = repo.snapshot(session, row)
         except (Conflict, IllegalTransition):

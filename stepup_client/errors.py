@@ -3,9 +3,6 @@
 Constructors only store what they are given: no logging, no I/O.
 """
 
-# The names read as what happened (``RequestDenied``, ``WaitTimeout``), like core/errors.py.
-# ruff: noqa: N818
-
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any

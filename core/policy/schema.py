@@ -7,13 +7,10 @@ file is compiled, in ``build.py``.
 
 from __future__ import annotations
 
-import re
-from datetime import time, timedelta
-from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import timedelta
+from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -22,97 +19,34 @@ from pydantic import (
     PrivateAttr,
     StrictBool,
     StrictInt,
-    StringConstraints,
     field_validator,
     model_validator,
 )
 
-from core.durations import parse_duration, parse_size
-from core.model import ActionClass, Outcome, Tier
+from core.model import Outcome, Tier
+from core.policy.fields import (
+    WEEKDAYS,
+    Classes,
+    Duration,
+    Email,
+    Globs,
+    GroupNames,
+    Name,
+    NotifyTarget,
+    Size,
+    SlackChannelId,
+    SlackUsergroupId,
+    SlackUserId,
+    Text,
+    TimeOfDay,
+    TimeZoneName,
+    Values,
+    Weekday,
+    empty_list,
+    empty_mapping,
+)
 
 SUPPORTED_VERSION = 1
-
-_HHMM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
-
-
-def _type_name(value: object) -> str:
-    return "null" if value is None else type(value).__name__
-
-
-def _one_or_many(value: object) -> object:
-    """A lone value stands for a one-item list; anything but a value or a list is refused."""
-    if isinstance(value, str | ActionClass):
-        return (value,)
-    if isinstance(value, list | tuple):
-        if not value:
-            raise ValueError("an empty list matches nothing: remove the key to match anything")
-        return value
-    raise ValueError(f"expected a string or a list of strings, got {_type_name(value)}")
-
-
-def _duration(value: object) -> timedelta:
-    if not isinstance(value, str | int):
-        raise ValueError(f"expected a duration such as 30s, 10m or 2h, got {_type_name(value)}")
-    return parse_duration(value)
-
-
-def _size(value: object) -> int:
-    if not isinstance(value, str | int):
-        raise ValueError(f"expected a size such as 500MB or 2GiB, got {_type_name(value)}")
-    return parse_size(value)
-
-
-def _time_of_day(value: object) -> time:
-    match = _HHMM.match(value) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError(f'expected a time of day as "HH:MM" (24h), got {value!r}')
-    return time(int(match.group(1)), int(match.group(2)))
-
-
-def _timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name)") from exc
-    return value
-
-
-def _lower(value: str) -> str:
-    return value.lower()
-
-
-Text = Annotated[str, StringConstraints(strict=True, min_length=1)]
-Name = Annotated[
-    str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$", max_length=100)
-]
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
-Size = Annotated[int, BeforeValidator(_size)]
-TimeOfDay = Annotated[time, BeforeValidator(_time_of_day)]
-TimeZoneName = Annotated[Text, AfterValidator(_timezone)]
-Globs = Annotated[tuple[Text, ...], BeforeValidator(_one_or_many)]
-Values = Annotated[tuple[Text, ...], BeforeValidator(_one_or_many)]
-Classes = Annotated[tuple[ActionClass, ...], BeforeValidator(_one_or_many)]
-GroupNames = Annotated[tuple[Name, ...], BeforeValidator(_one_or_many)]
-SlackUserId = Annotated[str, StringConstraints(strict=True, pattern=r"^[UW][A-Z0-9]{2,}$")]
-SlackUsergroupId = Annotated[str, StringConstraints(strict=True, pattern=r"^S[A-Z0-9]{2,}$")]
-SlackChannelId = Annotated[str, StringConstraints(strict=True, pattern=r"^[CG][A-Z0-9]{2,}$")]
-Email = Annotated[
-    str,
-    StringConstraints(strict=True, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
-    AfterValidator(_lower),
-]
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-NotifyTarget = Literal["channel", "dm"]
-
-
-def _empty_mapping(value: object) -> object:
-    """``approver_groups:`` with nothing under it reads as null in YAML: treat it as empty."""
-    return {} if value is None else value
-
-
-def _empty_list(value: object) -> object:
-    return [] if value is None else value
 
 
 class _Strict(BaseModel):
@@ -251,13 +185,13 @@ GRANTING_FIELDS: tuple[str, ...] = ("max_ttl", "claim_window")
 class PolicySpec(_Strict):
     version: StrictInt
     defaults: DefaultsSpec = DefaultsSpec()
-    approver_groups: Annotated[dict[Name, ApproverGroupSpec], BeforeValidator(_empty_mapping)] = (
+    approver_groups: Annotated[dict[Name, ApproverGroupSpec], BeforeValidator(empty_mapping)] = (
         Field(default_factory=dict)
     )
-    channels: Annotated[dict[Name, SlackChannelId], BeforeValidator(_empty_mapping)] = Field(
+    channels: Annotated[dict[Name, SlackChannelId], BeforeValidator(empty_mapping)] = Field(
         default_factory=dict
     )
-    rules: Annotated[list[RuleSpec], BeforeValidator(_empty_list)] = Field(default_factory=list)
+    rules: Annotated[list[RuleSpec], BeforeValidator(empty_list)] = Field(default_factory=list)
 
     @field_validator("version")
     @classmethod

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -339,7 +340,7 @@ def test_audit_export_writes_json_lines(cli_db: Cli, db: Database, tmp_path: Pat
     assert [(e["seq"], e["hash"], e["kind"]) for e in lines] == [
         (r.seq, r.hash, r.kind) for r in rows
     ]
-    assert all(e["prev_hash"] == prev["hash"] for prev, e in zip(lines, lines[1:], strict=False))
+    assert all(e["prev_hash"] == prev["hash"] for prev, e in pairwise(lines))
     assert lines[0]["data"] == {"agent": "deploy-bot", "owner": OWNER}
 
     since = cli_db.run("audit", "export", "--since", (T0 + timedelta(hours=1)).isoformat())

@@ -89,22 +89,26 @@ def test_allowed_journey_with_the_context_manager(live_api: LiveApi, client: Ste
     assert done.parameters == {"query": "select count(*) from orders"}
 
 
+def raise_in_block(client: StepupClient, error: BaseException, taken: list[Credential]) -> None:
+    with client.gated(**READ) as credential:
+        taken.append(credential)
+        raise error
+
+
 def test_a_block_that_raises_reports_failed_and_revokes(
     live_api: LiveApi, client: StepupClient
 ) -> None:
     taken: list[Credential] = []
-    with pytest.raises(RuntimeError, match="disk full"), client.gated(**READ) as credential:
-        taken.append(credential)
-        raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError, match="disk full"):
+        raise_in_block(client, RuntimeError("disk full"), taken)
     done = assert_revoked(live_api, client, taken[0])
     assert (done.outcome, done.outcome_detail) == ("failed", "RuntimeError: disk full")
 
 
 def test_ctrl_c_in_the_block_reports_aborted(live_api: LiveApi, client: StepupClient) -> None:
     taken: list[Credential] = []
-    with pytest.raises(KeyboardInterrupt), client.gated(**READ) as credential:
-        taken.append(credential)
-        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        raise_in_block(client, KeyboardInterrupt(), taken)
     assert assert_revoked(live_api, client, taken[0]).outcome == "aborted"
 
 
@@ -113,7 +117,9 @@ def approve_when_waited_on(live_api: LiveApi, errors: list[BaseException]) -> No
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            pending = live_api.engine.service.list(status=["pending"], agent_id="deploy-bot")
+            pending = live_api.engine.service.list_requests(
+                status=["pending"], agent_id="deploy-bot"
+            )
             # The hub has no public view of its waiters; a test may look.
             if pending and pending[0].id in live_api.context.hub._waiters:
                 live_api.engine.service.vote(pending[0].id, ALICE, Vote.APPROVE, now=now())
@@ -263,7 +269,7 @@ def test_decorated_function_that_raises_reports_failed(
 
     with pytest.raises(ValueError, match="no data for 2026-11-01"):
         report("2026-11-01")
-    (request,) = live_api.engine.service.list(agent_id="deploy-bot")
+    (request,) = live_api.engine.service.list_requests(agent_id="deploy-bot")
     assert request.parameters == {"day": "2026-11-01"}
     assert (request.outcome, request.outcome_detail) == (
         "failed",
@@ -333,7 +339,9 @@ def test_a_retried_submit_creates_one_request(live_api: LiveApi, failure: str) -
     with StepupClient(live_api.url, live_api.agent_key, transport=flaky, backoff=0.01) as client:
         request = client.submit(**READ)
     assert len(flaky.keys) == 2 and flaky.keys[0] == flaky.keys[1] and flaky.keys[0]
-    assert [r.id for r in live_api.engine.service.list(agent_id="deploy-bot")] == [request.id]
+    assert [r.id for r in live_api.engine.service.list_requests(agent_id="deploy-bot")] == [
+        request.id
+    ]
 
 
 class Tampering(httpx.BaseTransport):
@@ -346,7 +354,8 @@ class Tampering(httpx.BaseTransport):
         if request.method == "POST" and request.url.path == "/v1/requests":
             body = json.loads(request.content)
             body["parameters"] = {"replicas": 30}
-            request = httpx.Request("POST", request.url, headers=request.headers, json=body)
+            headers = {k: v for k, v in request.headers.items() if k != "content-length"}
+            request = httpx.Request("POST", request.url, headers=headers, json=body)
         return self.inner.handle_request(request)
 
     def close(self) -> None:

@@ -258,7 +258,7 @@ RULE_ERRORS = [
     pytest.param(
         "  - name: 'has space'\n    match: {}\n    decision: allow\n",
         "rules[1] (has space).name",
-        "should match pattern",
+        "'has space' is not a name",
         id="bad-rule-name",
     ),
 ]
@@ -315,13 +315,13 @@ FILE_ERRORS = [
     pytest.param(
         "version: 1\napprover_groups:\n  sre-leads: { emails: [carol@example.com, not-mail] }\n",
         "approver_groups.sre-leads.emails[1]",
-        "should match pattern",
+        "'not-mail' is not an email address",
         id="bad-email",
     ),
     pytest.param(
         "version: 1\napprover_groups:\n  sre-leads: { slack_users: ['@alice'] }\n",
         "approver_groups.sre-leads.slack_users[0]",
-        "should match pattern",
+        "'@alice' is not a Slack user id",
         id="slack-handle-instead-of-id",
     ),
     pytest.param(
@@ -333,7 +333,7 @@ FILE_ERRORS = [
     pytest.param(
         "version: 1\nchannels: { approvals: '#approvals' }\n",
         "channels.approvals",
-        "should match pattern",
+        "'#approvals' is not a Slack channel id",
         id="channel-name-instead-of-id",
     ),
     pytest.param(

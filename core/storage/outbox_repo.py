@@ -1,0 +1,78 @@
+"""Claiming and settling outbox entries. Safe with several workers and replicas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from core.storage.tables import OutboxRow
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    id: int
+    request_id: str | None
+    kind: str
+    payload: str
+    attempts: int
+
+
+def claim_due(session: Session, now: datetime, *, limit: int = 50, lease: timedelta = timedelta(seconds=60)) -> list[OutboxEntry]:
+    """Take up to ``limit`` due entries, each the oldest pending one of its request.
+
+    Taking an entry pushes its next attempt past the lease, so another worker (or replica)
+    leaves it alone while it is being delivered; a worker that dies simply lets it fall due.
+    """
+    earlier = aliased(OutboxRow)
+    blocked = exists().where(
+        and_(
+            earlier.request_id == OutboxRow.request_id,
+            earlier.status == "pending",
+            earlier.id < OutboxRow.id,
+        )
+    )
+    rows = list(
+        session.execute(
+            select(OutboxRow)
+            .where(OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now, ~blocked)
+            .order_by(OutboxRow.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+    )
+    for row in rows:
+        row.next_attempt_at = now + lease
+        row.attempts += 1
+    session.flush()
+    return [OutboxEntry(r.id, r.request_id, r.kind, r.payload, r.attempts) for r in rows]
+
+
+def mark_sent(session: Session, entry_id: int, now: datetime) -> None:
+    session.execute(
+        update(OutboxRow).where(OutboxRow.id == entry_id).values(status="sent", sent_at=now, last_error=None)
+    )
+
+
+def reschedule(session: Session, entry_id: int, *, at: datetime, error: str) -> None:
+    session.execute(
+        update(OutboxRow).where(OutboxRow.id == entry_id).values(next_attempt_at=at, last_error=error[:2000])
+    )
+
+
+def pending_for(session: Session, request_id: str) -> list[OutboxRow]:
+    return list(
+        session.execute(
+            select(OutboxRow).where(OutboxRow.request_id == request_id, OutboxRow.status == "pending").order_by(OutboxRow.id)
+        ).scalars()
+    )
+
+
+def backlog(session: Session) -> tuple[int, datetime | None]:
+    """How many messages are owed, and since when (for health and the digest)."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(OutboxRow.created_at)).where(OutboxRow.status == "pending")
+    ).one()
+    return int(count), oldest
