@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
+
+from core.agents import AgentRegistry
 
 from bot.api.app import create_app
 from bot.api.context import ApiContext
 from bot.scheduler import DeadlineScheduler
 from bot.settings import Settings
+from bot.slack.app import SlackRuntime, build_slack
+from bot.slack.events_route import slack_router
 from bot.wiring import build_service
-from core.agents import AgentRegistry
 
 logger = logging.getLogger("stepup")
 
@@ -22,14 +26,47 @@ class Runtime:
     app: FastAPI
     scheduler: DeadlineScheduler
     context: ApiContext
+    slack: SlackRuntime | None = None
+    socket_mode: Any = field(default=None)
+
+    def start(self) -> None:
+        self.scheduler.start()
+        if self.slack is not None:
+            self.slack.start()
+        if self.socket_mode is not None:
+            self.socket_mode.connect()
+
+    def stop(self) -> None:
+        if self.socket_mode is not None:
+            self.socket_mode.close()
+        if self.slack is not None:
+            self.slack.stop()
+        self.scheduler.shutdown()
+        self.context.service.db.dispose()
 
 
 def build_runtime(settings: Settings) -> Runtime:
     service = build_service(settings)
     context = ApiContext(service=service, registry=AgentRegistry(service))
-    app = create_app(context)
+    routers: list[APIRouter] = []
+    slack = None
+    socket_mode = None
+    if settings.slack_bot_token is not None and settings.slack_signing_secret is not None:
+        slack = build_slack(
+            service,
+            bot_token=settings.slack_bot_token.get_secret_value(),
+            signing_secret=settings.slack_signing_secret.get_secret_value(),
+            api_url=settings.slack_api_url,
+        )
+        if settings.slack_app_token is not None:
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+            socket_mode = SocketModeHandler(slack.app, settings.slack_app_token.get_secret_value())
+        else:
+            routers.append(slack_router(slack.app))
+    app = create_app(context, extra_routers=routers)
     scheduler = DeadlineScheduler(service, sweep_interval_seconds=settings.sweep_interval_seconds)
-    return Runtime(app, scheduler, context)
+    return Runtime(app, scheduler, context, slack, socket_mode)
 
 
 def serve(settings: Settings) -> None:
@@ -40,11 +77,14 @@ def serve(settings: Settings) -> None:
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     runtime = build_runtime(settings)
-    if not settings.slack_enabled:
+    if runtime.slack is None:
         logger.warning(
             "Slack is not configured (SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET unset): approval "
             "cards will not be posted; pre-authorised and denied requests still work"
         )
+    else:
+        mode = "Socket Mode" if runtime.socket_mode is not None else "HTTP mode at /slack/events"
+        logger.info("Slack enabled (%s), Web API at %s", mode, settings.slack_api_url)
     policy = runtime.context.service.policy.current
     logger.info(
         "policy %s loaded: %d rules (%s)",
@@ -52,11 +92,10 @@ def serve(settings: Settings) -> None:
         len(policy.rule_names),
         policy.digest,
     )
-    runtime.scheduler.start()
+    runtime.start()
     where = f"http://{settings.host}:{settings.port}"
     print(f"stepup listening on {where} (public URL {settings.public_url})", flush=True)
     try:
         uvicorn.run(runtime.app, host=settings.host, port=settings.port, log_level="warning")
     finally:
-        runtime.scheduler.shutdown()
-        runtime.context.service.db.dispose()
+        runtime.stop()

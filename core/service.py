@@ -426,6 +426,76 @@ class Stepup:
                 )
         return VoteResult(repo.snapshot(session, row), counted=True, changed=changed)
 
+    def revoke_by_person(
+        self,
+        request_id: str,
+        person: Approver,
+        *,
+        now: datetime,
+        usergroup_members: dict[str, frozenset[str]] | None = None,
+    ) -> RequestSnapshot:
+        """Revoke from Slack: the request's approvers, its sponsor and the agent's owner may."""
+        with self.db.read() as session:
+            row = repo.load_row(session, request_id)
+            terms = Terms.from_json(row.terms)
+            groups = self.eligible_groups(row, terms, now)
+            sponsor, owner = row.on_behalf_of, row.owner_email
+        email = (person.email or "").lower()
+        if not email or email not in {(sponsor or "").lower(), owner.lower()}:
+            check_eligible(
+                person,
+                groups=groups,
+                sponsor_email=None,
+                owner_email=None,
+                usergroup_members=usergroup_members,
+            )
+        who = person.email or person.slack_user_id
+        return self.revoke(
+            request_id, by=who, reason=f"revoked in Slack by {person.name or who}", now=now
+        )
+
+    def request_card_refresh(self, request_id: str, *, now: datetime) -> None:
+        """Queue a refresh of the request's card (a click on a stale card)."""
+        with self.db.write() as session:
+            row = repo.load_row(session, request_id)
+            terms = Terms.from_json(row.terms)
+            if terms.channel is not None and terms.approver_groups:
+                Notices(session, now).refresh_card(row.id)
+
+    def dashboard(
+        self,
+        person: Approver,
+        *,
+        now: datetime,
+        usergroup_members: dict[str, frozenset[str]] | None = None,
+    ) -> tuple[list[RequestSnapshot], list[RequestSnapshot]]:
+        """Pending requests this person may decide, and live credentials they approved."""
+        pending: list[RequestSnapshot] = []
+        with self.db.read() as session:
+            for row in repo.list_rows(session, status=[Status.PENDING.value], limit=500):
+                try:
+                    check_eligible(
+                        person,
+                        groups=self.eligible_groups(row, Terms.from_json(row.terms), now),
+                        sponsor_email=row.on_behalf_of,
+                        owner_email=row.owner_email,
+                        usergroup_members=usergroup_members,
+                    )
+                except NotEligible:
+                    continue
+                pending.append(repo.snapshot(session, row))
+            active = [
+                snap
+                for snap in (
+                    repo.snapshot(session, row)
+                    for row in repo.list_rows(
+                        session, status=[Status.APPROVED.value, Status.ACTIVE.value], limit=500
+                    )
+                )
+                if any(v.slack_user_id == person.slack_user_id for v in snap.approvals)
+            ]
+        return pending, active
+
     # -- agent side ------------------------------------------------------------------------
 
     def claim(

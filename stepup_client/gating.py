@@ -55,7 +55,7 @@ def session(
     try:
         yield credential
     except Exception as exc:
-        pass
+        _report(client, current.id, Outcome.FAILED, _describe(exc), pending=exc)
         raise
     except BaseException as exc:
         _report(client, current.id, Outcome.ABORTED, _describe(exc), pending=exc)

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from bot.api import problems
 from bot.api.context import ApiContext
@@ -16,7 +16,7 @@ from bot.api.routes import router
 MAX_BODY_BYTES = 64 * 1024
 
 
-def create_app(ctx: ApiContext) -> FastAPI:
+def create_app(ctx: ApiContext, *, extra_routers: list[APIRouter] | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         ctx.hub.bind(asyncio.get_running_loop())
@@ -35,5 +35,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     ctx.service.subscribe(ctx.hub.notify)
     problems.install(app)
     app.include_router(router)
+    for extra in extra_routers or []:
+        app.include_router(extra)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
     return app

@@ -180,7 +180,7 @@ class _RuleBuilder:
             note = f"break-glass not needed: rule {rule.name} allows without approval"
             return replace(decision, reasons=(*decision.reasons, note))
         if not rule.break_glass:
-            if False:
+            if rule.break_glass_ttl is not None:
                 raise self.fail("break_glass_ttl", "break_glass_ttl needs break_glass: true")
             note = f"break-glass not permitted by rule {rule.name}"
             return replace(decision, reasons=(*decision.reasons, note))

@@ -398,6 +398,7 @@ rules:
         ("k8s.scale-[!0-9]", "k8s.scale-x", True),
         ("s3.get", "s3.get", True),
         ("s3.get", "s3.getobject", False),
+        ("s3.get", "S3.get", False),
         ("S3.*", "s3.get", False),
         ("*", "", True),
     ],

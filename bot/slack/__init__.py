@@ -1,0 +1,1 @@
+"""The Slack edge: Bolt app, approval cards, the outbox worker, Slack directory lookups."""

@@ -1,0 +1,211 @@
+"""What happens on each click, modal and command. Runs off the event loop, after the ack.
+
+Every refusal is an ephemeral message to the clicker; nothing is recorded for it except the
+`click.refused` audit entry (so the digest can count refused clicks).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from core.errors import IllegalTransition, NotEligible, NotFound, StepupError, ValidationFailed
+from core.model import Approver, Status, Vote
+from core.records import RequestSnapshot
+from core.service import Stepup
+
+from bot.slack.cards import confirm_modal, deny_modal, home_view, when
+from bot.slack.directory import SlackDirectory
+
+logger = logging.getLogger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ApprovalActions:
+    def __init__(
+        self,
+        service: Stepup,
+        client: WebClient,
+        directory: SlackDirectory,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.service = service
+        self.client = client
+        self.directory = directory
+        self.clock = clock
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def tell(self, channel: str | None, user_id: str, text: str) -> None:
+        """An ephemeral message in the channel of the click, or a DM when there is none."""
+        try:
+            if channel:
+                self.client.chat_postEphemeral(channel=channel, user=user_id, text=text)
+            else:
+                self.client.chat_postMessage(channel=user_id, text=text)
+        except SlackApiError as exc:
+            logger.warning("could not tell %s: %s", user_id, exc.response.get("error"))
+
+    def usergroups(self) -> dict[str, frozenset[str]]:
+        groups = self.service.policy.current.groups.values()
+        return {
+            g.slack_usergroup: self.directory.usergroup_members(g.slack_usergroup)
+            for g in groups
+            if g.slack_usergroup
+        }
+
+    def already(self, snapshot: RequestSnapshot) -> str:
+        if snapshot.status is Status.EXPIRED:
+            return f"This request expired at {when(snapshot.updated_at)}."
+        if snapshot.status is Status.PENDING:
+            return f"This request's approval window closed at {when(snapshot.expires_at)}."
+        deciders = [v.name or v.email or v.slack_user_id for v in snapshot.votes]
+        by = f" by {', '.join(deciders)}" if deciders else ""
+        return f"Already {snapshot.status.value}{by} at {when(snapshot.decided_at or snapshot.updated_at)}."
+
+    def _late(self, request_id: str) -> RequestSnapshot:
+        """A click on a decided or expired card: make the card catch up, say why."""
+        now = self.clock()
+        self.service.expire_one(request_id, now=now)  # a pending request past its deadline
+        self.service.request_card_refresh(request_id, now=now)
+        return self.service.get(request_id)
+
+    # -- clicks ----------------------------------------------------------------------------
+
+    def approve_clicked(
+        self, request_id: str, user_id: str, channel: str | None, trigger_id: str | None
+    ) -> None:
+        try:
+            snapshot = self.service.get(request_id)
+        except NotFound:
+            self.tell(channel, user_id, f"There is no request {request_id}.")
+            return
+        if snapshot.terms.step_up and snapshot.status is Status.PENDING:
+            if trigger_id:
+                self.client.views_open(trigger_id=trigger_id, view=confirm_modal(snapshot, channel))
+            return
+        self.record(request_id, user_id, channel, Vote.APPROVE)
+
+    def deny_clicked(
+        self, request_id: str, user_id: str, channel: str | None, trigger_id: str | None
+    ) -> None:
+        if trigger_id:
+            self.client.views_open(trigger_id=trigger_id, view=deny_modal(request_id, channel))
+
+    def record(
+        self,
+        request_id: str,
+        user_id: str,
+        channel: str | None,
+        vote: Vote,
+        *,
+        reason: str | None = None,
+        confirmation: str | None = None,
+    ) -> None:
+        approver: Approver = self.directory.approver(user_id)
+        try:
+            result = self.service.vote(
+                request_id,
+                approver,
+                vote,
+                now=self.clock(),
+                reason=reason,
+                confirmation=confirmation,
+                usergroup_members=self.usergroups(),
+            )
+        except NotEligible as refusal:
+            if refusal.why == "already_decided":
+                self.tell(channel, user_id, self.already(self._late(request_id)))
+            else:
+                self.tell(channel, user_id, f":no_entry: {refusal.detail}. Nothing was recorded.")
+            return
+        except IllegalTransition:
+            self.tell(channel, user_id, self.already(self._late(request_id)))
+            return
+        except StepupError as exc:
+            self.tell(channel, user_id, f":warning: {exc.detail}")
+            return
+        if not result.counted:
+            self.tell(channel, user_id, "Your decision was already recorded; it counts once.")
+
+    def revoke_clicked(self, request_id: str, user_id: str, channel: str | None) -> None:
+        approver = self.directory.approver(user_id)
+        try:
+            self.service.revoke_by_person(
+                request_id, approver, now=self.clock(), usergroup_members=self.usergroups()
+            )
+        except NotEligible as refusal:
+            self.tell(channel, user_id, f":no_entry: {refusal.detail}.")
+        except IllegalTransition:
+            self.tell(channel, user_id, self.already(self._late(request_id)))
+        except StepupError as exc:
+            self.tell(channel, user_id, f":warning: {exc.detail}")
+
+    # -- modals ----------------------------------------------------------------------------
+
+    def confirmation_error(self, request_id: str, typed: str) -> str | None:
+        """Checked before the modal closes, so a typo keeps it open with a message."""
+        try:
+            snapshot = self.service.get(request_id)
+        except NotFound:
+            return "This request no longer exists."
+        if typed.strip() != snapshot.target:
+            return f"That is not the target's name. Type {snapshot.target} exactly."
+        return None
+
+    # -- home and command ------------------------------------------------------------------
+
+    def publish_home(self, user_id: str) -> None:
+        approver = self.directory.approver(user_id)
+        pending, active = self.service.dashboard(
+            approver, now=self.clock(), usergroup_members=self.usergroups()
+        )
+        self.client.views_publish(user_id=user_id, view=home_view(pending, active))
+
+    def command(self, text: str, user_id: str, channel: str | None) -> str:
+        words = text.split()
+        verb = words[0].lower() if words else "help"
+        if verb == "pending":
+            approver = self.directory.approver(user_id)
+            pending, _ = self.service.dashboard(
+                approver, now=self.clock(), usergroup_members=self.usergroups()
+            )
+            if not pending:
+                return "Nothing is waiting for your decision."
+            return "\n".join(
+                f"• `{s.id}` *{s.action}* on *{s.target}* ({s.environment}) — {len(s.approvals)} of "
+                f"{s.terms.quorum}, decide before {when(s.expires_at)}"
+                for s in pending
+            )
+        if verb == "status" and len(words) == 2:
+            try:
+                s = self.service.get(words[1])
+            except NotFound:
+                return f"There is no request {words[1]}."
+            return f"`{s.id}` *{s.action}* on *{s.target}* ({s.environment}): *{s.status.value}*"
+        if verb == "revoke" and len(words) == 2:
+            try:
+                self.service.revoke_by_person(
+                    words[1],
+                    self.directory.approver(user_id),
+                    now=self.clock(),
+                    usergroup_members=self.usergroups(),
+                )
+            except (NotEligible, IllegalTransition, NotFound, ValidationFailed) as exc:
+                return f":no_entry: {exc.detail}"
+            return f"`{words[1]}` revoked; its credential no longer works."
+        return (
+            "*stepup* — approvals for AI agents\n"
+            "• `/stepup pending` — requests waiting for your decision\n"
+            "• `/stepup status REQUEST_ID` — where a request stands\n"
+            "• `/stepup revoke REQUEST_ID` — revoke a live credential now\n"
+            "• `/stepup help` — this message"
+        )
