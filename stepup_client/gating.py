@@ -170,12 +170,26 @@ def requires_approval(
 
 
 def _accepts_credential(signature: inspect.Signature) -> bool:
-    parameter = signature.parameters.get(CREDENTIAL_PARAMETER)
-    if parameter is None:
+    """Whether the function takes the credential, which callers then never pass.
+
+    It must not shift the positions of other arguments: keyword-only, or the last positional.
+    """
+    names = list(signature.parameters)
+    if CREDENTIAL_PARAMETER not in names:
         return False
-    if parameter.kind not in (parameter.KEYWORD_ONLY, parameter.POSITIONAL_OR_KEYWORD):
-        raise TypeError("a `credential` parameter must be passable by keyword")
-    return True
+    parameter = signature.parameters[CREDENTIAL_PARAMETER]
+    positional = (
+        parameter.POSITIONAL_ONLY,
+        parameter.POSITIONAL_OR_KEYWORD,
+        parameter.VAR_POSITIONAL,
+    )
+    after = [signature.parameters[n] for n in names[names.index(CREDENTIAL_PARAMETER) + 1 :]]
+    if parameter.kind is parameter.KEYWORD_ONLY or (
+        parameter.kind is parameter.POSITIONAL_OR_KEYWORD
+        and not any(p.kind in positional for p in after)
+    ):
+        return True
+    raise TypeError("make `credential` keyword-only (after `*`) or the last positional parameter")
 
 
 def _check_digest(request: Request, expected: str | None) -> None:

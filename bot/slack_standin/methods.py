@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.slack_standin.blocks import MESSAGE_BLOCKS, VIEW_BLOCKS, check_blocks, check_text
+from bot.slack_standin.faults import Faults
 from bot.slack_standin.identity import (
     APP_ID,
     BOT_ID,
@@ -27,6 +28,7 @@ from bot.slack_standin.workspace import ApiError, Workspace
 
 Handler = Callable[[JsonDict], JsonDict]
 APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+RESPONSE_URL_METHOD = "response_url"
 
 
 class WebApi:
@@ -198,6 +200,34 @@ class WebApi:
         # A loopback address nobody serves: Socket Mode itself is out of the stand-in's scope.
         ticket = secrets.token_hex(16)
         return {"url": f"{self._socket_base()}link/?ticket={ticket}&app_id={APP_ID}"}
+
+
+def dispatch(
+    api: WebApi, faults: Faults, method: str, params: JsonDict, token: str, decode_error: str | None
+) -> tuple[int, JsonDict, dict[str, str]]:
+    """Status, body and extra headers for one call; runs under the lock."""
+    if method != RESPONSE_URL_METHOD and not api.knows(method):
+        return 200, {"ok": False, "error": "unknown_method"}, {}
+    failure = faults.take(method)
+    if failure is not None:
+        headers = {}
+        if failure.retry_after is not None:
+            headers["Retry-After"] = str(failure.retry_after)
+        return failure.status, {"ok": False, "error": failure.error}, headers
+    if decode_error is not None:
+        return 200, {"ok": False, "error": decode_error}, {}
+    if method == RESPONSE_URL_METHOD:
+        return 200, {"ok": True}, {}
+    try:
+        api.check_token(method, token)
+        return 200, api.call(method, params), {}
+    except ApiError as exc:
+        body: JsonDict = {"ok": False, "error": exc.error}
+        if exc.messages:
+            body["response_metadata"] = {"messages": list(exc.messages)}
+        return 200, body, {}
+    except Exception as exc:  # a stand-in bug must show up as a failed call, not a hang
+        return 500, {"ok": False, "error": "internal_error", "detail": repr(exc)}, {}
 
 
 def _str(params: JsonDict, key: str) -> str:

@@ -42,16 +42,34 @@ def placeholder_message(ts: str) -> JsonDict:
     }
 
 
-def block_id_of(action_id: str, blocks: object) -> str | None:
-    """The block holding the element ``action_id``, if the blocks are known."""
+def find_button(action_id: str, blocks: object) -> tuple[str | None, JsonDict]:
+    """The block id and element of ``action_id`` in ``blocks`` (``None, {}`` if absent)."""
     for block in blocks if isinstance(blocks, list) else []:
         if not isinstance(block, dict):
             continue
-        elements = [*(block.get("elements") or []), block.get("accessory")]
-        if any(isinstance(e, dict) and e.get("action_id") == action_id for e in elements):
-            block_id = block.get("block_id")
-            return str(block_id) if block_id is not None else None
-    return None
+        for element in [*(block.get("elements") or []), block.get("accessory")]:
+            if isinstance(element, dict) and element.get("action_id") == action_id:
+                block_id = block.get("block_id")
+                return (str(block_id) if block_id is not None else None), element
+    return None, {}
+
+
+def button_action(
+    action_id: str, value: str, block_id: str | None, blocks: object, action_ts: str
+) -> JsonDict:
+    """The ``actions[0]`` of a click, with the text and style of the button when known."""
+    found_block, element = find_button(action_id, blocks)
+    action: JsonDict = {
+        "action_id": action_id,
+        "block_id": block_id or found_block or "actions",
+        "text": element.get("text") or {"type": "plain_text", "text": action_id, "emoji": True},
+        "value": value,
+        "type": "button",
+        "action_ts": action_ts,
+    }
+    if "style" in element:
+        action["style"] = element["style"]
+    return action
 
 
 def block_actions(
@@ -81,7 +99,8 @@ def block_actions(
         payload["view"] = view
         payload["state"] = view.get("state", {"values": {}})
         return payload
-    assert message is not None and channel is not None
+    if message is None or channel is None:
+        raise ValueError("a click outside a view needs its channel and message")
     payload["container"] = {
         "type": "message",
         "message_ts": message["ts"],

@@ -11,6 +11,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.slack_standin.identity import TEAM_ID
+
 JsonDict = dict[str, Any]
 
 
@@ -96,7 +98,7 @@ class Message:
                 found.append(str(accessory["action_id"]))
         return found
 
-    def as_payload(self, team_id: str) -> JsonDict:
+    def as_payload(self, team_id: str = TEAM_ID) -> JsonDict:
         """The message as Slack shows it in API answers and interaction payloads."""
         payload: JsonDict = {
             "type": "message",

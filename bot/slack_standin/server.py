@@ -24,12 +24,11 @@ from bot.slack_standin.decode import BadRequestBody, decode_params
 from bot.slack_standin.faults import Faults
 from bot.slack_standin.identity import DEFAULT_CHANNELS, DEFAULT_USERS, TEAM_ID
 from bot.slack_standin.listener import Listener, Reply, Request
-from bot.slack_standin.methods import WebApi
-from bot.slack_standin.records import Call, Ephemeral, JsonDict, Message, User, View
-from bot.slack_standin.workspace import ApiError, Workspace
+from bot.slack_standin.methods import RESPONSE_URL_METHOD, WebApi, dispatch
+from bot.slack_standin.records import Call, Ephemeral, Message, User, View
+from bot.slack_standin.workspace import Workspace
 
 RECORDED_HEADERS = ("Authorization", "Content-Type", "User-Agent")
-RESPONSE_URL_METHOD = "response_url"
 
 
 class SlackStandIn:
@@ -246,21 +245,22 @@ class SlackStandIn:
             method = request.path.removeprefix("/api/")
         else:
             return Reply(404, b"not found", {"Content-Type": "text/plain"})
+        decode_error: str | None = None
         try:
             params = decode_params(
                 request.headers.get("Content-Type", ""), request.body, request.query
             )
         except BadRequestBody as exc:
             params, decode_error = {}, str(exc)
-        else:
-            decode_error = None
         token = _bearer(request.headers.get("Authorization")) or str(params.pop("token", "") or "")
         with self._cond:
             delay = self._faults.delay_for(method)
         if delay:
             self._closing.wait(delay)
         with self._cond:
-            status, body, headers = self._dispatch(method, params, token, decode_error)
+            status, body, headers = dispatch(
+                self._api, self._faults, method, params, token, decode_error
+            )
             recorded = {
                 h: str(request.headers[h]) for h in RECORDED_HEADERS if h in request.headers
             }
@@ -274,33 +274,6 @@ class SlackStandIn:
         return Reply(
             status, payload, {"Content-Type": "application/json; charset=utf-8", **headers}
         )
-
-    def _dispatch(
-        self, method: str, params: JsonDict, token: str, decode_error: str | None
-    ) -> tuple[int, JsonDict, dict[str, str]]:
-        """Status, body and extra headers for one call; runs under the lock."""
-        if method != RESPONSE_URL_METHOD and not self._api.knows(method):
-            return 200, {"ok": False, "error": "unknown_method"}, {}
-        failure = self._faults.take(method)
-        if failure is not None:
-            headers = {}
-            if failure.retry_after is not None:
-                headers["Retry-After"] = str(failure.retry_after)
-            return failure.status, {"ok": False, "error": failure.error}, headers
-        if decode_error is not None:
-            return 200, {"ok": False, "error": decode_error}, {}
-        if method == RESPONSE_URL_METHOD:
-            return 200, {"ok": True}, {}
-        try:
-            self._api.check_token(method, token)
-            return 200, self._api.call(method, params), {}
-        except ApiError as exc:
-            body: JsonDict = {"ok": False, "error": exc.error}
-            if exc.messages:
-                body["response_metadata"] = {"messages": list(exc.messages)}
-            return 200, body, {}
-        except Exception as exc:  # a stand-in bug must show up as a failed call, not a hang
-            return 500, {"ok": False, "error": "internal_error", "detail": repr(exc)}, {}
 
 
 def _bearer(header: str | None) -> str:

@@ -20,6 +20,7 @@ from core.canonical import parameters_digest as server_digest
 from core.model import Approver, Vote
 from stepup_client import (
     ApiError,
+    ConnectionFailed,
     Credential,
     ParametersMismatch,
     Request,
@@ -309,18 +310,23 @@ def test_errors_are_typed_problem_details(live_api: LiveApi, client: StepupClien
 
 
 class Flaky(httpx.BaseTransport):
-    """The real transport, with the first submit failing in a chosen way; records keys sent."""
+    """The real transport, failing the first POST to a path ending in ``suffix``.
 
-    def __init__(self, failure: str) -> None:
+    ``lost answer``: the server handles the call but the answer never arrives. ``503``: the
+    call never reaches the server. Every POST to such a path is recorded with its headers.
+    """
+
+    def __init__(self, failure: str, suffix: str = "/v1/requests") -> None:
         self.inner = httpx.HTTPTransport()
         self.failure = failure
-        self.keys: list[str | None] = []
+        self.suffix = suffix
+        self.sent: list[httpx.Headers] = []
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        submit = request.method == "POST" and request.url.path == "/v1/requests"
-        if submit:
-            self.keys.append(request.headers.get("Idempotency-Key"))
-        first = submit and len(self.keys) == 1
+        chosen = request.method == "POST" and request.url.path.endswith(self.suffix)
+        if chosen:
+            self.sent.append(request.headers)
+        first = chosen and len(self.sent) == 1
         if first and self.failure == "503":
             return httpx.Response(503, json={"title": "Unavailable", "status": 503})
         response = self.inner.handle_request(request)
@@ -338,10 +344,37 @@ def test_a_retried_submit_creates_one_request(live_api: LiveApi, failure: str) -
     flaky = Flaky(failure)
     with StepupClient(live_api.url, live_api.agent_key, transport=flaky, backoff=0.01) as client:
         request = client.submit(**READ)
-    assert len(flaky.keys) == 2 and flaky.keys[0] == flaky.keys[1] and flaky.keys[0]
-    assert [r.id for r in live_api.engine.service.list_requests(agent_id="deploy-bot")] == [
-        request.id
-    ]
+    keys = [headers.get("Idempotency-Key") for headers in flaky.sent]
+    assert len(keys) == 2 and keys[0] == keys[1] and keys[0]
+    stored = live_api.engine.service.list_requests(agent_id="deploy-bot")
+    assert [r.id for r in stored] == [request.id]
+
+
+def test_a_complete_whose_answer_was_lost_is_done_once(live_api: LiveApi) -> None:
+    flaky = Flaky("lost answer", suffix="/complete")
+    with StepupClient(live_api.url, live_api.agent_key, transport=flaky, backoff=0.01) as client:
+        request = client.submit(**READ)
+        credential = client.claim(request.id)
+        done = client.complete(request.id, "succeeded", "3 rows")
+    assert len(flaky.sent) == 2
+    assert (done.status, done.outcome, done.outcome_detail) == (
+        Status.COMPLETED,
+        "succeeded",
+        "3 rows",
+    )
+    assert introspect(live_api, credential.token) == {"active": False}
+
+
+def test_a_claim_that_may_have_landed_is_not_sent_again(live_api: LiveApi) -> None:
+    flaky = Flaky("lost answer", suffix="/credential")
+    with StepupClient(live_api.url, live_api.agent_key, transport=flaky, backoff=0.01) as client:
+        request = client.submit(**READ)
+        with pytest.raises(ConnectionFailed):
+            client.claim(request.id)
+        assert len(flaky.sent) == 1
+        # The server did mint it: the request is active, its token lost, and it is cut off.
+        assert client.get(request.id).status is Status.ACTIVE
+        assert client.complete(request.id, "aborted", "credential lost").status is Status.COMPLETED
 
 
 class Tampering(httpx.BaseTransport):

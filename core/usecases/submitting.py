@@ -1,0 +1,136 @@
+"""Submitting an intent: evaluate the policy, record the request, queue its card."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+
+from core.audit.events import AuditLog
+from core.canonical import canonical_json, parameters_digest
+from core.errors import Conflict, ValidationFailed
+from core.model import Intent, Outcome, Status
+from core.notices import Notices
+from core.policy import PolicyDecision
+from core.records import RequestSnapshot
+from core.storage import requests_repo as repo
+from core.storage.agents_repo import AgentIdentity
+from core.storage.audit_store import SqlAuditAppender
+from core.storage.tables import RequestRow
+from core.usecases.base import StepupBase, intent_record, terms_from
+
+
+class Submitting(StepupBase):
+    """submit, with idempotency keys."""
+
+    def submit(
+        self,
+        agent: AgentIdentity,
+        intent: Intent,
+        *,
+        now: datetime,
+        idempotency_key: str | None = None,
+    ) -> tuple[RequestSnapshot, bool]:
+        """Evaluate and record a request. Returns (request, created)."""
+        if intent.agent != agent.id:
+            raise ValidationFailed("the agent is taken from its key, not from the body")
+        body_digest = parameters_digest(intent_record(intent) | {"parameters": intent.parameters})
+        if idempotency_key is not None:
+            existing = self._replay(agent.id, idempotency_key, body_digest)
+            if existing is not None:
+                return existing, False
+        decision = self.policy.current.evaluate(intent, now)
+        try:
+            with self.db.write() as session:
+                if intent.parent_request_id is not None:
+                    repo.load_row(session, intent.parent_request_id, agent_id=agent.id)
+                row = self._new_row(agent, intent, decision, now, idempotency_key, body_digest)
+                session.add(row)
+                session.flush()  # the idempotency key's unique constraint fires here
+                audit = AuditLog(SqlAuditAppender(session))
+                audit.intent_submitted(row.id, agent.id, intent_record(intent), now)
+                audit.policy_decided(
+                    row.id,
+                    {
+                        "outcome": decision.outcome.value,
+                        "status": row.status,
+                        "rule": decision.rule,
+                        "tier": decision.tier.value,
+                        "reasons": list(decision.reasons),
+                        "policy_digest": decision.policy_digest,
+                    },
+                    now,
+                )
+                if decision.break_glass and decision.outcome is Outcome.ALLOW:
+                    audit.break_glass_used(row.id, agent.id, decision.rule, now)
+                if row.status == Status.PENDING.value and decision.channel is not None:
+                    Notices(session, now).post_card(
+                        row.id, decision.channel, self._dm_targets(decision)
+                    )
+                created = repo.snapshot(session, row)
+        except IntegrityError:
+            # Two submissions with one idempotency key raced; the other one won.
+            if idempotency_key is None:
+                raise
+            existing = self._replay(agent.id, idempotency_key, body_digest)
+            if existing is None:
+                raise
+            return existing, False
+        return self._changed(created), True
+
+    def _replay(self, agent_id: str, key: str, body_digest: str) -> RequestSnapshot | None:
+        with self.db.read() as session:
+            row = repo.find_by_idempotency_key(session, agent_id, key)
+            if row is None:
+                return None
+            if row.body_digest != body_digest:
+                raise Conflict("this Idempotency-Key was already used with a different body")
+            return repo.snapshot(session, row)
+
+    @staticmethod
+    def _new_row(
+        agent: AgentIdentity,
+        intent: Intent,
+        decision: PolicyDecision,
+        now: datetime,
+        idempotency_key: str | None,
+        body_digest: str,
+    ) -> RequestRow:
+        if decision.outcome is Outcome.DENY:
+            status, expires_at, decided_at = Status.DENIED, None, now
+        elif decision.outcome is Outcome.ALLOW:
+            status, expires_at, decided_at = Status.APPROVED, now + decision.claim_window, now
+        else:
+            status, expires_at, decided_at = Status.PENDING, now + decision.approval_timeout, None
+        return RequestRow(
+            id="req_" + uuid.uuid4().hex,
+            agent_id=agent.id,
+            owner_email=agent.owner_email,
+            status=status.value,
+            version=1,
+            action=intent.action,
+            action_class=intent.action_class.value,
+            target=intent.target,
+            environment=intent.environment,
+            justification=intent.justification,
+            parameters=canonical_json(intent.parameters),
+            parameters_digest=parameters_digest(intent.parameters),
+            requested_ttl_seconds=intent.requested_ttl_seconds,
+            data_volume_bytes=intent.data_volume_bytes,
+            on_behalf_of=intent.on_behalf_of,
+            parent_request_id=intent.parent_request_id,
+            break_glass=intent.break_glass,
+            rule=decision.rule,
+            tier=decision.tier.value,
+            reasons=json.dumps(list(decision.reasons)),
+            policy_digest=decision.policy_digest,
+            terms=terms_from(decision).to_json(),
+            created_at=now,
+            updated_at=now,
+            expires_at=expires_at,
+            decided_at=decided_at,
+            idempotency_key=idempotency_key,
+            body_digest=body_digest,
+        )
