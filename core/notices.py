@@ -44,7 +44,9 @@ class Notices:
             )
         )
 
-    def post_card(self, request_id: str, channel: str, dm_users: list[str]) -> None:
+    def post_card(self, request_id: str, channel: str | None, dm_users: list[str]) -> None:
+        """The card goes to ``channel`` (its thread carries the events) and to each DM;
+        a rule that only DMs approvers has no channel, and the first DM holds the thread."""
         self._add(NoticeKind.CARD_POST, request_id, {"channel": channel, "dm_users": dm_users})
 
     def refresh_card(self, request_id: str) -> None:
@@ -57,4 +59,6 @@ class Notices:
         self._add(NoticeKind.DIRECT, request_id, {"email": email, "text": text})
 
     def channel(self, request_id: str | None, channel: str, text: str, *, blocks: str = "") -> None:
-        self._add(NoticeKind.CHANNEL, request_id, {"channel": channel, "text": text, "blocks": blocks})
+        self._add(
+            NoticeKind.CHANNEL, request_id, {"channel": channel, "text": text, "blocks": blocks}
+        )

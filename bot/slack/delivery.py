@@ -180,8 +180,8 @@ class OutboxWorker:
         snapshot = self.service.get(request_id)
         done = {m.channel for m in self._messages(request_id)}
         blocks, text = card_blocks(snapshot), card_text(snapshot)
-        channel = payload["channel"]
-        if channel not in done:
+        channel = payload.get("channel")
+        if channel and channel not in done:
             answer = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
             self._remember(request_id, str(answer["channel"]), str(answer["ts"]), primary=True)
             done.add(channel)
@@ -194,7 +194,7 @@ class OutboxWorker:
             if dm in done:
                 continue
             answer = self.client.chat_postMessage(channel=dm, text=text, blocks=blocks)
-            self._remember(request_id, dm, str(answer["ts"]), primary=False)
+            self._remember(request_id, dm, str(answer["ts"]), primary=not done)
             done.add(dm)
 
     def _refresh_card(self, request_id: str) -> None:

@@ -7,12 +7,10 @@ as on Slack: a missing token is ``not_authed``, a wrong one ``invalid_auth``.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Callable
-from typing import Any
 
-from bot.slack_standin.blocks import MESSAGE_BLOCKS, VIEW_BLOCKS, check_blocks, check_text
+from bot.slack_standin.blocks import MESSAGE_BLOCKS, check_blocks, check_text
 from bot.slack_standin.faults import Faults
 from bot.slack_standin.identity import (
     APP_ID,
@@ -24,6 +22,7 @@ from bot.slack_standin.identity import (
     TEAM_URL,
 )
 from bot.slack_standin.records import JsonDict, MessageVersion, View
+from bot.slack_standin.views import ViewStore, parse_view
 from bot.slack_standin.workspace import ApiError, Workspace
 
 Handler = Callable[[JsonDict], JsonDict]
@@ -35,12 +34,14 @@ class WebApi:
     def __init__(
         self,
         workspace: Workspace,
+        views: ViewStore,
         *,
         bot_token: str | None = None,
         app_token: str | None = None,
         socket_base: Callable[[], str],
     ) -> None:
         self.workspace = workspace
+        self.views = views
         self.bot_token = bot_token
         self.app_token = app_token
         self._socket_base = socket_base
@@ -170,30 +171,27 @@ class WebApi:
     # -- views -----------------------------------------------------------------------------
 
     def views_open(self, params: JsonDict) -> JsonDict:
-        spec = _view(params, "modal")
-        self.workspace.exchange_trigger(_str(params, "trigger_id"))
-        return {
-            "view": self.workspace.add_view(spec, trigger_id=_str(params, "trigger_id")).payload
-        }
+        spec = parse_view(params, "modal")
+        self.views.exchange_trigger(_str(params, "trigger_id"))
+        return {"view": self.views.add_view(spec, trigger_id=_str(params, "trigger_id")).payload}
 
     def views_push(self, params: JsonDict) -> JsonDict:
-        spec = _view(params, "modal")
-        self.workspace.exchange_trigger(_str(params, "trigger_id"))
-        modals = self.workspace.modals()
+        spec = parse_view(params, "modal")
+        self.views.exchange_trigger(_str(params, "trigger_id"))
+        modals = self.views.modals()
         previous: View | None = modals[-1] if modals else None
-        view = self.workspace.add_view(
-            spec, trigger_id=_str(params, "trigger_id"), previous=previous
-        )
+        view = self.views.add_view(spec, trigger_id=_str(params, "trigger_id"), previous=previous)
         return {"view": view.payload}
 
     def views_update(self, params: JsonDict) -> JsonDict:
-        current = self.workspace.find_view(_str(params, "view_id"), _str(params, "external_id"))
-        spec = _view(params, current.type)
-        return {"view": self.workspace.update_view(current, spec, _str(params, "hash")).payload}
+        current = self.views.find_view(_str(params, "view_id"), _str(params, "external_id"))
+        spec = parse_view(params, current.type)
+        return {"view": self.views.update_view(current, spec, _str(params, "hash")).payload}
 
     def views_publish(self, params: JsonDict) -> JsonDict:
-        spec = _view(params, "home")
-        view = self.workspace.publish_home(_str(params, "user_id"), spec, _str(params, "hash"))
+        spec = parse_view(params, "home")
+        self.workspace.user(_str(params, "user_id"))
+        view = self.views.publish_home(_str(params, "user_id"), spec, _str(params, "hash"))
         return {"view": view.payload}
 
     def apps_connections_open(self, params: JsonDict) -> JsonDict:
@@ -265,20 +263,3 @@ def _version(params: JsonDict, *, require_content: bool) -> MessageVersion:
     if require_content and not (text or blocks or attachments):
         raise ApiError("no_text")
     return MessageVersion(text, blocks, attachments, _dict(params, "metadata"))
-
-
-def _view(params: JsonDict, kind: str) -> JsonDict:
-    spec: Any = params.get("view")
-    if isinstance(spec, str):
-        try:
-            spec = json.loads(spec)
-        except ValueError:
-            raise ApiError("invalid_arguments", "[ERROR] view must be JSON") from None
-    if not isinstance(spec, dict):
-        raise ApiError("invalid_arguments", "[ERROR] missing required field: view")
-    if spec.get("type") != kind:
-        raise ApiError("invalid_arguments", f"[ERROR] view type must be {kind}")
-    if kind == "modal" and not spec.get("title"):
-        raise ApiError("invalid_arguments", "[ERROR] missing required field: title")
-    check_blocks(spec.get("blocks", []), limit=VIEW_BLOCKS, error="invalid_arguments")
-    return spec

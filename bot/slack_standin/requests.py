@@ -55,16 +55,24 @@ class SlackClientSim:
     ) -> None:
         self.events_url = events_url
         self.signing_secret = signing_secret
-        self._http = http if http is not None else httpx.Client(timeout=10.0)
+        self._http = http
         self._owns_http = http is None
         self._response_urls = response_urls or _unreachable_response_url
         self._token = verification_token
         self._user_names = dict(user_names or {})
         self._clock = clock
 
+    @property
+    def http(self) -> httpx.Client:
+        """The client requests go through (made on first use when none was given)."""
+        if self._http is None:
+            self._http = httpx.Client(timeout=10.0)
+        return self._http
+
     def close(self) -> None:
-        if self._owns_http:
+        if self._owns_http and self._http is not None:
             self._http.close()
+            self._http = None
 
     def __enter__(self) -> Self:
         return self
@@ -103,7 +111,7 @@ class SlackClientSim:
             sent["X-Slack-Retry-Num"] = str(retry_num)
             sent["X-Slack-Retry-Reason"] = retry_reason or "http_timeout"
         sent.update(headers or {})
-        return self._http.post(self.events_url, content=body, headers=sent)
+        return self.http.post(self.events_url, content=body, headers=sent)
 
     def post_payload(self, payload: Mapping[str, Any], **options: Any) -> httpx.Response:
         """An interaction payload, form-encoded as ``payload=<json>`` like Slack does."""

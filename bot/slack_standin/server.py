@@ -26,6 +26,7 @@ from bot.slack_standin.identity import DEFAULT_CHANNELS, DEFAULT_USERS, TEAM_ID
 from bot.slack_standin.listener import Listener, Reply, Request
 from bot.slack_standin.methods import RESPONSE_URL_METHOD, WebApi, dispatch
 from bot.slack_standin.records import Call, Ephemeral, Message, User, View
+from bot.slack_standin.views import ViewStore
 from bot.slack_standin.workspace import Workspace
 
 RECORDED_HEADERS = ("Authorization", "Content-Type", "User-Agent")
@@ -50,8 +51,13 @@ class SlackStandIn:
         self._faults = Faults()
         self._calls: list[Call] = []
         self._listener = Listener(self._answer, host, port)
+        self._views = ViewStore()
         self._api = WebApi(
-            self._workspace, bot_token=token, app_token=app_token, socket_base=self._socket_base
+            self._workspace,
+            self._views,
+            bot_token=token,
+            app_token=app_token,
+            socket_base=self._socket_base,
         )
         if seed:
             for user in DEFAULT_USERS:
@@ -121,21 +127,17 @@ class SlackStandIn:
         is_bot: bool = False,
         deleted: bool = False,
     ) -> User:
-        handle = name or email.split("@")[0]
-        user = User(
-            id=user_id,
-            email=email,
-            name=handle,
-            real_name=real_name or handle.title(),
-            display_name=display_name if display_name is not None else handle,
-            team_id=TEAM_ID,
-            tz=tz,
-            is_bot=is_bot,
-            deleted=deleted,
-        )
         with self._cond:
-            self._workspace.users[user_id] = user
-        return user
+            return self._workspace.add_user(
+                user_id,
+                email,
+                name=name,
+                real_name=real_name,
+                display_name=display_name,
+                tz=tz,
+                is_bot=is_bot,
+                deleted=deleted,
+            )
 
     def add_usergroup(self, group_id: str, user_ids: list[str]) -> None:
         with self._cond:
@@ -222,16 +224,15 @@ class SlackStandIn:
     def views_opened(self) -> list[View]:
         """Modals opened or pushed, oldest first, each as last updated."""
         with self._cond:
-            return self._workspace.modals()
+            return self._views.modals()
 
     def view(self, view_id: str) -> View:
         with self._cond:
-            return self._workspace.views[view_id]
+            return self._views.views[view_id]
 
     def home(self, user: str) -> View | None:
         with self._cond:
-            view_id = self._workspace.home_views.get(user)
-            return self._workspace.views[view_id] if view_id else None
+            return self._views.home(user)
 
     # -- answering -------------------------------------------------------------------------
 

@@ -6,14 +6,12 @@ Not thread-safe on its own: the server calls it under one lock.
 from __future__ import annotations
 
 import hashlib
-import itertools
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from bot.slack_standin.identity import APP_ID, BOT_ID, BOT_USER_ID, TEAM_ID
-from bot.slack_standin.records import Ephemeral, JsonDict, Message, MessageVersion, User, View
+from bot.slack_standin.identity import BOT_ID, BOT_USER_ID, TEAM_ID
+from bot.slack_standin.records import Ephemeral, JsonDict, Message, MessageVersion, User
 
 
 class ApiError(Exception):
@@ -52,13 +50,37 @@ class Workspace:
         self.dm_channels: dict[str, str] = {}
         self.messages: dict[tuple[str, str], Message] = {}
         self.ephemerals: list[Ephemeral] = []
-        self.views: dict[str, View] = {}
-        self.home_views: dict[str, str] = {}
-        self._used_triggers: set[str] = set()
         self._ts = TsClock()
-        self._view_numbers = itertools.count(1)
 
-    # -- directory -------------------------------------------------------------------------
+    # -- directory ---------------------------------------------------------------------------
+
+    def add_user(
+        self,
+        user_id: str,
+        email: str,
+        *,
+        name: str | None = None,
+        real_name: str | None = None,
+        display_name: str | None = None,
+        tz: str = "Europe/London",
+        is_bot: bool = False,
+        deleted: bool = False,
+    ) -> User:
+        """Seed a person; ``name`` defaults to the email's local part."""
+        handle = name or email.split("@")[0]
+        user = User(
+            id=user_id,
+            email=email,
+            name=handle,
+            real_name=real_name or handle.title(),
+            display_name=handle if display_name is None else display_name,
+            team_id=TEAM_ID,
+            tz=tz,
+            is_bot=is_bot,
+            deleted=deleted,
+        )
+        self.users[user_id] = user
+        return user
 
     def user(self, user_id: str) -> User:
         try:
@@ -170,98 +192,6 @@ class Workspace:
         )
         self.ephemerals.append(ephemeral)
         return ephemeral
-
-    # -- views -----------------------------------------------------------------------------
-
-    def exchange_trigger(self, trigger_id: str) -> None:
-        """Trigger ids work once, as on Slack."""
-        if not trigger_id:
-            raise ApiError("invalid_arguments", "[ERROR] missing required field: trigger_id")
-        if trigger_id in self._used_triggers:
-            raise ApiError("exchanged_trigger_id")
-        self._used_triggers.add(trigger_id)
-
-    def add_view(
-        self,
-        spec: JsonDict,
-        *,
-        trigger_id: str | None = None,
-        user: str | None = None,
-        previous: View | None = None,
-    ) -> View:
-        view_id = f"V0{next(self._view_numbers):07d}"
-        root = previous.payload.get("root_view_id") if previous is not None else None
-        payload = self._render(view_id, spec, root_view_id=str(root or view_id))
-        payload["previous_view_id"] = previous.id if previous is not None else None
-        view = View(
-            id=view_id,
-            type=str(spec["type"]),
-            versions=(payload,),
-            trigger_id=trigger_id,
-            user=user,
-            hash=str(payload["hash"]),
-        )
-        self.views[view_id] = view
-        return view
-
-    def find_view(self, view_id: str, external_id: str) -> View:
-        if not (view_id or external_id):
-            raise ApiError("invalid_arguments", "[ERROR] either view_id or external_id required")
-        if view_id:
-            found = self.views.get(view_id)
-        else:
-            found = next(
-                (v for v in self.views.values() if v.payload.get("external_id") == external_id),
-                None,
-            )
-        if found is None:
-            raise ApiError("not_found")
-        return found
-
-    def update_view(self, view: View, spec: JsonDict, hash_: str) -> View:
-        if hash_ and hash_ != view.hash:
-            raise ApiError("hash_conflict")
-        payload = self._render(view.id, spec, root_view_id=str(view.payload["root_view_id"]))
-        payload["previous_view_id"] = view.payload.get("previous_view_id")
-        updated = replace(view, versions=(*view.versions, payload), hash=str(payload["hash"]))
-        self.views[view.id] = updated
-        return updated
-
-    def publish_home(self, user_id: str, spec: JsonDict, hash_: str) -> View:
-        self.user(user_id)
-        current_id = self.home_views.get(user_id)
-        if current_id is not None:
-            return self.update_view(self.views[current_id], spec, hash_)
-        view = self.add_view(spec, user=user_id)
-        self.home_views[user_id] = view.id
-        return view
-
-    def modals(self) -> list[View]:
-        return [v for v in self.views.values() if v.type == "modal"]
-
-    def _render(self, view_id: str, spec: JsonDict, *, root_view_id: str) -> JsonDict:
-        payload: JsonDict = {
-            "id": view_id,
-            "team_id": TEAM_ID,
-            "type": spec["type"],
-            "blocks": [],
-            "private_metadata": "",
-            "callback_id": "",
-            "state": {"values": {}},
-            "hash": f"{int(time.time())}.{secrets.token_hex(4)}",
-            "title": None,
-            "clear_on_close": False,
-            "notify_on_close": False,
-            "close": None,
-            "submit": None,
-            "root_view_id": root_view_id,
-            "app_id": APP_ID,
-            "external_id": "",
-            "app_installed_team_id": TEAM_ID,
-            "bot_id": BOT_ID,
-        }
-        payload.update({k: v for k, v in spec.items() if k not in {"id", "hash", "state"}})
-        return payload
 
     # -- queries ---------------------------------------------------------------------------
 

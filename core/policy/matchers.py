@@ -63,9 +63,22 @@ class TimeWindow:
         return now.astimezone(self.zone).strftime("%a %Y-%m-%d %H:%M %Z")
 
     def describe(self) -> str:
-        days = (
-            "every day"
-            if len(self.days) == 7
-            else ",".join(_DAY_NAMES[d] for d in sorted(self.days))
-        )
-        return f"{days} {self.start:%H:%M}-{self.end:%H:%M} {self.zone.key}"
+        return f"{self._days_text()} {self.start:%H:%M}-{self.end:%H:%M} {self.zone.key}"
+
+    def _days_text(self) -> str:
+        """``every day``, ``mon-fri``, ``sat,sun``: runs of three or more days as a range."""
+        if len(self.days) == 7:
+            return "every day"
+        runs: list[list[int]] = []
+        for day in sorted(self.days):
+            if runs and runs[-1][-1] == day - 1:
+                runs[-1].append(day)
+            else:
+                runs.append([day])
+        parts = [
+            f"{_DAY_NAMES[run[0]]}-{_DAY_NAMES[run[-1]]}"
+            if len(run) >= 3
+            else ",".join(_DAY_NAMES[d] for d in run)
+            for run in runs
+        ]
+        return ",".join(parts)

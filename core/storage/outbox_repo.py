@@ -20,7 +20,9 @@ class OutboxEntry:
     attempts: int
 
 
-def claim_due(session: Session, now: datetime, *, limit: int = 50, lease: timedelta = timedelta(seconds=60)) -> list[OutboxEntry]:
+def claim_due(
+    session: Session, now: datetime, *, limit: int = 50, lease: timedelta = timedelta(seconds=60)
+) -> list[OutboxEntry]:
     """Take up to ``limit`` due entries, each the oldest pending one of its request.
 
     Taking an entry pushes its next attempt past the lease, so another worker (or replica)
@@ -52,20 +54,26 @@ def claim_due(session: Session, now: datetime, *, limit: int = 50, lease: timede
 
 def mark_sent(session: Session, entry_id: int, now: datetime) -> None:
     session.execute(
-        update(OutboxRow).where(OutboxRow.id == entry_id).values(status="sent", sent_at=now, last_error=None)
+        update(OutboxRow)
+        .where(OutboxRow.id == entry_id)
+        .values(status="sent", sent_at=now, last_error=None)
     )
 
 
 def reschedule(session: Session, entry_id: int, *, at: datetime, error: str) -> None:
     session.execute(
-        update(OutboxRow).where(OutboxRow.id == entry_id).values(next_attempt_at=at, last_error=error[:2000])
+        update(OutboxRow)
+        .where(OutboxRow.id == entry_id)
+        .values(next_attempt_at=at, last_error=error[:2000])
     )
 
 
 def pending_for(session: Session, request_id: str) -> list[OutboxRow]:
     return list(
         session.execute(
-            select(OutboxRow).where(OutboxRow.request_id == request_id, OutboxRow.status == "pending").order_by(OutboxRow.id)
+            select(OutboxRow)
+            .where(OutboxRow.request_id == request_id, OutboxRow.status == "pending")
+            .order_by(OutboxRow.id)
         ).scalars()
     )
 

@@ -171,7 +171,9 @@ class OutboxRow(Base):
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
     request_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[str] = mapped_column(Text)  # JSON
@@ -187,7 +189,9 @@ class SlackMessageRow(Base):
     """Where a request's card (in a channel or an approver's DM) lives, to update it in place."""
 
     __tablename__ = "slack_messages"
-    __table_args__ = (UniqueConstraint("request_id", "channel", name="uq_slack_messages_request_channel"),)
+    __table_args__ = (
+        UniqueConstraint("request_id", "channel", name="uq_slack_messages_request_channel"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"), index=True)

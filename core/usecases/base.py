@@ -157,7 +157,7 @@ class StepupBase:
         sponsor: bool = False,
     ) -> None:
         """Queue the card refresh, the thread note and the sponsor's DM for a change."""
-        if terms.channel is None or not terms.approver_groups:
+        if not terms.approver_groups:
             return  # the request never had a card
         notices = Notices(session, now)
         notices.refresh_card(row.id)

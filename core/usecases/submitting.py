@@ -65,7 +65,7 @@ class Submitting(StepupBase):
                 )
                 if decision.break_glass and decision.outcome is Outcome.ALLOW:
                     audit.break_glass_used(row.id, agent.id, decision.rule, now)
-                if row.status == Status.PENDING.value and decision.channel is not None:
+                if row.status == Status.PENDING.value:
                     Notices(session, now).post_card(
                         row.id, decision.channel, self._dm_targets(decision)
                     )

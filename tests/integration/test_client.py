@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 import httpx
 import jwt
@@ -38,7 +39,17 @@ from stepup_client import (
 from tests.integration.conftest import LiveApi
 
 ALICE = Approver("U0ALICE", "alice@example.com", "Alice")
-READ = {
+
+
+class Intent(TypedDict):
+    action: str
+    action_class: str
+    target: str
+    environment: str
+    justification: str
+
+
+READ: Intent = {
     "action": "db.query",
     "action_class": "read",
     "target": "orders-db",
@@ -46,7 +57,7 @@ READ = {
     "justification": "count yesterday's orders for the daily report",
 }
 # Needs one approval from the `solo` group (TEST_POLICY: staging-writes).
-STAGING_WRITE = {
+STAGING_WRITE: Intent = {
     "action": "db.migrate",
     "action_class": "write",
     "target": "orders-db",
@@ -165,7 +176,7 @@ def test_denied_by_an_approver(live_api: LiveApi, client: StepupClient) -> None:
 
 
 def test_denied_by_policy_never_claims(live_api: LiveApi, client: StepupClient) -> None:
-    drop = {**READ, "action": "db.drop_database", "action_class": "destructive"}
+    drop: Intent = {**READ, "action": "db.drop_database", "action_class": "destructive"}
     with pytest.raises(RequestDenied) as denied, client.gated(**drop):
         pytest.fail("the block must not run")
     assert denied.value.request.rule == "never-drop-prod-db"

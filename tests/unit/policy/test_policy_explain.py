@@ -64,8 +64,7 @@ def test_each_rule_says_why_it_did_not_match(policy: Policy) -> None:
         # the first key as written in the file is reported: action before environment
         "never-drop-prod-db": "action 'helm.upgrade' does not match 'db.drop_database'",
         "prod-destructive": "environment 'staging' not in [production]",
-        "weekday-deploys": "Sat 2024-01-13 11:00 CET is outside mon,tue,wed,thu,fri "
-        "09:00-18:00 Europe/Paris",
+        "weekday-deploys": "Sat 2024-01-13 11:00 CET is outside mon-fri 09:00-18:00 Europe/Paris",
         "big": "data_volume_bytes 500 is not > 1000000000",
         "glass": "break_glass is false, rule needs true",
         "anything-else": None,
@@ -124,6 +123,24 @@ def test_render_of_an_approval(policy: Policy) -> None:
     ) in text
     assert "anything-else (allow)" in text
     assert "match, but an earlier rule decides" in text
+
+
+@pytest.mark.parametrize(
+    ("days", "text"),
+    [
+        ("[mon, tue, wed, thu, fri]", "mon-fri"),
+        ("[sat, sun]", "sat,sun"),
+        ("[fri, mon, tue, wed, sun]", "mon-wed,fri,sun"),
+        ("[mon, tue, wed, thu, fri, sat, sun]", "every day"),
+    ],
+)
+def test_window_days_are_described_compactly(days: str, text: str) -> None:
+    policy = parse_policy(
+        "version: 1\nrules:\n  - name: w\n    match: { within_hours: "
+        f"{{ days: {days}, start: '03:00', end: '04:00' }} }}\n    decision: allow\n"
+    )
+    trace = explain(policy, STAGING_WRITE, NOW).rules[0]
+    assert trace.failed == f"Sat 2024-01-13 10:00 UTC is outside {text} 03:00-04:00 UTC"
 
 
 def test_render_of_an_empty_policy() -> None:

@@ -1,0 +1,156 @@
+"""A running stepup with Slack enabled, talking to the Slack stand-in over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from core.agents import AgentRegistry
+from core.model import ActionClass, Intent
+from core.records import RequestSnapshot
+from core.storage.agents_repo import AgentIdentity
+from core.storage.database import Database
+
+from bot.api.app import create_app
+from bot.api.context import ApiContext
+from bot.slack.app import SlackRuntime, build_slack
+from bot.slack.events_route import slack_router
+from bot.slack_standin.records import Message
+from bot.slack_standin.requests import SlackClientSim
+from bot.slack_standin.server import SlackStandIn
+from tests.integration.live import running
+from tests.support import Engine, build_engine
+
+SIGNING_SECRET = "8f14e45fceea167a5a36dedd4bea2543"
+BOT_TOKEN = "xoxb-1-stepup-test"
+OWNER = "olga@example.com"
+SPONSOR = "sam@example.com"
+
+SLACK_POLICY = """\
+version: 1
+defaults: { approval_timeout: 30m, claim_window: 5m, max_ttl: 15m }
+approver_groups:
+  sre-leads:
+    slack_users: [U0ALICE, U0BOB, U0SAM, U0OLGA]
+    emails: [carol@example.com]
+  oncall:
+    slack_usergroup: S0ONCALL
+channels:
+  approvals: C0APPROVALS
+rules:
+  - name: prod-destructive
+    match: { environment: production, action_class: destructive }
+    decision: approve
+    tier: high
+    approvers: sre-leads
+    quorum: 2
+    channel: approvals
+    notify: [channel, dm]
+  - name: prod-write-typed
+    match: { environment: production, action_class: write }
+    decision: approve
+    approvers: [sre-leads, oncall]
+    quorum: 1
+    channel: approvals
+    step_up: true
+  - name: staging
+    match: { environment: staging }
+    decision: approve
+    approvers: sre-leads
+    quorum: 1
+    channel: approvals
+  - name: reads
+    match: { action_class: read }
+    decision: allow
+"""
+
+
+@dataclass
+class SlackLive:
+    url: str
+    engine: Engine
+    slack: SlackStandIn
+    sim: SlackClientSim
+    runtime: SlackRuntime
+    agent: AgentIdentity
+
+    def submit(self, *, when: datetime | None = None, **fields: object) -> RequestSnapshot:
+        values: dict[str, object] = {
+            "action": "k8s.rollout_restart",
+            "action_class": ActionClass.DESTRUCTIVE,
+            "target": "payments-api",
+            "environment": "production",
+            "justification": "roll out the fix for INC-42",
+            "parameters": {"replicas": 3},
+        }
+        values.update(fields)
+        values["action_class"] = ActionClass(str(values["action_class"]))
+        intent = Intent(agent=self.agent.id, **values)  # type: ignore[arg-type]
+        snapshot, _ = self.engine.service.submit(self.agent, intent, now=when or datetime.now(UTC))
+        return snapshot
+
+    def card(self, request_id: str, timeout: float = 10.0) -> Message:
+        """The request's card in the approvals channel, once posted."""
+
+        def posted(call: object) -> bool:
+            c = call  # a stand-in Call
+            return (
+                getattr(c, "method", "") == "chat.postMessage"
+                and getattr(c, "ok", False)
+                and c.params.get("channel") == "C0APPROVALS"  # type: ignore[attr-defined]
+                and request_id in json.dumps(c.params)  # type: ignore[attr-defined]
+                and not c.params.get("thread_ts")  # type: ignore[attr-defined]
+            )
+
+        call = self.slack.wait_for(posted, timeout)[0]
+        return self.slack.message("C0APPROVALS", str(call.response["ts"]))
+
+    def latest_blocks(self, card: Message) -> str:
+        return json.dumps(self.slack.message(card.channel, card.ts).latest.blocks)
+
+    def thread_texts(self, card: Message) -> list[str]:
+        return [m.latest.text for m in self.slack.thread(card.channel, card.ts)]
+
+    def eventually(self, check: Callable[[], bool], timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.05)
+        raise AssertionError("condition not met in time")
+
+
+@contextmanager
+def slack_live(db: Database, tmp_path: Path, policy: str = SLACK_POLICY) -> Iterator[SlackLive]:
+    with SlackStandIn() as slack:
+        slack.add_usergroup("S0ONCALL", ["U0DAVE"])
+        engine = build_engine(db, tmp_path, policy)
+        registry = AgentRegistry(engine.service)
+        agent = registry.authenticate(
+            registry.add("deploy-bot", OWNER, by="test", now=datetime.now(UTC))
+        )
+        runtime = build_slack(
+            engine.service,
+            bot_token=BOT_TOKEN,
+            signing_secret=SIGNING_SECRET,
+            api_url=slack.api_url,
+            outbox_poll_seconds=0.1,
+            outbox_max_backoff_seconds=1.0,
+        )
+        context = ApiContext(service=engine.service, registry=registry)
+        app = create_app(context, extra_routers=[slack_router(runtime.app)])
+        runtime.start()
+        try:
+            with running(app) as url:
+                sim = SlackClientSim(
+                    f"{url}/slack/events", SIGNING_SECRET, response_urls=slack.response_url
+                )
+                yield SlackLive(url, engine, slack, sim, runtime, agent)
+                sim.close()
+        finally:
+            runtime.stop()
