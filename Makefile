@@ -21,8 +21,8 @@ test: $(STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
-	$(BIN)/ruff check core bot tests bench
-	$(BIN)/ruff format --check core bot tests bench
+	$(BIN)/ruff check core bot stepup_client tests bench examples
+	$(BIN)/ruff format --check core bot stepup_client tests bench examples
 	$(BIN)/mypy
 
 bench: $(STAMP)

@@ -16,7 +16,7 @@ MAX_PARAMETER_DEPTH = 32
 class SubmitBody(BaseModel):
     """An agent's intent. Unknown fields are refused; the agent comes from its key."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid")
 
     action: str = Field(min_length=1, max_length=256, examples=["db.migrate"])
     action_class: ActionClass

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from bot.api.auth import current_agent, current_resource_server
 from bot.api.context import context_of
 from core.errors import ValidationFailed
-from core.model import SessionOutcome
+from core.model import SessionOutcome, Status
 from core.storage.agents_repo import AgentIdentity
 from core.wire import SubmitBody
 
@@ -67,16 +67,22 @@ async def get_request(
     wait: Annotated[
         int, Query(ge=0, le=60, description="Hold up to N seconds for a status change")
     ] = 0,
+    since: Annotated[
+        Status | None,
+        Query(description="The status the caller last saw: answer at once if it differs"),
+    ] = None,
 ) -> dict[str, Any]:
+    """The request. With ``wait``, held until its status changes (from ``since`` when given),
+    or N seconds pass; a request in a final status is answered at once."""
     ctx = context_of(request)
     if wait == 0:
         return (await run_in_threadpool(ctx.service.get, request_id, agent_id=agent.id)).to_public()
     event = ctx.hub.register(request_id)
     try:
-        first = await run_in_threadpool(ctx.service.get, request_id, agent_id=agent.id)
+        current = await run_in_threadpool(ctx.service.get, request_id, agent_id=agent.id)
+        baseline = since or current.status
         deadline = time.monotonic() + wait
-        current = first
-        while current.status is first.status:
+        while current.status is baseline and not current.status.is_final:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break

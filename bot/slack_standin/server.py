@@ -16,10 +16,10 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
+from bot.slack_standin.calls import CallLog, CallMatch
 from bot.slack_standin.decode import BadRequestBody, decode_params
 from bot.slack_standin.faults import Faults
 from bot.slack_standin.identity import DEFAULT_CHANNELS, DEFAULT_USERS, TEAM_ID
@@ -49,7 +49,7 @@ class SlackStandIn:
         self._closing = threading.Event()
         self._workspace = Workspace()
         self._faults = Faults()
-        self._calls: list[Call] = []
+        self._log = CallLog(self._cond)
         self._listener = Listener(self._answer, host, port)
         self._views = ViewStore()
         self._api = WebApi(
@@ -172,30 +172,18 @@ class SlackStandIn:
     # -- what happened ---------------------------------------------------------------------
 
     def calls(self, method: str | None = None) -> list[Call]:
-        with self._cond:
-            return [c for c in self._calls if method is None or c.method == method]
+        """Every call so far (or those to ``method``), oldest first."""
+        return self._log.calls(method)
 
-    def wait_for(
-        self, match: str | Callable[[Call], bool], timeout: float = 5.0, *, count: int = 1
-    ) -> list[Call]:
+    def clear_calls(self) -> None:
+        self._log.clear()
+
+    def wait_for(self, match: CallMatch, timeout: float = 5.0, *, count: int = 1) -> list[Call]:
         """Block until ``count`` calls match (a method name or a predicate); those calls.
 
         Raises ``TimeoutError`` naming what was seen instead.
         """
-        accept = (lambda c: c.method == match) if isinstance(match, str) else match
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = [c for c in self._calls if accept(c)]
-                remaining = deadline - time.monotonic()
-                if len(found) >= count:
-                    return found
-                if remaining <= 0:
-                    seen = ", ".join(f"{c.method}:{c.status}" for c in self._calls) or "nothing"
-                    raise TimeoutError(
-                        f"{len(found)} of {count} matching calls after {timeout}s; seen: {seen}"
-                    )
-                self._cond.wait(remaining)
+        return self._log.wait_for(match, timeout, count)
 
     def messages(self, channel: str | None = None) -> list[Message]:
         """Messages in post order; ``channel`` may be an id, ``#name`` or a user's id (DM)."""
@@ -267,8 +255,7 @@ class SlackStandIn:
             }
             if method == RESPONSE_URL_METHOD:
                 params = {**params, "url": request.path}
-            self._calls.append(Call(method, params, recorded, time.time(), status, body))
-            self._cond.notify_all()
+            self._log.record(Call(method, params, recorded, time.time(), status, body))
         if method == RESPONSE_URL_METHOD and status == 200:
             return Reply(200, b"ok", {"Content-Type": "text/plain; charset=utf-8"})
         payload = json.dumps(body).encode()

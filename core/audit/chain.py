@@ -43,9 +43,16 @@ def entry_hash(
     data: str,
     prev_hash: str,
 ) -> str:
-    # Fields are length-prefixed so that no shift of text between fields yields the same bytes.
-    parts = (str(seq), format_time(at), kind, request_id or "", actor or "", data, prev_hash)
-    material = "".join(f"{len(p)}:{p};" for p in parts)
+    # Fields are length-prefixed so that no shift of text between fields yields the same bytes:
+    # "len:text;" for seq, time, kind, request id, actor, data and previous hash, in that order.
+    # Spelled out rather than joined in a loop: verification speed is dominated by this line.
+    number, time = str(seq), format_time(at)
+    request_id, actor = request_id or "", actor or ""
+    material = (
+        f"{len(number)}:{number};{len(time)}:{time};{len(kind)}:{kind};"
+        f"{len(request_id)}:{request_id};{len(actor)}:{actor};{len(data)}:{data};"
+        f"{len(prev_hash)}:{prev_hash};"
+    )
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 

@@ -283,3 +283,22 @@ def test_health_openapi_jwks(live_api: LiveApi) -> None:
     assert "/v1/requests" in spec["paths"] and "/v1/introspect" in spec["paths"]
     keys = httpx.get(f"{live_api.url}/.well-known/jwks.json").json()["keys"]
     assert keys[0]["alg"] == "EdDSA" and keys[0]["kid"] == live_api.engine.keyring.active_kid
+
+
+def test_long_poll_answers_at_once_when_nothing_can_change_or_already_changed(
+    live_api: LiveApi,
+) -> None:
+    with live_api.client() as c:
+        denied = c.post("/v1/requests", json=DROP).json()
+        start = time.monotonic()
+        assert (
+            c.get(f"/v1/requests/{denied['id']}", params={"wait": 5}).json()["status"] == "denied"
+        )
+        assert time.monotonic() - start < 1  # final: it cannot change
+        allowed = c.post("/v1/requests", json=READ).json()
+        start = time.monotonic()
+        seen = c.get(f"/v1/requests/{allowed['id']}", params={"wait": 5, "since": "pending"}).json()
+        assert seen["status"] == "approved" and time.monotonic() - start < 1
+        assert_problem(
+            c.get(f"/v1/requests/{allowed['id']}", params={"wait": 1, "since": "bogus"}), 422
+        )

@@ -46,7 +46,13 @@ def code_text() -> str:
 def test_manifest_declares_exactly_what_the_code_uses(name: str) -> None:
     manifest = yaml.safe_load((REPO / "manifests" / name).read_text())
     methods = called_methods()
-    assert {"chat_postMessage", "chat_update", "chat_postEphemeral", "users_info", "views_open"} <= methods
+    assert {
+        "chat_postMessage",
+        "chat_update",
+        "chat_postEphemeral",
+        "users_info",
+        "views_open",
+    } <= methods
     needed = set().union(*(METHOD_SCOPES[m] for m in methods))
     if '@app.command("/stepup")' in code_text():
         needed.add("commands")
