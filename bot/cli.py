@@ -11,9 +11,8 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from core.errors import StepupError
-
 from bot.settings import Settings, load_settings
+from core.errors import StepupError
 
 app = typer.Typer(
     help="stepup: Slack approvals and just-in-time credentials for AI agents.", no_args_is_help=True
@@ -59,7 +58,8 @@ def policy_check(file: Annotated[Path, typer.Argument(help="Policy YAML file")])
         # Read errors already start with the path; say it once.
         raise fail(detail if detail.startswith(f"{file}:") else f"{file}: {detail}") from None
     typer.echo(
-        f"{file}: OK — {len(policy.rule_names)} rules, {len(policy.groups)} approver groups, {policy.digest}"
+        f"{file}: OK — {len(policy.rule_names)} rules, "
+        f"{len(policy.groups)} approver groups, {policy.digest}"
     )
 
 
@@ -107,9 +107,8 @@ def policy_explain(
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply database migrations (also done automatically by `stepup serve`)."""
-    from core.storage.migrate import current_revision
-
     from bot.wiring import open_database
+    from core.storage.migrate import current_revision
 
     settings = settings_or_exit()
     db = open_database(settings)
@@ -135,12 +134,11 @@ def keys_rotate() -> None:
 @audit_app.command("verify")
 def audit_verify() -> None:
     """Walk the hash chain and every signed decision; exit 1 naming the first bad entry."""
+    from bot.wiring import open_database, open_keyring
     from core.audit.chain import verify_chain
     from core.audit.signatures import decision_signature_check
     from core.errors import AuditChainBroken
     from core.storage.audit_store import chain_snapshot, iter_entries, read_head
-
-    from bot.wiring import open_database, open_keyring
 
     settings = settings_or_exit()
     db = open_database(settings)
@@ -171,10 +169,9 @@ def audit_export(
     ] = None,
 ) -> None:
     """Write the audit log as JSON Lines for a SIEM."""
+    from bot.wiring import open_database
     from core.audit.chain import format_time
     from core.storage.audit_store import iter_entries
-
-    from bot.wiring import open_database
 
     since_at = None
     if since:

@@ -8,8 +8,6 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
-from core.agents import AgentRegistry
-
 from bot.api.app import create_app
 from bot.api.context import ApiContext
 from bot.scheduler import DeadlineScheduler
@@ -17,6 +15,7 @@ from bot.settings import Settings
 from bot.slack.app import SlackRuntime, build_slack
 from bot.slack.events_route import slack_router
 from bot.wiring import build_service
+from core.agents import AgentRegistry
 
 logger = logging.getLogger("stepup")
 

@@ -21,9 +21,6 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from core.model import Vote
-from core.service import Stepup
-
 from bot.slack.cards import (
     APPROVE,
     CONFIRM_BLOCK,
@@ -38,6 +35,8 @@ from bot.slack.cards import (
 from bot.slack.delivery import OutboxWorker
 from bot.slack.directory import SlackDirectory
 from bot.slack.handlers import ApprovalActions
+from core.model import Vote
+from core.service import Stepup
 
 logger = logging.getLogger(__name__)
 

@@ -74,13 +74,16 @@ def outcome_text(snapshot: RequestSnapshot) -> str:
     if status is Status.APPROVED:
         return f"Decided at {when(snapshot.decided_at)}; claim before {when(snapshot.expires_at)}"
     if status is Status.ACTIVE and snapshot.credential is not None:
-        return f"Credential `{snapshot.credential.jti}` active until {when(snapshot.credential.expires_at)}"
+        until = when(snapshot.credential.expires_at)
+        return f"Credential `{snapshot.credential.jti}` active until {until}"
     if status is Status.COMPLETED:
         detail = f" — {snapshot.outcome_detail}" if snapshot.outcome_detail else ""
-        return f"Completed at {when(snapshot.updated_at)}: *{snapshot.outcome}*{detail}. Credential revoked."
+        at = when(snapshot.updated_at)
+        return f"Completed at {at}: *{snapshot.outcome}*{detail}. Credential revoked."
     if status is Status.EXPIRED:
         return f"Expired at {when(snapshot.updated_at)} — {snapshot.status_reason or 'no decision'}"
-    return f"{status.value.capitalize()} at {when(snapshot.updated_at)}: {snapshot.status_reason or ''}"
+    at = when(snapshot.updated_at)
+    return f"{status.value.capitalize()} at {at}: {snapshot.status_reason or ''}"
 
 
 def card_blocks(snapshot: RequestSnapshot) -> list[dict[str, Any]]:
@@ -174,7 +177,8 @@ def card_blocks(snapshot: RequestSnapshot) -> list[dict[str, Any]]:
 
 def card_text(snapshot: RequestSnapshot) -> str:
     """Notification fallback text (shown in push notifications and screen readers)."""
-    return f"{_TITLES[snapshot.status]}: {snapshot.action} on {snapshot.target} ({snapshot.environment})"
+    s = snapshot
+    return f"{_TITLES[s.status]}: {s.action} on {s.target} ({s.environment})"
 
 
 def deny_modal(request_id: str, channel: str | None) -> dict[str, Any]:
@@ -265,7 +269,8 @@ def home_view(pending: list[RequestSnapshot], active: list[RequestSnapshot]) -> 
                 "text": {
                     "type": "mrkdwn",
                     "text": (
-                        f"*{snap.action}* on *{snap.target}* by `{snap.agent_id}` — until {when(until)} — `{snap.id}`"
+                        f"*{snap.action}* on *{snap.target}* by `{snap.agent_id}` — "
+                        f"until {when(until)} — `{snap.id}`"
                     ),
                 },
                 "accessory": {

@@ -19,15 +19,14 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import select
 
+from bot.slack.cards import card_blocks, card_text
+from bot.slack.directory import SlackDirectory
 from core.notices import NoticeKind
 from core.records import RequestSnapshot
 from core.service import Stepup
 from core.storage import outbox_repo
 from core.storage.outbox_repo import OutboxEntry
 from core.storage.tables import SlackMessageRow
-
-from bot.slack.cards import card_blocks, card_text
-from bot.slack.directory import SlackDirectory
 
 logger = logging.getLogger(__name__)
 

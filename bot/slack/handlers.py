@@ -13,13 +13,12 @@ from datetime import UTC, datetime
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.slack.cards import confirm_modal, deny_modal, home_view, when
+from bot.slack.directory import SlackDirectory
 from core.errors import IllegalTransition, NotEligible, NotFound, StepupError, ValidationFailed
 from core.model import Approver, Status, Vote
 from core.records import RequestSnapshot
 from core.service import Stepup
-
-from bot.slack.cards import confirm_modal, deny_modal, home_view, when
-from bot.slack.directory import SlackDirectory
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +68,8 @@ class ApprovalActions:
             return f"This request's approval window closed at {when(snapshot.expires_at)}."
         deciders = [v.name or v.email or v.slack_user_id for v in snapshot.votes]
         by = f" by {', '.join(deciders)}" if deciders else ""
-        return f"Already {snapshot.status.value}{by} at {when(snapshot.decided_at or snapshot.updated_at)}."
+        at = when(snapshot.decided_at or snapshot.updated_at)
+        return f"Already {snapshot.status.value}{by} at {at}."
 
     def _late(self, request_id: str) -> RequestSnapshot:
         """A click on a decided or expired card: make the card catch up, say why."""
@@ -181,7 +181,8 @@ class ApprovalActions:
             if not pending:
                 return "Nothing is waiting for your decision."
             return "\n".join(
-                f"• `{s.id}` *{s.action}* on *{s.target}* ({s.environment}) — {len(s.approvals)} of "
+                f"• `{s.id}` *{s.action}* on *{s.target}* ({s.environment}) — "
+                f"{len(s.approvals)} of "
                 f"{s.terms.quorum}, decide before {when(s.expires_at)}"
                 for s in pending
             )

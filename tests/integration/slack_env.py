@@ -10,12 +10,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.agents import AgentRegistry
-from core.model import ActionClass, Intent
-from core.records import RequestSnapshot
-from core.storage.agents_repo import AgentIdentity
-from core.storage.database import Database
-
 from bot.api.app import create_app
 from bot.api.context import ApiContext
 from bot.slack.app import SlackRuntime, build_slack
@@ -23,6 +17,11 @@ from bot.slack.events_route import slack_router
 from bot.slack_standin.records import Message
 from bot.slack_standin.requests import SlackClientSim
 from bot.slack_standin.server import SlackStandIn
+from core.agents import AgentRegistry
+from core.model import ActionClass, Intent
+from core.records import RequestSnapshot
+from core.storage.agents_repo import AgentIdentity
+from core.storage.database import Database
 from tests.integration.live import running
 from tests.support import Engine, build_engine
 

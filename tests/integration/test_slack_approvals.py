@@ -12,10 +12,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from core.model import Status
-from core.storage.database import Database
-from core.storage.tables import AuditRow, VoteRow
-
 from bot.slack.cards import (
     APPROVE,
     CONFIRM_BLOCK,
@@ -28,7 +24,10 @@ from bot.slack.cards import (
     REVOKE,
 )
 from bot.slack_standin.requests import SlackClientSim
-from tests.integration.slack_env import SIGNING_SECRET, SPONSOR, SlackLive, slack_live
+from core.model import Status
+from core.storage.database import Database
+from core.storage.tables import AuditRow, VoteRow
+from tests.integration.slack_env import SPONSOR, SlackLive, slack_live
 
 
 @pytest.fixture
