@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt import Ack, App
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
@@ -54,14 +56,48 @@ def web_client(token: str, base_url: str) -> WebClient:
     return client
 
 
+class BotIdentity:
+    """Bolt's ``authorize`` without a Slack call per request.
+
+    Bolt's single-team authorization calls ``auth.test`` on every request until one succeeds;
+    with a slow or unreachable Slack that would hold every acknowledgement. This answers from
+    memory and learns the bot's ids once, in the background, at start-up.
+    """
+
+    def __init__(self, client: WebClient) -> None:
+        self.client = client
+        self.info: dict[str, Any] = {}
+
+    def learn(self) -> None:
+        try:
+            self.info = dict(self.client.auth_test().data)  # type: ignore[arg-type]
+        except Exception as exc:  # Slack down at start: ids stay unknown, nothing else breaks
+            logger.warning("auth.test failed (%s); continuing without the bot's ids", exc)
+
+    def authorize_function(self) -> Callable[..., AuthorizeResult]:
+        # Bolt passes arguments by the names in the signature, so this must be a function.
+        def authorize(enterprise_id: str | None, team_id: str | None) -> AuthorizeResult:
+            return AuthorizeResult(
+                enterprise_id=enterprise_id,
+                team_id=team_id or self.info.get("team_id"),
+                bot_token=self.client.token,
+                bot_id=self.info.get("bot_id"),
+                bot_user_id=self.info.get("user_id"),
+            )
+
+        return authorize
+
+
 @dataclass
 class SlackRuntime:
     app: App
     actions: ApprovalActions
     worker: OutboxWorker
     work: ThreadPoolExecutor
+    identity: BotIdentity
 
     def start(self) -> None:
+        self.work.submit(self.identity.learn)
         self.worker.start()
 
     def stop(self) -> None:
@@ -90,10 +126,11 @@ def build_slack(
     directory = SlackDirectory(client)
     actions = ApprovalActions(service, client, directory)
     work = ThreadPoolExecutor(max_workers=8, thread_name_prefix="slack-work")
+    identity = BotIdentity(client)
     app = App(
         client=client,
+        authorize=identity.authorize_function(),
         signing_secret=signing_secret,
-        token_verification_enabled=False,  # no Slack call at start-up; auth is checked on use
         request_verification_enabled=True,
         process_before_response=False,
         listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="bolt"),
@@ -204,4 +241,4 @@ def build_slack(
         poll_seconds=outbox_poll_seconds,
         max_backoff_seconds=outbox_max_backoff_seconds,
     )
-    return SlackRuntime(app=app, actions=actions, worker=worker, work=work)
+    return SlackRuntime(app=app, actions=actions, worker=worker, work=work, identity=identity)

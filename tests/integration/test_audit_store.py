@@ -8,9 +8,10 @@ signature check can catch it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,7 @@ def chain(db: Database, pristine: Pristine) -> Database:
     return db
 
 
+@pytest.mark.slow  # the appender's three statements per entry: ~5-10 s per database
 def test_ten_thousand_appended_entries_verify(db: Database, pristine: Pristine) -> None:
     append_chain(db)
     report = verify(db)
@@ -146,6 +148,27 @@ def test_ten_thousand_appended_entries_verify(db: Database, pristine: Pristine) 
     assert report.head_hash == pristine.head[1]
     with db.read() as session:
         assert [e.hash for e in iter_entries(session)] == [r["hash"] for r in pristine.rows]
+
+
+def test_entry_hash_format_is_stable() -> None:
+    """Logs already written must keep verifying: the hashed bytes never change."""
+    at = datetime(2026, 11, 2, 10, 30, 0, 42, tzinfo=timezone(timedelta(hours=1)))
+    data = '{"note":"déploiement ✓"}'
+    material = (
+        "1:7;32:2026-11-02T09:30:00.000042+00:00;17:decision.recorded;0:;"
+        f"17:alice@example.com;{len(data)}:{data};64:{GENESIS_HASH};"
+    )
+    digest = entry_hash(
+        seq=7,
+        at=at,
+        kind="decision.recorded",
+        request_id=None,
+        actor="alice@example.com",
+        data=data,
+        prev_hash=GENESIS_HASH,
+    )
+    assert digest == hashlib.sha256(material.encode("utf-8")).hexdigest()
+    assert digest == "a7622ef51c0e060b4853f4e44b5d35076b0a6580bbdb6e689e363a58759e748d"
 
 
 def test_empty_log_verifies(db: Database) -> None:

@@ -1,0 +1,96 @@
+"""Nothing owed to Slack is lost: 429s, outages, bursts and slow answers."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from core.model import Status
+from core.storage.database import Database
+from core.storage.tables import OutboxRow
+
+from bot.slack.cards import APPROVE
+from tests.integration.slack_env import SlackLive, slack_live
+
+
+@pytest.fixture
+def live(db: Database, tmp_path: Path) -> Iterator[SlackLive]:
+    with slack_live(db, tmp_path) as env:
+        yield env
+
+
+def pending_outbox(live: SlackLive) -> int:
+    with live.engine.db.read() as session:
+        return int(
+            session.execute(select(func.count()).select_from(OutboxRow).where(OutboxRow.status == "pending")).scalar_one()
+        )
+
+
+def cards_posted(live: SlackLive, request_id: str) -> int:
+    return sum(
+        1
+        for c in live.slack.calls("chat.postMessage")
+        if c.ok and c.params.get("channel") == "C0APPROVALS" and not c.params.get("thread_ts")
+        and request_id in json.dumps(c.params)
+    )
+
+
+def test_rate_limited_then_delivered(live: SlackLive) -> None:
+    live.slack.rate_limit("chat.postMessage", times=1, retry_after=1)
+    req = live.submit()
+    live.card(req.id)
+    posts = [c for c in live.slack.calls("chat.postMessage") if req.id in json.dumps(c.params)]
+    assert [c.status for c in posts][:2] == [429, 200]
+    assert posts[1].at - posts[0].at >= 0.9  # Retry-After honoured
+    assert cards_posted(live, req.id) == 1
+
+
+def test_outage_delays_but_never_drops_and_delivers_once(live: SlackLive) -> None:
+    live.slack.down()
+    requests = [live.submit() for _ in range(3)]
+    for req in requests:
+        live.engine.service.cancel(req.id, live.agent, now=req.created_at)
+    time.sleep(1.5)  # the worker tries, fails, backs off
+    assert pending_outbox(live) >= 3 * 3  # card + refresh + note for each
+    with live.engine.db.read() as session:
+        errors = list(session.execute(select(OutboxRow.last_error).where(OutboxRow.last_error.is_not(None))).scalars())
+    assert errors  # failures are visible on the entries
+    live.slack.up()
+    live.eventually(lambda: pending_outbox(live) == 0, timeout=20)
+    for req in requests:
+        assert cards_posted(live, req.id) == 1
+        card = live.card(req.id)
+        assert "Cancelled" in live.latest_blocks(card)
+        assert live.thread_texts(card) == ["Cancelled by the agent"]
+
+
+def test_burst_of_one_hundred_requests_all_get_their_cards(live: SlackLive) -> None:
+    ids = [live.submit(justification=f"burst {i}").id for i in range(100)]
+    live.eventually(lambda: pending_outbox(live) == 0, timeout=60)
+    assert all(cards_posted(live, rid) == 1 for rid in ids)
+
+
+def test_fifty_clicks_acknowledged_quickly_while_slack_is_slow(live: SlackLive) -> None:
+    requests = [live.submit(environment="staging", action_class="write") for _ in range(5)]
+    cards = {r.id: live.card(r.id) for r in requests}
+    live.slack.slow(None, 2.0)
+    users = ["U0ALICE", "U0BOB", "U0EVE", "U0SAM", "U0CAROL"]
+
+    def click(i: int) -> float:
+        req = requests[i % 5]
+        start = time.monotonic()
+        response = live.sim.click(APPROVE, req.id, users[i // 10], message=cards[req.id])
+        assert response.status_code == 200
+        return time.monotonic() - start
+
+    with ThreadPoolExecutor(50) as pool:
+        durations = list(pool.map(click, range(50)))
+    assert max(durations) < 3.0, sorted(durations)[-5:]
+    live.slack.slow(None, 0)
+    live.eventually(lambda: all(live.engine.service.get(r.id).status is Status.APPROVED for r in requests), timeout=60)
