@@ -121,10 +121,16 @@ def requests_list(
 @requests_app.command("show")
 def requests_show(request_id: Annotated[str, typer.Argument()]) -> None:
     try:
-        snap = _service().get(request_id)
+        service = _service()
+        snap = service.get(request_id)
     except StepupError as exc:
         raise _fail(exc.detail) from None
-    typer.echo(json.dumps(snap.to_public(), indent=2, sort_keys=True))
+    from core.storage.outbox_repo import deliveries
+
+    shown = snap.to_public()
+    with service.db.read() as session:
+        shown["slack_deliveries"] = deliveries(session, request_id)
+    typer.echo(json.dumps(shown, indent=2, sort_keys=True))
 
 
 def revoke(

@@ -78,6 +78,24 @@ def pending_for(session: Session, request_id: str) -> list[OutboxRow]:
     )
 
 
+def deliveries(session: Session, request_id: str) -> list[dict[str, object]]:
+    """Every message owed for a request and how its delivery went (for `requests show`)."""
+    rows = session.execute(
+        select(OutboxRow).where(OutboxRow.request_id == request_id).order_by(OutboxRow.id)
+    ).scalars()
+    return [
+        {
+            "kind": r.kind,
+            "status": r.status,
+            "attempts": r.attempts,
+            "last_error": r.last_error,
+            "created_at": r.created_at.isoformat(),
+            "sent_at": r.sent_at.isoformat() if r.sent_at else None,
+        }
+        for r in rows
+    ]
+
+
 def backlog(session: Session) -> tuple[int, datetime | None]:
     """How many messages are owed, and since when (for health and the digest)."""
     count, oldest = session.execute(

@@ -28,7 +28,9 @@ def live(db: Database, tmp_path: Path) -> Iterator[SlackLive]:
 def pending_outbox(live: SlackLive) -> int:
     with live.engine.db.read() as session:
         return int(
-            session.execute(select(func.count()).select_from(OutboxRow).where(OutboxRow.status == "pending")).scalar_one()
+            session.execute(
+                select(func.count()).select_from(OutboxRow).where(OutboxRow.status == "pending")
+            ).scalar_one()
         )
 
 
@@ -36,7 +38,9 @@ def cards_posted(live: SlackLive, request_id: str) -> int:
     return sum(
         1
         for c in live.slack.calls("chat.postMessage")
-        if c.ok and c.params.get("channel") == "C0APPROVALS" and not c.params.get("thread_ts")
+        if c.ok
+        and c.params.get("channel") == "C0APPROVALS"
+        and not c.params.get("thread_ts")
         and request_id in json.dumps(c.params)
     )
 
@@ -59,7 +63,11 @@ def test_outage_delays_but_never_drops_and_delivers_once(live: SlackLive) -> Non
     time.sleep(1.5)  # the worker tries, fails, backs off
     assert pending_outbox(live) >= 3 * 3  # card + refresh + note for each
     with live.engine.db.read() as session:
-        errors = list(session.execute(select(OutboxRow.last_error).where(OutboxRow.last_error.is_not(None))).scalars())
+        errors = list(
+            session.execute(
+                select(OutboxRow.last_error).where(OutboxRow.last_error.is_not(None))
+            ).scalars()
+        )
     assert errors  # failures are visible on the entries
     live.slack.up()
     live.eventually(lambda: pending_outbox(live) == 0, timeout=20)
@@ -93,4 +101,55 @@ def test_fifty_clicks_acknowledged_quickly_while_slack_is_slow(live: SlackLive) 
         durations = list(pool.map(click, range(50)))
     assert max(durations) < 3.0, sorted(durations)[-5:]
     live.slack.slow(None, 0)
-    live.eventually(lambda: all(live.engine.service.get(r.id).status is Status.APPROVED for r in requests), timeout=60)
+    live.eventually(
+        lambda: all(live.engine.service.get(r.id).status is Status.APPROVED for r in requests),
+        timeout=60,
+    )
+
+
+def test_delivery_failures_show_in_requests_show(
+    live: SlackLive, database_url: str, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    live.slack.down()
+    req = live.submit()
+    live.eventually(lambda: bool(_errors(live)), timeout=10)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPUP_", "SLACK_"))}
+    env.update(
+        STEPUP_DATABASE_URL=database_url,
+        STEPUP_KEYS_DIR=str(tmp_path / "keys"),
+        STEPUP_POLICY_FILE=str(tmp_path / "policy.yaml"),
+    )
+    shown = subprocess.run(
+        [str(Path(sys.executable).parent / "stepup"), "requests", "show", req.id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    deliveries = json.loads(shown.stdout)["slack_deliveries"]
+    assert deliveries[0]["kind"] == "card.post" and deliveries[0]["status"] == "pending"
+    assert deliveries[0]["attempts"] >= 1 and deliveries[0]["last_error"]
+    live.slack.up()
+    live.eventually(lambda: pending_outbox(live) == 0, timeout=20)
+
+
+def _errors(live: SlackLive) -> list[str | None]:
+    with live.engine.db.read() as session:
+        return list(
+            session.execute(
+                select(OutboxRow.last_error).where(OutboxRow.last_error.is_not(None))
+            ).scalars()
+        )
+
+
+def test_approver_known_by_email_only(live: SlackLive) -> None:
+    req = live.submit(environment="staging", action_class="write")
+    card = live.card(req.id)
+    live.sim.click(APPROVE, req.id, "U0CAROL", message=card)  # sre-leads lists carol@example.com
+    live.eventually(lambda: live.engine.service.get(req.id).status is Status.APPROVED)
+    assert live.engine.service.get(req.id).approvals[0].email == "carol@example.com"
