@@ -64,6 +64,7 @@ class RequestRow(Base):
         # Finding what is due is a range scan over one status: O(due), not O(all).
         Index("ix_requests_status_expires", "status", "expires_at"),
         Index("ix_requests_status_credential_expires", "status", "credential_expires_at"),
+        Index("ix_requests_status_escalation", "status", "next_escalation_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -99,6 +100,11 @@ class RequestRow(Base):
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     body_digest: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    # Escalation: 0 none yet, 1 approvers reminded, 2 secondary group notified and eligible.
+    escalation_stage: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_escalation_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    break_glass_reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    break_glass_reviewed_by: Mapped[str | None] = mapped_column(String(320), nullable=True)
 
 
 class VoteRow(Base):
@@ -199,3 +205,36 @@ class SlackMessageRow(Base):
     ts: Mapped[str] = mapped_column(String(32))
     is_primary: Mapped[bool] = mapped_column(Boolean, default=True)  # the thread lives here
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RevocationRow(Base):
+    """A credential's revocation at its issuer (Vault, a broker...), retried until it succeeds.
+
+    The database's revocation list takes effect at once (introspection says inactive); this
+    row tracks the issuer's side, so a failure is retried with backoff, alerted after repeated
+    failures, and stays visible until it succeeds.
+    """
+
+    __tablename__ = "revocations"
+    __table_args__ = (Index("ix_revocations_due", "status", "next_attempt_at"),)
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(40), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class DigestRow(Base):
+    """One row per digest day: the unique key makes replicas post each day's digest once."""
+
+    __tablename__ = "digests"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD in STEPUP_TIMEZONE
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    head_seq: Mapped[int] = mapped_column(BigInteger)
+    head_hash: Mapped[str] = mapped_column(String(64))
