@@ -28,4 +28,11 @@ def build_service(settings: Settings, db: Database | None = None) -> Stepup:
     keyring = open_keyring(settings)
     database = db or open_database(settings)
     issuer = JwtIssuer(keyring, issuer_url=settings.public_url)
-    return Stepup(database, holder, keyring, issuer, issuer_url=settings.public_url)
+    return Stepup(
+        database,
+        holder,
+        keyring,
+        issuer,
+        issuer_url=settings.public_url,
+        security_channel=settings.security_channel,
+    )

@@ -22,6 +22,7 @@ class NoticeKind(StrEnum):
     THREAD_NOTE = "thread.note"  # one line in the card's thread
     DIRECT = "direct"  # a DM to a person named by email (the sponsor)
     CHANNEL = "channel"  # a message to a channel (security alerts)
+    BREAK_GLASS_ALERT = "alert.break_glass"  # security channel, with Acknowledge and Revoke
 
 
 class Notices:
@@ -57,6 +58,9 @@ class Notices:
 
     def direct(self, request_id: str | None, email: str, text: str) -> None:
         self._add(NoticeKind.DIRECT, request_id, {"email": email, "text": text})
+
+    def break_glass_alert(self, request_id: str, channel: str) -> None:
+        self._add(NoticeKind.BREAK_GLASS_ALERT, request_id, {"channel": channel})
 
     def channel(self, request_id: str | None, channel: str, text: str, *, blocks: str = "") -> None:
         self._add(

@@ -36,6 +36,11 @@ class Terms:
         return cls(**raw)
 
     @property
+    def has_card(self) -> bool:
+        """Requests that waited for approvers have a Slack card (break-glass ones an alert)."""
+        return bool(self.approver_groups) and not self.break_glass
+
+    @property
     def max_ttl(self) -> timedelta:
         return timedelta(seconds=self.max_ttl_seconds)
 
@@ -93,6 +98,10 @@ class RequestSnapshot:
     status_reason: str | None
     votes: tuple[VoteInfo, ...]
     credential: CredentialInfo | None
+    next_escalation_at: datetime | None = None
+    escalation_stage: int = 0
+    break_glass_reviewed_at: datetime | None = None
+    break_glass_reviewed_by: str | None = None
 
     @property
     def approvals(self) -> tuple[VoteInfo, ...]:
@@ -139,6 +148,11 @@ class RequestSnapshot:
             "outcome_detail": self.outcome_detail,
             "status_reason": self.status_reason,
         }
+        if self.break_glass:
+            body["break_glass_review"] = {
+                "reviewed_at": _iso(self.break_glass_reviewed_at),
+                "reviewed_by": self.break_glass_reviewed_by,
+            }
         if self.credential is not None:
             body["credential"] = {
                 "jti": self.credential.jti,

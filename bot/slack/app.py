@@ -25,6 +25,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 
 from bot.slack.cards import (
     APPROVE,
+    BREAK_GLASS_ACK,
     CONFIRM_BLOCK,
     CONFIRM_INPUT,
     CONFIRM_MODAL,
@@ -177,6 +178,19 @@ def build_slack(
             body["actions"][0]["value"],
             body["user"]["id"],
             _channel_of(body),
+        )
+
+    @app.action(BREAK_GLASS_ACK)
+    def _break_glass_ack(ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        container = body.get("container") or {}
+        ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
+        later(
+            actions.break_glass_ack_clicked,
+            body["actions"][0]["value"],
+            body["user"]["id"],
+            _channel_of(body),
+            ts,
         )
 
     @app.view(DENY_MODAL)

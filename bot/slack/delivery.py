@@ -19,7 +19,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import select
 
-from bot.slack.cards import card_blocks, card_text
+from bot.slack.cards import break_glass_blocks, card_blocks, card_text
 from bot.slack.directory import SlackDirectory
 from core.notices import NoticeKind
 from core.records import RequestSnapshot
@@ -139,6 +139,13 @@ class OutboxWorker:
                 self._thread_note(_required(entry.request_id), payload["text"])
             elif kind is NoticeKind.DIRECT:
                 self._direct(payload["email"], payload["text"])
+            elif kind is NoticeKind.BREAK_GLASS_ALERT:
+                snapshot = self.service.get(_required(entry.request_id))
+                self.client.chat_postMessage(
+                    channel=payload["channel"],
+                    text=f"Break-glass used: {snapshot.action} on {snapshot.target}",
+                    blocks=break_glass_blocks(snapshot),
+                )
             elif kind is NoticeKind.CHANNEL:
                 blocks = json.loads(payload["blocks"]) if payload.get("blocks") else None
                 self.client.chat_postMessage(
@@ -207,7 +214,10 @@ class OutboxWorker:
     def _thread_note(self, request_id: str, text: str) -> None:
         primary = [m for m in self._messages(request_id) if m.is_primary]
         if not primary:
-            raise DeliveryError("the card has not been posted yet")
+            # Entries of a request are delivered in order, so the card.post came first and
+            # found no one to post to (say, a DM-only rule whose approvers are not in Slack).
+            logger.warning("no card for %s to thread a note under; note dropped", request_id)
+            return
         self.client.chat_postMessage(channel=primary[0].channel, thread_ts=primary[0].ts, text=text)
 
     def _direct(self, email: str, text: str) -> None:

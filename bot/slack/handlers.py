@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.slack.cards import confirm_modal, deny_modal, home_view, when
+from bot.slack.cards import break_glass_blocks, confirm_modal, deny_modal, home_view, when
 from bot.slack.directory import SlackDirectory
 from core.errors import IllegalTransition, NotEligible, NotFound, StepupError, ValidationFailed
 from core.model import Approver, Status, Vote
@@ -148,6 +148,27 @@ class ApprovalActions:
             self.tell(channel, user_id, self.already(self._late(request_id)))
         except StepupError as exc:
             self.tell(channel, user_id, f":warning: {exc.detail}")
+
+    def break_glass_ack_clicked(
+        self, request_id: str, user_id: str, channel: str | None, ts: str | None
+    ) -> None:
+        try:
+            snapshot = self.service.review_break_glass(
+                request_id,
+                self.directory.approver(user_id),
+                now=self.clock(),
+                usergroup_members=self.usergroups(),
+            )
+        except NotEligible as refusal:
+            self.tell(channel, user_id, f":no_entry: {refusal.detail}. Nothing was recorded.")
+            return
+        except StepupError as exc:
+            self.tell(channel, user_id, f":warning: {exc.detail}")
+            snapshot = self.service.get(request_id)
+        if channel and ts:
+            self.client.chat_update(
+                channel=channel, ts=ts, text="Break-glass used", blocks=break_glass_blocks(snapshot)
+            )
 
     # -- modals ----------------------------------------------------------------------------
 

@@ -22,6 +22,10 @@ class AuditKind(StrEnum):
     CREDENTIAL_REVOKED = "credential.revoked"
     SESSION_COMPLETED = "session.completed"
     BREAK_GLASS_USED = "break_glass.used"
+    BREAK_GLASS_REVIEWED = "break_glass.reviewed"
+    REQUEST_ESCALATED = "request.escalated"
+    ISSUER_REVOKE_FAILED = "credential.issuer_revoke_failed"
+    ISSUER_REVOKED = "credential.issuer_revoked"
     AGENT_ADDED = "agent.added"
     AGENT_DISABLED = "agent.disabled"
     RESOURCE_SERVER_ADDED = "resource_server.added"
@@ -139,6 +143,38 @@ class AuditLog:
             request_id=request_id,
             actor=agent,
             data={"rule": rule},
+        )
+
+    def break_glass_reviewed(self, request_id: str, by: str, at: datetime) -> None:
+        self._append(
+            AuditKind.BREAK_GLASS_REVIEWED, at=at, request_id=request_id, actor=by, data={}
+        )
+
+    def request_escalated(self, request_id: str, stage: int, to: str | None, at: datetime) -> None:
+        self._append(
+            AuditKind.REQUEST_ESCALATED,
+            at=at,
+            request_id=request_id,
+            actor="scheduler",
+            data={"stage": stage, "to": to},
+        )
+
+    def issuer_revoke_failed(self, request_id: str, jti: str, attempts: int, at: datetime) -> None:
+        self._append(
+            AuditKind.ISSUER_REVOKE_FAILED,
+            at=at,
+            request_id=request_id,
+            actor="revoker",
+            data={"jti": jti, "attempts": attempts},
+        )
+
+    def issuer_revoked(self, request_id: str, jti: str, attempts: int, at: datetime) -> None:
+        self._append(
+            AuditKind.ISSUER_REVOKED,
+            at=at,
+            request_id=request_id,
+            actor="revoker",
+            data={"jti": jti, "attempts": attempts},
         )
 
     def agent_added(self, agent: str, owner: str, by: str, at: datetime) -> None:

@@ -119,6 +119,10 @@ def snapshot(session: Session, row: RequestRow) -> RequestSnapshot:
             if credential is not None
             else None
         ),
+        next_escalation_at=row.next_escalation_at,
+        escalation_stage=row.escalation_stage,
+        break_glass_reviewed_at=row.break_glass_reviewed_at,
+        break_glass_reviewed_by=row.break_glass_reviewed_by,
     )
 
 

@@ -25,7 +25,7 @@ from core.policy import PolicyDecision, PolicyHolder
 from core.records import RequestSnapshot, Terms
 from core.storage import requests_repo as repo
 from core.storage.database import Database
-from core.storage.tables import CredentialRow, RequestRow
+from core.storage.tables import CredentialRow, RequestRow, RevocationRow
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +84,14 @@ class StepupBase:
         issuer: CredentialIssuer,
         *,
         issuer_url: str,
+        security_channel: str | None = None,
     ) -> None:
         self.db = db
         self.policy = policy
         self.keyring = keyring
         self.issuer = issuer
         self.issuer_url = issuer_url
+        self.security_channel = security_channel  # break-glass and revocation alerts
         self._listeners: list[ChangeListener] = []
 
     def subscribe(self, listener: ChangeListener) -> None:
@@ -157,8 +159,8 @@ class StepupBase:
         sponsor: bool = False,
     ) -> None:
         """Queue the card refresh, the thread note and the sponsor's DM for a change."""
-        if not terms.approver_groups:
-            return  # the request never had a card
+        if not terms.has_card:
+            return
         notices = Notices(session, now)
         notices.refresh_card(row.id)
         notices.thread_note(row.id, note)
@@ -177,10 +179,21 @@ class StepupBase:
         reason: str,
         now: datetime,
     ) -> None:
+        """Put the credential on the revocation list now (introspection answers inactive at
+        once) and queue the issuer-side revocation, which is retried until it succeeds."""
         if row.credential_jti and repo.revoke_credential_row(
             session, row.credential_jti, now=now, reason=reason
         ):
-            self.issuer.revoke(row.credential_jti, now)
+            session.add(
+                RevocationRow(
+                    jti=row.credential_jti,
+                    request_id=row.id,
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                )
+            )
             audit.credential_revoked(row.id, row.credential_jti, by, reason, now)
 
     def introspect(self, token: str, *, now: datetime) -> dict[str, Any]:

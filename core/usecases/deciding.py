@@ -187,7 +187,7 @@ class Deciding(StepupBase):
         with self.db.write() as session:
             row = repo.load_row(session, request_id)
             terms = Terms.from_json(row.terms)
-            if terms.approver_groups:
+            if terms.has_card:
                 Notices(session, now).refresh_card(row.id)
 
     def dashboard(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from core.audit.events import AuditLog
 from core.canonical import canonical_json, parameters_digest
@@ -20,6 +22,9 @@ from core.storage.agents_repo import AgentIdentity
 from core.storage.audit_store import SqlAuditAppender
 from core.storage.tables import RequestRow
 from core.usecases.base import StepupBase, intent_record, terms_from
+from core.usecases.escalating import first_escalation_at
+
+logger = logging.getLogger(__name__)
 
 
 class Submitting(StepupBase):
@@ -65,6 +70,7 @@ class Submitting(StepupBase):
                 )
                 if decision.break_glass and decision.outcome is Outcome.ALLOW:
                     audit.break_glass_used(row.id, agent.id, decision.rule, now)
+                    self._alert_break_glass(session, row.id, now)
                 if row.status == Status.PENDING.value:
                     Notices(session, now).post_card(
                         row.id, decision.channel, self._dm_targets(decision)
@@ -89,6 +95,13 @@ class Submitting(StepupBase):
                 raise Conflict("this Idempotency-Key was already used with a different body")
             return repo.snapshot(session, row)
 
+    def _alert_break_glass(self, session: Session, request_id: str, now: datetime) -> None:
+        """The security channel hears of break-glass use at once, with Acknowledge/Revoke."""
+        if self.security_channel:
+            Notices(session, now).break_glass_alert(request_id, self.security_channel)
+        else:
+            logger.error("break-glass used by %s and no security channel is set", request_id)
+
     @staticmethod
     def _new_row(
         agent: AgentIdentity,
@@ -104,6 +117,7 @@ class Submitting(StepupBase):
             status, expires_at, decided_at = Status.APPROVED, now + decision.claim_window, now
         else:
             status, expires_at, decided_at = Status.PENDING, now + decision.approval_timeout, None
+        terms = terms_from(decision)
         return RequestRow(
             id="req_" + uuid.uuid4().hex,
             agent_id=agent.id,
@@ -126,7 +140,10 @@ class Submitting(StepupBase):
             tier=decision.tier.value,
             reasons=json.dumps(list(decision.reasons)),
             policy_digest=decision.policy_digest,
-            terms=terms_from(decision).to_json(),
+            terms=terms.to_json(),
+            next_escalation_at=(
+                first_escalation_at(now, terms) if status is Status.PENDING else None
+            ),
             created_at=now,
             updated_at=now,
             expires_at=expires_at,
