@@ -1,0 +1,123 @@
+"""Block Kit for the daily digest: a header, then one section per figure.
+
+Slack refuses a message over 50 blocks or a section text over 3,000 characters, so every list
+is cut to fit and ends with "… and N more"; the whole digest stays in ``stepup digest --print``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from core.digest import (
+    Digest,
+    active_line,
+    audit_line,
+    break_glass_line,
+    decision_line,
+    denial_line,
+    expired_line,
+    format_time,
+    refused_line,
+    request_lines,
+    revocation_line,
+    top_line,
+)
+
+SECTION_TEXT = 3_000
+HEADER_TEXT = 150
+FIELD_TEXT = 2_000
+MAX_BLOCKS = 50
+LINE_TEXT = 400  # one list item, before escaping: a huge error text cannot eat the section
+
+T = TypeVar("T")
+
+
+def escape(text: str) -> str:
+    """Slack mrkdwn control characters; agents and targets are chosen by the agent."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _item(line: str) -> str:
+    if len(line) > LINE_TEXT:
+        line = line[: LINE_TEXT - 1] + "…"
+    return f"• {escape(line)}"
+
+
+def bounded_list(title: str, lines: Sequence[str], *, limit: int = SECTION_TEXT) -> str:
+    """``title`` and as many items as fit in ``limit`` characters, then "… and N more"."""
+    if not lines:
+        return f"{title}\nnone"
+    text = title
+    for index, line in enumerate(lines):
+        item = _item(line)
+        rest = len(lines) - index - 1
+        # Keep room for the "more" line the items after this one would need.
+        tail = f"\n… and {rest} more" if rest else ""
+        if len(text) + 1 + len(item) + len(tail) > limit:
+            return f"{text}\n… and {len(lines) - index} more"
+        text = f"{text}\n{item}"
+    return text
+
+
+def _section(text: str) -> dict[str, Any]:
+    if len(text) > SECTION_TEXT:
+        text = text[: SECTION_TEXT - 1] + "…"
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _field(label: str, value: str) -> dict[str, str]:
+    text = f"*{label}*\n{escape(value)}"
+    if len(text) > FIELD_TEXT:
+        text = text[: FIELD_TEXT - 1] + "…"
+    return {"type": "mrkdwn", "text": text}
+
+
+def _list_section(title: str, items: Sequence[T], line: Callable[[T], str]) -> dict[str, Any]:
+    return _section(bounded_list(f"*{title}* ({len(items)})", [line(i) for i in items]))
+
+
+def digest_blocks(digest: Digest) -> list[dict[str, Any]]:
+    d = digest
+    audit = d.audit
+    mark = ":white_check_mark:" if audit.ok else ":rotating_light:"
+    summary = "\n".join(
+        [
+            f"*Requests* ({d.total_requests})",
+            *(f"• {escape(line)}" for line in request_lines(d)),
+            f"*Time to decision*: {decision_line(d.decision_times)}",
+        ]
+    )
+    refused = ", ".join(f"{why} {n}" for why, n in d.refused_by_kind.items())
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "header",
+            "text": {"type": "plain_text", "text": "stepup daily digest"[:HEADER_TEXT]},
+        },
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": f"{format_time(d.window_start)} to {format_time(d.window_end)}",
+                }
+            ],
+        },
+        _section(f"{mark} *Audit chain*: {escape(audit_line(audit))}"),
+        {"type": "divider"},
+        _section(summary),
+        _list_section("Expired", d.expired, expired_line),
+        _list_section("Denials", d.denials, denial_line),
+        _list_section(f"Refused clicks [{refused}]", d.refused_clicks, refused_line),
+        _list_section("Break-glass uses", d.break_glass, break_glass_line),
+        _list_section("Revocation failures", d.revocation_failures, revocation_line),
+        _list_section("Active credentials now", d.active_credentials, active_line),
+        {
+            "type": "section",
+            "fields": [
+                _field("Top agents", top_line(d.top_agents)),
+                _field("Top targets", top_line(d.top_targets)),
+            ],
+        },
+    ]
+    return blocks[:MAX_BLOCKS]
