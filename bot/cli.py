@@ -214,8 +214,10 @@ def audit_export(
 
 
 from bot.cli_admin import register as _register_admin  # noqa: E402
+from bot.cli_digest import register as _register_digest  # noqa: E402
 
 _register_admin(app)
+_register_digest(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

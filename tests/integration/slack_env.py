@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bot.api.app import create_app
 from bot.api.context import ApiContext
+from bot.scheduler import DeadlineScheduler
 from bot.slack.app import SlackRuntime, build_slack
 from bot.slack.events_route import slack_router
 from bot.slack_standin.records import Message
@@ -125,7 +126,9 @@ class SlackLive:
 
 
 @contextmanager
-def slack_live(db: Database, tmp_path: Path, policy: str = SLACK_POLICY) -> Iterator[SlackLive]:
+def slack_live(
+    db: Database, tmp_path: Path, policy: str = SLACK_POLICY, *, scheduler: bool = False
+) -> Iterator[SlackLive]:
     with SlackStandIn() as slack:
         slack.add_usergroup("S0ONCALL", ["U0DAVE"])
         engine = build_engine(db, tmp_path, policy)
@@ -144,6 +147,11 @@ def slack_live(db: Database, tmp_path: Path, policy: str = SLACK_POLICY) -> Iter
         context = ApiContext(service=engine.service, registry=registry)
         app = create_app(context, extra_routers=[slack_router(runtime.app)])
         runtime.start()
+        deadlines = (
+            DeadlineScheduler(engine.service, sweep_interval_seconds=0.5) if scheduler else None
+        )
+        if deadlines is not None:
+            deadlines.start()
         try:
             with running(app) as url:
                 sim = SlackClientSim(
@@ -152,4 +160,6 @@ def slack_live(db: Database, tmp_path: Path, policy: str = SLACK_POLICY) -> Iter
                 yield SlackLive(url, engine, slack, sim, runtime, agent)
                 sim.close()
         finally:
+            if deadlines is not None:
+                deadlines.shutdown()
             runtime.stop()

@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from bot.slack.cards import APPROVE
 from core.model import Status
 from core.storage.database import Database
 from core.storage.tables import OutboxRow
-
-from bot.slack.cards import APPROVE
 from tests.integration.slack_env import SlackLive, slack_live
 
 

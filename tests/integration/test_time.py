@@ -70,7 +70,9 @@ def outbox(engine: Engine, request_id: str | None = None) -> list[tuple[str, dic
         return [(r.kind, json.loads(r.payload)) for r in session.execute(query).scalars()]
 
 
-def test_escalation_reminds_then_brings_in_the_secondary_group(engine: Engine, agent: AgentIdentity) -> None:
+def test_escalation_reminds_then_brings_in_the_secondary_group(
+    engine: Engine, agent: AgentIdentity
+) -> None:
     req, _ = engine.service.submit(agent, intent(agent), now=T0)
     assert req.next_escalation_at == T0 + timedelta(minutes=5)
     assert engine.service.escalate_due(now=T0 + timedelta(minutes=4)) == []
@@ -91,8 +93,12 @@ def test_escalation_reminds_then_brings_in_the_secondary_group(engine: Engine, a
     result = engine.service.vote(req.id, DAVE, Vote.APPROVE, now=T0 + timedelta(minutes=11))
     assert result.snapshot.status is Status.APPROVED
     with engine.db.read() as session:
-        stages = [json.loads(d)["stage"] for d in session.execute(
-            select(AuditRow.data).where(AuditRow.kind == "request.escalated")).scalars()]
+        stages = [
+            json.loads(d)["stage"]
+            for d in session.execute(
+                select(AuditRow.data).where(AuditRow.kind == "request.escalated")
+            ).scalars()
+        ]
     assert stages == [1, 2]
 
 
@@ -121,28 +127,44 @@ class FlakyIssuer(JwtIssuer):
         self.revoked.append(handle)
 
 
-def test_failing_revoke_is_retried_alerted_and_cleared(engine: Engine, agent: AgentIdentity) -> None:
+def test_failing_revoke_is_retried_alerted_and_cleared(
+    engine: Engine, agent: AgentIdentity
+) -> None:
     flaky = FlakyIssuer(engine.service.issuer, failures=3)  # type: ignore[arg-type]
     engine.service.issuer = flaky
     req, _ = engine.service.submit(agent, intent(agent, action_class=ActionClass.READ), now=T0)
     _, issued = engine.service.claim(req.id, agent, now=T0)
-    engine.service.complete(req.id, agent, SessionOutcome.SUCCEEDED, "", now=T0 + timedelta(seconds=10))
+    engine.service.complete(
+        req.id, agent, SessionOutcome.SUCCEEDED, "", now=T0 + timedelta(seconds=10)
+    )
     # The revocation list acts at once, whatever the issuer does.
-    assert engine.service.introspect(issued.token, now=T0 + timedelta(seconds=11)) == {"active": False}
+    assert engine.service.introspect(issued.token, now=T0 + timedelta(seconds=11)) == {
+        "active": False
+    }
 
     t = T0 + timedelta(seconds=10)
     assert engine.service.process_revocations(now=t) == 0  # failure 1
-    assert engine.service.process_revocations(now=t + timedelta(milliseconds=500)) == 0  # not due yet
+    assert (
+        engine.service.process_revocations(now=t + timedelta(milliseconds=500)) == 0
+    )  # not due yet
     assert len(flaky.calls) == 1
-    assert engine.service.process_revocations(now=t + timedelta(seconds=1)) == 0  # failure 2, backoff 2 s
+    assert (
+        engine.service.process_revocations(now=t + timedelta(seconds=1)) == 0
+    )  # failure 2, backoff 2 s
     assert outbox(engine) == [] or all(k != "channel" for k, _ in outbox(engine))
-    assert engine.service.process_revocations(now=t + timedelta(seconds=3)) == 0  # failure 3 -> alert
+    assert (
+        engine.service.process_revocations(now=t + timedelta(seconds=3)) == 0
+    )  # failure 3 -> alert
     alerts = [p for k, p in outbox(engine) if k == "channel"]
     assert len(alerts) == 1 and alerts[0]["channel"] == "C0SECURITY"
     assert "failed 3 times" in str(alerts[0]["text"]) and "503" in str(alerts[0]["text"])
     with engine.db.read() as session:
         row = session.execute(select(RevocationRow)).scalar_one()
-        assert (row.status, row.attempts, row.alerted_at) == ("pending", 3, t + timedelta(seconds=3))
+        assert (row.status, row.attempts, row.alerted_at) == (
+            "pending",
+            3,
+            t + timedelta(seconds=3),
+        )
     assert engine.service.process_revocations(now=t + timedelta(seconds=6)) == 0  # backoff 4 s
     assert engine.service.process_revocations(now=t + timedelta(seconds=7)) == 1  # success
     assert flaky.revoked == [issued.handle] and len(flaky.calls) == 4
@@ -150,15 +172,27 @@ def test_failing_revoke_is_retried_alerted_and_cleared(engine: Engine, agent: Ag
     alerts = [str(p["text"]) for k, p in outbox(engine) if k == "channel"]
     assert len(alerts) == 2 and "Alert cleared" in alerts[1]
     with engine.db.read() as session:
-        kinds = list(session.execute(select(AuditRow.kind).where(AuditRow.request_id == req.id)).scalars())
+        kinds = list(
+            session.execute(select(AuditRow.kind).where(AuditRow.request_id == req.id)).scalars()
+        )
     assert kinds.count("credential.revoked") == 1
-    assert kinds.count("credential.issuer_revoke_failed") == 3 and kinds.count("credential.issuer_revoked") == 1
+    assert (
+        kinds.count("credential.issuer_revoke_failed") == 3
+        and kinds.count("credential.issuer_revoked") == 1
+    )
 
 
-def test_break_glass_is_granted_at_once_alerted_and_reviewed(engine: Engine, agent: AgentIdentity) -> None:
+def test_break_glass_is_granted_at_once_alerted_and_reviewed(
+    engine: Engine, agent: AgentIdentity
+) -> None:
     req, _ = engine.service.submit(
         agent,
-        intent(agent, action_class=ActionClass.SECRET_READ, break_glass=True, on_behalf_of="sam@example.com"),
+        intent(
+            agent,
+            action_class=ActionClass.SECRET_READ,
+            break_glass=True,
+            on_behalf_of="sam@example.com",
+        ),
         now=T0,
     )
     assert req.status is Status.APPROVED and req.terms.break_glass
@@ -176,7 +210,9 @@ def test_break_glass_is_granted_at_once_alerted_and_reviewed(engine: Engine, age
     with pytest.raises(Conflict):
         engine.service.review_break_glass(req.id, Approver("U0BOB", "bob@example.com"), now=T0)
     # No approval card for break-glass: no card refreshes or notes are queued for it.
-    engine.service.complete(req.id, agent, SessionOutcome.SUCCEEDED, "", now=T0 + timedelta(minutes=1))
+    engine.service.complete(
+        req.id, agent, SessionOutcome.SUCCEEDED, "", now=T0 + timedelta(minutes=1)
+    )
     assert [k for k, _ in outbox(engine, req.id)] == ["alert.break_glass"]
 
 

@@ -1,0 +1,136 @@
+"""``stepup digest``: show the daily digest, or post it to the security channel now."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from core.errors import StepupError
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
+    from core.storage.database import Database
+
+MAX_DELIVERY_PASSES = 10
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _settings() -> Settings:
+    from bot.settings import load_settings
+
+    try:
+        return load_settings()
+    except StepupError as exc:
+        raise _fail(exc.detail) from None
+
+
+def digest(
+    post_now: Annotated[
+        bool,
+        typer.Option(
+            "--now",
+            help="Post the digest to STEPUP_SECURITY_CHANNEL now (once per day, like the job)",
+        ),
+    ] = False,
+    show: Annotated[
+        bool, typer.Option("--print", help="Print the digest; alone, nothing is posted")
+    ] = False,
+) -> None:
+    """The daily digest of the last 24 hours: print it, post it now, or both."""
+    if not (post_now or show):
+        raise _fail("say --print to show the digest, --now to post it (or both)")
+    settings = _settings()
+    if post_now and not settings.security_channel:
+        raise _fail("--now needs STEPUP_SECURITY_CHANNEL, the channel the digest goes to")
+    from bot.wiring import open_database, open_keyring
+    from core.digest import build_digest, render_text
+    from core.storage.audit_store import chain_snapshot
+
+    when = datetime.now(UTC)
+    db = open_database(settings)
+    try:
+        keyring = open_keyring(settings)
+        if show:
+            with chain_snapshot(db) as session:
+                typer.echo(render_text(build_digest(session, keyring, now=when)), nl=False)
+        if post_now:
+            _post(settings, db, when)
+    except StepupError as exc:
+        raise _fail(exc.detail) from None
+    finally:
+        db.dispose()
+
+
+def _post(settings: Settings, db: Database, when: datetime) -> None:
+    from bot.slack.digest_blocks import digest_blocks
+    from bot.wiring import open_keyring
+    from core.digest import digest_day, post_digest
+
+    channel = str(settings.security_channel)
+    day = digest_day(when, settings.timezone)
+    posted = post_digest(
+        db,
+        open_keyring(settings),
+        now=when,
+        timezone=settings.timezone,
+        channel=channel,
+        render_blocks=digest_blocks,
+    )
+    if not posted:
+        typer.echo(f"the digest for {day} was already posted; not posted again")
+        return
+    if not settings.slack_enabled:
+        typer.echo(
+            f"digest for {day} queued for {channel}; Slack is not configured here, "
+            "the running service delivers it"
+        )
+        return
+    error = _deliver(settings, db, when)
+    if error is None:
+        typer.echo(f"digest for {day} posted to {channel}")
+    else:
+        typer.echo(f"digest for {day} queued for {channel}; not delivered yet ({error})")
+
+
+def _deliver(settings: Settings, db: Database, when: datetime) -> str | None:
+    """Run the outbox until it is empty; None when the digest went out, else why not yet."""
+    from sqlalchemy import select
+
+    from bot.slack.app import web_client
+    from bot.slack.delivery import OutboxWorker
+    from bot.slack.directory import SlackDirectory
+    from bot.wiring import build_service
+    from core.notices import NoticeKind
+    from core.storage.tables import OutboxRow
+
+    if settings.slack_bot_token is None:
+        return "Slack is not configured"
+    client = web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
+    worker = OutboxWorker(build_service(settings, db), client, SlackDirectory(client))
+    try:
+        for _ in range(MAX_DELIVERY_PASSES):
+            if worker.run_once() == 0:
+                break
+    finally:
+        worker.stop()
+    with db.read() as session:
+        entry = session.execute(
+            select(OutboxRow).where(
+                OutboxRow.kind == NoticeKind.CHANNEL.value,
+                OutboxRow.request_id.is_(None),
+                OutboxRow.created_at == when,
+            )
+        ).scalar_one()
+        if entry.status == "sent":
+            return None
+        return entry.last_error or "the outbox is busy; the running service delivers it"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("digest")(digest)
