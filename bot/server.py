@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -16,6 +18,7 @@ from bot.slack.app import SlackRuntime, build_slack
 from bot.slack.events_route import slack_router
 from bot.wiring import build_service
 from core.agents import AgentRegistry
+from core.errors import StepupError
 
 logger = logging.getLogger("stepup")
 
@@ -68,6 +71,20 @@ def build_runtime(settings: Settings) -> Runtime:
     return Runtime(app, scheduler, context, slack, socket_mode)
 
 
+def reload_policy(runtime: Runtime, path: Path) -> bool:
+    """Swap in the policy at ``path``; on any error keep the one in force and say why."""
+    holder = runtime.context.service.policy
+    try:
+        policy = holder.reload(path)
+    except StepupError as exc:
+        logger.error("policy reload refused, keeping %s: %s", holder.current.digest, exc.detail)
+        return False
+    logger.info(
+        "policy reloaded from %s: %d rules (%s)", path, len(policy.rule_names), policy.digest
+    )
+    return True
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
@@ -92,6 +109,7 @@ def serve(settings: Settings) -> None:
         policy.digest,
     )
     runtime.start()
+    signal.signal(signal.SIGHUP, lambda _sig, _frame: reload_policy(runtime, settings.policy_file))
     where = f"http://{settings.host}:{settings.port}"
     print(f"stepup listening on {where} (public URL {settings.public_url})", flush=True)
     try:

@@ -144,3 +144,51 @@ def test_restart_sweeps_what_fell_due_while_down(tmp_path: Path) -> None:
         timeout=60,
     )
     assert verify.returncode == 0, verify.stderr
+
+
+def test_sighup_reloads_the_policy_and_a_bad_reload_keeps_the_old_one(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    allow_reads = "version: 1\nrules:\n  - name: reads\n    match: { action_class: read }\n    decision: allow\n"
+    policy.write_text(allow_reads)
+    port = free_port()
+    env = env_for(tmp_path, port, STEPUP_POLICY_FILE=str(policy))
+    key = (
+        subprocess.run(
+            [STEPUP, "agents", "add", "demo-bot", "--owner", "owner@example.com"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    body = {
+        "action": "db.query",
+        "action_class": "read",
+        "target": "orders-db",
+        "environment": "staging",
+        "justification": "check",
+    }
+    base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}
+
+    def status() -> str:
+        return str(httpx.post(f"{base}/v1/requests", json=body, headers=headers).json()["status"])
+
+    with serving(tmp_path, env) as proc:
+        assert status() == "approved"
+        policy.write_text("version: 1\nrules: []\n")  # deny everything
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while status() != "denied" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status() == "denied"
+        policy.write_text(allow_reads.replace("decision: allow", "decision: alow"))  # broken
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1)
+        assert status() == "denied"  # the policy in force was kept
+        proc.send_signal(signal.SIGTERM)
+        output = proc.stdout.read() if proc.stdout else ""
+    assert "policy reload refused" in output and "policy reloaded" in output
