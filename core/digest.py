@@ -4,9 +4,10 @@
 in the same transaction, so replicas that fire at once post each day's digest once. Core says
 what the figures are; the Slack edge passes ``render_blocks`` to say how they look.
 
-Windowed figures count events whose time falls in ``[now - window, now)``, so consecutive
-digests neither miss nor repeat an event: requests by their creation, decisions and denials by
-their decision time, expiries and refused clicks by their audit entry.
+Windowed figures count events whose time falls in ``[start, now)``, and each posted digest
+starts where the previous one ended, so consecutive digests neither miss nor repeat an event:
+requests by their creation, decisions and denials by their decision time, expiries and refused
+clicks by their audit entry.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from core.storage.database import Database
 from core.storage.tables import AuditRow, DigestRow, RequestRow, RevocationRow, VoteRow
 
 DAY = timedelta(hours=24)
+MAX_WINDOW = timedelta(days=7)  # after a long outage, the digest covers at most a week
 TOP = 5
 REFUSAL_KINDS = ("ineligible", "sponsor", "owner")
 # How a request ended up, in display order: the decision, not the lifecycle status.
@@ -535,17 +537,24 @@ def post_digest(
     timezone: str,
     channel: str,
     render_blocks: BlockRenderer | None = None,
-    window: timedelta = DAY,
+    window: timedelta | None = None,
 ) -> bool:
     """Queue the day's digest for ``channel``; False when this day's digest already exists.
 
     The day's row and the outbox entry are written in one transaction: the row's primary key
-    lets exactly one replica commit, and a crash leaves either both or neither.
+    lets exactly one replica commit, and a crash leaves either both or neither. By default the
+    window starts where the previous digest ended (24 h when there is none), so days of 23 or
+    25 hours around a DST change, or a digest posted early with ``--now``, miss nothing.
     """
     day = digest_day(now, timezone)
     with db.read() as session:
         if session.get(DigestRow, day) is not None:
             return False
+        previous = session.execute(
+            select(func.max(DigestRow.created_at)).where(DigestRow.created_at < now)
+        ).scalar_one()
+    if window is None:
+        window = min(now - previous, MAX_WINDOW) if previous is not None else DAY
     with chain_snapshot(db) as session:
         digest = build_digest(session, keyring, now=now, window=window)
     text = render_text(digest, limit=SLACK_TEXT_LIST_LIMIT)

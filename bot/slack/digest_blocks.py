@@ -48,14 +48,16 @@ def bounded_list(title: str, lines: Sequence[str], *, limit: int = SECTION_TEXT)
     """``title`` and as many items as fit in ``limit`` characters, then "… and N more"."""
     if not lines:
         return f"{title}\nnone"
+    items = [_item(line) for line in lines]
+    whole = "\n".join([title, *items])
+    if len(whole) <= limit:
+        return whole
     text = title
-    for index, line in enumerate(lines):
-        item = _item(line)
-        rest = len(lines) - index - 1
-        # Keep room for the "more" line the items after this one would need.
-        tail = f"\n… and {rest} more" if rest else ""
+    for index, item in enumerate(items):
+        # Keep room for the "more" line that the items after this one would need.
+        tail = f"\n… and {len(items) - index - 1} more"
         if len(text) + 1 + len(item) + len(tail) > limit:
-            return f"{text}\n… and {len(lines) - index} more"
+            return f"{text}\n… and {len(items) - index} more"
         text = f"{text}\n{item}"
     return text
 

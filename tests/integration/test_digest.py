@@ -444,6 +444,14 @@ def test_posting_is_once_per_day(traffic: Traffic) -> None:
     assert post_digest(db, keyring, now=datetime(2026, 11, 3, 23, 30, tzinfo=UTC), **post) is True  # type: ignore[arg-type]
     assert [r.day for r in digest_rows(db)] == ["2026-11-03", "2026-11-04"]
     assert len(channel_messages(db)) == 2
+    # Each digest starts where the previous one ended; after a long gap, a week at most.
+    assert post_digest(db, keyring, now=datetime(2026, 11, 20, 8, 0, tzinfo=UTC), **post) is True  # type: ignore[arg-type]
+    firsts = [json.loads(m.payload)["text"].splitlines()[0] for m in channel_messages(db)]
+    assert firsts == [
+        "stepup digest 2026-11-02 09:30 UTC to 2026-11-03 09:30 UTC",
+        "stepup digest 2026-11-03 09:30 UTC to 2026-11-03 23:30 UTC",
+        "stepup digest 2026-11-13 08:00 UTC to 2026-11-20 08:00 UTC",
+    ]
 
 
 def test_without_a_block_renderer_the_text_alone_is_queued(traffic: Traffic) -> None:
