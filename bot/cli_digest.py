@@ -11,6 +11,7 @@ from core.errors import StepupError
 
 if TYPE_CHECKING:
     from bot.settings import Settings
+    from core.keys import KeyRing
     from core.storage.database import Database
 
 MAX_DELIVERY_PASSES = 10
@@ -42,7 +43,7 @@ def digest(
         bool, typer.Option("--print", help="Print the digest; alone, nothing is posted")
     ] = False,
 ) -> None:
-    """The daily digest of the last 24 hours: print it, post it now, or both."""
+    """The daily digest: print the last 24 hours, post the day's digest now, or both."""
     if not (post_now or show):
         raise _fail("say --print to show the digest, --now to post it (or both)")
     settings = _settings()
@@ -60,23 +61,22 @@ def digest(
             with chain_snapshot(db) as session:
                 typer.echo(render_text(build_digest(session, keyring, now=when)), nl=False)
         if post_now:
-            _post(settings, db, when)
+            _post(settings, db, keyring, when)
     except StepupError as exc:
         raise _fail(exc.detail) from None
     finally:
         db.dispose()
 
 
-def _post(settings: Settings, db: Database, when: datetime) -> None:
+def _post(settings: Settings, db: Database, keyring: KeyRing, when: datetime) -> None:
     from bot.slack.digest_blocks import digest_blocks
-    from bot.wiring import open_keyring
     from core.digest import digest_day, post_digest
 
     channel = str(settings.security_channel)
     day = digest_day(when, settings.timezone)
     posted = post_digest(
         db,
-        open_keyring(settings),
+        keyring,
         now=when,
         timezone=settings.timezone,
         channel=channel,

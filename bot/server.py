@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +13,15 @@ from fastapi import APIRouter, FastAPI
 
 from bot.api.app import create_app
 from bot.api.context import ApiContext
+from bot.digest_job import schedule_digest
 from bot.scheduler import DeadlineScheduler
 from bot.settings import Settings
 from bot.slack.app import SlackRuntime, build_slack
+from bot.slack.digest_blocks import digest_blocks
 from bot.slack.events_route import slack_router
 from bot.wiring import build_service
 from core.agents import AgentRegistry
+from core.digest import post_digest
 from core.errors import StepupError
 
 logger = logging.getLogger("stepup")
@@ -68,6 +72,28 @@ def build_runtime(settings: Settings) -> Runtime:
             routers.append(slack_router(slack.app))
     app = create_app(context, extra_routers=routers)
     scheduler = DeadlineScheduler(service, sweep_interval_seconds=settings.sweep_interval_seconds)
+    if settings.security_channel:
+        channel = settings.security_channel
+
+        def post() -> bool:
+            return post_digest(
+                service.db,
+                service.keyring,
+                now=datetime.now(UTC),
+                timezone=settings.timezone,
+                channel=channel,
+                render_blocks=digest_blocks,
+            )
+
+        schedule_digest(
+            scheduler.scheduler,
+            post=post,
+            digest_time=settings.digest_time,
+            timezone=settings.timezone,
+            now=datetime.now(UTC),
+        )
+    else:
+        logger.warning("STEPUP_SECURITY_CHANNEL is unset: no daily digest and no alerts in Slack")
     return Runtime(app, scheduler, context, slack, socket_mode)
 
 

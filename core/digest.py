@@ -142,7 +142,7 @@ class AuditStatus:
     problem: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Digest:
     window_start: datetime
     window_end: datetime

@@ -260,7 +260,10 @@ def test_decorator_binds_the_approval_to_the_call_arguments(
     canonical = '{"columns":["id","name"],"customer":"Zoë ","database":"orders-db","limit":3}'
     digest = "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
     assert request.parameters_digest == digest == parameters_digest(expected)
-    assert (request.target, request.justification) == ("orders-db", "look up customer Zoë ")  # kept exactly as sent
+    assert (request.target, request.justification) == (
+        "orders-db",
+        "look up customer Zoë ",
+    )  # kept exactly as sent
     claims = jwt.decode(credential.token, options={"verify_signature": False})
     assert claims["args_digest"] == digest and claims["request_id"] == request.id
     assert request.outcome == "succeeded"

@@ -418,12 +418,12 @@ def digest_rows(db: Database) -> list[DigestRow]:
 
 
 def channel_messages(db: Database) -> list[OutboxRow]:
+    """Digests queued for Slack (break-glass and revocation alerts also go to channels)."""
     with db.read() as session:
-        return list(
-            session.execute(
-                select(OutboxRow).where(OutboxRow.kind == "channel").order_by(OutboxRow.id)
-            ).scalars()
-        )
+        rows = session.execute(
+            select(OutboxRow).where(OutboxRow.kind == "channel").order_by(OutboxRow.id)
+        ).scalars()
+        return [r for r in rows if json.loads(r.payload)["text"].startswith("stepup digest ")]
 
 
 def test_posting_is_once_per_day(traffic: Traffic) -> None:
@@ -606,3 +606,24 @@ def test_now_posts_to_slack_once(live_traffic: tuple[Engine, dict[str, str], Pat
         assert len(slack.messages(SECURITY)) == 1
     [sent] = channel_messages(engine.db)
     assert sent.status == "sent"
+
+
+def test_now_reports_a_failed_delivery(live_traffic: tuple[Engine, dict[str, str], Path]) -> None:
+    engine, env, work = live_traffic
+    with SlackStandIn() as slack:
+        out = stepup(
+            env
+            | {
+                "STEPUP_SECURITY_CHANNEL": "C0NOWHERE",
+                "SLACK_BOT_TOKEN": "xoxb-1-stepup-test",
+                "SLACK_SIGNING_SECRET": "8f14e45fceea167a5a36dedd4bea2543",
+                "STEPUP_SLACK_API_URL": slack.api_url,
+            },
+            work,
+            "digest",
+            "--now",
+        )
+    assert out.code == 0, out.stderr
+    assert "queued for C0NOWHERE; not delivered yet (Slack said channel_not_found)" in out.stdout
+    [queued] = channel_messages(engine.db)
+    assert queued.status == "pending" and queued.last_error == "Slack said channel_not_found"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -128,9 +129,7 @@ def test_agent_chosen_text_cannot_inject_mrkdwn() -> None:
     hostile = RequestRef(
         "req_1", "<!channel> & <@U0ALICE>", "a", "<https://evil|click>", "prod", "high"
     )
-    digest = Digest(
-        **{**digest.__dict__, "denials": (Denial(hostile, NOW, "policy", None, "<b>"),)}
-    )
+    digest = replace(digest, denials=(Denial(hostile, NOW, "policy", None, "<b>"),))
     body = json.dumps(digest_blocks(digest))
     assert "<!channel>" not in body and "<https://evil" not in body and "<@U0ALICE>" not in body
     assert "&lt;!channel&gt; &amp; &lt;@U0ALICE&gt;" in section(digest_blocks(digest), "Denials")
