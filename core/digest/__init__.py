@@ -1,0 +1,97 @@
+"""The daily digest: what happened in a window, who holds access now, and the audit chain's head.
+
+``build_digest`` reads; ``post_digest`` records the day in ``digests`` and queues the message
+in the same transaction, so replicas that fire at once post each day's digest once. Core says
+what the figures are; the Slack edge passes ``render_blocks`` to say how they look.
+
+Windowed figures count events whose time falls in ``[start, now)``, and each posted digest
+starts where the previous one ended, so consecutive digests neither miss nor repeat an event:
+requests by their creation, decisions and denials by their decision time, expiries and refused
+clicks by their audit entry.
+"""
+
+from __future__ import annotations
+
+from core.digest.figures import Window, audit_status, build_digest, outcome_of, percentiles
+from core.digest.model import (
+    DAY,
+    MAX_WINDOW,
+    OUTCOMES,
+    REFUSAL_KINDS,
+    SLACK_TEXT_LIST_LIMIT,
+    SLACK_TEXT_MAX,
+    TIERS,
+    TOP,
+    ActiveCredential,
+    AuditStatus,
+    BreakGlassUse,
+    DecisionTimes,
+    Denial,
+    Digest,
+    Expired,
+    RefusedClick,
+    RequestRef,
+    RevocationFailure,
+    TierOutcome,
+)
+from core.digest.posting import BlockRenderer, digest_day, post_digest
+from core.digest.text import (
+    active_line,
+    audit_line,
+    break_glass_line,
+    decision_line,
+    denial_line,
+    describe,
+    expired_line,
+    format_seconds,
+    format_time,
+    refused_line,
+    render_text,
+    request_lines,
+    revocation_line,
+    top_line,
+)
+
+__all__ = [
+    "DAY",
+    "MAX_WINDOW",
+    "OUTCOMES",
+    "REFUSAL_KINDS",
+    "SLACK_TEXT_LIST_LIMIT",
+    "SLACK_TEXT_MAX",
+    "TIERS",
+    "TOP",
+    "ActiveCredential",
+    "AuditStatus",
+    "BlockRenderer",
+    "BreakGlassUse",
+    "DecisionTimes",
+    "Denial",
+    "Digest",
+    "Expired",
+    "RefusedClick",
+    "RequestRef",
+    "RevocationFailure",
+    "TierOutcome",
+    "Window",
+    "active_line",
+    "audit_line",
+    "audit_status",
+    "break_glass_line",
+    "build_digest",
+    "decision_line",
+    "denial_line",
+    "describe",
+    "digest_day",
+    "expired_line",
+    "format_seconds",
+    "format_time",
+    "outcome_of",
+    "percentiles",
+    "post_digest",
+    "refused_line",
+    "render_text",
+    "request_lines",
+    "revocation_line",
+    "top_line",
+]

@@ -1,0 +1,256 @@
+"""Reading the figures of a window from the database."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session
+
+from core.audit.chain import verify_chain
+from core.audit.events import AuditKind
+from core.audit.signatures import decision_signature_check
+from core.digest.model import (
+    DAY,
+    OUTCOMES,
+    TIERS,
+    TOP,
+    ActiveCredential,
+    AuditStatus,
+    BreakGlassUse,
+    DecisionTimes,
+    Denial,
+    Digest,
+    Expired,
+    RefusedClick,
+    RequestRef,
+    RevocationFailure,
+    TierOutcome,
+)
+from core.errors import AuditChainBroken
+from core.keys import KeyRing
+from core.model import Status
+from core.records import Terms
+from core.storage.audit_store import iter_entries, read_head
+from core.storage.tables import AuditRow, RequestRow, RevocationRow, VoteRow
+
+
+def _ref(row: RequestRow) -> RequestRef:
+    return RequestRef(row.id, row.agent_id, row.action, row.target, row.environment, row.tier)
+
+
+def outcome_of(row: RequestRow, terms: Terms) -> str:
+    status = Status(row.status)
+    if status is Status.PENDING:
+        return "pending"
+    if status is Status.DENIED:
+        return "denied"
+    if row.decided_at is None:  # ended before anyone decided
+        return "expired" if status is Status.EXPIRED else "cancelled"
+    if terms.break_glass:
+        return "break-glass"
+    return "approved" if terms.approver_groups else "allowed"
+
+
+def percentiles(values: list[float]) -> DecisionTimes:
+    """Median and 95th percentile (linear interpolation between closest ranks)."""
+    if not values:
+        return DecisionTimes(0, None, None)
+    if len(values) == 1:
+        return DecisionTimes(1, values[0], values[0])
+    p95 = statistics.quantiles(values, n=100, method="inclusive")[94]
+    return DecisionTimes(len(values), statistics.median(values), p95)
+
+
+Window = Callable[[Any], Any]  # column -> "the column's time is in the digest's window"
+
+
+def _top(names: Iterable[str]) -> tuple[tuple[str, int], ...]:
+    counted = Counter(names)
+    return tuple(sorted(counted.items(), key=lambda item: (-item[1], item[0]))[:TOP])
+
+
+def build_digest(
+    session: Session, keyring: KeyRing, *, now: datetime, window: timedelta = DAY
+) -> Digest:
+    """The figures for ``[now - window, now)``, and the state at ``now``.
+
+    Pass a session from ``chain_snapshot`` so the audit head and entries come from one
+    snapshot (on PostgreSQL an entry appended mid-walk would otherwise look like tampering).
+    """
+    start = now - window
+
+    def in_window(column: Any) -> Any:
+        return (column >= start) & (column < now)
+
+    created = list(
+        session.execute(
+            select(RequestRow)
+            .where(in_window(RequestRow.created_at))
+            .order_by(RequestRow.created_at)
+        ).scalars()
+    )
+    tally: Counter[tuple[str, str]] = Counter()
+    break_glass: list[BreakGlassUse] = []
+    for row in created:
+        terms = Terms.from_json(row.terms)
+        tally[(row.tier, outcome_of(row, terms))] += 1
+        if row.break_glass and terms.break_glass:
+            break_glass.append(
+                BreakGlassUse(
+                    _ref(row),
+                    row.created_at,
+                    row.rule,
+                    row.status,
+                    row.break_glass_reviewed_by,
+                    row.break_glass_reviewed_at,
+                )
+            )
+    requests = tuple(
+        TierOutcome(tier, outcome, tally[(tier, outcome)])
+        for tier in TIERS
+        for outcome in OUTCOMES
+        if tally[(tier, outcome)]
+    )
+    return Digest(
+        window_start=start,
+        window_end=now,
+        requests=requests,
+        decision_times=_decision_times(session, in_window),
+        expired=_expired(session, in_window),
+        denials=_denials(session, in_window),
+        refused_clicks=_refused(session, in_window),
+        break_glass=tuple(break_glass),
+        revocation_failures=_revocation_failures(session),
+        active_credentials=_active(session, now),
+        top_agents=_top(row.agent_id for row in created),
+        top_targets=_top(row.target for row in created),
+        audit=audit_status(session, keyring),
+    )
+
+
+def _decision_times(session: Session, in_window: Window) -> DecisionTimes:
+    # Decided by people: a vote exists. Policy decisions (allow, deny, break-glass) take no time.
+    voted = exists().where(VoteRow.request_id == RequestRow.id)
+    rows = session.execute(
+        select(RequestRow.created_at, RequestRow.decided_at).where(
+            in_window(RequestRow.decided_at), voted
+        )
+    ).all()
+    return percentiles(
+        sorted((decided - created).total_seconds() for created, decided in rows if decided)
+    )
+
+
+def _expired(session: Session, in_window: Window) -> tuple[Expired, ...]:
+    rows = session.execute(
+        select(AuditRow.at, AuditRow.data, RequestRow)
+        .join(RequestRow, RequestRow.id == AuditRow.request_id)
+        .where(AuditRow.kind == AuditKind.REQUEST_EXPIRED.value, in_window(AuditRow.at))
+        .order_by(AuditRow.seq)
+    ).all()
+    return tuple(
+        Expired(_ref(row), at, str(json.loads(data).get("was", ""))) for at, data, row in rows
+    )
+
+
+def _denials(session: Session, in_window: Window) -> tuple[Denial, ...]:
+    rows = list(
+        session.execute(
+            select(RequestRow)
+            .where(RequestRow.status == Status.DENIED.value, in_window(RequestRow.decided_at))
+            .order_by(RequestRow.decided_at, RequestRow.id)
+        ).scalars()
+    )
+    deniers: dict[str, str] = {}
+    if rows:
+        for request_id, email, slack_id in session.execute(
+            select(VoteRow.request_id, VoteRow.approver_email, VoteRow.approver_slack_id).where(
+                VoteRow.vote == "deny", VoteRow.request_id.in_([r.id for r in rows])
+            )
+        ):
+            deniers[request_id] = email or slack_id
+    denials = []
+    for row in rows:
+        reasons = json.loads(row.reasons)
+        reason = row.status_reason or (reasons[0] if reasons else "")
+        at = row.decided_at or row.updated_at
+        denials.append(Denial(_ref(row), at, deniers.get(row.id, "policy"), row.rule, reason))
+    return tuple(denials)
+
+
+def _refused(session: Session, in_window: Window) -> tuple[RefusedClick, ...]:
+    rows = session.execute(
+        select(AuditRow.at, AuditRow.request_id, AuditRow.actor, AuditRow.data)
+        .where(AuditRow.kind == AuditKind.CLICK_REFUSED.value, in_window(AuditRow.at))
+        .order_by(AuditRow.seq)
+    ).all()
+    return tuple(
+        RefusedClick(at, request_id, actor, str(json.loads(data).get("why", "")))
+        for at, request_id, actor, data in rows
+    )
+
+
+def _revocation_failures(session: Session) -> tuple[RevocationFailure, ...]:
+    rows = session.execute(
+        select(RevocationRow, RequestRow.agent_id, RequestRow.target)
+        .outerjoin(RequestRow, RequestRow.id == RevocationRow.request_id)
+        .where(RevocationRow.status == "pending", RevocationRow.attempts > 0)
+        .order_by(RevocationRow.created_at, RevocationRow.jti)
+    ).all()
+    return tuple(
+        RevocationFailure(
+            r.jti, r.request_id, agent, target, r.attempts, r.last_error, r.created_at, r.alerted_at
+        )
+        for r, agent, target in rows
+    )
+
+
+def _active(session: Session, now: datetime) -> tuple[ActiveCredential, ...]:
+    rows = list(
+        session.execute(
+            select(RequestRow)
+            .where(RequestRow.status == Status.ACTIVE.value, RequestRow.credential_expires_at > now)
+            .order_by(RequestRow.credential_expires_at, RequestRow.id)
+        ).scalars()
+    )
+    approvers: dict[str, set[str]] = {}
+    if rows:
+        for request_id, email, slack_id in session.execute(
+            select(VoteRow.request_id, VoteRow.approver_email, VoteRow.approver_slack_id).where(
+                VoteRow.vote == "approve", VoteRow.request_id.in_([r.id for r in rows])
+            )
+        ):
+            approvers.setdefault(request_id, set()).add(email or slack_id)
+    return tuple(
+        ActiveCredential(
+            _ref(row),
+            row.credential_expires_at or now,
+            row.rule,
+            tuple(sorted(approvers.get(row.id, ()))),
+        )
+        for row in rows
+    )
+
+
+def audit_status(session: Session, keyring: KeyRing) -> AuditStatus:
+    """Verify the whole chain and every signed decision; report rather than raise."""
+    head_seq, head_hash = read_head(session)
+    entries = session.execute(select(func.count()).select_from(AuditRow)).scalar_one()
+    try:
+        verify_chain(
+            iter_entries(session),
+            head=(head_seq, head_hash),
+            check_signature=decision_signature_check(keyring),
+        )
+    except AuditChainBroken as broken:
+        return AuditStatus(False, entries, head_seq, head_hash, broken.seq, broken.detail)
+    return AuditStatus(True, entries, head_seq, head_hash)
+
+
+# -- text -------------------------------------------------------------------------------------

@@ -1,0 +1,140 @@
+"""What a digest holds: the figures of one window, as frozen records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from core.model import Tier
+
+DAY = timedelta(hours=24)
+MAX_WINDOW = timedelta(days=7)  # after a long outage, the digest covers at most a week
+TOP = 5
+REFUSAL_KINDS = ("ineligible", "sponsor", "owner")
+# How a request ended up, in display order: the decision, not the lifecycle status.
+OUTCOMES = ("allowed", "break-glass", "approved", "denied", "expired", "cancelled", "pending")
+TIERS = tuple(t.value for t in Tier)
+SLACK_TEXT_LIST_LIMIT = 20  # items per list in the Slack fallback text
+SLACK_TEXT_MAX = 39_000  # Slack refuses a message text over 40,000 characters
+
+
+@dataclass(frozen=True, slots=True)
+class TierOutcome:
+    tier: str
+    outcome: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionTimes:
+    """Seconds from submission to the approvers' decision; None when nothing was decided."""
+
+    count: int
+    median_seconds: float | None
+    p95_seconds: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRef:
+    request_id: str
+    agent: str
+    action: str
+    target: str
+    environment: str
+    tier: str
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    request: RequestRef
+    at: datetime
+    was: str  # "pending" (nobody decided) or "approved" (the credential was never claimed)
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    request: RequestRef
+    at: datetime
+    by: str  # an approver's email (or Slack id), or "policy"
+    rule: str | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedClick:
+    at: datetime
+    request_id: str | None
+    clicker: str | None
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class BreakGlassUse:
+    request: RequestRef
+    at: datetime
+    rule: str | None
+    status: str
+    reviewed_by: str | None
+    reviewed_at: datetime | None
+
+    @property
+    def reviewed(self) -> bool:
+        return self.reviewed_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationFailure:
+    jti: str
+    request_id: str
+    agent: str | None
+    target: str | None
+    attempts: int
+    last_error: str | None
+    since: datetime
+    alerted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveCredential:
+    request: RequestRef
+    expires_at: datetime
+    rule: str | None
+    approvers: tuple[str, ...]  # empty when the policy allowed it without approval
+
+
+@dataclass(frozen=True, slots=True)
+class AuditStatus:
+    ok: bool
+    entries: int
+    head_seq: int
+    head_hash: str
+    broken_seq: int | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    window_start: datetime
+    window_end: datetime
+    requests: tuple[TierOutcome, ...]
+    decision_times: DecisionTimes
+    expired: tuple[Expired, ...]
+    denials: tuple[Denial, ...]
+    refused_clicks: tuple[RefusedClick, ...]
+    break_glass: tuple[BreakGlassUse, ...]
+    revocation_failures: tuple[RevocationFailure, ...]
+    active_credentials: tuple[ActiveCredential, ...]
+    top_agents: tuple[tuple[str, int], ...]
+    top_targets: tuple[tuple[str, int], ...]
+    audit: AuditStatus
+
+    @property
+    def total_requests(self) -> int:
+        return sum(c.count for c in self.requests)
+
+    @property
+    def refused_by_kind(self) -> dict[str, int]:
+        counts = dict.fromkeys(REFUSAL_KINDS, 0)
+        for click in self.refused_clicks:
+            counts[click.why] = counts.get(click.why, 0) + 1
+        return counts

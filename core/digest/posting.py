@@ -1,0 +1,87 @@
+"""Posting: one digest per day, recorded and queued in one transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from core.digest.figures import (
+    build_digest,
+)
+from core.digest.model import (
+    DAY,
+    MAX_WINDOW,
+    SLACK_TEXT_LIST_LIMIT,
+    SLACK_TEXT_MAX,
+    Digest,
+)
+from core.digest.text import (
+    render_text,
+)
+from core.keys import KeyRing
+from core.notices import Notices
+from core.storage.audit_store import chain_snapshot
+from core.storage.database import Database
+from core.storage.tables import DigestRow
+
+BlockRenderer = Callable[[Digest], list[dict[str, Any]]]
+
+
+def digest_day(now: datetime, timezone: str) -> str:
+    """The calendar day of ``now`` in ``timezone``: the key that makes a digest once a day."""
+    return now.astimezone(ZoneInfo(timezone)).date().isoformat()
+
+
+def post_digest(
+    db: Database,
+    keyring: KeyRing,
+    *,
+    now: datetime,
+    timezone: str,
+    channel: str,
+    render_blocks: BlockRenderer | None = None,
+    window: timedelta | None = None,
+) -> bool:
+    """Queue the day's digest for ``channel``; False when this day's digest already exists.
+
+    The day's row and the outbox entry are written in one transaction: the row's primary key
+    lets exactly one replica commit, and a crash leaves either both or neither. By default the
+    window starts where the previous digest ended (24 h when there is none), so days of 23 or
+    25 hours around a DST change, or a digest posted early with ``--now``, miss nothing.
+    """
+    day = digest_day(now, timezone)
+    with db.read() as session:
+        if session.get(DigestRow, day) is not None:
+            return False
+        previous = session.execute(
+            select(func.max(DigestRow.created_at)).where(DigestRow.created_at < now)
+        ).scalar_one()
+    if window is None:
+        window = min(now - previous, MAX_WINDOW) if previous is not None else DAY
+    with chain_snapshot(db) as session:
+        digest = build_digest(session, keyring, now=now, window=window)
+    text = render_text(digest, limit=SLACK_TEXT_LIST_LIMIT)
+    if len(text) > SLACK_TEXT_MAX:
+        text = text[: SLACK_TEXT_MAX - 1] + "…"
+    blocks = json.dumps(render_blocks(digest)) if render_blocks is not None else ""
+    try:
+        with db.write() as session:
+            session.add(
+                DigestRow(
+                    day=day,
+                    created_at=now,
+                    head_seq=digest.audit.head_seq,
+                    head_hash=digest.audit.head_hash,
+                )
+            )
+            session.flush()  # a replica that got there first makes this fail
+            Notices(session, now).channel(None, channel, text, blocks=blocks)
+    except IntegrityError:
+        return False
+    return True
