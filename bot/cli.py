@@ -141,6 +141,11 @@ def audit_verify() -> None:
     from core.storage.audit_store import chain_snapshot, iter_entries, read_head
 
     settings = settings_or_exit()
+    if not settings.keys_dir.is_dir():
+        # Verifying with a fresh key would call every signed decision forged.
+        raise fail(
+            f"no signing keys at {settings.keys_dir}: point STEPUP_KEYS_DIR at the service's"
+        )
     db = open_database(settings)
     check = decision_signature_check(open_keyring(settings))
     try:
@@ -221,7 +226,15 @@ _register_digest(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point
-    app()
+    """The `stepup` command: a database that cannot be reached is one clear line, no traceback."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        app()
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0]
+        typer.echo(f"error: cannot use the database: {reason}", err=True)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":  # pragma: no cover

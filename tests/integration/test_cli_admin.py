@@ -118,3 +118,16 @@ def test_requests_list_show_and_revoke(
     again = stepup(cli_env, "revoke", allowed.id, ok=False)
     assert again.returncode == 1 and "revoked" in again.stderr
     db.dispose()
+
+
+def test_unreachable_database_and_missing_keys_are_one_clear_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPUP_", "SLACK_"))}
+    env["STEPUP_DATABASE_URL"] = "postgresql+psycopg://postgres@127.0.0.1:1/nowhere"
+    result = stepup(env, "db", "upgrade", ok=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: cannot use the database:")
+    env["STEPUP_DATABASE_URL"] = f"sqlite:///{tmp_path / 'x.db'}"
+    env["STEPUP_KEYS_DIR"] = str(tmp_path / "no-keys-here")
+    missing = stepup(env, "audit", "verify", ok=False)
+    assert missing.returncode == 1 and "no signing keys" in missing.stderr
+    assert not (tmp_path / "no-keys-here").exists()  # verify never invents a key
