@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, insert, select, update
 from sqlalchemy.orm import Session
 
 from core.audit.chain import AuditEntry, entry_hash
@@ -16,12 +16,34 @@ from core.canonical import canonical_json
 from core.storage.database import Database
 from core.storage.tables import AuditHeadRow, AuditRow
 
+_HEAD_KEY = "stepup.audit_head"  # in ``session.info``: [seq, hash] while a transaction appends
+
 
 class SqlAuditAppender:
-    """Appends in the session's transaction, so an entry commits or rolls back with its change."""
+    """Appends in the session's transaction, so an entry commits or rolls back with its change.
+
+    The head row is locked and read once per transaction (FOR UPDATE on PostgreSQL; SQLite's
+    write transaction already holds the single write lock), entries are inserted as they come,
+    and the head is written once, just before commit. Every appender of one session shares
+    that state, so entries of one transaction chain to each other.
+    """
 
     def __init__(self, session: Session) -> None:
         self._session = session
+
+    def _head(self) -> list[Any]:
+        state: list[Any] | None = self._session.info.get(_HEAD_KEY)
+        if state is None:
+            row = self._session.execute(
+                select(AuditHeadRow.seq, AuditHeadRow.hash)
+                .where(AuditHeadRow.id == 1)
+                .with_for_update()
+            ).one()
+            state = [row.seq, row.hash]
+            self._session.info[_HEAD_KEY] = state
+            event.listen(self._session, "before_commit", _write_head, once=True)
+            event.listen(self._session, "after_rollback", _forget_head, once=True)
+        return state
 
     def append(
         self,
@@ -32,12 +54,8 @@ class SqlAuditAppender:
         actor: str | None,
         data: dict[str, Any],
     ) -> AuditEntry:
-        # FOR UPDATE serialises appenders on PostgreSQL; on SQLite the write transaction
-        # already holds the database's single write lock (BEGIN IMMEDIATE).
-        head = self._session.execute(
-            select(AuditHeadRow).where(AuditHeadRow.id == 1).with_for_update()
-        ).scalar_one()
-        seq, prev_hash = head.seq + 1, head.hash
+        head = self._head()
+        seq, prev_hash = head[0] + 1, head[1]
         text = canonical_json(data)
         digest = entry_hash(
             seq=seq,
@@ -48,8 +66,8 @@ class SqlAuditAppender:
             data=text,
             prev_hash=prev_hash,
         )
-        self._session.add(
-            AuditRow(
+        self._session.execute(
+            insert(AuditRow).values(
                 seq=seq,
                 at=at,
                 kind=kind.value,
@@ -60,10 +78,20 @@ class SqlAuditAppender:
                 hash=digest,
             )
         )
-        head.seq = seq
-        head.hash = digest
-        self._session.flush()
+        head[0], head[1] = seq, digest
         return AuditEntry(seq, at, kind.value, request_id, actor, text, prev_hash, digest)
+
+
+def _write_head(session: Session) -> None:
+    state = session.info.pop(_HEAD_KEY, None)
+    if state is not None:
+        session.execute(
+            update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=state[0], hash=state[1])
+        )
+
+
+def _forget_head(session: Session) -> None:
+    session.info.pop(_HEAD_KEY, None)
 
 
 @contextmanager
