@@ -13,15 +13,15 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from bot.api.auth import current_agent, current_resource_server
+from bot.api.auth import AgentKey, agent_key, current_resource_server
 from bot.api.context import context_of
 from core.errors import ValidationFailed
 from core.model import SessionOutcome, Status
-from core.storage.agents_repo import AgentIdentity
+from core.records import RequestSnapshot
 from core.wire import SubmitBody
 
 router = APIRouter()
-Agent = Annotated[AgentIdentity, Depends(current_agent)]
+Agent = Annotated[AgentKey, Depends(agent_key)]
 
 
 class CompleteBody(BaseModel):
@@ -45,11 +45,12 @@ def submit(
     body: SubmitBody,
     request: Request,
     response: Response,
-    agent: Agent,
+    key: Agent,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict[str, Any]:
     """Submit an intent. Same Idempotency-Key + same body: the first answer (200)."""
     ctx = context_of(request)
+    agent = key.identity(request)
     snapshot, created = ctx.service.submit(
         agent, body.to_intent(agent.id), now=ctx.clock(), idempotency_key=idempotency_key
     )
@@ -63,7 +64,7 @@ def submit(
 async def get_request(
     request_id: str,
     request: Request,
-    agent: Agent,
+    key: Agent,
     wait: Annotated[
         int, Query(ge=0, le=60, description="Hold up to N seconds for a status change")
     ] = 0,
@@ -75,11 +76,15 @@ async def get_request(
     """The request. With ``wait``, held until its status changes (from ``since`` when given),
     or N seconds pass; a request in a final status is answered at once."""
     ctx = context_of(request)
+
+    def read() -> RequestSnapshot:
+        return ctx.service.get(request_id, agent_id=key.identity(request).id)
+
     if wait == 0:
-        return (await run_in_threadpool(ctx.service.get, request_id, agent_id=agent.id)).to_public()
+        return (await run_in_threadpool(read)).to_public()
     event = ctx.hub.register(request_id)
     try:
-        current = await run_in_threadpool(ctx.service.get, request_id, agent_id=agent.id)
+        current = await run_in_threadpool(read)
         baseline = since or current.status
         deadline = time.monotonic() + wait
         while current.status is baseline and not current.status.is_final:
@@ -91,16 +96,17 @@ async def get_request(
                     event.wait(), min(remaining, ctx.cross_replica_recheck_seconds)
                 )
             event.clear()
-            current = await run_in_threadpool(ctx.service.get, request_id, agent_id=agent.id)
+            current = await run_in_threadpool(read)
         return current.to_public()
     finally:
         ctx.hub.unregister(request_id, event)
 
 
 @router.post("/v1/requests/{request_id}/credential", tags=["requests"], response_model=ClaimAnswer)
-def claim(request_id: str, request: Request, agent: Agent) -> ClaimAnswer:
+def claim(request_id: str, request: Request, key: Agent) -> ClaimAnswer:
     """Mint the credential of an approved request. Returned once; any other status is 409."""
     ctx = context_of(request)
+    agent = key.identity(request)
     _, issued = ctx.service.claim(request_id, agent, now=ctx.clock())
     return ClaimAnswer(
         token=issued.token,
@@ -113,16 +119,18 @@ def claim(request_id: str, request: Request, agent: Agent) -> ClaimAnswer:
 
 
 @router.post("/v1/requests/{request_id}/complete", tags=["requests"])
-def complete(request_id: str, body: CompleteBody, request: Request, agent: Agent) -> dict[str, Any]:
+def complete(request_id: str, body: CompleteBody, request: Request, key: Agent) -> dict[str, Any]:
     ctx = context_of(request)
+    agent = key.identity(request)
     return ctx.service.complete(
         request_id, agent, body.outcome, body.detail, now=ctx.clock()
     ).to_public()
 
 
 @router.post("/v1/requests/{request_id}/cancel", tags=["requests"])
-def cancel(request_id: str, request: Request, agent: Agent) -> dict[str, Any]:
+def cancel(request_id: str, request: Request, key: Agent) -> dict[str, Any]:
     ctx = context_of(request)
+    agent = key.identity(request)
     return ctx.service.cancel(request_id, agent, now=ctx.clock()).to_public()
 
 
