@@ -28,6 +28,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/policy_bench.py
 	$(BIN)/python bench/audit_bench.py
+	$(BIN)/python bench/api_bench.py --quick
+	$(BIN)/python bench/expiry_bench.py --quick
 
 clean:
 	rm -rf $(VENV) .stepup .pytest_cache .mypy_cache .ruff_cache
