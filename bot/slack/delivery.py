@@ -19,7 +19,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy import select
 
-from bot.slack.cards import break_glass_blocks, card_blocks, card_text
+from bot.slack.alerts import break_glass_blocks
+from bot.slack.cards import card_blocks, card_text
 from bot.slack.directory import SlackDirectory
 from core.notices import NoticeKind
 from core.records import RequestSnapshot

@@ -13,8 +13,10 @@ from datetime import UTC, datetime
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.slack.cards import break_glass_blocks, confirm_modal, deny_modal, home_view, when
+from bot.slack.alerts import break_glass_blocks
+from bot.slack.cards import when
 from bot.slack.directory import SlackDirectory
+from bot.slack.views import confirm_modal, deny_modal, home_view
 from core.errors import IllegalTransition, NotEligible, NotFound, StepupError, ValidationFailed
 from core.model import Approver, Status, Vote
 from core.records import RequestSnapshot
