@@ -25,6 +25,35 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class Drain:
+    """Runs ``work`` until nobody asks for more: one pass at a time, and no caller waits.
+
+    A caller that finds a pass running leaves its request in a flag and returns; the running
+    pass sees the flag and goes round once more. So a request made at any moment is served by
+    a pass that starts after it, and a burst of callers (every precise job of one second, on a
+    thread each) costs one or two passes, not one transaction each competing for the lock.
+    """
+
+    def __init__(self, work: Callable[[], int]) -> None:
+        self._work = work
+        self._wanted = threading.Event()
+        self._running = threading.Lock()
+
+    def __call__(self) -> int:
+        self._wanted.set()
+        done = 0
+        while self._wanted.is_set():  # re-checked after release: a request made meanwhile
+            if not self._running.acquire(blocking=False):
+                return done  # the running pass will serve it
+            try:
+                while self._wanted.is_set():
+                    self._wanted.clear()
+                    done += self._work()
+            finally:
+                self._running.release()
+        return done
+
+
 class DeadlineScheduler:
     def __init__(
         self,
@@ -37,7 +66,10 @@ class DeadlineScheduler:
         self.clock = clock
         self.sweep_interval_seconds = sweep_interval_seconds
         self.scheduler = BackgroundScheduler(timezone=UTC)
-        self._revoking = threading.Lock()
+        # One pass of each at a time in this process; other replicas are kept apart by row
+        # locks (expiry) and row leases (issuer revocations).
+        self._expiry = Drain(lambda: len(self.service.expire_due(now=self.clock())))
+        self._revocations_pass = Drain(lambda: self.service.process_revocations(now=self.clock()))
 
     def start(self) -> None:
         self.sweep()  # everything that fell due while the service was down
@@ -58,26 +90,22 @@ class DeadlineScheduler:
 
     def sweep(self) -> int:
         """Expire, escalate and retry issuer revocations: everything due by the database."""
+        steps: list[tuple[str, Callable[[], int]]] = [
+            ("expiry", self._expiry),
+            ("escalation", lambda: len(self.service.escalate_due(now=self.clock()))),
+            ("revocation", self._revocations_pass),
+        ]
         done = 0
-        for name, step in (
-            ("expiry", lambda now: len(self.service.expire_due(now=now))),
-            ("escalation", lambda now: len(self.service.escalate_due(now=now))),
-            ("revocation", self._revocations_at),
-        ):
+        for name, step in steps:
             try:
-                done += step(self.clock())
+                done += step()
             except Exception:
                 logger.exception("%s sweep failed; the next sweep retries", name)
         return done
 
-    def _revocations_at(self, now: datetime) -> int:
-        # One pass at a time in this process; other replicas are kept apart by row leases.
-        with self._revoking:
-            return self.service.process_revocations(now=now)
-
     def _revocations(self) -> None:
         try:
-            self._revocations_at(self.clock())
+            self._revocations_pass()
         except Exception:
             logger.exception("issuer revocations failed; the sweep retries")
 
@@ -92,10 +120,16 @@ class DeadlineScheduler:
         escalation = snapshot.next_escalation_at if snapshot.status is Status.PENDING else None
         self._at(f"escalate:{snapshot.id}", escalation, self._escalate, snapshot.id)
         if snapshot.credential is not None and snapshot.credential.revoked_at is not None:
-            self._at("revocations-now", self.clock(), self._revocations)
+            # Several instances may run at once: all but one return at once (see Drain).
+            self._at("revocations-now", self.clock(), self._revocations, instances=16)
 
     def _at(
-        self, job_id: str, when: datetime | None, func: Callable[..., None], *args: str
+        self,
+        job_id: str,
+        when: datetime | None,
+        func: Callable[..., None],
+        *args: str,
+        instances: int = 1,
     ) -> None:
         if when is None:
             if self.scheduler.get_job(job_id) is not None:
@@ -110,11 +144,14 @@ class DeadlineScheduler:
             id=job_id,
             replace_existing=True,
             misfire_grace_time=None,
+            max_instances=instances,
         )
 
     def _expire(self, request_id: str) -> None:
+        # Everything due goes in the pass, this request among it: the requests falling due
+        # in the same second are expired together, in a few transactions.
         try:
-            self.service.expire_one(request_id, now=self.clock())
+            self._expiry()
         except Exception:
             logger.exception("deadline job for %s failed; the sweep will retry", request_id)
 

@@ -9,9 +9,10 @@ visible (digest, ``requests show``), and a later success clears the alert.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from core.audit.events import AuditLog
 from core.notices import Notices
@@ -28,6 +29,7 @@ class Revoking(StepupBase):
     revoke_alert_after = 3
     revoke_backoff_base_seconds = 1.0
     revoke_backoff_max_seconds = 300.0
+    revoke_done_batch = 50  # successes recorded per transaction (well within the lease)
 
     def _claim_revocations(self, now: datetime, limit: int) -> list[tuple[str, str, int]]:
         with self.db.write() as session:
@@ -47,33 +49,55 @@ class Revoking(StepupBase):
 
     def process_revocations(self, *, now: datetime, limit: int = 200) -> int:
         """Call the issuer for each due revocation; returns how many succeeded."""
-        done = 0
+        succeeded = 0
+        done: list[tuple[str, str, int]] = []  # successes not yet recorded
         for jti, request_id, attempts in self._claim_revocations(now, limit):
             try:
                 self.issuer.revoke(jti, now)
             except Exception as exc:  # any failure is retried; the reason is kept, not raised
+                self._revocations_done(done, now)  # recorded in the order the calls were made
+                done.clear()
                 self._revocation_failed(
                     jti, request_id, attempts, str(exc) or type(exc).__name__, now
                 )
             else:
-                self._revocation_done(jti, request_id, attempts, now)
-                done += 1
-        return done
+                succeeded += 1
+                done.append((jti, request_id, attempts))
+                if len(done) >= self.revoke_done_batch:
+                    self._revocations_done(done, now)
+                    done.clear()
+        self._revocations_done(done, now)
+        return succeeded
 
-    def _revocation_done(self, jti: str, request_id: str, attempts: int, now: datetime) -> None:
+    def _revocations_done(self, done: Sequence[tuple[str, str, int]], now: datetime) -> None:
+        """Mark successful issuer calls done, in one transaction and one statement."""
+        if not done:
+            return
         with self.db.write() as session:
-            row = session.get(RevocationRow, jti)
-            if row is None or row.status == "done":
-                return
-            row.status, row.done_at, row.last_error = "done", now, None
-            AuditLog(SqlAuditAppender(session)).issuer_revoked(request_id, jti, attempts, now)
-            if row.alerted_at is not None and self.security_channel:
-                Notices(session, now).channel(
-                    request_id,
-                    self.security_channel,
-                    f":white_check_mark: Revocation of credential `{jti}` (request `{request_id}`) "
-                    f"succeeded after {attempts} attempts. Alert cleared.",
-                )
+            marked: dict[str, datetime | None] = dict(
+                session.execute(
+                    update(RevocationRow)
+                    .where(
+                        RevocationRow.jti.in_([jti for jti, _, _ in done]),
+                        RevocationRow.status != "done",
+                    )
+                    .values(status="done", done_at=now, last_error=None)
+                    .returning(RevocationRow.jti, RevocationRow.alerted_at)
+                    .execution_options(synchronize_session=False)
+                ).all()
+            )
+            audit = AuditLog(SqlAuditAppender(session))
+            for jti, request_id, attempts in done:
+                if jti not in marked:
+                    continue
+                audit.issuer_revoked(request_id, jti, attempts, now)
+                if marked[jti] is not None and self.security_channel:
+                    Notices(session, now).channel(
+                        request_id,
+                        self.security_channel,
+                        f":white_check_mark: Revocation of credential `{jti}` (request "
+                        f"`{request_id}`) succeeded after {attempts} attempts. Alert cleared.",
+                    )
 
     def _revocation_failed(
         self, jti: str, request_id: str, attempts: int, error: str, now: datetime

@@ -296,6 +296,10 @@ def test_audit_verify_needs_the_service_keys(cli_db: Cli, db: Database, tmp_path
     record_activity(db, tmp_path)
     first_decision = next(r for r in stored(db) if r.kind == AuditKind.DECISION_RECORDED.value)
     cli_db.env["STEPUP_KEYS_DIR"] = str(tmp_path / "other-keys")
+    missing = cli_db.invoke("audit", "verify")
+    assert missing.code == 1 and "no signing keys" in missing.stderr
+    assert not (tmp_path / "other-keys").exists()
+    KeyRing.load_or_create(tmp_path / "other-keys")  # another service's keys
     out = cli_db.invoke("audit", "verify")
     assert out.code == 1
     assert f"entry {first_decision.seq}: bad decision signature" in out.stderr
