@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -19,6 +19,8 @@ from core.records import RequestSnapshot
 from core.service import Stepup
 
 logger = logging.getLogger(__name__)
+
+NEXT_DEADLINE_JOB = "next-deadline"
 
 
 def utc_now() -> datetime:
@@ -66,6 +68,8 @@ class DeadlineScheduler:
         self.clock = clock
         self.sweep_interval_seconds = sweep_interval_seconds
         self.scheduler = BackgroundScheduler(timezone=UTC)
+        self._arm_lock = threading.Lock()
+        self._armed: datetime | None = None
         # One pass of each at a time in this process; other replicas are kept apart by row
         # locks (expiry) and row leases (issuer revocations).
         self._expiry = Drain(lambda: len(self.service.expire_due(now=self.clock())))
@@ -82,6 +86,9 @@ class DeadlineScheduler:
             coalesce=True,
         )
         self.service.subscribe(self.on_change)
+        upcoming = self.service.next_deadline()
+        if upcoming is not None:
+            self._arm(upcoming)
         self.scheduler.start()
 
     def shutdown(self) -> None:
@@ -110,18 +117,48 @@ class DeadlineScheduler:
             logger.exception("issuer revocations failed; the sweep retries")
 
     def on_change(self, snapshot: RequestSnapshot) -> None:
-        """Service listener: schedule the request's next deadlines exactly."""
-        deadline = None
-        if snapshot.status in (Status.PENDING, Status.APPROVED):
-            deadline = snapshot.expires_at
+        """Service listener: make sure the timer fires by this request's next deadline."""
+        deadlines = []
+        if snapshot.status in (Status.PENDING, Status.APPROVED) and snapshot.expires_at:
+            deadlines.append(snapshot.expires_at)
         elif snapshot.status is Status.ACTIVE and snapshot.credential is not None:
-            deadline = snapshot.credential.expires_at
-        self._at(f"deadline:{snapshot.id}", deadline, self._expire, snapshot.id)
-        escalation = snapshot.next_escalation_at if snapshot.status is Status.PENDING else None
-        self._at(f"escalate:{snapshot.id}", escalation, self._escalate, snapshot.id)
+            deadlines.append(snapshot.credential.expires_at)
+        if snapshot.status is Status.PENDING and snapshot.next_escalation_at is not None:
+            deadlines.append(snapshot.next_escalation_at)
+        if deadlines:
+            self._arm(min(deadlines))
         if snapshot.credential is not None and snapshot.credential.revoked_at is not None:
             # Several instances may run at once: all but one return at once (see Drain).
             self._at("revocations-now", self.clock(), self._revocations, instances=16)
+
+    def _arm(self, when: datetime) -> None:
+        """One timer for the earliest deadline, whatever the number of live requests.
+
+        A change only ever moves it earlier; when it fires, one pass handles everything due
+        and the timer is set again from the database's next deadline (an indexed MIN).
+        """
+        with self._arm_lock:
+            if self._armed is not None and self._armed <= when and self._armed > self.clock():
+                return
+            self._armed = when
+            self._at(NEXT_DEADLINE_JOB, when, self._deadline_reached, instances=16)
+
+    def _deadline_reached(self) -> None:
+        with self._arm_lock:
+            self._armed = None
+        try:
+            self._expiry()
+            self.service.escalate_due(now=self.clock())
+        except Exception:
+            logger.exception("deadline pass failed; the sweep will retry")
+        try:
+            upcoming = self.service.next_deadline()
+        except Exception:
+            logger.exception("could not read the next deadline; the sweep will retry")
+            return
+        if upcoming is not None:
+            # Something still due (a failed pass) is retried shortly, not in a tight loop.
+            self._arm(max(upcoming, self.clock() + timedelta(milliseconds=200)))
 
     def _at(
         self,
@@ -146,17 +183,3 @@ class DeadlineScheduler:
             misfire_grace_time=None,
             max_instances=instances,
         )
-
-    def _expire(self, request_id: str) -> None:
-        # Everything due goes in the pass, this request among it: the requests falling due
-        # in the same second are expired together, in a few transactions.
-        try:
-            self._expiry()
-        except Exception:
-            logger.exception("deadline job for %s failed; the sweep will retry", request_id)
-
-    def _escalate(self, request_id: str) -> None:
-        try:
-            self.service.escalate_one(request_id, now=self.clock())
-        except Exception:
-            logger.exception("escalation job for %s failed; the sweep will retry", request_id)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, select, update
+from sqlalchemy import Table, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound
@@ -278,3 +278,18 @@ def revoke_credential_rows(
         .execution_options(synchronize_session=False)
     )
     return set(result.scalars())
+
+
+def next_deadline(session: Session) -> datetime | None:
+    """The earliest deadline of any live request: each MIN is one seek in its (status, …) index."""
+    found = [
+        session.execute(select(func.min(column)).where(RequestRow.status == status.value)).scalar()
+        for status, column in (
+            (Status.PENDING, RequestRow.expires_at),
+            (Status.APPROVED, RequestRow.expires_at),
+            (Status.ACTIVE, RequestRow.credential_expires_at),
+            (Status.PENDING, RequestRow.next_escalation_at),
+        )
+    ]
+    present = [at for at in found if at is not None]
+    return min(present) if present else None

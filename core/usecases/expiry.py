@@ -155,6 +155,11 @@ class Expiry(StepupBase):
         )
         return revoked
 
+    def next_deadline(self) -> datetime | None:
+        """When the next request falls due (expiry, TTL or escalation), for the timer."""
+        with self.db.read() as session:
+            return repo.next_deadline(session)
+
 
 def _still_due(rows: Iterable[RequestRow], now: datetime) -> Iterable[_Due]:
     for row in rows:
