@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -152,3 +153,37 @@ def test_approver_known_by_email_only(live: SlackLive) -> None:
     live.sim.click(APPROVE, req.id, "U0CAROL", message=card)  # sre-leads lists carol@example.com
     live.eventually(lambda: live.engine.service.get(req.id).status is Status.APPROVED)
     assert live.engine.service.get(req.id).approvals[0].email == "carol@example.com"
+
+
+def test_two_outbox_workers_deliver_each_message_once(live: SlackLive, database_url: str) -> None:
+    """A second replica's worker on the same database: no card, note or DM goes out twice."""
+    from bot.slack.app import web_client
+    from bot.slack.delivery import OutboxWorker
+    from bot.slack.directory import SlackDirectory
+    from core.storage.database import Database as Db
+    from tests.integration.slack_env import BOT_TOKEN
+
+    other_db = Db(database_url)
+    twin = type(live.engine.service)(
+        other_db,
+        live.engine.service.policy,
+        live.engine.keyring,
+        live.engine.service.issuer,
+        issuer_url=live.engine.service.issuer_url,
+    )
+    client = web_client(BOT_TOKEN, live.slack.api_url)
+    second = OutboxWorker(
+        twin, client, SlackDirectory(client), poll_seconds=0.05, max_backoff_seconds=1.0
+    )
+    second.start()
+    try:
+        ids = [live.submit(justification=f"twin {i}").id for i in range(30)]
+        for rid in ids[:10]:
+            live.engine.service.cancel(rid, live.agent, now=datetime.now(UTC))
+        live.eventually(lambda: pending_outbox(live) == 0, timeout=60)
+    finally:
+        second.stop()
+        other_db.dispose()
+    assert all(cards_posted(live, rid) == 1 for rid in ids)
+    notes = [c for c in live.slack.calls("chat.postMessage") if c.ok and c.params.get("thread_ts")]
+    assert len(notes) == 10  # one "Cancelled by the agent" note per cancelled request
