@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from loadgen import PhaseResult, encode_post, run_phase
 from procs import Server, cpu_seconds, free_port, machine_jiffies, rss_mib, start, stop
+from scratch import scratch_postgres as scratch
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -116,20 +116,8 @@ def scratch_database(kind: str, workdir: Path, admin_url: str) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{workdir / 'bench.db'}"
         return
-    name = f"stepup_bench_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = create_engine(
-        admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
-    )
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with scratch(admin_url, "stepup_bench") as url:
+        yield url
 
 
 def server_env(url: str, workdir: Path, port: int) -> dict[str, str]:

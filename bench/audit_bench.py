@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import secrets
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -27,8 +26,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from scratch import scratch_postgres as scratch
 from sqlalchemy import create_engine, insert, text, update
-from sqlalchemy.engine import make_url
 
 from core.audit.chain import ChainReport, SignatureCheck, entry_hash, verify_chain
 from core.audit.events import AuditKind
@@ -159,20 +158,8 @@ def bench_sqlite(total: int, appended: int, keyring: KeyRing, workdir: Path) -> 
 @contextmanager
 def scratch_postgres(admin_url: str) -> Iterator[str]:
     """A database of our own for the run, always dropped after it."""
-    name = f"stepup_audit_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_engine(
-        admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
-    )
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with scratch(admin_url, "stepup_audit_bench") as url:
+        yield url
 
 
 def bench_postgres(admin_url: str, total: int, appended: int, keyring: KeyRing) -> dict[str, float]:

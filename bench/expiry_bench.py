@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from audit_bench import cpu_model, postgres_unreachable
-from sqlalchemy import create_engine, func, insert, select, text
-from sqlalchemy.engine import make_url
+from scratch import scratch_postgres as scratch
+from sqlalchemy import func, insert, select, text
 
 from bot.scheduler import DeadlineScheduler
 from core.agents import AgentRegistry
@@ -500,20 +500,8 @@ def run_sweep(url: str, workdir: Path, *, active: int, reps: int) -> SweepResult
 @contextmanager
 def scratch_postgres(admin_url: str) -> Iterator[str]:
     """A database of our own for one case, always dropped after it."""
-    name = f"stepup_expiry_bench_{os.getpid()}_{secrets.token_hex(3)}"
-    admin = create_engine(
-        admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3}
-    )
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        try:
-            yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-        finally:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with scratch(admin_url, "stepup_expiry_bench") as url:
+        yield url
 
 
 @contextmanager
