@@ -26,6 +26,7 @@ from bot.slack_standin.identity import DEFAULT_CHANNELS, DEFAULT_USERS, TEAM_ID
 from bot.slack_standin.listener import Listener, Reply, Request
 from bot.slack_standin.methods import RESPONSE_URL_METHOD, WebApi, dispatch
 from bot.slack_standin.records import Call, Ephemeral, Message, User, View
+from bot.slack_standin.socket_mode import SocketModeServer
 from bot.slack_standin.views import ViewStore
 from bot.slack_standin.workspace import Workspace
 
@@ -51,6 +52,7 @@ class SlackStandIn:
         self._faults = Faults()
         self._log = CallLog(self._cond)
         self._listener = Listener(self._answer, host, port)
+        self._socket_mode: SocketModeServer | None = None
         self._views = ViewStore()
         self._api = WebApi(
             self._workspace,
@@ -75,6 +77,16 @@ class SlackStandIn:
     def stop(self) -> None:
         self._closing.set()
         self._listener.stop()
+        if self._socket_mode is not None:
+            self._socket_mode.close()
+            self._socket_mode = None
+
+    @property
+    def socket_mode(self) -> SocketModeServer:
+        """The Socket Mode endpoint that ``apps.connections.open`` hands out (made on first use)."""
+        if self._socket_mode is None:
+            self._socket_mode = SocketModeServer(self._listener.host)
+        return self._socket_mode
 
     def __enter__(self) -> Self:
         return self.start()
@@ -225,7 +237,7 @@ class SlackStandIn:
     # -- answering -------------------------------------------------------------------------
 
     def _socket_base(self) -> str:
-        return f"ws://{self._listener.host}:{self.port}/"
+        return f"ws://{self._listener.host}:{self.socket_mode.port}/"
 
     def _answer(self, request: Request) -> Reply:
         if request.path.startswith("/hooks/"):

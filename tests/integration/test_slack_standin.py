@@ -126,7 +126,7 @@ def test_socket_mode_url_needs_an_app_token(slack: SlackStandIn) -> None:
     answer = WebClient(token="xapp-1-A0-1-abc", base_url=slack.api_url).apps_connections_open(
         app_token="xapp-1-A0-1-abc"
     )
-    assert answer["url"].startswith(f"ws://127.0.0.1:{slack.port}/link/?ticket=")
+    assert answer["url"].startswith(f"ws://127.0.0.1:{slack.socket_mode.port}/link/?ticket=")
     with pytest.raises(SlackApiError) as caught:
         WebClient(token="xoxb-test", base_url=slack.api_url).api_call("apps.connections.open")
     assert caught.value.response["error"] == "not_allowed_token_type"
