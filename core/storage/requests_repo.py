@@ -253,21 +253,10 @@ def list_rows(
     return list(session.execute(query).scalars())
 
 
-def revoke_credential_row(session: Session, jti: str, *, now: datetime, reason: str) -> bool:
-    """Put the credential on the revocation list; False if it was already there."""
-    result = session.execute(
-        update(CredentialRow)
-        .where(CredentialRow.jti == jti, CredentialRow.revoked_at.is_(None))
-        .values(revoked_at=now, revoke_reason=reason)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
-
-
 def revoke_credential_rows(
     session: Session, jtis: Sequence[str], *, now: datetime, reason: str
 ) -> set[str]:
-    """revoke_credential_row for several credentials: the jtis that were not yet revoked."""
+    """Put credentials on the revocation list; returns the jtis that were not yet there."""
     if not jtis:
         return set()
     result = session.execute(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -181,20 +181,31 @@ class StepupBase:
     ) -> None:
         """Put the credential on the revocation list now (introspection answers inactive at
         once) and queue the issuer-side revocation, which is retried until it succeeds."""
-        if row.credential_jti and repo.revoke_credential_row(
-            session, row.credential_jti, now=now, reason=reason
-        ):
-            session.add(
-                RevocationRow(
-                    jti=row.credential_jti,
-                    request_id=row.id,
-                    status="pending",
-                    attempts=0,
-                    next_attempt_at=now,
-                    created_at=now,
-                )
-            )
+        if row.credential_jti in self._revoke_credentials(session, [row], reason=reason, now=now):
             audit.credential_revoked(row.id, row.credential_jti, by, reason, now)
+
+    @staticmethod
+    def _revoke_credentials(
+        session: Session, rows: Sequence[RequestRow], *, reason: str, now: datetime
+    ) -> set[str]:
+        """The revocation list now, the issuer-side revocation queued, for several rows;
+        the caller writes the audit entries. Returns the jtis that were not yet on the list."""
+        revoked = repo.revoke_credential_rows(
+            session, [r.credential_jti for r in rows if r.credential_jti], now=now, reason=reason
+        )
+        session.add_all(
+            RevocationRow(
+                jti=row.credential_jti,
+                request_id=row.id,
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+            for row in rows
+            if row.credential_jti in revoked
+        )
+        return revoked
 
     def introspect(self, token: str, *, now: datetime) -> dict[str, Any]:
         """RFC 7662: active only when the signature, times and revocation list all agree."""

@@ -21,7 +21,7 @@ from core.model import Status
 from core.records import Terms
 from core.storage import requests_repo as repo
 from core.storage.audit_store import SqlAuditAppender
-from core.storage.tables import RequestRow, RevocationRow
+from core.storage.tables import RequestRow
 from core.usecases.base import StepupBase
 
 REASONS = {
@@ -130,30 +130,6 @@ class Expiry(StepupBase):
             ],
             now=now,
         )
-
-    @staticmethod
-    def _revoke_credentials(
-        session: Session, rows: Sequence[RequestRow], *, reason: str, now: datetime
-    ) -> set[str]:
-        """_revoke_credential for several rows, minus the audit entries (the caller writes
-        them in request order): revocation list now, issuer-side revocation queued. Returns
-        the jtis that were not yet on the list."""
-        revoked = repo.revoke_credential_rows(
-            session, [r.credential_jti for r in rows if r.credential_jti], now=now, reason=reason
-        )
-        session.add_all(
-            RevocationRow(
-                jti=row.credential_jti,
-                request_id=row.id,
-                status="pending",
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
-            for row in rows
-            if row.credential_jti in revoked
-        )
-        return revoked
 
     def next_deadline(self) -> datetime | None:
         """When the next request falls due (expiry, TTL or escalation), for the timer."""
