@@ -35,8 +35,8 @@ class AgentRegistry:
         return key
 
     def authenticate(self, key: str) -> AgentIdentity:
-        with self.db.read() as session:
-            return agents_repo.authenticate_agent(session, key)
+        with self.db.query() as conn:
+            return agents_repo.authenticate_agent(conn, key)
 
     def list_agents(self) -> list[AgentSummary]:
         with self.db.read() as session:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import Table, bindparam, event, select
 from sqlalchemy.orm import Session
 
 from core.audit.chain import AuditEntry, entry_hash
@@ -16,33 +16,51 @@ from core.canonical import canonical_json
 from core.storage.database import Database
 from core.storage.tables import AuditHeadRow, AuditRow
 
-_HEAD_KEY = "stepup.audit_head"  # in ``session.info``: [seq, hash] while a transaction appends
+_STATE_KEY = "stepup.audit"  # in ``session.info`` while a transaction appends: _Pending
+
+_AUDIT = cast(Table, AuditRow.__table__)
+_HEAD = cast(Table, AuditHeadRow.__table__)
+# Prebuilt Core statements: the ORM's bulk-insert path costs several times more per entry.
+_INSERT_ENTRIES = _AUDIT.insert()
+_LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+_WRITE_HEAD = (
+    _HEAD.update()
+    .where(_HEAD.c.id == 1)
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
+
+
+class _Pending:
+    """The head as this transaction sees it, and the entries it has chained but not written."""
+
+    __slots__ = ("hash", "rows", "seq")
+
+    def __init__(self, seq: int, head_hash: str) -> None:
+        self.seq = seq
+        self.hash = head_hash
+        self.rows: list[dict[str, Any]] = []
 
 
 class SqlAuditAppender:
     """Appends in the session's transaction, so an entry commits or rolls back with its change.
 
     The head row is locked and read once per transaction (FOR UPDATE on PostgreSQL; SQLite's
-    write transaction already holds the single write lock), entries are inserted as they come,
-    and the head is written once, just before commit. Every appender of one session shares
-    that state, so entries of one transaction chain to each other.
+    write transaction already holds the single write lock). Entries are chained in memory as
+    they come and written in one statement, with the new head, just before the transaction
+    commits: nothing reads the log inside the transaction that appends to it. Every appender
+    of one session shares that state, so entries of one transaction chain to each other; a
+    rollback discards them with everything else.
     """
 
     def __init__(self, session: Session) -> None:
         self._session = session
 
-    def _head(self) -> list[Any]:
-        state: list[Any] | None = self._session.info.get(_HEAD_KEY)
+    def _pending(self) -> _Pending:
+        state: _Pending | None = self._session.info.get(_STATE_KEY)
         if state is None:
-            row = self._session.execute(
-                select(AuditHeadRow.seq, AuditHeadRow.hash)
-                .where(AuditHeadRow.id == 1)
-                .with_for_update()
-            ).one()
-            state = [row.seq, row.hash]
-            self._session.info[_HEAD_KEY] = state
-            event.listen(self._session, "before_commit", _write_head, once=True)
-            event.listen(self._session, "after_rollback", _forget_head, once=True)
+            seq, head_hash = self._session.connection().execute(_LOCK_HEAD).one()
+            state = _Pending(seq, head_hash)
+            self._session.info[_STATE_KEY] = state
         return state
 
     def append(
@@ -54,8 +72,8 @@ class SqlAuditAppender:
         actor: str | None,
         data: dict[str, Any],
     ) -> AuditEntry:
-        head = self._head()
-        seq, prev_hash = head[0] + 1, head[1]
+        state = self._pending()
+        seq, prev_hash = state.seq + 1, state.hash
         text = canonical_json(data)
         digest = entry_hash(
             seq=seq,
@@ -66,32 +84,45 @@ class SqlAuditAppender:
             data=text,
             prev_hash=prev_hash,
         )
-        self._session.execute(
-            insert(AuditRow).values(
-                seq=seq,
-                at=at,
-                kind=kind.value,
-                request_id=request_id,
-                actor=actor,
-                data=text,
-                prev_hash=prev_hash,
-                hash=digest,
-            )
+        state.rows.append(
+            {
+                "seq": seq,
+                "at": at,
+                "kind": kind.value,
+                "request_id": request_id,
+                "actor": actor,
+                "data": text,
+                "prev_hash": prev_hash,
+                "hash": digest,
+            }
         )
-        head[0], head[1] = seq, digest
+        state.seq, state.hash = seq, digest
         return AuditEntry(seq, at, kind.value, request_id, actor, text, prev_hash, digest)
 
 
-def _write_head(session: Session) -> None:
-    state = session.info.pop(_HEAD_KEY, None)
-    if state is not None:
-        session.execute(
-            update(AuditHeadRow).where(AuditHeadRow.id == 1).values(seq=state[0], hash=state[1])
-        )
+def write_pending(session: Session) -> None:
+    """Write the entries chained so far and advance the head (a no-op when there are none)."""
+    state: _Pending | None = session.info.get(_STATE_KEY)
+    if state is None or not state.rows:
+        return
+    rows, state.rows = state.rows, []
+    connection = session.connection()
+    connection.execute(_INSERT_ENTRIES, rows)
+    connection.execute(_WRITE_HEAD, {"new_seq": state.seq, "new_hash": state.hash})
 
 
-def _forget_head(session: Session) -> None:
-    session.info.pop(_HEAD_KEY, None)
+def _before_commit(session: Session) -> None:
+    write_pending(session)
+    session.info.pop(_STATE_KEY, None)
+
+
+def _forget(session: Session) -> None:
+    session.info.pop(_STATE_KEY, None)
+
+
+# On the Session class, so every session (whichever factory made it) writes its entries.
+event.listen(Session, "before_commit", _before_commit)
+event.listen(Session, "after_rollback", _forget)
 
 
 @contextmanager

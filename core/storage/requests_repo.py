@@ -119,6 +119,21 @@ def credential_for(session: Session, jti: str | None) -> CredentialRow | None:
     return session.get(CredentialRow, jti)
 
 
+_INSERT_REQUEST = cast(Table, RequestRow.__table__).insert()
+
+
+def insert_row(session: Session, values: dict[str, Any]) -> RequestRow:
+    """Insert a new request with one Core statement (cheaper than an ORM flush) and return it
+    as a transient row: read-only, not tracked by the session, fit for ``new_snapshot``."""
+    session.connection().execute(_INSERT_REQUEST, values)
+    return RequestRow(**values)
+
+
+def new_snapshot(row: RequestRow) -> RequestSnapshot:
+    """The snapshot of a request inserted in this transaction: no votes nor credential yet."""
+    return _snapshot(row, (), None)
+
+
 def snapshot(session: Session, row: RequestRow) -> RequestSnapshot:
     return _snapshot(row, votes_for(session, row.id), credential_for(session, row.credential_jti))
 

@@ -6,6 +6,7 @@ import json
 import logging
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -20,7 +21,6 @@ from core.records import RequestSnapshot
 from core.storage import requests_repo as repo
 from core.storage.agents_repo import AgentIdentity
 from core.storage.audit_store import SqlAuditAppender
-from core.storage.tables import RequestRow
 from core.usecases.base import StepupBase, intent_record, terms_from
 from core.usecases.escalating import first_escalation_at
 
@@ -51,9 +51,10 @@ class Submitting(StepupBase):
             with self.db.write() as session:
                 if intent.parent_request_id is not None:
                     repo.load_row(session, intent.parent_request_id, agent_id=agent.id)
-                row = self._new_row(agent, intent, decision, now, idempotency_key, body_digest)
-                session.add(row)
-                session.flush()  # the idempotency key's unique constraint fires here
+                row = repo.insert_row(  # the idempotency key's unique constraint fires here
+                    session,
+                    self._new_values(agent, intent, decision, now, idempotency_key, body_digest),
+                )
                 audit = AuditLog(SqlAuditAppender(session))
                 audit.intent_submitted(row.id, agent.id, intent_record(intent), now)
                 audit.policy_decided(
@@ -75,7 +76,7 @@ class Submitting(StepupBase):
                     Notices(session, now).post_card(
                         row.id, decision.channel, self._dm_targets(decision)
                     )
-                created = repo.snapshot(session, row)
+                created = repo.new_snapshot(row)
         except IntegrityError:
             # Two submissions with one idempotency key raced; the other one won.
             if idempotency_key is None:
@@ -103,14 +104,14 @@ class Submitting(StepupBase):
             logger.error("break-glass used by %s and no security channel is set", request_id)
 
     @staticmethod
-    def _new_row(
+    def _new_values(
         agent: AgentIdentity,
         intent: Intent,
         decision: PolicyDecision,
         now: datetime,
         idempotency_key: str | None,
         body_digest: str,
-    ) -> RequestRow:
+    ) -> dict[str, Any]:
         if decision.outcome is Outcome.DENY:
             status, expires_at, decided_at = Status.DENIED, None, now
         elif decision.outcome is Outcome.ALLOW:
@@ -118,36 +119,36 @@ class Submitting(StepupBase):
         else:
             status, expires_at, decided_at = Status.PENDING, now + decision.approval_timeout, None
         terms = terms_from(decision)
-        return RequestRow(
-            id="req_" + uuid.uuid4().hex,
-            agent_id=agent.id,
-            owner_email=agent.owner_email,
-            status=status.value,
-            version=1,
-            action=intent.action,
-            action_class=intent.action_class.value,
-            target=intent.target,
-            environment=intent.environment,
-            justification=intent.justification,
-            parameters=canonical_json(intent.parameters),
-            parameters_digest=parameters_digest(intent.parameters),
-            requested_ttl_seconds=intent.requested_ttl_seconds,
-            data_volume_bytes=intent.data_volume_bytes,
-            on_behalf_of=intent.on_behalf_of,
-            parent_request_id=intent.parent_request_id,
-            break_glass=intent.break_glass,
-            rule=decision.rule,
-            tier=decision.tier.value,
-            reasons=json.dumps(list(decision.reasons)),
-            policy_digest=decision.policy_digest,
-            terms=terms.to_json(),
-            next_escalation_at=(
+        return {
+            "id": "req_" + uuid.uuid4().hex,
+            "agent_id": agent.id,
+            "owner_email": agent.owner_email,
+            "status": status.value,
+            "version": 1,
+            "action": intent.action,
+            "action_class": intent.action_class.value,
+            "target": intent.target,
+            "environment": intent.environment,
+            "justification": intent.justification,
+            "parameters": canonical_json(intent.parameters),
+            "parameters_digest": parameters_digest(intent.parameters),
+            "requested_ttl_seconds": intent.requested_ttl_seconds,
+            "data_volume_bytes": intent.data_volume_bytes,
+            "on_behalf_of": intent.on_behalf_of,
+            "parent_request_id": intent.parent_request_id,
+            "break_glass": intent.break_glass,
+            "rule": decision.rule,
+            "tier": decision.tier.value,
+            "reasons": json.dumps(list(decision.reasons)),
+            "policy_digest": decision.policy_digest,
+            "terms": terms.to_json(),
+            "next_escalation_at": (
                 first_escalation_at(now, terms) if status is Status.PENDING else None
             ),
-            created_at=now,
-            updated_at=now,
-            expires_at=expires_at,
-            decided_at=decided_at,
-            idempotency_key=idempotency_key,
-            body_digest=body_digest,
-        )
+            "created_at": now,
+            "updated_at": now,
+            "expires_at": expires_at,
+            "decided_at": decided_at,
+            "idempotency_key": idempotency_key,
+            "body_digest": body_digest,
+        }
