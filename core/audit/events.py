@@ -6,8 +6,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from core.audit.chain import AuditEntry
-
 
 class AuditKind(StrEnum):
     INTENT_SUBMITTED = "intent.submitted"
@@ -40,7 +38,7 @@ class AuditAppender(Protocol):
         request_id: str | None,
         actor: str | None,
         data: dict[str, Any],
-    ) -> AuditEntry: ...
+    ) -> None: ...
 
 
 class AuditLog:

@@ -16,7 +16,7 @@ from core.canonical import canonical_json
 from core.storage.database import Database
 from core.storage.tables import AuditHeadRow, AuditRow
 
-_STATE_KEY = "stepup.audit"  # in ``session.info`` while a transaction appends: _Pending
+_PENDING_KEY = "stepup.audit"  # in ``session.info``: entries appended, not yet written
 
 _AUDIT = cast(Table, AuditRow.__table__)
 _HEAD = cast(Table, AuditHeadRow.__table__)
@@ -30,38 +30,22 @@ _WRITE_HEAD = (
 )
 
 
-class _Pending:
-    """The head as this transaction sees it, and the entries it has chained but not written."""
-
-    __slots__ = ("hash", "rows", "seq")
-
-    def __init__(self, seq: int, head_hash: str) -> None:
-        self.seq = seq
-        self.hash = head_hash
-        self.rows: list[dict[str, Any]] = []
-
-
 class SqlAuditAppender:
     """Appends in the session's transaction, so an entry commits or rolls back with its change.
 
-    The head row is locked and read once per transaction (FOR UPDATE on PostgreSQL; SQLite's
-    write transaction already holds the single write lock). Entries are chained in memory as
-    they come and written in one statement, with the new head, just before the transaction
-    commits: nothing reads the log inside the transaction that appends to it. Every appender
-    of one session shares that state, so entries of one transaction chain to each other; a
-    rollback discards them with everything else.
+    ``append`` only queues the entry (its data already in canonical JSON). Just before the
+    transaction commits, the queued entries of the session are chained: the head row is
+    locked and read (FOR UPDATE on PostgreSQL; SQLite's write transaction already holds the
+    single write lock), each entry gets the next seq and its hash, all are inserted in one
+    statement and the head is advanced. So the head, which every writer of the chain waits
+    for, is held only for those three statements and the commit, not for the whole
+    transaction. Every appender of one session shares the queue, so the entries of a
+    transaction are consecutive and in the order appended; a rollback drops them with
+    everything else. Nothing reads the log inside the transaction that appends to it.
     """
 
     def __init__(self, session: Session) -> None:
         self._session = session
-
-    def _pending(self) -> _Pending:
-        state: _Pending | None = self._session.info.get(_STATE_KEY)
-        if state is None:
-            seq, head_hash = self._session.connection().execute(_LOCK_HEAD).one()
-            state = _Pending(seq, head_hash)
-            self._session.info[_STATE_KEY] = state
-        return state
 
     def append(
         self,
@@ -71,53 +55,60 @@ class SqlAuditAppender:
         request_id: str | None,
         actor: str | None,
         data: dict[str, Any],
-    ) -> AuditEntry:
-        state = self._pending()
-        seq, prev_hash = state.seq + 1, state.hash
-        text = canonical_json(data)
-        digest = entry_hash(
-            seq=seq,
-            at=at,
-            kind=kind.value,
-            request_id=request_id,
-            actor=actor,
-            data=text,
-            prev_hash=prev_hash,
-        )
-        state.rows.append(
+    ) -> None:
+        pending: list[dict[str, Any]] | None = self._session.info.get(_PENDING_KEY)
+        if pending is None:
+            pending = self._session.info[_PENDING_KEY] = []
+        pending.append(
             {
-                "seq": seq,
                 "at": at,
                 "kind": kind.value,
                 "request_id": request_id,
                 "actor": actor,
-                "data": text,
-                "prev_hash": prev_hash,
-                "hash": digest,
+                "data": canonical_json(data),
             }
         )
-        state.seq, state.hash = seq, digest
-        return AuditEntry(seq, at, kind.value, request_id, actor, text, prev_hash, digest)
 
 
-def write_pending(session: Session) -> None:
-    """Write the entries chained so far and advance the head (a no-op when there are none)."""
-    state: _Pending | None = session.info.get(_STATE_KEY)
-    if state is None or not state.rows:
-        return
-    rows, state.rows = state.rows, []
+def write_pending(session: Session) -> list[AuditEntry]:
+    """Chain the queued entries onto the head, write them and advance the head.
+
+    Returns the entries written (none when nothing was queued). Runs before every commit.
+    """
+    rows: list[dict[str, Any]] | None = session.info.pop(_PENDING_KEY, None)
+    if not rows:
+        return []
     connection = session.connection()
+    seq, prev_hash = connection.execute(_LOCK_HEAD).one()
+    entries = []
+    for row in rows:
+        seq += 1
+        digest = entry_hash(seq=seq, prev_hash=prev_hash, **row)
+        row.update(seq=seq, prev_hash=prev_hash, hash=digest)
+        entries.append(
+            AuditEntry(
+                seq,
+                row["at"],
+                row["kind"],
+                row["request_id"],
+                row["actor"],
+                row["data"],
+                prev_hash,
+                digest,
+            )
+        )
+        prev_hash = digest
     connection.execute(_INSERT_ENTRIES, rows)
-    connection.execute(_WRITE_HEAD, {"new_seq": state.seq, "new_hash": state.hash})
+    connection.execute(_WRITE_HEAD, {"new_seq": seq, "new_hash": prev_hash})
+    return entries
 
 
 def _before_commit(session: Session) -> None:
     write_pending(session)
-    session.info.pop(_STATE_KEY, None)
 
 
 def _forget(session: Session) -> None:
-    session.info.pop(_STATE_KEY, None)
+    session.info.pop(_PENDING_KEY, None)
 
 
 # On the Session class, so every session (whichever factory made it) writes its entries.

@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 import pytest
 from sqlalchemy import insert, text, update
+from sqlalchemy.orm import Session
 
 from core.audit.chain import (
     GENESIS_HASH,
@@ -150,33 +151,42 @@ def test_ten_thousand_appended_entries_verify(db: Database, pristine: Pristine) 
         assert [e.hash for e in iter_entries(session)] == [r["hash"] for r in pristine.rows]
 
 
-def test_entries_reach_the_table_at_commit_and_a_rollback_drops_them(db: Database) -> None:
-    """Entries are chained in memory and written with the head when the transaction commits;
-    a transaction that fails takes its entries and its head move with it."""
+def test_entries_are_chained_at_commit_and_a_rollback_drops_them(db: Database) -> None:
+    """Entries are queued, then chained onto the head and written when the transaction
+    commits; a transaction that fails leaves neither entries nor a moved head behind."""
 
     class Boom(Exception):
         pass
 
-    append_chain(db, 3)
-    with pytest.raises(Boom), db.write() as session:
-        appender = SqlAuditAppender(session)
-        for i in (4, 5):
-            kind, at, request_id, actor, data = inputs(i)
-            appender.append(kind, at=at, request_id=request_id, actor=actor, data=data)
-        raise Boom
-    assert [e.seq for e in all_entries(db)] == [1, 2, 3]
-    with db.read() as session:
-        assert read_head(session)[0] == 3
+    def append(session: Session, i: int) -> None:
+        kind, at, request_id, actor, data = inputs(i)
+        SqlAuditAppender(session).append(kind, at=at, request_id=request_id, actor=actor, data=data)
 
-    with db.write() as session:
-        appender = SqlAuditAppender(session)
-        kind, at, request_id, actor, data = inputs(4)
-        entry = appender.append(kind, at=at, request_id=request_id, actor=actor, data=data)
-        with db.read() as other:  # another connection: nothing visible before the commit
+    def fails() -> None:
+        with db.write() as session:
+            append(session, 4)
+            append(session, 5)
+            raise Boom
+
+    append_chain(db, 3)
+    with pytest.raises(Boom):
+        fails()
+    assert [e.seq for e in all_entries(db)] == [1, 2, 3]
+
+    with db.write() as first, db.write() as second:  # two transactions open at once (PG)
+        append(first, 4)
+        append(second, 5)  # two appenders of one session share one queue
+        append(second, 6)
+        with db.read() as other:  # nothing is visible before the commits
             assert read_head(other)[0] == 3
-    assert entry.seq == 4
-    assert all_entries(db)[-1] == entry
-    assert verify(db).entries == 4
+    # the second committed first: it took seqs 4 and 5, and the first's entry came after
+    entries = all_entries(db)
+    assert [(e.seq, e.data) for e in entries[3:]] == [
+        (4, canonical_json(inputs(5)[4])),
+        (5, canonical_json(inputs(6)[4])),
+        (6, canonical_json(inputs(4)[4])),
+    ]
+    assert verify(db).entries == 6
 
 
 def test_entry_hash_format_is_stable() -> None:
