@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +19,7 @@ from core.model import Intent, Outcome, Status
 from core.notices import Notices
 from core.policy import PolicyDecision
 from core.records import RequestSnapshot
+from core.storage import agents_repo
 from core.storage import requests_repo as repo
 from core.storage.agents_repo import AgentIdentity
 from core.storage.audit_store import SqlAuditAppender
@@ -41,7 +43,7 @@ class Submitting(StepupBase):
         """Evaluate and record a request. Returns (request, created)."""
         if intent.agent != agent.id:
             raise ValidationFailed("the agent is taken from its key, not from the body")
-        body_digest = parameters_digest(intent_record(intent) | {"parameters": intent.parameters})
+        body_digest = _body_digest(intent)
         if idempotency_key is not None:
             existing = self._replay(agent.id, idempotency_key, body_digest)
             if existing is not None:
@@ -49,34 +51,9 @@ class Submitting(StepupBase):
         decision = self.policy.current.evaluate(intent, now)
         try:
             with self.db.write() as session:
-                if intent.parent_request_id is not None:
-                    repo.load_row(session, intent.parent_request_id, agent_id=agent.id)
-                row = repo.insert_row(  # the idempotency key's unique constraint fires here
-                    session,
-                    self._new_values(agent, intent, decision, now, idempotency_key, body_digest),
+                created = self._record(
+                    session, agent, intent, decision, now, idempotency_key, body_digest
                 )
-                audit = AuditLog(SqlAuditAppender(session))
-                audit.intent_submitted(row.id, agent.id, intent_record(intent), now)
-                audit.policy_decided(
-                    row.id,
-                    {
-                        "outcome": decision.outcome.value,
-                        "status": row.status,
-                        "rule": decision.rule,
-                        "tier": decision.tier.value,
-                        "reasons": list(decision.reasons),
-                        "policy_digest": decision.policy_digest,
-                    },
-                    now,
-                )
-                if decision.break_glass and decision.outcome is Outcome.ALLOW:
-                    audit.break_glass_used(row.id, agent.id, decision.rule, now)
-                    self._alert_break_glass(session, row.id, now)
-                if row.status == Status.PENDING.value:
-                    Notices(session, now).post_card(
-                        row.id, decision.channel, self._dm_targets(decision)
-                    )
-                created = repo.new_snapshot(row)
         except IntegrityError:
             # Two submissions with one idempotency key raced; the other one won.
             if idempotency_key is None:
@@ -86,6 +63,69 @@ class Submitting(StepupBase):
                 raise
             return existing, False
         return self._changed(created), True
+
+    def submit_by_key(
+        self,
+        key: str,
+        draft: Callable[[str], Intent],
+        *,
+        now: datetime,
+        idempotency_key: str | None = None,
+    ) -> tuple[RequestSnapshot, bool]:
+        """submit() for a caller known only by its agent key; ``draft`` makes the intent once
+        the agent's id is known. Without an idempotency key, the key is checked inside the
+        transaction that records the request (one transaction, not two); a bad key raises
+        Unauthenticated and writes nothing. With one, the replay lookup needs the agent
+        first, so the key is checked on its own before."""
+        if idempotency_key is not None:
+            with self.db.query() as conn:
+                agent = agents_repo.authenticate_agent(conn, key)
+            return self.submit(agent, draft(agent.id), now=now, idempotency_key=idempotency_key)
+        with self.db.write() as session:
+            agent = agents_repo.authenticate_agent(session.connection(), key)
+            intent = draft(agent.id)
+            decision = self.policy.current.evaluate(intent, now)
+            created = self._record(
+                session, agent, intent, decision, now, None, _body_digest(intent)
+            )
+        return self._changed(created), True
+
+    def _record(
+        self,
+        session: Session,
+        agent: AgentIdentity,
+        intent: Intent,
+        decision: PolicyDecision,
+        now: datetime,
+        idempotency_key: str | None,
+        body_digest: str,
+    ) -> RequestSnapshot:
+        """The request row, its audit entries and notices, in the caller's transaction."""
+        if intent.parent_request_id is not None:
+            repo.load_row(session, intent.parent_request_id, agent_id=agent.id)
+        row = repo.insert_row(  # the idempotency key's unique constraint fires here
+            session, self._new_values(agent, intent, decision, now, idempotency_key, body_digest)
+        )
+        audit = AuditLog(SqlAuditAppender(session))
+        audit.intent_submitted(row.id, agent.id, intent_record(intent), now)
+        audit.policy_decided(
+            row.id,
+            {
+                "outcome": decision.outcome.value,
+                "status": row.status,
+                "rule": decision.rule,
+                "tier": decision.tier.value,
+                "reasons": list(decision.reasons),
+                "policy_digest": decision.policy_digest,
+            },
+            now,
+        )
+        if decision.break_glass and decision.outcome is Outcome.ALLOW:
+            audit.break_glass_used(row.id, agent.id, decision.rule, now)
+            self._alert_break_glass(session, row.id, now)
+        if row.status == Status.PENDING.value:
+            Notices(session, now).post_card(row.id, decision.channel, self._dm_targets(decision))
+        return repo.new_snapshot(row)
 
     def _replay(self, agent_id: str, key: str, body_digest: str) -> RequestSnapshot | None:
         with self.db.read() as session:
@@ -152,3 +192,8 @@ class Submitting(StepupBase):
             "idempotency_key": idempotency_key,
             "body_digest": body_digest,
         }
+
+
+def _body_digest(intent: Intent) -> str:
+    """What an idempotency key is bound to: the whole intent, parameters included."""
+    return parameters_digest(intent_record(intent) | {"parameters": intent.parameters})
