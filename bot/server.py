@@ -53,7 +53,9 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     service = build_service(settings)
-    context = ApiContext(service=service, registry=AgentRegistry(service))
+    context = ApiContext(
+        service=service, registry=AgentRegistry(service), threads=settings.api_threads
+    )
     routers: list[APIRouter] = []
     slack = None
     socket_mode = None

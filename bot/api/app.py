@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from anyio import to_thread
 from fastapi import APIRouter, FastAPI
 
 from bot.api import problems
@@ -20,6 +21,8 @@ def create_app(ctx: ApiContext, *, extra_routers: list[APIRouter] | None = None)
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         ctx.hub.bind(asyncio.get_running_loop())
+        if ctx.threads is not None:
+            to_thread.current_default_thread_limiter().total_tokens = ctx.threads
         yield
 
     app = FastAPI(

@@ -24,6 +24,8 @@ class ApiContext:
     hub: ChangeHub = field(default_factory=ChangeHub)
     clock: Callable[[], datetime] = utc_now
     max_wait_seconds: int = 60
+    # Threads that run the blocking (database-bound) handlers; None keeps anyio's 40.
+    threads: int | None = None
     # Long-polls re-read the database at least this often, to see other replicas' changes.
     cross_replica_recheck_seconds: float = 2.0
 

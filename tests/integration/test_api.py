@@ -6,15 +6,23 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import jwt
 import pytest
+from fastapi import APIRouter
 from sqlalchemy import func, select
 
+from bot.api.app import create_app
+from bot.api.context import ApiContext
+from core.agents import AgentRegistry
 from core.model import Approver, Status, Vote
+from core.storage.database import Database
 from core.storage.tables import AuditRow, CredentialRow, RequestRow
 from tests.integration.conftest import LiveApi
+from tests.integration.live import running
+from tests.support import build_engine
 
 READ = {
     "action": "db.query",
@@ -302,3 +310,31 @@ def test_long_poll_answers_at_once_when_nothing_can_change_or_already_changed(
         assert_problem(
             c.get(f"/v1/requests/{allowed['id']}", params={"wait": 1, "since": "bogus"}), 422
         )
+
+
+@pytest.mark.parametrize(("threads", "expected"), [(2, 2), (None, 6)])
+def test_blocking_handlers_run_on_the_configured_number_of_threads(
+    db: Database, tmp_path: Path, threads: int | None, expected: int
+) -> None:
+    """STEPUP_API_THREADS bounds how many blocking handlers run at once (None: anyio's 40)."""
+    lock, running_now, most = threading.Lock(), [0], [0]
+    probe = APIRouter()
+
+    @probe.get("/probe")
+    def slow() -> dict[str, int]:
+        with lock:
+            running_now[0] += 1
+            most[0] = max(most[0], running_now[0])
+        time.sleep(0.3)
+        with lock:
+            running_now[0] -= 1
+        return {"ok": 1}
+
+    engine = build_engine(db, tmp_path)
+    context = ApiContext(
+        service=engine.service, registry=AgentRegistry(engine.service), threads=threads
+    )
+    with running(create_app(context, extra_routers=[probe])) as url, ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: httpx.get(f"{url}/probe", timeout=10), range(6)))
+    assert [a.status_code for a in answers] == [200] * 6
+    assert most[0] == expected
