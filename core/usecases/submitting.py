@@ -103,16 +103,16 @@ class Submitting(StepupBase):
         """The request row, its audit entries and notices, in the caller's transaction."""
         if intent.parent_request_id is not None:
             repo.load_row(session, intent.parent_request_id, agent_id=agent.id)
-        row = repo.insert_row(  # the idempotency key's unique constraint fires here
+        created = repo.insert_new(  # the idempotency key's unique constraint fires here
             session, self._new_values(agent, intent, decision, now, idempotency_key, body_digest)
         )
         audit = AuditLog(SqlAuditAppender(session))
-        audit.intent_submitted(row.id, agent.id, intent_record(intent), now)
+        audit.intent_submitted(created.id, agent.id, intent_record(intent), now)
         audit.policy_decided(
-            row.id,
+            created.id,
             {
                 "outcome": decision.outcome.value,
-                "status": row.status,
+                "status": created.status.value,
                 "rule": decision.rule,
                 "tier": decision.tier.value,
                 "reasons": list(decision.reasons),
@@ -121,11 +121,13 @@ class Submitting(StepupBase):
             now,
         )
         if decision.break_glass and decision.outcome is Outcome.ALLOW:
-            audit.break_glass_used(row.id, agent.id, decision.rule, now)
-            self._alert_break_glass(session, row.id, now)
-        if row.status == Status.PENDING.value:
-            Notices(session, now).post_card(row.id, decision.channel, self._dm_targets(decision))
-        return repo.new_snapshot(row)
+            audit.break_glass_used(created.id, agent.id, decision.rule, now)
+            self._alert_break_glass(session, created.id, now)
+        if created.status is Status.PENDING:
+            Notices(session, now).post_card(
+                created.id, decision.channel, self._dm_targets(decision)
+            )
+        return created
 
     def _replay(self, agent_id: str, key: str, body_digest: str) -> RequestSnapshot | None:
         with self.db.read() as session:

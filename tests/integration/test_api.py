@@ -271,6 +271,16 @@ def test_authentication_and_visibility(live_api: LiveApi) -> None:
             assert_problem(c.get("/v1/requests/req_x"), 401)["detail"]
             == "invalid or missing credentials"
         )
+    # Submitting: the key is checked in the transaction that would record the request (or
+    # on its own first, with an Idempotency-Key); a bad one writes nothing, audit included.
+    requests_before, entries_before = count(live_api, RequestRow), count(live_api, AuditRow)
+    for key in ("stpa_unknown", live_api.server_key, other_key):
+        for headers in ({}, {"Idempotency-Key": "k-1"}):
+            with live_api.client(key) as c:
+                body = assert_problem(c.post("/v1/requests", json=READ, headers=headers), 401)
+                assert body["detail"] == "invalid or missing credentials"
+    assert count(live_api, RequestRow) == requests_before
+    assert count(live_api, AuditRow) == entries_before
 
 
 def test_disable_agent_revokes_over_http(live_api: LiveApi) -> None:

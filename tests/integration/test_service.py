@@ -115,6 +115,33 @@ def test_allowed_request_journey(engine: Engine, agent: AgentIdentity) -> None:
     assert verify(engine) >= 5
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"action": "db.query", "action_class": ActionClass.READ},  # allowed
+        {},  # approval required: pending, with an escalation deadline
+        {"action": "db.drop_database"},  # denied by a rule
+        {"environment": "dev", "action_class": ActionClass.DATA_EXPORT},  # denied by default
+    ],
+)
+def test_submit_answers_what_was_stored(
+    engine: Engine, agent: AgentIdentity, fields: dict[str, object]
+) -> None:
+    """submit builds its answer from the values it inserts, without reading the row back; the
+    answer must be the very snapshot a later read of the row gives, field for field."""
+    answered, created = engine.service.submit(
+        agent, intent(agent, requested_ttl_seconds=120, **fields), now=T0
+    )
+    assert created
+    assert answered == engine.service.get(answered.id)
+    by_key, _ = engine.service.submit_by_key(
+        engine.registry.add("other-bot", OWNER, by="test", now=T0),
+        lambda agent_id: intent(agent_id, **fields),
+        now=T0,
+    )
+    assert by_key.agent_id == "other-bot" and by_key == engine.service.get(by_key.id)
+
+
 def test_denied_by_rule_and_by_default(engine: Engine, agent: AgentIdentity) -> None:
     snap, _ = engine.service.submit(agent, intent(agent, action="db.drop_database"), now=T0)
     assert snap.status is Status.DENIED and snap.rule == "never-drop-prod-db"
