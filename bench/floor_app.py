@@ -10,9 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from anyio import to_thread
 from fastapi import FastAPI
 from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, insert
 
@@ -28,8 +31,14 @@ floor_rows = Table(
 )
 
 
-def create_app(db: Database) -> FastAPI:
-    app = FastAPI(title="stepup bench floor")
+def create_app(db: Database, threads: int | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if threads is not None:  # as stepup's STEPUP_API_THREADS does; None: anyio's 40
+            to_thread.current_default_thread_limiter().total_tokens = threads
+        yield
+
+    app = FastAPI(title="stepup bench floor", lifespan=lifespan)
 
     @app.post("/floor", status_code=201)
     def write(body: dict[str, Any]) -> dict[str, str]:
@@ -56,11 +65,14 @@ def main() -> None:
     parser.add_argument("--database-url", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--threads", type=int, help="worker threads (default: anyio's 40)")
     args = parser.parse_args()
     db = Database(args.database_url)
     metadata.create_all(db.engine)
     try:
-        uvicorn.run(create_app(db), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(
+            create_app(db, args.threads), host=args.host, port=args.port, log_level="warning"
+        )
     finally:
         db.dispose()
 
