@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, time
+from time import monotonic, sleep
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -113,3 +114,9 @@ def test_catch_up_runs_at_start(scheduler: BackgroundScheduler) -> None:
     )
     scheduler.start()
     assert posted.wait(10)
+    # A one-shot job: the scheduler drops it once run. Waiting for that also keeps the
+    # teardown's shutdown from racing the scheduler thread's own removal of the job.
+    deadline = monotonic() + 10
+    while scheduler.get_job(CATCH_UP_JOB_ID) is not None and monotonic() < deadline:
+        sleep(0.01)
+    assert scheduler.get_job(CATCH_UP_JOB_ID) is None
