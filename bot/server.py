@@ -23,6 +23,7 @@ from bot.wiring import build_service
 from core.agents import AgentRegistry
 from core.digest import post_digest
 from core.errors import StepupError
+from core.storage.pg_changes import PgChangeRelay
 
 logger = logging.getLogger("stepup")
 
@@ -34,8 +35,11 @@ class Runtime:
     context: ApiContext
     slack: SlackRuntime | None = None
     socket_mode: Any = field(default=None)
+    relay: PgChangeRelay | None = None  # PostgreSQL: long-polls hear other replicas' changes
 
     def start(self) -> None:
+        if self.relay is not None:
+            self.relay.start()
         self.scheduler.start()
         if self.slack is not None:
             self.slack.start()
@@ -48,6 +52,8 @@ class Runtime:
         if self.slack is not None:
             self.slack.stop()
         self.scheduler.shutdown()
+        if self.relay is not None:
+            self.relay.stop()
         self.context.service.db.dispose()
 
 
@@ -96,7 +102,11 @@ def build_runtime(settings: Settings) -> Runtime:
         )
     else:
         logger.warning("STEPUP_SECURITY_CHANNEL is unset: no daily digest and no alerts in Slack")
-    return Runtime(app, scheduler, context, slack, socket_mode)
+    relay = None
+    if not service.db.is_sqlite:
+        relay = PgChangeRelay(service.db.url, context.hub.notify_id, context.hub.wake_all)
+        service.subscribe(relay.publish)
+    return Runtime(app, scheduler, context, slack, socket_mode, relay)
 
 
 def reload_policy(runtime: Runtime, path: Path) -> bool:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
 from core.records import RequestSnapshot
 
@@ -20,13 +22,31 @@ class ChangeHub:
 
     def notify(self, snapshot: RequestSnapshot) -> None:
         """Service listener: safe to call from any thread."""
+        self.notify_id(snapshot.id)
+
+    def notify_id(self, request_id: str) -> None:
+        """Wake the long-polls on one request (another replica changed it); any thread."""
+        self._call(self._wake, request_id)
+
+    def wake_all(self) -> None:
+        """Wake every long-poll to re-read (changes may have been missed); any thread."""
+        self._call(self._wake_all)
+
+    def _call(self, callback: Callable[..., None], *args: str) -> None:
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._wake, snapshot.id)
+            with contextlib.suppress(RuntimeError):  # the loop closed in between
+                loop.call_soon_threadsafe(callback, *args)
 
     def _wake(self, request_id: str) -> None:
         with self._lock:
             events = list(self._waiters.get(request_id, ()))
+        for event in events:
+            event.set()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            events = [event for waiters in self._waiters.values() for event in waiters]
         for event in events:
             event.set()
 
