@@ -14,6 +14,11 @@ from core.storage.database import default_database_url
 _PLACEHOLDERS = ("changeme", "xoxb-your", "xapp-your", "your-", "placeholder", "todo", "example")
 
 
+# Blocking handlers all wait on the database; more threads than it can serve at once only
+# add contention, for the GIL and for the audit head (bench/README.md, "Agent API throughput").
+DEFAULT_API_THREADS = 8
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
@@ -27,9 +32,9 @@ class Settings(BaseSettings):
     public_url: str = Field("", validation_alias="STEPUP_PUBLIC_URL")  # default: http://HOST:PORT
     host: str = Field("127.0.0.1", validation_alias="STEPUP_HOST")
     port: int = Field(8080, validation_alias="STEPUP_PORT")
-    # Worker threads for the API's blocking handlers (all of them database-bound): more than
-    # the database can serve at once only adds contention (for the GIL and the audit head).
-    api_threads: int = Field(8, ge=1, le=256, validation_alias="STEPUP_API_THREADS")
+    api_threads: int = Field(
+        DEFAULT_API_THREADS, ge=1, le=256, validation_alias="STEPUP_API_THREADS"
+    )
     slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
     slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
     slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")

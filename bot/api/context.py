@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from fastapi import Request
 
 from bot.api.changes import ChangeHub
+from bot.settings import DEFAULT_API_THREADS
 from core.agents import AgentRegistry
 from core.service import Stepup
 
@@ -25,7 +26,7 @@ class ApiContext:
     clock: Callable[[], datetime] = utc_now
     max_wait_seconds: int = 60
     # Threads that run the blocking (database-bound) handlers; None keeps anyio's 40.
-    threads: int | None = None
+    threads: int | None = DEFAULT_API_THREADS
     # Long-polls re-read the database at least this often, to see other replicas' changes.
     cross_replica_recheck_seconds: float = 2.0
 
