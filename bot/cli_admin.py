@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
@@ -40,6 +42,23 @@ def _service() -> Stepup:
         return build_service(_settings())
     except StepupError as exc:
         raise _fail(exc.detail) from None
+
+
+@contextmanager
+def _changes_published(service: Stepup) -> Iterator[None]:
+    """On PostgreSQL, what the command changes wakes the servers' long-polls at once."""
+    if service.db.is_sqlite:
+        yield
+        return
+    from core.storage.pg_changes import PgChangeRelay
+
+    relay = PgChangeRelay(service.db.url)
+    service.subscribe(relay.publish)
+    relay.start(listen=False)
+    try:
+        yield
+    finally:
+        relay.stop()
 
 
 agents_app = typer.Typer(help="Register, list and disable agents.", no_args_is_help=True)
@@ -82,8 +101,10 @@ def agents_disable(agent_id: Annotated[str, typer.Argument()]) -> None:
     """Stop the agent's keys and revoke its live credentials."""
     from core.agents import AgentRegistry
 
+    service = _service()
     try:
-        revoked = AgentRegistry(_service()).disable(agent_id, by="cli", now=_now())
+        with _changes_published(service):
+            revoked = AgentRegistry(service).disable(agent_id, by="cli", now=_now())
     except StepupError as exc:
         raise _fail(exc.detail) from None
     typer.echo(f"agent {agent_id} disabled; {len(revoked)} live credential(s) revoked")
@@ -140,8 +161,10 @@ def revoke(
     ] = "revoked by admin",
 ) -> None:
     """Revoke an approved or active request's credential now."""
+    service = _service()
     try:
-        snap = _service().revoke(request_id, by="cli", reason=reason, now=_now())
+        with _changes_published(service):
+            snap = service.revoke(request_id, by="cli", reason=reason, now=_now())
     except StepupError as exc:
         raise _fail(exc.detail) from None
     typer.echo(f"{snap.id} {snap.status.value}")

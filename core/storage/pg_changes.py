@@ -61,8 +61,8 @@ class PgChangeRelay:
     def __init__(
         self,
         url: str,
-        on_change: Callable[[str], None],
-        on_resync: Callable[[], None],
+        on_change: Callable[[str], None] = lambda _request_id: None,
+        on_resync: Callable[[], None] = lambda: None,
         *,
         poll_seconds: float = 1.0,
         retry_seconds: float = 1.0,
@@ -86,13 +86,19 @@ class PgChangeRelay:
         if snapshot.version > 1:
             self._outbox.put(snapshot.id)
 
-    def start(self) -> None:
-        for target, name in ((self._send_loop, "send"), (self._listen_loop, "listen")):
+    def start(self, *, listen: bool = True) -> None:
+        """Start publishing, and listening unless ``listen`` is false (a short-lived process
+        such as the CLI only publishes)."""
+        loops = [(self._send_loop, "send")]
+        if listen:
+            loops.append((self._listen_loop, "listen"))
+        for target, name in loops:
             thread = threading.Thread(target=target, name=f"stepup-changes-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop, once the changes queued so far are published (within ``timeout``)."""
         self._stopping.set()
         self._outbox.put(None)
         for thread in self._threads:

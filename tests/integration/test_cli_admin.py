@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -13,6 +14,8 @@ import pytest
 
 from core.model import ActionClass, Status
 from core.storage.database import Database
+from core.storage.pg_changes import PgChangeRelay
+from tests.conftest import _reset_postgres
 from tests.support import build_engine, intent
 
 STEPUP = str(Path(sys.executable).parent / "stepup")
@@ -21,6 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    return make_cli_env(database_url, tmp_path)
+
+
+def make_cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPUP_", "SLACK_"))}
     policy = tmp_path / "policy.yaml"
     from tests.support import TEST_POLICY
@@ -118,6 +125,40 @@ def test_requests_list_show_and_revoke(
     again = stepup(cli_env, "revoke", allowed.id, ok=False)
     assert again.returncode == 1 and "revoked" in again.stderr
     db.dispose()
+
+
+@pytest.mark.postgres
+def test_cli_changes_wake_the_servers_long_polls(postgres_database: str, tmp_path: Path) -> None:
+    """`stepup revoke` and `agents disable` publish what they change (LISTEN/NOTIFY), so a
+    long-poll held by a running server answers at once rather than on its re-read."""
+    database_url = postgres_database
+    _reset_postgres(Database(database_url))
+    cli_env = make_cli_env(database_url, tmp_path)
+    db = Database(database_url)
+    engine = build_engine(db, tmp_path)
+    agent = engine.registry.authenticate(
+        engine.registry.add("deploy-bot", "olga@example.com", by="t", now=datetime.now(UTC))
+    )
+    first, _ = engine.service.submit(
+        agent, intent(agent, action_class=ActionClass.READ), now=datetime.now(UTC)
+    )
+    second, _ = engine.service.submit(
+        agent,
+        intent(agent, action_class=ActionClass.READ, target="orders-db"),
+        now=datetime.now(UTC),
+    )
+    heard: queue.SimpleQueue[str] = queue.SimpleQueue()
+    listener = PgChangeRelay(database_url, heard.put, poll_seconds=0.2)
+    listener.start()
+    try:
+        assert listener.listening.wait(10)
+        stepup(cli_env, "revoke", first.id)
+        assert heard.get(timeout=10) == first.id
+        stepup(cli_env, "agents", "disable", "deploy-bot")  # revokes the other live credential
+        assert heard.get(timeout=10) == second.id
+    finally:
+        listener.stop()
+        db.dispose()
 
 
 def test_unreachable_database_and_missing_keys_are_one_clear_line(tmp_path: Path) -> None:
