@@ -70,41 +70,21 @@ class SqlAuditAppender:
         )
 
 
-def write_pending(session: Session) -> list[AuditEntry]:
-    """Chain the queued entries onto the head, write them and advance the head.
-
-    Returns the entries written (none when nothing was queued). Runs before every commit.
-    """
+def _write_pending(session: Session) -> None:
+    """Before every commit: chain the queued entries onto the head, write them in one
+    statement and advance the head (nothing to do when nothing was queued)."""
     rows: list[dict[str, Any]] | None = session.info.pop(_PENDING_KEY, None)
     if not rows:
-        return []
+        return
     connection = session.connection()
     seq, prev_hash = connection.execute(_LOCK_HEAD).one()
-    entries = []
     for row in rows:
         seq += 1
         digest = entry_hash(seq=seq, prev_hash=prev_hash, **row)
         row.update(seq=seq, prev_hash=prev_hash, hash=digest)
-        entries.append(
-            AuditEntry(
-                seq,
-                row["at"],
-                row["kind"],
-                row["request_id"],
-                row["actor"],
-                row["data"],
-                prev_hash,
-                digest,
-            )
-        )
         prev_hash = digest
     connection.execute(_INSERT_ENTRIES, rows)
     connection.execute(_WRITE_HEAD, {"new_seq": seq, "new_hash": prev_hash})
-    return entries
-
-
-def _before_commit(session: Session) -> None:
-    write_pending(session)
 
 
 def _forget(session: Session) -> None:
@@ -112,7 +92,7 @@ def _forget(session: Session) -> None:
 
 
 # On the Session class, so every session (whichever factory made it) writes its entries.
-event.listen(Session, "before_commit", _before_commit)
+event.listen(Session, "before_commit", _write_pending)
 event.listen(Session, "after_rollback", _forget)
 
 

@@ -105,6 +105,9 @@ class PgChangeRelay:
             thread.join(timeout)
         self._threads.clear()
 
+    def _connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
+
     def _next_batch(self) -> list[str] | None:
         first = self._outbox.get()
         if first is None:
@@ -125,7 +128,7 @@ class PgChangeRelay:
             while (ids := self._next_batch()) is not None:
                 try:
                     if conn is None or conn.closed:
-                        conn = psycopg.connect(self._conninfo, autocommit=True)
+                        conn = self._connect()
                     for payload in payloads(self.origin, ids):
                         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
                 except psycopg.Error as exc:
@@ -134,18 +137,20 @@ class PgChangeRelay:
                     if conn is not None:
                         conn.close()
                     conn = None
-                    self._stopping.wait(self._retry_seconds)
+                    if self._stopping.wait(self._retry_seconds):
+                        break  # stopping with the database unreachable: drop the rest
         finally:
             if conn is not None:
                 conn.close()
 
     def _listen_loop(self) -> None:
-        first = True
+        first, backoff = True, self._retry_seconds
         while not self._stopping.is_set():
             try:
-                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                with self._connect() as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()
+                    backoff = self._retry_seconds
                     if not first:
                         self._on_resync()  # changes made while deaf: every waiter re-reads
                     first = False
@@ -157,10 +162,11 @@ class PgChangeRelay:
                 if self._stopping.is_set():
                     break
                 if isinstance(exc, psycopg.Error):
-                    logger.warning("change listener lost its connection (%s); retrying", exc)
+                    logger.warning("change listener: %s; retrying in %.0f s", exc, backoff)
                 else:
-                    logger.exception("change listener failed; retrying")
-                self._stopping.wait(self._retry_seconds)
+                    logger.exception("change listener failed; retrying in %.0f s", backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
         self.listening.clear()
 
     def _deliver(self, payload: str) -> None:
