@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, event, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from core.audit.chain import AuditEntry, entry_hash
 from core.audit.events import AuditKind
@@ -87,13 +87,17 @@ def _write_pending(session: Session) -> None:
     connection.execute(_WRITE_HEAD, {"new_seq": seq, "new_hash": prev_hash})
 
 
-def _forget(session: Session) -> None:
-    session.info.pop(_PENDING_KEY, None)
+def _forget(session: Session, transaction: SessionTransaction) -> None:
+    """However the outermost transaction ended (committed: already written; rolled back,
+    closed, failed in its commit), nothing queued in it outlives it, even when the session
+    goes on to a next transaction."""
+    if transaction.parent is None:
+        session.info.pop(_PENDING_KEY, None)
 
 
 # On the Session class, so every session (whichever factory made it) writes its entries.
 event.listen(Session, "before_commit", _write_pending)
-event.listen(Session, "after_rollback", _forget)
+event.listen(Session, "after_transaction_end", _forget)
 
 
 @contextmanager

@@ -188,6 +188,20 @@ def test_entries_are_chained_at_commit_and_a_rollback_drops_them(db: Database) -
     ]
     assert verify(db).entries == 6
 
+    # One session, two transactions: nothing the failed one queued is written by the next.
+    def fails_in(session: Session) -> None:
+        with session.begin():
+            append(session, 7)
+            raise Boom
+
+    with Session(db.engine) as session:
+        with pytest.raises(Boom):
+            fails_in(session)
+        with session.begin():
+            append(session, 8)
+    assert [(e.seq, e.data) for e in all_entries(db)[6:]] == [(7, canonical_json(inputs(8)[4]))]
+    assert verify(db).entries == 7
+
 
 def test_entry_hash_format_is_stable() -> None:
     """Logs already written must keep verifying: the hashed bytes never change."""
