@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bot.server import build_runtime
 from bot.settings import Settings
+from tests.integration.live import running
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,10 +33,8 @@ def test_http_or_socket_mode(
         monkeypatch.setenv(key, value)
     runtime = build_runtime(Settings())
     try:
-        from fastapi.testclient import TestClient
-
-        with TestClient(runtime.app) as client:  # an unsigned request: 401 if mounted, else 404
-            status = client.post("/slack/events", content=b"{}").status_code
+        with running(runtime.app) as url:  # an unsigned request: 401 if mounted, else 404
+            status = httpx.post(f"{url}/slack/events", content=b"{}", timeout=10).status_code
         assert runtime.slack is not None
         if app_token:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
