@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 from bot.api import problems
 from bot.api.context import ApiContext
 from bot.api.limits import BodyLimitMiddleware
+from bot.api.metrics import StepupMetrics, metrics_router
 from bot.api.routes import router
 
 MAX_BODY_BYTES = 64 * 1024
@@ -36,8 +37,12 @@ def create_app(ctx: ApiContext, *, extra_routers: list[APIRouter] | None = None)
     )
     app.state.stepup = ctx
     ctx.service.subscribe(ctx.hub.notify)
+    metrics = StepupMetrics(ctx.service.db, ctx.clock)
+    ctx.service.subscribe(metrics.on_change)
+    app.state.metrics = metrics
     problems.install(app)
     app.include_router(router)
+    app.include_router(metrics_router(metrics))
     for extra in extra_routers or []:
         app.include_router(extra)
     app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)

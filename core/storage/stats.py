@@ -1,0 +1,44 @@
+"""What the database holds right now, for the metrics endpoint: a few aggregate reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.model import Status
+from core.storage.outbox_repo import backlog
+from core.storage.tables import AuditHeadRow, RequestRow, RevocationRow
+
+
+@dataclass(frozen=True)
+class CurrentFigures:
+    requests_by_status: dict[Status, int]  # every status, zero included
+    outbox_pending: int  # Slack messages owed
+    outbox_oldest_age_seconds: float  # 0 when nothing is owed
+    revocations_pending: int  # issuer-side revocations not yet done
+    revocations_failing: int  # of which at least one attempt failed
+    audit_entries: int  # the head's seq
+
+
+def current_figures(session: Session, now: datetime) -> CurrentFigures:
+    counts = dict(
+        session.execute(select(RequestRow.status, func.count()).group_by(RequestRow.status)).all()
+    )
+    owed, oldest = backlog(session)
+    pending, failing = session.execute(
+        select(func.count(), func.count().filter(RevocationRow.attempts > 0)).where(
+            RevocationRow.status == "pending"
+        )
+    ).one()
+    head = session.execute(select(AuditHeadRow.seq).where(AuditHeadRow.id == 1)).scalar_one()
+    return CurrentFigures(
+        requests_by_status={status: int(counts.get(status.value, 0)) for status in Status},
+        outbox_pending=owed,
+        outbox_oldest_age_seconds=max((now - oldest).total_seconds(), 0.0) if oldest else 0.0,
+        revocations_pending=int(pending),
+        revocations_failing=int(failing),
+        audit_entries=int(head),
+    )
