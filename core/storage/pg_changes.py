@@ -131,9 +131,12 @@ class PgChangeRelay:
                         conn = self._connect()
                     for payload in payloads(self.origin, ids):
                         conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, payload))
-                except psycopg.Error as exc:
+                except Exception as exc:  # the sender must outlive any one failure
                     # Other replicas' long-polls fall back on their periodic re-read.
-                    logger.warning("could not publish %d change(s): %s", len(ids), exc)
+                    if isinstance(exc, psycopg.Error):
+                        logger.warning("could not publish %d change(s): %s", len(ids), exc)
+                    else:
+                        logger.exception("could not publish %d change(s)", len(ids))
                     if conn is not None:
                         conn.close()
                     conn = None
