@@ -149,7 +149,9 @@ class StepupClient:
             answer = self._http.call(
                 "GET",
                 _path(request_id),
-                params={"wait": hold},
+                # ``since``: the server answers at once if the status already moved on, even
+                # when that happened before the long-poll began (between two polls).
+                params={"wait": hold, "since": request.status.value},
                 timeout=hold + self._timeout,
                 retry=Retry.SAFE,
             )

@@ -142,6 +142,25 @@ def approve_when_waited_on(live_api: LiveApi, errors: list[BaseException]) -> No
         errors.append(exc)
 
 
+def test_an_approval_between_the_read_and_the_long_poll_is_not_missed(live_api: LiveApi) -> None:
+    """wait() reads, then long-polls. An approval landing in between must end the poll at
+    once (the poll says which status it saw), not after the whole 20 s hold."""
+    with StepupClient(live_api.url, live_api.agent_key, poll_seconds=20) as client:
+        request = client.submit(**STAGING_WRITE)
+        assert request.status is Status.PENDING
+        plain_read = client.get
+
+        def read_then_approve(request_id: str) -> Request:
+            seen = plain_read(request_id)
+            live_api.engine.service.vote(request_id, ALICE, Vote.APPROVE, now=now())
+            return seen
+
+        client.get = read_then_approve  # type: ignore[method-assign]
+        started = time.monotonic()
+        assert client.wait(request.id, timeout=15).status is Status.APPROVED
+        assert time.monotonic() - started < 5
+
+
 def test_waits_for_an_approval_given_meanwhile(live_api: LiveApi) -> None:
     errors: list[BaseException] = []
     approver = threading.Thread(target=approve_when_waited_on, args=(live_api, errors))
