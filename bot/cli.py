@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from bot.settings import Settings, load_settings
+from bot.cli_common import fail, now_utc, settings_or_exit
 from core.errors import StepupError
 
 app = typer.Typer(
@@ -25,22 +25,6 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def settings_or_exit() -> Settings:
-    try:
-        return load_settings()
-    except StepupError as exc:
-        raise fail(exc.detail) from None
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
 
 
 # -- policy ---------------------------------------------------------------------------------

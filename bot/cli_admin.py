@@ -5,43 +5,24 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from bot.cli_common import fail, now_utc, settings_or_exit
 from core.errors import StepupError
 
 if TYPE_CHECKING:
-    from bot.settings import Settings
     from core.service import Stepup
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
-
-
-def _settings() -> Settings:
-    from bot.settings import load_settings
-
-    try:
-        return load_settings()
-    except StepupError as exc:
-        raise _fail(exc.detail) from None
 
 
 def _service() -> Stepup:
     from bot.wiring import build_service
 
     try:
-        return build_service(_settings())
+        return build_service(settings_or_exit())
     except StepupError as exc:
-        raise _fail(exc.detail) from None
+        raise fail(exc.detail) from None
 
 
 @contextmanager
@@ -77,12 +58,12 @@ def agents_add(
     from core.agents import AgentRegistry
 
     if "@" not in owner:
-        raise _fail(f"--owner {owner!r} is not an email address")
+        raise fail(f"--owner {owner!r} is not an email address")
     registry = AgentRegistry(_service())
     try:
-        key = registry.add(agent_id, owner, by="cli", now=_now())
+        key = registry.add(agent_id, owner, by="cli", now=now_utc())
     except StepupError as exc:
-        raise _fail(exc.detail) from None
+        raise fail(exc.detail) from None
     typer.echo(f"agent {agent_id} registered (owner {owner}); its key, shown only now:")
     typer.echo(key)
 
@@ -104,9 +85,9 @@ def agents_disable(agent_id: Annotated[str, typer.Argument()]) -> None:
     service = _service()
     try:
         with _changes_published(service):
-            revoked = AgentRegistry(service).disable(agent_id, by="cli", now=_now())
+            revoked = AgentRegistry(service).disable(agent_id, by="cli", now=now_utc())
     except StepupError as exc:
-        raise _fail(exc.detail) from None
+        raise fail(exc.detail) from None
     typer.echo(f"agent {agent_id} disabled; {len(revoked)} live credential(s) revoked")
 
 
@@ -116,9 +97,9 @@ def servers_add(name: Annotated[str, typer.Argument(help="Name of the target sys
     from core.agents import AgentRegistry
 
     try:
-        key = AgentRegistry(_service()).add_resource_server(name, by="cli", now=_now())
+        key = AgentRegistry(_service()).add_resource_server(name, by="cli", now=now_utc())
     except StepupError as exc:
-        raise _fail(exc.detail) from None
+        raise fail(exc.detail) from None
     typer.echo(f"resource server {name} registered; its key, shown only now:")
     typer.echo(key)
 
@@ -131,7 +112,7 @@ def requests_list(
     from core.model import Status
 
     if status is not None and status not in {s.value for s in Status}:
-        raise _fail(f"--status must be one of {', '.join(s.value for s in Status)}")
+        raise fail(f"--status must be one of {', '.join(s.value for s in Status)}")
     for snap in _service().list_requests(status=[status] if status else None, limit=limit):
         typer.echo(
             f"{snap.id}\t{snap.status.value}\t{snap.agent_id}\t{snap.action}\t{snap.target}\t"
@@ -145,7 +126,7 @@ def requests_show(request_id: Annotated[str, typer.Argument()]) -> None:
         service = _service()
         snap = service.get(request_id)
     except StepupError as exc:
-        raise _fail(exc.detail) from None
+        raise fail(exc.detail) from None
     from core.storage.outbox_repo import deliveries
 
     shown = snap.to_public()
@@ -164,9 +145,9 @@ def revoke(
     service = _service()
     try:
         with _changes_published(service):
-            snap = service.revoke(request_id, by="cli", reason=reason, now=_now())
+            snap = service.revoke(request_id, by="cli", reason=reason, now=now_utc())
     except StepupError as exc:
-        raise _fail(exc.detail) from None
+        raise fail(exc.detail) from None
     typer.echo(f"{snap.id} {snap.status.value}")
 
 
@@ -175,9 +156,9 @@ def serve() -> None:
     from bot.server import serve as run
 
     try:
-        run(_settings())
+        run(settings_or_exit())
     except StepupError as exc:
-        raise _fail(exc.detail) from None
+        raise fail(exc.detail) from None
 
 
 def register(app: typer.Typer) -> None:

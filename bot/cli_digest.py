@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from bot.cli_common import fail, now_utc, settings_or_exit
 from core.errors import StepupError
 
 if TYPE_CHECKING:
@@ -15,20 +16,6 @@ if TYPE_CHECKING:
     from core.storage.database import Database
 
 MAX_DELIVERY_PASSES = 10
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
-
-
-def _settings() -> Settings:
-    from bot.settings import load_settings
-
-    try:
-        return load_settings()
-    except StepupError as exc:
-        raise _fail(exc.detail) from None
 
 
 def digest(
@@ -45,15 +32,15 @@ def digest(
 ) -> None:
     """The daily digest: print the last 24 hours, post the day's digest now, or both."""
     if not (post_now or show):
-        raise _fail("say --print to show the digest, --now to post it (or both)")
-    settings = _settings()
+        raise fail("say --print to show the digest, --now to post it (or both)")
+    settings = settings_or_exit()
     if post_now and not settings.security_channel:
-        raise _fail("--now needs STEPUP_SECURITY_CHANNEL, the channel the digest goes to")
+        raise fail("--now needs STEPUP_SECURITY_CHANNEL, the channel the digest goes to")
     from bot.wiring import open_database, open_keyring
     from core.digest import build_digest, render_text
     from core.storage.audit_store import chain_snapshot
 
-    when = datetime.now(UTC)
+    when = now_utc()
     db = open_database(settings)
     try:
         keyring = open_keyring(settings)
@@ -63,7 +50,7 @@ def digest(
         if post_now:
             _post(settings, db, keyring, when)
     except StepupError as exc:
-        raise _fail(exc.detail) from None
+        raise fail(exc.detail) from None
     finally:
         db.dispose()
 

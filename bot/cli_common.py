@@ -1,0 +1,27 @@
+"""What every group of `stepup` commands shares: one way to fail, to load settings, to tell time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import typer
+
+from bot.settings import Settings, load_settings
+from core.errors import StepupError
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """``raise fail(...)``: the message on stderr as one ``error:`` line, then exit ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except StepupError as exc:
+        raise fail(exc.detail) from None
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
