@@ -17,7 +17,7 @@ from core.storage.database import Database
 from core.storage.tables import AuditRow, RevocationRow
 from tests.conftest import _reset_postgres
 from tests.integration.live import free_port
-from tests.integration.test_serve import REPO, serving
+from tests.integration.test_serve import REPO, add_agent, serving
 
 STEPUP = str(Path(sys.executable).parent / "stepup")
 
@@ -37,15 +37,7 @@ def test_two_replicas_revoke_two_hundred_credentials_exactly_once(
         STEPUP_SWEEP_INTERVAL_SECONDS="0.5",
         STEPUP_PUBLIC_URL="https://stepup.test",
     )
-    add = subprocess.run(
-        [STEPUP, "agents", "add", "batch-bot", "--owner", "owner@example.com"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    headers = {"Authorization": f"Bearer {add.stdout.strip().splitlines()[-1]}"}
+    headers = {"Authorization": f"Bearer {add_agent(env, tmp_path, 'batch-bot')}"}
     ports = [free_port(), free_port()]
     body = {
         "action": "db.query",

@@ -31,6 +31,20 @@ def env_for(tmp: Path, port: int, **extra: str) -> dict[str, str]:
     return env
 
 
+def add_agent(env: dict[str, str], cwd: Path, agent_id: str) -> str:
+    """Register an agent through the real `stepup agents add`; its key (the last line)."""
+    added = subprocess.run(
+        [STEPUP, "agents", "add", agent_id, "--owner", "owner@example.com"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return added.stdout.strip().splitlines()[-1]
+
+
 @contextmanager
 def serving(tmp: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
@@ -102,16 +116,7 @@ def test_restart_sweeps_what_fell_due_while_down(tmp_path: Path) -> None:
     """kill -9 with an active credential; restart after its TTL: revoked at once."""
     port = free_port()
     env = env_for(tmp_path, port)
-    add = subprocess.run(
-        [STEPUP, "agents", "add", "demo-bot", "--owner", "owner@example.com"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    key = add.stdout.strip().splitlines()[-1]
+    key = add_agent(env, tmp_path, "demo-bot")
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {key}"}
     body = {
@@ -152,19 +157,7 @@ def test_sighup_reloads_the_policy_and_a_bad_reload_keeps_the_old_one(tmp_path: 
     policy.write_text(allow_reads)
     port = free_port()
     env = env_for(tmp_path, port, STEPUP_POLICY_FILE=str(policy))
-    key = (
-        subprocess.run(
-            [STEPUP, "agents", "add", "demo-bot", "--owner", "owner@example.com"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
+    key = add_agent(env, tmp_path, "demo-bot")
     body = {
         "action": "db.query",
         "action_class": "read",
