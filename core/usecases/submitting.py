@@ -103,11 +103,13 @@ class Submitting(StepupBase):
         """The request row, its audit entries and notices, in the caller's transaction."""
         if intent.parent_request_id is not None:
             repo.load_row(session, intent.parent_request_id, agent_id=agent.id)
-        created = repo.insert_new(  # the idempotency key's unique constraint fires here
-            session, self._new_values(agent, intent, decision, now, idempotency_key, body_digest)
+        record = intent_record(intent)
+        values = self._new_values(
+            agent, intent, record, decision, now, idempotency_key, body_digest
         )
+        created = repo.insert_new(session, values)  # the idempotency key's constraint fires here
         audit = AuditLog(SqlAuditAppender(session))
-        audit.intent_submitted(created.id, agent.id, intent_record(intent), now)
+        audit.intent_submitted(created.id, agent.id, record, now)
         audit.policy_decided(
             created.id,
             {
@@ -149,6 +151,7 @@ class Submitting(StepupBase):
     def _new_values(
         agent: AgentIdentity,
         intent: Intent,
+        record: dict[str, Any],
         decision: PolicyDecision,
         now: datetime,
         idempotency_key: str | None,
@@ -161,24 +164,16 @@ class Submitting(StepupBase):
         else:
             status, expires_at, decided_at = Status.PENDING, now + decision.approval_timeout, None
         terms = terms_from(decision)
-        return {
+        # The intent's fields as the audit records them (``record``) are the request's columns
+        # of the same names; the agent is the key's (``agent_id``), not a column of its own.
+        intent_columns = {name: value for name, value in record.items() if name != "agent"}
+        return intent_columns | {
             "id": "req_" + uuid.uuid4().hex,
             "agent_id": agent.id,
             "owner_email": agent.owner_email,
             "status": status.value,
             "version": 1,
-            "action": intent.action,
-            "action_class": intent.action_class.value,
-            "target": intent.target,
-            "environment": intent.environment,
-            "justification": intent.justification,
             "parameters": canonical_json(intent.parameters),
-            "parameters_digest": parameters_digest(intent.parameters),
-            "requested_ttl_seconds": intent.requested_ttl_seconds,
-            "data_volume_bytes": intent.data_volume_bytes,
-            "on_behalf_of": intent.on_behalf_of,
-            "parent_request_id": intent.parent_request_id,
-            "break_glass": intent.break_glass,
             "rule": decision.rule,
             "tier": decision.tier.value,
             "reasons": json.dumps(list(decision.reasons)),
