@@ -107,6 +107,11 @@ class RequestSnapshot:
     def approvals(self) -> tuple[VoteInfo, ...]:
         return tuple(v for v in self.votes if v.vote == "approve")
 
+    @property
+    def just_created(self) -> bool:
+        """Submitted in the change being reported: every later change bumps the version."""
+        return self.version == 1
+
     def to_public(self) -> dict[str, Any]:
         """The request as agents see it (DESIGN §4). Never contains a credential secret."""
         body: dict[str, Any] = {

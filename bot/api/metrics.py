@@ -57,8 +57,8 @@ class StepupMetrics:
         self.registry.register(_DatabaseCollector(db, clock))
 
     def on_change(self, snapshot: RequestSnapshot) -> None:
-        """Service listener (any thread): a new request has version 1."""
-        counter = self.submitted if snapshot.version == 1 else self.changed
+        """Service listener (any thread)."""
+        counter = self.submitted if snapshot.just_created else self.changed
         counter.labels(snapshot.status.value).inc()
 
 

@@ -81,9 +81,9 @@ class PgChangeRelay:
     def publish(self, snapshot: RequestSnapshot) -> None:
         """Service listener: queue the changed request's id; never blocks the committer.
 
-        A request just created (version 1) is skipped: nobody can be waiting on it yet.
+        A request just created is skipped: nobody can be waiting on it yet.
         """
-        if snapshot.version > 1:
+        if not snapshot.just_created:
             self._outbox.put(snapshot.id)
 
     def start(self, *, listen: bool = True) -> None:

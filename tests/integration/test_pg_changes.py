@@ -46,8 +46,8 @@ def test_conninfo_is_a_libpq_uri() -> None:
 
 
 def change(request_id: str, version: int) -> Any:
-    """The two fields of a RequestSnapshot a relay reads."""
-    return SimpleNamespace(id=request_id, version=version)
+    """What a relay reads of a RequestSnapshot: its id and whether it was just created."""
+    return SimpleNamespace(id=request_id, just_created=version == 1)
 
 
 class Heard:
