@@ -50,8 +50,8 @@ from core.credentials import CredentialGrant, IssuedCredential, JwtIssuer
 from core.keys import KeyRing
 from core.model import ActionClass, Intent, Status
 from core.policy import PolicyHolder
-from core.records import CredentialInfo, RequestSnapshot
 from core.service import Stepup
+from core.snapshots import CredentialInfo, RequestSnapshot
 from core.storage.database import Database
 from core.storage.migrate import upgrade
 from core.storage.tables import CredentialRow, RequestRow, RevocationRow

@@ -70,8 +70,8 @@ def policy_explain(
     ],
 ) -> None:
     """Show which rule decides a request and why every other rule did not."""
+    from core.inputs import intent_from_mapping
     from core.policy import explain, load_policy
-    from core.wire import intent_from_mapping
 
     try:
         policy = load_policy(file)

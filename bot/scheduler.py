@@ -15,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from core.model import Status
-from core.records import RequestSnapshot
 from core.service import Stepup
+from core.snapshots import RequestSnapshot
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Callable
 
-from core.records import RequestSnapshot
+from core.snapshots import RequestSnapshot
 
 
 class ChangeHub:

@@ -26,7 +26,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from core.model import Status
-from core.records import RequestSnapshot
+from core.snapshots import RequestSnapshot
 from core.storage.database import Database
 from core.storage.stats import current_figures
 

@@ -17,9 +17,9 @@ from starlette.concurrency import run_in_threadpool
 from bot.api.auth import AgentKey, agent_key, current_resource_server
 from bot.api.context import context_of
 from core.errors import ValidationFailed
+from core.inputs import SubmitBody
 from core.model import SessionOutcome, Status
-from core.records import RequestSnapshot
-from core.wire import SubmitBody
+from core.snapshots import RequestSnapshot
 
 router = APIRouter()
 Agent = Annotated[AgentKey, Depends(agent_key)]

@@ -12,7 +12,7 @@ from bot.slack.cards import (
     when,
 )
 from core.model import Status
-from core.records import RequestSnapshot
+from core.snapshots import RequestSnapshot
 
 
 def break_glass_blocks(snapshot: RequestSnapshot) -> list[dict[str, Any]]:

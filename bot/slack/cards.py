@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from core.model import Status
-from core.records import RequestSnapshot
+from core.snapshots import RequestSnapshot
 
 APPROVE = "stepup_approve"
 DENY = "stepup_deny"

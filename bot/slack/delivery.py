@@ -23,8 +23,8 @@ from bot.slack.alerts import break_glass_blocks
 from bot.slack.cards import card_blocks, card_text
 from bot.slack.directory import SlackDirectory
 from core.notices import NoticeKind
-from core.records import RequestSnapshot
 from core.service import Stepup
+from core.snapshots import RequestSnapshot
 from core.storage import outbox_repo
 from core.storage.outbox_repo import OutboxEntry
 from core.storage.tables import SlackMessageRow

@@ -19,8 +19,8 @@ from bot.slack.directory import SlackDirectory
 from bot.slack.views import confirm_modal, deny_modal, home_view
 from core.errors import IllegalTransition, NotEligible, NotFound, StepupError, ValidationFailed
 from core.model import Approver, Status, Vote
-from core.records import RequestSnapshot
 from core.service import Stepup
+from core.snapshots import RequestSnapshot
 
 logger = logging.getLogger(__name__)
 

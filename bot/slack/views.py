@@ -16,7 +16,7 @@ from bot.slack.cards import (
     approvals_text,
     when,
 )
-from core.records import RequestSnapshot
+from core.snapshots import RequestSnapshot
 
 
 def deny_modal(request_id: str, channel: str | None) -> dict[str, Any]:

@@ -35,9 +35,9 @@ from core.digest.model import (
 from core.errors import AuditChainBroken
 from core.keys import KeyRing
 from core.model import Status
-from core.records import Terms
 from core.storage.audit_store import iter_entries, read_head
 from core.storage.tables import AuditRow, RequestRow, RevocationRow, VoteRow
+from core.terms import Terms
 
 
 def _ref(row: RequestRow) -> RequestRef:

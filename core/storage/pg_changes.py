@@ -22,7 +22,7 @@ from collections.abc import Callable
 import psycopg
 from sqlalchemy.engine import make_url
 
-from core.records import RequestSnapshot
+from core.snapshots import RequestSnapshot
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from core.errors import Conflict, NotFound
 from core.model import ActionClass, Status, Tier
-from core.records import CredentialInfo, RequestSnapshot, Terms, VoteInfo
+from core.snapshots import CredentialInfo, RequestSnapshot, VoteInfo
 from core.storage.tables import CredentialRow, RequestRow, VoteRow
+from core.terms import Terms
 
 
 def load_row(

@@ -22,10 +22,11 @@ from core.keys import KeyRing
 from core.model import Intent
 from core.notices import Notices
 from core.policy import PolicyDecision, PolicyHolder
-from core.records import RequestSnapshot, Terms
+from core.snapshots import RequestSnapshot
 from core.storage import requests_repo as repo
 from core.storage.database import Database
 from core.storage.tables import CredentialRow, RequestRow, RevocationRow
+from core.terms import Terms
 
 logger = logging.getLogger(__name__)
 

@@ -8,9 +8,10 @@ from core.audit.events import AuditLog
 from core.eligibility import check_eligible
 from core.errors import Conflict, ValidationFailed
 from core.model import Approver
-from core.records import RequestSnapshot, Terms
+from core.snapshots import RequestSnapshot
 from core.storage import requests_repo as repo
 from core.storage.audit_store import SqlAuditAppender
+from core.terms import Terms
 from core.usecases.base import StepupBase
 
 

@@ -15,10 +15,11 @@ from core.errors import NotEligible, ValidationFailed
 from core.lifecycle import Event, check_deadline, next_status
 from core.model import Approver, Status, Vote
 from core.notices import Notices
-from core.records import RequestSnapshot, Terms
+from core.snapshots import RequestSnapshot
 from core.storage import requests_repo as repo
 from core.storage.audit_store import SqlAuditAppender
 from core.storage.tables import VoteRow
+from core.terms import Terms
 from core.usecases.base import StepupBase, clock_text
 
 

@@ -18,10 +18,10 @@ from core.audit.events import AuditLog
 from core.errors import Conflict, IllegalTransition
 from core.lifecycle import Event, next_status
 from core.model import Status
-from core.records import Terms
 from core.storage import requests_repo as repo
 from core.storage.audit_store import SqlAuditAppender
 from core.storage.tables import RequestRow
+from core.terms import Terms
 from core.usecases.base import StepupBase
 
 REASONS = {

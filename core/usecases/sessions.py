@@ -12,11 +12,12 @@ from core.credentials import (
 from core.eligibility import check_eligible
 from core.lifecycle import Event, check_deadline, next_status
 from core.model import Approver, SessionOutcome, Status
-from core.records import RequestSnapshot, Terms
+from core.snapshots import RequestSnapshot
 from core.storage import requests_repo as repo
 from core.storage.agents_repo import AgentIdentity
 from core.storage.audit_store import SqlAuditAppender
 from core.storage.tables import CredentialRow
+from core.terms import Terms
 from core.usecases.base import StepupBase, clock_text
 
 

@@ -18,7 +18,7 @@ from core.errors import Conflict, ValidationFailed
 from core.model import Intent, Outcome, Status
 from core.notices import Notices
 from core.policy import PolicyDecision
-from core.records import RequestSnapshot
+from core.snapshots import RequestSnapshot
 from core.storage import agents_repo
 from core.storage import requests_repo as repo
 from core.storage.agents_repo import AgentIdentity

@@ -20,7 +20,7 @@ from bot.slack_standin.requests import SlackClientSim
 from bot.slack_standin.server import SlackStandIn
 from core.agents import AgentRegistry
 from core.model import ActionClass, Intent
-from core.records import RequestSnapshot
+from core.snapshots import RequestSnapshot
 from core.storage.agents_repo import AgentIdentity
 from core.storage.database import Database
 from tests.integration.live import running

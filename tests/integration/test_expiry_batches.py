@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from core.audit.chain import verify_chain
 from core.model import ActionClass, Status
-from core.records import RequestSnapshot
+from core.snapshots import RequestSnapshot
 from core.storage.audit_store import chain_snapshot, iter_entries, read_head
 from core.storage.database import Database
 from core.storage.tables import AuditRow, OutboxRow, RevocationRow
