@@ -15,9 +15,9 @@ from bot.api.context import ApiContext
 from bot.scheduler import DeadlineScheduler
 from bot.slack.app import SlackRuntime, build_slack
 from bot.slack.events_route import slack_router
-from bot.slack_standin.records import Message
-from bot.slack_standin.requests import SlackClientSim
-from bot.slack_standin.server import SlackStandIn
+from bot.slack_emulator.entities import Message
+from bot.slack_emulator.server import SlackStandIn
+from bot.slack_emulator.signed_client import SlackClientSim
 from core.agents import AgentRegistry
 from core.model import ActionClass, Intent
 from core.snapshots import RequestSnapshot

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select, text, update
 
 from bot.slack.digest_blocks import digest_blocks
-from bot.slack_standin.server import SlackStandIn
+from bot.slack_emulator.server import SlackStandIn
 from core.digest import (
     ActiveCredential,
     AuditStatus,

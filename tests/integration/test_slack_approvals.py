@@ -23,7 +23,7 @@ from bot.slack.cards import (
     REASON_INPUT,
     REVOKE,
 )
-from bot.slack_standin.requests import SlackClientSim
+from bot.slack_emulator.signed_client import SlackClientSim
 from core.model import Status
 from core.storage.database import Database
 from core.storage.tables import AuditRow, VoteRow

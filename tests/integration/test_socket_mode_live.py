@@ -11,8 +11,8 @@ from slack_bolt.adapter.socket_mode import SocketModeHandler
 
 from bot.slack.app import build_slack
 from bot.slack.cards import APPROVE
-from bot.slack_standin import payloads
-from bot.slack_standin.server import SlackStandIn
+from bot.slack_emulator import payloads
+from bot.slack_emulator.server import SlackStandIn
 from core.agents import AgentRegistry
 from core.model import ActionClass, Intent, Status
 from core.storage.database import Database

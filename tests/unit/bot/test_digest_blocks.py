@@ -17,7 +17,7 @@ from bot.slack.digest_blocks import (
     bounded_list,
     digest_blocks,
 )
-from bot.slack_standin.blocks import check_blocks
+from bot.slack_emulator.block_limits import check_blocks
 from core.digest import (
     ActiveCredential,
     AuditStatus,

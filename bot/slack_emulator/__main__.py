@@ -1,4 +1,4 @@
-"""``python -m bot.slack_standin --port 3999``: the stand-in on its own, for the local sandbox."""
+"""``python -m bot.slack_emulator --port 3999``: the stand-in on its own, for the local sandbox."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import contextlib
 import signal
 import threading
 
-from bot.slack_standin.server import SlackStandIn
+from bot.slack_emulator.server import SlackStandIn
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bot.slack_standin", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bot.slack_emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=3999)
     parser.add_argument("--token", help="the only bot token accepted (default: any xoxb-)")

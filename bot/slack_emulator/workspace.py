@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from bot.slack_standin.identity import BOT_ID, BOT_USER_ID, TEAM_ID
-from bot.slack_standin.records import Ephemeral, JsonDict, Message, MessageVersion, User
+from bot.slack_emulator.entities import Ephemeral, JsonDict, Message, MessageVersion, User
+from bot.slack_emulator.identity import BOT_ID, BOT_USER_ID, TEAM_ID
 
 
 class ApiError(Exception):

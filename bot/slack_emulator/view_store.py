@@ -13,10 +13,10 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from bot.slack_standin.blocks import VIEW_BLOCKS, check_blocks
-from bot.slack_standin.identity import APP_ID, BOT_ID, TEAM_ID
-from bot.slack_standin.records import JsonDict, View
-from bot.slack_standin.workspace import ApiError
+from bot.slack_emulator.block_limits import VIEW_BLOCKS, check_blocks
+from bot.slack_emulator.entities import JsonDict, View
+from bot.slack_emulator.identity import APP_ID, BOT_ID, TEAM_ID
+from bot.slack_emulator.workspace import ApiError
 
 
 class ViewStore:

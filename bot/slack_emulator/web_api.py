@@ -10,9 +10,10 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 
-from bot.slack_standin.blocks import MESSAGE_BLOCKS, check_blocks, check_text
-from bot.slack_standin.faults import Faults
-from bot.slack_standin.identity import (
+from bot.slack_emulator.block_limits import MESSAGE_BLOCKS, check_blocks, check_text
+from bot.slack_emulator.entities import JsonDict, MessageVersion, View
+from bot.slack_emulator.faults import Faults
+from bot.slack_emulator.identity import (
     APP_ID,
     BOT_ID,
     BOT_NAME,
@@ -21,9 +22,8 @@ from bot.slack_standin.identity import (
     TEAM_NAME,
     TEAM_URL,
 )
-from bot.slack_standin.records import JsonDict, MessageVersion, View
-from bot.slack_standin.views import ViewStore, parse_view
-from bot.slack_standin.workspace import ApiError, Workspace
+from bot.slack_emulator.view_store import ViewStore, parse_view
+from bot.slack_emulator.workspace import ApiError, Workspace
 
 Handler = Callable[[JsonDict], JsonDict]
 APP_TOKEN_METHODS = frozenset({"apps.connections.open"})

@@ -1,8 +1,8 @@
 """A stand-in for Slack: a real Web API server and a simulator of Slack's signed requests."""
 
-from bot.slack_standin.records import Call, Ephemeral, Message, MessageVersion, User, View
-from bot.slack_standin.requests import SlackClientSim
-from bot.slack_standin.server import SlackStandIn
+from bot.slack_emulator.entities import Call, Ephemeral, Message, MessageVersion, User, View
+from bot.slack_emulator.server import SlackStandIn
+from bot.slack_emulator.signed_client import SlackClientSim
 
 __all__ = [
     "Call",

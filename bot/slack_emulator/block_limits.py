@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.slack_standin.workspace import ApiError
+from bot.slack_emulator.workspace import ApiError
 
 MESSAGE_BLOCKS = 50
 VIEW_BLOCKS = 100

@@ -19,10 +19,10 @@ from urllib.parse import urlencode
 
 import httpx
 
-from bot.slack_standin import payloads
-from bot.slack_standin.identity import TEAM_ID
-from bot.slack_standin.payloads import InputValue, JsonDict
-from bot.slack_standin.records import Message
+from bot.slack_emulator import payloads
+from bot.slack_emulator.entities import Message
+from bot.slack_emulator.identity import TEAM_ID
+from bot.slack_emulator.payloads import InputValue, JsonDict
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from bot.slack_standin.records import Call
+from bot.slack_emulator.entities import Call
 
 CallMatch = str | Callable[[Call], bool]
 

@@ -19,16 +19,16 @@ import time
 from types import TracebackType
 from typing import Self
 
-from bot.slack_standin.calls import CallLog, CallMatch
-from bot.slack_standin.decode import BadRequestBody, decode_params
-from bot.slack_standin.faults import Faults
-from bot.slack_standin.identity import DEFAULT_CHANNELS, DEFAULT_USERS, TEAM_ID
-from bot.slack_standin.listener import Listener, Reply, Request
-from bot.slack_standin.methods import RESPONSE_URL_METHOD, WebApi, dispatch
-from bot.slack_standin.records import Call, Ephemeral, Message, User, View
-from bot.slack_standin.socket_mode import SocketModeServer
-from bot.slack_standin.views import ViewStore
-from bot.slack_standin.workspace import Workspace
+from bot.slack_emulator.call_log import CallLog, CallMatch
+from bot.slack_emulator.decode import BadRequestBody, decode_params
+from bot.slack_emulator.entities import Call, Ephemeral, Message, User, View
+from bot.slack_emulator.faults import Faults
+from bot.slack_emulator.http_listener import Listener, Reply, Request
+from bot.slack_emulator.identity import DEFAULT_CHANNELS, DEFAULT_USERS, TEAM_ID
+from bot.slack_emulator.socket_mode_server import SocketModeServer
+from bot.slack_emulator.view_store import ViewStore
+from bot.slack_emulator.web_api import RESPONSE_URL_METHOD, WebApi, dispatch
+from bot.slack_emulator.workspace import Workspace
 
 RECORDED_HEADERS = ("Authorization", "Content-Type", "User-Agent")
 

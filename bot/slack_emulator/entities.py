@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.slack_standin.identity import TEAM_ID
+from bot.slack_emulator.identity import TEAM_ID
 
 JsonDict = dict[str, Any]
 

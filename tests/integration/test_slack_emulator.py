@@ -26,7 +26,7 @@ from slack_sdk.http_retry import builtin_handlers
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 
-from bot.slack_standin import SlackClientSim, SlackStandIn
+from bot.slack_emulator import SlackClientSim, SlackStandIn
 
 SECRET = "standin-signing-secret"
 APPROVE_BUTTON: dict[str, Any] = {
