@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bot.cli_common import fail, now_utc, settings_or_exit
+from bot.cli.common import fail, now_utc, settings_or_exit
 from core.errors import StepupError
 
 if TYPE_CHECKING:

@@ -1,0 +1,33 @@
+"""The ``stepup`` command tree (DESIGN §10), assembled from the command groups."""
+
+from __future__ import annotations
+
+import typer
+
+from bot.cli import admin, digest
+from bot.cli.audit import audit_app
+from bot.cli.maintenance import db_app, keys_app
+from bot.cli.policy import policy_app
+
+app = typer.Typer(
+    help="stepup: Slack approvals and just-in-time credentials for AI agents.", no_args_is_help=True
+)
+# Typer lists commands in the order they are added: keep it, `stepup --help` is read by people.
+app.add_typer(policy_app, name="policy")
+app.add_typer(audit_app, name="audit")
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+admin.register(app)
+digest.register(app)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """The `stepup` command: a database that cannot be reached is one clear line, no traceback."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        app()
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0]
+        typer.echo(f"error: cannot use the database: {reason}", err=True)
+        raise SystemExit(1) from None
