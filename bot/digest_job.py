@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, time
+from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.background import BackgroundScheduler
+
+from bot.clock import utc_now
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +65,7 @@ def schedule_digest(
         coalesce=True,
         max_instances=1,
     )
-    local = (now or datetime.now(UTC)).astimezone(zone)
+    local = (now or utc_now()).astimezone(zone)
     if catch_up and local.time() >= digest_time:
         scheduler.add_job(
             _run,

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from bot.clock import utc_now
 from core.model import Status
 from core.service import Stepup
 from core.snapshots import RequestSnapshot
@@ -21,10 +22,6 @@ from core.snapshots import RequestSnapshot
 logger = logging.getLogger(__name__)
 
 NEXT_DEADLINE_JOB = "next-deadline"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Drain:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import signal
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 
 from bot.api.app import create_app
 from bot.api.context import ApiContext
+from bot.clock import utc_now
 from bot.digest_job import schedule_digest
 from bot.scheduler import DeadlineScheduler
 from bot.settings import Settings
@@ -87,7 +87,7 @@ def build_runtime(settings: Settings) -> Runtime:
             return post_digest(
                 service.db,
                 service.keyring,
-                now=datetime.now(UTC),
+                now=utc_now(),
                 timezone=settings.timezone,
                 channel=channel,
                 render_blocks=digest_blocks,
@@ -98,7 +98,7 @@ def build_runtime(settings: Settings) -> Runtime:
             post=post,
             digest_time=settings.digest_time,
             timezone=settings.timezone,
-            now=datetime.now(UTC),
+            now=utc_now(),
         )
     else:
         logger.warning("STEPUP_SECURITY_CHANNEL is unset: no daily digest and no alerts in Slack")

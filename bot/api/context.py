@@ -4,18 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 from fastapi import Request
 
 from bot.api.changes import ChangeHub
+from bot.clock import utc_now
 from bot.settings import DEFAULT_API_THREADS
 from core.agents import AgentRegistry
 from core.service import Stepup
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass

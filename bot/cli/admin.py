@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bot.cli.common import fail, now_utc, settings_or_exit
+from bot.cli.common import fail, settings_or_exit
+from bot.clock import utc_now
 from core.errors import StepupError
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def agents_add(
         raise fail(f"--owner {owner!r} is not an email address")
     registry = AgentRegistry(_service())
     try:
-        key = registry.add(agent_id, owner, by="cli", now=now_utc())
+        key = registry.add(agent_id, owner, by="cli", now=utc_now())
     except StepupError as exc:
         raise fail(exc.detail) from None
     typer.echo(f"agent {agent_id} registered (owner {owner}); its key, shown only now:")
@@ -85,7 +86,7 @@ def agents_disable(agent_id: Annotated[str, typer.Argument()]) -> None:
     service = _service()
     try:
         with _changes_published(service):
-            revoked = AgentRegistry(service).disable(agent_id, by="cli", now=now_utc())
+            revoked = AgentRegistry(service).disable(agent_id, by="cli", now=utc_now())
     except StepupError as exc:
         raise fail(exc.detail) from None
     typer.echo(f"agent {agent_id} disabled; {len(revoked)} live credential(s) revoked")
@@ -97,7 +98,7 @@ def servers_add(name: Annotated[str, typer.Argument(help="Name of the target sys
     from core.agents import AgentRegistry
 
     try:
-        key = AgentRegistry(_service()).add_resource_server(name, by="cli", now=now_utc())
+        key = AgentRegistry(_service()).add_resource_server(name, by="cli", now=utc_now())
     except StepupError as exc:
         raise fail(exc.detail) from None
     typer.echo(f"resource server {name} registered; its key, shown only now:")
@@ -127,9 +128,10 @@ def requests_show(request_id: Annotated[str, typer.Argument()]) -> None:
         snap = service.get(request_id)
     except StepupError as exc:
         raise fail(exc.detail) from None
+    from bot.api.rendering import request_json
     from core.storage.outbox_repo import deliveries
 
-    shown = snap.to_public()
+    shown = request_json(snap)
     with service.db.read() as session:
         shown["slack_deliveries"] = deliveries(session, request_id)
     typer.echo(json.dumps(shown, indent=2, sort_keys=True))
@@ -145,7 +147,7 @@ def revoke(
     service = _service()
     try:
         with _changes_published(service):
-            snap = service.revoke(request_id, by="cli", reason=reason, now=now_utc())
+            snap = service.revoke(request_id, by="cli", reason=reason, now=utc_now())
     except StepupError as exc:
         raise fail(exc.detail) from None
     typer.echo(f"{snap.id} {snap.status.value}")

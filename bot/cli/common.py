@@ -1,8 +1,6 @@
-"""What every group of `stepup` commands shares: one way to fail, to load settings, to tell time."""
+"""What every group of `stepup` commands shares: one way to fail and to load settings."""
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
 
 import typer
 
@@ -21,7 +19,3 @@ def settings_or_exit() -> Settings:
         return load_settings()
     except StepupError as exc:
         raise fail(exc.detail) from None
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bot.cli.common import fail, now_utc, settings_or_exit
+from bot.cli.common import fail, settings_or_exit
+from bot.clock import utc_now
 from core.errors import StepupError
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def digest(
     from core.digest import build_digest, render_text
     from core.storage.audit_store import chain_snapshot
 
-    when = now_utc()
+    when = utc_now()
     db = open_database(settings)
     try:
         keyring = open_keyring(settings)

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from bot.cli.common import fail, now_utc
+from bot.cli.common import fail
+from bot.clock import utc_now
 from core.errors import StepupError
 
 policy_app = typer.Typer(help="Check and explain policy files.", no_args_is_help=True)
@@ -37,7 +38,7 @@ def _read_intent(path: Path) -> tuple[dict[str, Any], datetime]:
     if not isinstance(raw, dict):
         raise ValueError("the request file must hold a mapping of fields")
     when = raw.pop("now", None)
-    now = datetime.fromisoformat(str(when).replace("Z", "+00:00")) if when else now_utc()
+    now = datetime.fromisoformat(str(when).replace("Z", "+00:00")) if when else utc_now()
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     return raw, now

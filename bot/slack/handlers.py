@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot.clock import utc_now
 from bot.slack.alerts import break_glass_blocks
 from bot.slack.cards import when
 from bot.slack.directory import SlackDirectory
@@ -23,10 +24,6 @@ from core.service import Stepup
 from core.snapshots import RequestSnapshot
 
 logger = logging.getLogger(__name__)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class ApprovalActions:
