@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.constants import REF_PREFIX
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -67,7 +69,38 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _document_as_problems(app: FastAPI) -> None:
+    """Every error answer is a problem: FastAPI files a route's error models under the route's
+    media type (``application/json``) and adds its own ``HTTPValidationError`` 422 to routes
+    that declare none, though the handlers below answer every one as ``application/problem+json``
+    (``bot.api.schemas.Problem``)."""
+    plain = app.openapi
+    fastapi_422 = f"{REF_PREFIX}HTTPValidationError"
+
+    def openapi() -> dict[str, Any]:
+        built = app.openapi_schema is not None
+        document = plain()
+        if built:
+            return document
+        for operation in (op for item in document["paths"].values() for op in item.values()):
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if status[:1] in ("4", "5") and "application/json" in content:
+                    media = content[PROBLEM_JSON] = content.pop("application/json")
+                    if media.get("schema", {}).get("$ref") == fastapi_422:
+                        media["schema"] = {"$ref": f"{REF_PREFIX}Problem"}
+        schemas = document.get("components", {}).get("schemas", {})
+        if fastapi_422 not in json.dumps(document["paths"]):
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    _document_as_problems(app)
+
     @app.exception_handler(StepupError)
     async def _stepup_error(_request: Request, exc: StepupError) -> JSONResponse:
         status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)

@@ -16,6 +16,16 @@ from starlette.concurrency import run_in_threadpool
 
 from bot.api.auth import AgentKey, agent_key, current_resource_server
 from bot.api.context import context_of
+from bot.api.rendering import request_json
+from bot.api.schemas import (
+    INTROSPECTION_BODY,
+    ClaimAnswer,
+    Health,
+    Introspection,
+    Jwks,
+    RequestView,
+    problem_responses,
+)
 from core.errors import ValidationFailed
 from core.inputs import SubmitBody
 from core.model import SessionOutcome, Status
@@ -32,16 +42,22 @@ class CompleteBody(BaseModel):
     detail: str = Field(default="", max_length=4000)
 
 
-class ClaimAnswer(BaseModel):
-    token: str
-    token_type: str = "Bearer"  # noqa: S105 - a token type, not a secret
-    expires_at: str
-    scope: str
-    jti: str
-    request_id: str
+def _answer(snapshot: RequestSnapshot, status_code: int = 200, **headers: str) -> JSONResponse:
+    """The request as built: ``request_json`` is JSON-ready, so FastAPI's validation of the
+    return value against ``RequestView`` would only repeat work (a test keeps them in step)."""
+    return JSONResponse(request_json(snapshot), status_code=status_code, headers=headers or None)
 
 
-@router.post("/v1/requests", status_code=201, tags=["requests"], response_model=dict[str, Any])
+@router.post(
+    "/v1/requests",
+    status_code=201,
+    tags=["requests"],
+    response_model=RequestView,
+    responses={
+        200: {"model": RequestView, "description": "The first answer to this Idempotency-Key"},
+        **problem_responses(401, 404, 409, 413, 422),
+    },
+)
 def submit(
     body: SubmitBody,
     request: Request,
@@ -53,16 +69,15 @@ def submit(
     snapshot, created = ctx.service.submit_by_key(
         str(key), body.to_intent, now=ctx.clock(), idempotency_key=idempotency_key
     )
-    # Answered as built: to_public() is JSON-ready, so FastAPI's validation of the return
-    # value against the declared model would only repeat work on the hottest route.
-    return JSONResponse(
-        snapshot.to_public(),
-        status_code=201 if created else 200,
-        headers={"Location": f"/v1/requests/{snapshot.id}"},
-    )
+    return _answer(snapshot, 201 if created else 200, Location=f"/v1/requests/{snapshot.id}")
 
 
-@router.get("/v1/requests/{request_id}", tags=["requests"])
+@router.get(
+    "/v1/requests/{request_id}",
+    tags=["requests"],
+    response_model=RequestView,
+    responses=problem_responses(401, 404, 422),
+)
 async def get_request(
     request_id: str,
     request: Request,
@@ -74,7 +89,7 @@ async def get_request(
         Status | None,
         Query(description="The status the caller last saw: answer at once if it differs"),
     ] = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """The request. With ``wait``, held until its status changes (from ``since`` when given),
     or N seconds pass; a request in a final status is answered at once."""
     ctx = context_of(request)
@@ -83,7 +98,7 @@ async def get_request(
         return ctx.service.get(request_id, agent_id=key.identity(request).id)
 
     if wait == 0:
-        return (await run_in_threadpool(read)).to_public()
+        return _answer(await run_in_threadpool(read))
     event = ctx.hub.register(request_id)
     try:
         current = await run_in_threadpool(read)
@@ -99,12 +114,17 @@ async def get_request(
                 )
             event.clear()
             current = await run_in_threadpool(read)
-        return current.to_public()
+        return _answer(current)
     finally:
         ctx.hub.unregister(request_id, event)
 
 
-@router.post("/v1/requests/{request_id}/credential", tags=["requests"], response_model=ClaimAnswer)
+@router.post(
+    "/v1/requests/{request_id}/credential",
+    tags=["requests"],
+    response_model=ClaimAnswer,
+    responses=problem_responses(401, 404, 409),
+)
 def claim(request_id: str, request: Request, key: Agent) -> ClaimAnswer:
     """Mint the credential of an approved request. Returned once; any other status is 409."""
     ctx = context_of(request)
@@ -113,35 +133,55 @@ def claim(request_id: str, request: Request, key: Agent) -> ClaimAnswer:
     return ClaimAnswer(
         token=issued.token,
         token_type=issued.token_type,
-        expires_at=issued.expires_at.isoformat().replace("+00:00", "Z"),
+        expires_at=issued.expires_at,
         scope=issued.scope,
         jti=issued.handle,
         request_id=request_id,
     )
 
 
-@router.post("/v1/requests/{request_id}/complete", tags=["requests"])
-def complete(request_id: str, body: CompleteBody, request: Request, key: Agent) -> dict[str, Any]:
+@router.post(
+    "/v1/requests/{request_id}/complete",
+    tags=["requests"],
+    response_model=RequestView,
+    responses=problem_responses(401, 404, 409, 413, 422),
+)
+def complete(request_id: str, body: CompleteBody, request: Request, key: Agent) -> JSONResponse:
+    """Record the outcome and revoke the credential (``completed``)."""
     ctx = context_of(request)
     agent = key.identity(request)
-    return ctx.service.complete(
-        request_id, agent, body.outcome, body.detail, now=ctx.clock()
-    ).to_public()
+    return _answer(
+        ctx.service.complete(request_id, agent, body.outcome, body.detail, now=ctx.clock())
+    )
 
 
-@router.post("/v1/requests/{request_id}/cancel", tags=["requests"])
-def cancel(request_id: str, request: Request, key: Agent) -> dict[str, Any]:
+@router.post(
+    "/v1/requests/{request_id}/cancel",
+    tags=["requests"],
+    response_model=RequestView,
+    responses=problem_responses(401, 404, 409),
+)
+def cancel(request_id: str, request: Request, key: Agent) -> JSONResponse:
+    """``pending`` or ``approved`` → ``cancelled``."""
     ctx = context_of(request)
     agent = key.identity(request)
-    return ctx.service.cancel(request_id, agent, now=ctx.clock()).to_public()
+    return _answer(ctx.service.cancel(request_id, agent, now=ctx.clock()))
 
 
-@router.get("/.well-known/jwks.json", tags=["keys"])
+@router.get("/.well-known/jwks.json", tags=["keys"], response_model=Jwks)
 def jwks(request: Request) -> dict[str, Any]:
+    """The public keys that verify credentials and signed decisions."""
     return context_of(request).service.keyring.jwks()
 
 
-@router.post("/v1/introspect", tags=["introspection"])
+@router.post(
+    "/v1/introspect",
+    tags=["introspection"],
+    response_model=Introspection,
+    response_model_exclude_unset=True,
+    responses=problem_responses(401, 413, 422),
+    openapi_extra={"requestBody": INTROSPECTION_BODY},
+)
 async def introspect(
     request: Request, _caller: Annotated[str, Depends(current_resource_server)]
 ) -> dict[str, Any]:
@@ -164,6 +204,6 @@ async def introspect(
     return await run_in_threadpool(ctx.service.introspect, token, now=ctx.clock())
 
 
-@router.get("/healthz", tags=["health"])
+@router.get("/healthz", tags=["health"], response_model=Health)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}

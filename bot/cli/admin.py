@@ -129,11 +129,10 @@ def requests_show(request_id: Annotated[str, typer.Argument()]) -> None:
     except StepupError as exc:
         raise fail(exc.detail) from None
     from bot.api.rendering import request_json
-    from core.storage.outbox_repo import deliveries
+    from core.storage.outbox_repo import request_deliveries
 
     shown = request_json(snap)
-    with service.db.read() as session:
-        shown["slack_deliveries"] = deliveries(session, request_id)
+    shown["slack_deliveries"] = request_deliveries(service.db, request_id)
     typer.echo(json.dumps(shown, indent=2, sort_keys=True))
 
 
