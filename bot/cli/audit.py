@@ -19,10 +19,9 @@ audit_app = typer.Typer(help="Verify and export the audit log.", no_args_is_help
 def audit_verify() -> None:
     """Walk the hash chain and every signed decision; exit 1 naming the first bad entry."""
     from bot.wiring import open_database, open_keyring
-    from core.audit.chain import verify_chain
     from core.audit.signatures import decision_signature_check
     from core.errors import AuditChainBroken
-    from core.storage.audit_store import chain_snapshot, iter_entries, read_head
+    from core.storage.audit_store import verify_stored_chain
 
     settings = settings_or_exit()
     if not settings.keys_dir.is_dir():
@@ -35,10 +34,7 @@ def audit_verify() -> None:
     try:
         # One snapshot for head and entries: on PostgreSQL an entry appended by the running
         # service between the two reads would otherwise look like tampering.
-        with chain_snapshot(db) as session:
-            report = verify_chain(
-                iter_entries(session), head=read_head(session), check_signature=check
-            )
+        report = verify_stored_chain(db, check_signature=check)
     except AuditChainBroken as exc:
         raise fail(f"audit chain broken at {exc.detail}") from None
     finally:
@@ -59,8 +55,8 @@ def audit_export(
 ) -> None:
     """Write the audit log as JSON Lines for a SIEM."""
     from bot.wiring import open_database
-    from core.audit.chain import format_time
-    from core.storage.audit_store import iter_entries
+    from core.audit.chain import iso_utc
+    from core.storage.audit_store import read_entries
 
     since_at = None
     if since:
@@ -75,25 +71,24 @@ def audit_export(
     out = output.open("w", encoding="utf-8") if output else sys.stdout
     count = 0
     try:
-        with db.read() as session:
-            for entry in iter_entries(session, since=since_at):
-                out.write(
-                    json.dumps(
-                        {
-                            "seq": entry.seq,
-                            "at": format_time(entry.at),
-                            "kind": entry.kind,
-                            "request_id": entry.request_id,
-                            "actor": entry.actor,
-                            "data": json.loads(entry.data),
-                            "prev_hash": entry.prev_hash,
-                            "hash": entry.hash,
-                        },
-                        sort_keys=True,
-                    )
-                    + "\n"
+        for entry in read_entries(db, since=since_at):
+            out.write(
+                json.dumps(
+                    {
+                        "seq": entry.seq,
+                        "at": iso_utc(entry.at),
+                        "kind": entry.kind,
+                        "request_id": entry.request_id,
+                        "actor": entry.actor,
+                        "data": json.loads(entry.data),
+                        "prev_hash": entry.prev_hash,
+                        "hash": entry.hash,
+                    },
+                    sort_keys=True,
                 )
-                count += 1
+                + "\n"
+            )
+            count += 1
     finally:
         if output:
             out.close()

@@ -38,16 +38,14 @@ def digest(
     if post_now and not settings.security_channel:
         raise fail("--now needs STEPUP_SECURITY_CHANNEL, the channel the digest goes to")
     from bot.wiring import open_database, open_keyring
-    from core.digest import build_digest, render_text
-    from core.storage.audit_store import chain_snapshot
+    from core.digest import read_digest, render_text
 
     when = utc_now()
     db = open_database(settings)
     try:
         keyring = open_keyring(settings)
         if show:
-            with chain_snapshot(db) as session:
-                typer.echo(render_text(build_digest(session, keyring, now=when)), nl=False)
+            typer.echo(render_text(read_digest(db, keyring, now=when)), nl=False)
         if post_now:
             _post(settings, db, keyring, when)
     except StepupError as exc:
@@ -88,14 +86,12 @@ def _post(settings: Settings, db: Database, keyring: KeyRing, when: datetime) ->
 
 def _deliver(settings: Settings, db: Database, when: datetime) -> str | None:
     """Run the outbox until it is empty; None when the digest went out, else why not yet."""
-    from sqlalchemy import select
-
     from bot.slack.app import web_client
     from bot.slack.delivery import OutboxWorker
     from bot.slack.directory import SlackDirectory
     from bot.wiring import build_service
     from core.notices import NoticeKind
-    from core.storage.tables import OutboxRow
+    from core.storage.outbox_repo import unaddressed_delivery
 
     if settings.slack_bot_token is None:
         return "Slack is not configured"
@@ -107,17 +103,10 @@ def _deliver(settings: Settings, db: Database, when: datetime) -> str | None:
                 break
     finally:
         worker.stop()
-    with db.read() as session:
-        entry = session.execute(
-            select(OutboxRow).where(
-                OutboxRow.kind == NoticeKind.CHANNEL.value,
-                OutboxRow.request_id.is_(None),
-                OutboxRow.created_at == when,
-            )
-        ).scalar_one()
-        if entry.status == "sent":
-            return None
-        return entry.last_error or "the outbox is busy; the running service delivers it"
+    entry = unaddressed_delivery(db, kind=NoticeKind.CHANNEL.value, created_at=when)
+    if entry.status == "sent":
+        return None
+    return entry.last_error or "the outbox is busy; the running service delivers it"
 
 
 def register(app: typer.Typer) -> None:

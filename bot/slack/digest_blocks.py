@@ -17,7 +17,7 @@ from core.digest import (
     decision_line,
     denial_line,
     expired_line,
-    format_time,
+    minute_utc,
     refused_line,
     request_lines,
     revocation_line,
@@ -101,7 +101,7 @@ def digest_blocks(digest: Digest) -> list[dict[str, Any]]:
             "elements": [
                 {
                     "type": "mrkdwn",
-                    "text": f"{format_time(d.window_start)} to {format_time(d.window_end)}",
+                    "text": f"{minute_utc(d.window_start)} to {minute_utc(d.window_end)}",
                 }
             ],
         },

@@ -29,7 +29,8 @@ class AuditEntry:
     hash: str
 
 
-def format_time(at: datetime) -> str:
+def iso_utc(at: datetime) -> str:
+    """ISO 8601 in UTC to the microsecond: the exact text hashed into an entry (and exported)."""
     return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
@@ -46,7 +47,7 @@ def entry_hash(
     # Fields are length-prefixed so that no shift of text between fields yields the same bytes:
     # "len:text;" for seq, time, kind, request id, actor, data and previous hash, in that order.
     # Spelled out rather than joined in a loop: verification speed is dominated by this line.
-    number, time = str(seq), format_time(at)
+    number, time = str(seq), iso_utc(at)
     request_id, actor = request_id or "", actor or ""
     material = (
         f"{len(number)}:{number};{len(time)}:{time};{len(kind)}:{kind};"

@@ -1,8 +1,9 @@
 """The daily digest: what happened in a window, who holds access now, and the audit chain's head.
 
-``build_digest`` reads; ``post_digest`` records the day in ``digests`` and queues the message
-in the same transaction, so replicas that fire at once post each day's digest once. Core says
-what the figures are; the Slack edge passes ``render_blocks`` to say how they look.
+``read_digest`` reads (``build_digest`` in one snapshot); ``post_digest`` records the day in
+``digests`` and queues the message in the same transaction, so replicas that fire at once post
+each day's digest once. Core says what the figures are; the Slack edge passes
+``render_blocks`` to say how they look.
 
 Windowed figures count events whose time falls in ``[start, now)``, and each posted digest
 starts where the previous one ended, so consecutive digests neither miss nor repeat an event:
@@ -12,7 +13,14 @@ clicks by their audit entry.
 
 from __future__ import annotations
 
-from core.digest.figures import Window, audit_status, build_digest, outcome_of, percentiles
+from core.digest.figures import (
+    Window,
+    audit_status,
+    build_digest,
+    outcome_of,
+    percentiles,
+    read_digest,
+)
 from core.digest.model import (
     DAY,
     MAX_WINDOW,
@@ -44,7 +52,7 @@ from core.digest.text import (
     describe,
     expired_line,
     format_seconds,
-    format_time,
+    minute_utc,
     refused_line,
     render_text,
     request_lines,
@@ -85,10 +93,11 @@ __all__ = [
     "digest_day",
     "expired_line",
     "format_seconds",
-    "format_time",
+    "minute_utc",
     "outcome_of",
     "percentiles",
     "post_digest",
+    "read_digest",
     "refused_line",
     "render_text",
     "request_lines",

@@ -35,7 +35,8 @@ from core.digest.model import (
 from core.errors import AuditChainBroken
 from core.keys import KeyRing
 from core.model import Status
-from core.storage.audit_store import iter_entries, read_head
+from core.storage.audit_store import chain_snapshot, iter_entries, read_head
+from core.storage.database import Database
 from core.storage.tables import AuditRow, RequestRow, RevocationRow, VoteRow
 from core.terms import Terms
 
@@ -73,6 +74,14 @@ Window = Callable[[Any], Any]  # column -> "the column's time is in the digest's
 def _top(names: Iterable[str]) -> tuple[tuple[str, int], ...]:
     counted = Counter(names)
     return tuple(sorted(counted.items(), key=lambda item: (-item[1], item[0]))[:TOP])
+
+
+def read_digest(
+    db: Database, keyring: KeyRing, *, now: datetime, window: timedelta = DAY
+) -> Digest:
+    """``build_digest`` over one snapshot of ``db``, so the audit figures hold together."""
+    with chain_snapshot(db) as session:
+        return build_digest(session, keyring, now=now, window=window)
 
 
 def build_digest(

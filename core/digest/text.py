@@ -32,7 +32,8 @@ def format_seconds(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-def format_time(at: datetime | None) -> str:
+def minute_utc(at: datetime | None) -> str:
+    """To the minute, for people reading the digest (``—`` when there is no time)."""
     return at.strftime("%Y-%m-%d %H:%M UTC") if at is not None else "—"
 
 
@@ -42,7 +43,7 @@ def describe(ref: RequestRef) -> str:
 
 def expired_line(item: Expired) -> str:
     why = "nobody decided in time" if item.was == "pending" else "approved but never claimed"
-    return f"{describe(item.request)}: {why}, at {format_time(item.at)}"
+    return f"{describe(item.request)}: {why}, at {minute_utc(item.at)}"
 
 
 def denial_line(item: Denial) -> str:
@@ -53,27 +54,27 @@ def denial_line(item: Denial) -> str:
 
 
 def refused_line(item: RefusedClick) -> str:
-    return f"{format_time(item.at)} {item.clicker or '?'} on {item.request_id or '?'}: {item.why}"
+    return f"{minute_utc(item.at)} {item.clicker or '?'} on {item.request_id or '?'}: {item.why}"
 
 
 def break_glass_line(item: BreakGlassUse) -> str:
     review = (
-        f"reviewed by {item.reviewed_by or '?'} at {format_time(item.reviewed_at)}"
+        f"reviewed by {item.reviewed_by or '?'} at {minute_utc(item.reviewed_at)}"
         if item.reviewed
         else "UNREVIEWED"
     )
     return (
-        f"{describe(item.request)} at {format_time(item.at)}, rule {item.rule or '—'}, "
+        f"{describe(item.request)} at {minute_utc(item.at)}, rule {item.rule or '—'}, "
         f"now {item.status} — {review}"
     )
 
 
 def revocation_line(item: RevocationFailure) -> str:
     who = f" ({item.agent} on {item.target})" if item.agent else ""
-    alerted = f", alerted {format_time(item.alerted_at)}" if item.alerted_at else ", not alerted"
+    alerted = f", alerted {minute_utc(item.alerted_at)}" if item.alerted_at else ", not alerted"
     return (
         f"credential {item.jti} of {item.request_id}{who}: {item.attempts} failed attempt(s) "
-        f"since {format_time(item.since)}, last error: {item.last_error or '—'}{alerted}"
+        f"since {minute_utc(item.since)}, last error: {item.last_error or '—'}{alerted}"
     )
 
 
@@ -83,7 +84,7 @@ def active_line(item: ActiveCredential) -> str:
         if item.approvers
         else f"no approval needed (rule {item.rule or '—'})"
     )
-    return f"{describe(item.request)} until {format_time(item.expires_at)}, {by}"
+    return f"{describe(item.request)} until {minute_utc(item.expires_at)}, {by}"
 
 
 def audit_line(audit: AuditStatus) -> str:
@@ -134,7 +135,7 @@ def render_text(digest: Digest, *, limit: int | None = None) -> str:
     d = digest
     refused = ", ".join(f"{why} {n}" for why, n in d.refused_by_kind.items())
     lines = [
-        f"stepup digest {format_time(d.window_start)} to {format_time(d.window_end)}",
+        f"stepup digest {minute_utc(d.window_start)} to {minute_utc(d.window_end)}",
         f"Audit chain: {audit_line(d.audit)}",
         f"Requests: {d.total_requests}",
         *(f"  {line}" for line in request_lines(d)),

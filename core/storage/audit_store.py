@@ -10,7 +10,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, event, select
 from sqlalchemy.orm import Session, SessionTransaction
 
-from core.audit.chain import AuditEntry, entry_hash
+from core.audit.chain import AuditEntry, ChainReport, SignatureCheck, entry_hash, verify_chain
 from core.audit.events import AuditKind
 from core.canonical import canonical_json
 from core.storage.database import Database
@@ -142,3 +142,17 @@ def iter_entries(
     # several times cheaper than attribute access, which shows on long chains.
     for row in session.execute(query.execution_options(yield_per=batch)):
         yield AuditEntry(*row)
+
+
+def verify_stored_chain(db: Database, *, check_signature: SignatureCheck | None) -> ChainReport:
+    """``verify_chain`` over the stored entries and head, read in one snapshot."""
+    with chain_snapshot(db) as session:
+        return verify_chain(
+            iter_entries(session), head=read_head(session), check_signature=check_signature
+        )
+
+
+def read_entries(db: Database, *, since: datetime | None = None) -> Iterator[AuditEntry]:
+    """The stored entries in seq order, from ``since`` on; the read lasts while they are read."""
+    with db.read() as session:
+        yield from iter_entries(session, since=since)

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
+from core.storage.database import Database
 from core.storage.tables import OutboxRow
 
 
@@ -102,3 +103,28 @@ def backlog(session: Session) -> tuple[int, datetime | None]:
         select(func.count(), func.min(OutboxRow.created_at)).where(OutboxRow.status == "pending")
     ).one()
     return int(count), oldest
+
+
+def request_deliveries(db: Database, request_id: str) -> list[dict[str, object]]:
+    """``deliveries`` in a read of its own."""
+    with db.read() as session:
+        return deliveries(session, request_id)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryState:
+    status: str  # "pending" or "sent"
+    last_error: str | None
+
+
+def unaddressed_delivery(db: Database, *, kind: str, created_at: datetime) -> DeliveryState:
+    """How the message of ``kind`` queued at ``created_at`` for no request (the digest) fares."""
+    with db.read() as session:
+        row = session.execute(
+            select(OutboxRow).where(
+                OutboxRow.kind == kind,
+                OutboxRow.request_id.is_(None),
+                OutboxRow.created_at == created_at,
+            )
+        ).scalar_one()
+        return DeliveryState(row.status, row.last_error)
