@@ -1,4 +1,8 @@
-"""A stand-in for Slack: a real Web API server and a simulator of Slack's signed requests."""
+"""A Slack emulator: a real Web API server, and a client that sends an app Slack-signed requests.
+
+For tests and the local sandbox only; no production code path imports it
+(tests/integration/test_emulator_isolation.py).
+"""
 
 from bot.slack_emulator.entities import Call, Ephemeral, Message, MessageVersion, User, View
 from bot.slack_emulator.server import SlackStandIn

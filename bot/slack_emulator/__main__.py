@@ -1,4 +1,4 @@
-"""``python -m bot.slack_emulator --port 3999``: the stand-in on its own, for the local sandbox."""
+"""``python -m bot.slack_emulator --port 3999``: the emulator on its own, for the local sandbox."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
         for spec in args.usergroup:
             group_id, _, members = spec.partition("=")
             slack.add_usergroup(group_id, [m for m in members.split(",") if m])
-        print(f"Slack stand-in listening: STEPUP_SLACK_API_URL={slack.api_url}", flush=True)
+        print(f"Slack emulator listening: STEPUP_SLACK_API_URL={slack.api_url}", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             stop.wait()
 
