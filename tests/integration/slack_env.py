@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,12 +18,11 @@ from bot.slack_emulator.entities import Message
 from bot.slack_emulator.server import SlackStandIn
 from bot.slack_emulator.signed_client import SlackClientSim
 from core.agents import AgentRegistry
-from core.model import ActionClass, Intent
 from core.snapshots import RequestSnapshot
 from core.storage.agents_repo import AgentIdentity
 from core.storage.database import Database
 from tests.integration.live import running
-from tests.support import Engine, build_engine
+from tests.support import Engine, build_engine, eventually, intent
 
 SIGNING_SECRET = "8f14e45fceea167a5a36dedd4bea2543"
 BOT_TOKEN = "xoxb-1-stepup-test"
@@ -80,18 +78,10 @@ class SlackLive:
     agent: AgentIdentity
 
     def submit(self, *, when: datetime | None = None, **fields: object) -> RequestSnapshot:
-        values: dict[str, object] = {
-            "action": "k8s.rollout_restart",
-            "action_class": ActionClass.DESTRUCTIVE,
-            "target": "payments-api",
-            "environment": "production",
-            "justification": "roll out the fix for INC-42",
-            "parameters": {"replicas": 3},
-        }
-        values.update(fields)
-        values["action_class"] = ActionClass(str(values["action_class"]))
-        intent = Intent(agent=self.agent.id, **values)  # type: ignore[arg-type]
-        snapshot, _ = self.engine.service.submit(self.agent, intent, now=when or datetime.now(UTC))
+        """Submit the test intent (``tests.support.intent``) with ``fields`` overridden."""
+        snapshot, _ = self.engine.service.submit(
+            self.agent, intent(self.agent, **fields), now=when or datetime.now(UTC)
+        )
         return snapshot
 
     def card(self, request_id: str, timeout: float = 10.0) -> Message:
@@ -116,13 +106,8 @@ class SlackLive:
     def thread_texts(self, card: Message) -> list[str]:
         return [m.latest.text for m in self.slack.thread(card.channel, card.ts)]
 
-    def eventually(self, check: Callable[[], bool], timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
-            time.sleep(0.05)
-        raise AssertionError("condition not met in time")
+    def eventually(self, check: Callable[[], object], timeout: float = 10.0) -> None:
+        eventually(check, timeout=timeout)
 
 
 @contextmanager

@@ -21,22 +21,16 @@ from core.model import Approver, Status, Vote
 from core.storage.database import Database
 from core.storage.tables import AuditRow, CredentialRow, RequestRow
 from tests.integration.conftest import LiveApi
-from tests.integration.live import running
-from tests.support import build_engine
+from tests.integration.live import LongPollWatch, running
+from tests.support import build_engine, submit_body
 
-READ = {
-    "action": "db.query",
-    "action_class": "read",
-    "target": "payments-api",
-    "environment": "production",
-    "justification": "look up order 42",
-    "parameters": {"order": 42},
-}
-PROD_RESTART = READ | {
-    "action": "k8s.rollout_restart",
-    "action_class": "destructive",
-    "parameters": {"replicas": 3},
-}
+PROD_RESTART = submit_body()
+READ = submit_body(
+    action="db.query",
+    action_class="read",
+    justification="look up order 42",
+    parameters={"order": 42},
+)
 DROP = READ | {"action": "db.drop_database", "action_class": "destructive"}
 
 
@@ -112,7 +106,12 @@ def test_denied_request(live_api: LiveApi) -> None:
         assert_problem(c.post(f"/v1/requests/{req['id']}/credential"), 409)
 
 
-def test_approval_journey_with_long_poll(live_api: LiveApi) -> None:
+def test_approval_journey_with_long_poll(
+    live_api: LiveApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watch = LongPollWatch(live_api.context, monkeypatch)
+    # Held for 10 s with no periodic re-read: only the change itself can answer it early.
+    live_api.context.cross_replica_recheck_seconds = 30
     with live_api.client() as c:
         req = c.post("/v1/requests", json=PROD_RESTART | {"on_behalf_of": "sam@example.com"}).json()
         assert req["status"] == "pending" and req["approvals"] == {
@@ -128,18 +127,20 @@ def test_approval_journey_with_long_poll(live_api: LiveApi) -> None:
 
         changed_at: list[float] = []
 
-        def approve_later() -> None:
-            time.sleep(0.5)
+        def approve_once_polled() -> None:
+            watch.wait_parked(req["id"])
             service.vote(
                 req["id"], Approver("U0BOB", "bob@example.com", "Bob"), Vote.APPROVE, now=now()
             )
             changed_at.append(time.monotonic())
 
-        threading.Thread(target=approve_later).start()
+        approver = threading.Thread(target=approve_once_polled)
+        approver.start()
         polled = c.get(f"/v1/requests/{req['id']}", params={"wait": 10})
         answered_at = time.monotonic()
+        approver.join(timeout=10)
         assert polled.json()["status"] == "approved"
-        assert answered_at - changed_at[0] < 0.2  # answered on the change, not a polling tick
+        assert answered_at - changed_at[0] < 5  # on the change, well before the 10 s hold
         token = c.post(f"/v1/requests/{req['id']}/credential").json()["token"]
         claims = jwt.decode(token, options={"verify_signature": False})
         assert claims["approvers"] == ["alice@example.com", "bob@example.com"]

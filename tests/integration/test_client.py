@@ -37,6 +37,8 @@ from stepup_client import (
     parameters_digest,
 )
 from tests.integration.conftest import LiveApi
+from tests.integration.live import LongPollWatch
+from tests.support import eventually
 
 ALICE = Approver("U0ALICE", "alice@example.com", "Alice")
 
@@ -124,20 +126,22 @@ def test_ctrl_c_in_the_block_reports_aborted(live_api: LiveApi, client: StepupCl
     assert assert_revoked(live_api, client, taken[0]).outcome == "aborted"
 
 
-def approve_when_waited_on(live_api: LiveApi, errors: list[BaseException]) -> None:
+def approve_when_waited_on(
+    live_api: LiveApi, watch: LongPollWatch, errors: list[BaseException]
+) -> None:
     """Find the pending request, wait until a client long-polls it, then approve it."""
     try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            pending = live_api.engine.service.list_requests(
-                status=["pending"], agent_id="deploy-bot"
-            )
-            # The hub has no public view of its waiters; a test may look.
-            if pending and pending[0].id in live_api.context.hub._waiters:
-                live_api.engine.service.vote(pending[0].id, ALICE, Vote.APPROVE, now=now())
-                return
-            time.sleep(0.02)
-        raise AssertionError("no client long-polled a pending request within 10 s")
+        service = live_api.engine.service
+        waited_on = eventually(
+            lambda: [
+                r.id
+                for r in service.list_requests(status=["pending"], agent_id="deploy-bot")
+                if watch.parked(r.id)
+            ],
+            interval=0.02,
+            message="no client long-polled a pending request",
+        )
+        service.vote(waited_on[0], ALICE, Vote.APPROVE, now=now())
     except BaseException as exc:
         errors.append(exc)
 
@@ -161,9 +165,13 @@ def test_an_approval_between_the_read_and_the_long_poll_is_not_missed(live_api: 
         assert time.monotonic() - started < 5
 
 
-def test_waits_for_an_approval_given_meanwhile(live_api: LiveApi) -> None:
+def test_waits_for_an_approval_given_meanwhile(
+    live_api: LiveApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
     errors: list[BaseException] = []
-    approver = threading.Thread(target=approve_when_waited_on, args=(live_api, errors))
+    watch = LongPollWatch(live_api.context, monkeypatch)
+    live_api.context.cross_replica_recheck_seconds = 30  # so only the change can end a poll
+    approver = threading.Thread(target=approve_when_waited_on, args=(live_api, watch, errors))
     approver.start()
     # A long poll of 20 s: returning well before it shows the approval woke the client.
     with StepupClient(live_api.url, live_api.agent_key, poll_seconds=20) as client:

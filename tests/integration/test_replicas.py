@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from core.storage.database import Database
 from core.storage.tables import AuditRow, RevocationRow
 from tests.conftest import _reset_postgres
 from tests.integration.live import free_port
-from tests.integration.test_serve import REPO, add_agent, serving
+from tests.integration.test_serve import REPO, STAGING_READ, add_agent, serving
+from tests.support import eventually
 
 STEPUP = str(Path(sys.executable).parent / "stepup")
 
@@ -39,14 +39,7 @@ def test_two_replicas_revoke_two_hundred_credentials_exactly_once(
     )
     headers = {"Authorization": f"Bearer {add_agent(env, tmp_path, 'batch-bot')}"}
     ports = [free_port(), free_port()]
-    body = {
-        "action": "db.query",
-        "action_class": "read",
-        "target": "orders-db",
-        "environment": "staging",
-        "justification": "nightly batch",
-        "requested_ttl_seconds": 12,
-    }
+    body = STAGING_READ | {"justification": "nightly batch", "requested_ttl_seconds": 12}
     with (
         serving(tmp_path, env | {"STEPUP_PORT": str(ports[0])}),
         serving(tmp_path, env | {"STEPUP_PORT": str(ports[1])}),
@@ -61,17 +54,24 @@ def test_two_replicas_revoke_two_hundred_credentials_exactly_once(
 
         with ThreadPoolExecutor(8) as pool:
             ids = list(pool.map(submit_and_claim, range(200)))
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        def revocations_done() -> int:
             with db.read() as session:
-                done = session.execute(
-                    select(func.count())
-                    .select_from(RevocationRow)
-                    .where(RevocationRow.status == "done")
-                ).scalar_one()
-            if done == 200:
-                break
-            time.sleep(0.25)
+                return int(
+                    session.execute(
+                        select(func.count())
+                        .select_from(RevocationRow)
+                        .where(RevocationRow.status == "done")
+                    ).scalar_one()
+                )
+
+        eventually(
+            revocations_done,
+            until=lambda done: done == 200,
+            timeout=60,
+            interval=0.25,
+            message="not every credential was revoked",
+        )
     with db.read() as session:
         revoked = dict(
             session.execute(

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,16 @@ from pathlib import Path
 import httpx
 
 from tests.integration.live import free_port
+from tests.support import eventually, submit_body
+
+# A read on staging: allowed at once by the example policy and by the tests' own.
+STAGING_READ = submit_body(
+    action="db.query",
+    action_class="read",
+    target="orders-db",
+    environment="staging",
+    justification="check",
+)
 
 STEPUP = str(Path(sys.executable).parent / "stepup")
 REPO = Path(__file__).resolve().parents[2]
@@ -56,20 +67,23 @@ def serving(tmp: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
         text=True,
     )
     try:
-        deadline = time.monotonic() + 30
         url = f"http://127.0.0.1:{env['STEPUP_PORT']}/healthz"
-        while time.monotonic() < deadline:
+
+        def health() -> int:
             if proc.poll() is not None:
                 raise AssertionError(
                     f"serve exited early: {proc.stdout.read() if proc.stdout else ''}"
                 )
-            try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("serve did not become healthy in 30 s")
+            return httpx.get(url, timeout=1).status_code
+
+        eventually(
+            health,
+            until=lambda code: code == 200,
+            timeout=30,
+            interval=0.1,
+            ignoring=(httpx.TransportError,),
+            message="serve did not become healthy",
+        )
         yield proc
     finally:
         if proc.poll() is None:
@@ -119,14 +133,7 @@ def test_restart_sweeps_what_fell_due_while_down(tmp_path: Path) -> None:
     key = add_agent(env, tmp_path, "demo-bot")
     base = f"http://127.0.0.1:{port}"
     headers = {"Authorization": f"Bearer {key}"}
-    body = {
-        "action": "db.query",
-        "action_class": "read",
-        "target": "orders-db",
-        "environment": "staging",
-        "justification": "check",
-        "requested_ttl_seconds": 1,
-    }
+    body = STAGING_READ | {"requested_ttl_seconds": 1}
     with serving(tmp_path, env) as proc:
         req = httpx.post(f"{base}/v1/requests", json=body, headers=headers).json()
         assert req["status"] == "approved", req
@@ -158,30 +165,37 @@ def test_sighup_reloads_the_policy_and_a_bad_reload_keeps_the_old_one(tmp_path: 
     port = free_port()
     env = env_for(tmp_path, port, STEPUP_POLICY_FILE=str(policy))
     key = add_agent(env, tmp_path, "demo-bot")
-    body = {
-        "action": "db.query",
-        "action_class": "read",
-        "target": "orders-db",
-        "environment": "staging",
-        "justification": "check",
-    }
+    body = STAGING_READ
     base, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {key}"}
 
     def status() -> str:
         return str(httpx.post(f"{base}/v1/requests", json=body, headers=headers).json()["status"])
 
+    lines: list[str] = []
+
+    def read_output(proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+
     with serving(tmp_path, env) as proc:
+        reader = threading.Thread(target=read_output, args=(proc,), daemon=True)
+        reader.start()
         assert status() == "approved"
         policy.write_text("version: 1\nrules: []\n")  # deny everything
         proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while status() != "denied" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert status() == "denied"
+        eventually(status, until=lambda s: s == "denied", interval=0.1, message="not reloaded")
         policy.write_text(allow_reads.replace("decision: allow", "decision: alow"))  # broken
         proc.send_signal(signal.SIGHUP)
-        time.sleep(1)
+        # Wait for the refusal itself, so the check below runs after the bad reload was tried.
+        eventually(
+            lambda: "".join(lines),
+            until=lambda out: "policy reload refused" in out,
+            message="the bad reload was not refused",
+        )
         assert status() == "denied"  # the policy in force was kept
         proc.send_signal(signal.SIGTERM)
-        output = proc.stdout.read() if proc.stdout else ""
+        proc.wait(timeout=10)
+    reader.join(timeout=10)
+    output = "".join(lines)
     assert "policy reload refused" in output and "policy reloaded" in output
