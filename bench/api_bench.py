@@ -28,10 +28,10 @@ from pathlib import Path
 
 from loadgen import PhaseResult, encode_post, run_phase
 from procs import Server, cpu_seconds, free_port, machine_jiffies, rss_mib, start, stop
-from scratch import scratch_postgres as scratch
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from temp_postgres import temporary_database
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -121,7 +121,7 @@ def scratch_database(kind: str, workdir: Path, admin_url: str) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{workdir / 'bench.db'}"
         return
-    with scratch(admin_url, "stepup_bench") as url:
+    with temporary_database(admin_url, "stepup_bench") as url:
         yield url
 
 

@@ -26,8 +26,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from scratch import scratch_postgres as scratch
 from sqlalchemy import create_engine, insert, text, update
+from temp_postgres import temporary_database
 
 from core.audit.chain import ChainReport, SignatureCheck, entry_hash, verify_chain
 from core.audit.events import AuditKind
@@ -158,7 +158,7 @@ def bench_sqlite(total: int, appended: int, keyring: KeyRing, workdir: Path) -> 
 @contextmanager
 def scratch_postgres(admin_url: str) -> Iterator[str]:
     """A database of our own for the run, always dropped after it."""
-    with scratch(admin_url, "stepup_audit_bench") as url:
+    with temporary_database(admin_url, "stepup_audit_bench") as url:
         yield url
 
 

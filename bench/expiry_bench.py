@@ -41,8 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from audit_bench import cpu_model, postgres_unreachable
-from scratch import scratch_postgres as scratch
 from sqlalchemy import func, insert, select, text
+from temp_postgres import temporary_database
 
 from bot.scheduler import DeadlineScheduler
 from core.agents import AgentRegistry
@@ -500,7 +500,7 @@ def run_sweep(url: str, workdir: Path, *, active: int, reps: int) -> SweepResult
 @contextmanager
 def scratch_postgres(admin_url: str) -> Iterator[str]:
     """A database of our own for one case, always dropped after it."""
-    with scratch(admin_url, "stepup_expiry_bench") as url:
+    with temporary_database(admin_url, "stepup_expiry_bench") as url:
         yield url
 
 

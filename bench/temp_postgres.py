@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 
 
 @contextmanager
-def scratch_postgres(admin_url: str, prefix: str) -> Iterator[str]:
+def temporary_database(admin_url: str, prefix: str) -> Iterator[str]:
     """Yield the URL of a new database ``<prefix>_<pid>_<hex>``, created through ``admin_url``."""
     name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
     admin = create_engine(
