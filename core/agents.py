@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core.audit.events import AuditLog
-from core.model import Status
+from core.model import AgentIdentity, Status
 from core.service import Stepup
 from core.storage import agents_repo
-from core.storage.agents_repo import AgentIdentity
 from core.storage.audit_store import SqlAuditAppender
-from core.storage.requests_repo import list_rows
+from core.storage.requests_repo import ids_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,15 +49,12 @@ class AgentRegistry:
         with self.db.write() as session:
             agents_repo.disable_agent(session, agent_id, now)
             AuditLog(SqlAuditAppender(session)).agent_disabled(agent_id, by, now)
-            live = [
-                row.id
-                for row in list_rows(
-                    session,
-                    status=[Status.APPROVED.value, Status.ACTIVE.value],
-                    agent_id=agent_id,
-                    limit=10_000,
-                )
-            ]
+            live = ids_of(
+                session,
+                status=[Status.APPROVED.value, Status.ACTIVE.value],
+                agent_id=agent_id,
+                limit=10_000,
+            )
         revoked = []
         for request_id in live:
             self.service.revoke(request_id, by=by, reason=f"agent {agent_id} disabled", now=now)

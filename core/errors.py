@@ -55,6 +55,14 @@ class Conflict(StepupError):
     title = "Conflict"
 
 
+class DuplicateVote(Conflict):
+    """The same person's click was already recorded (a racing double click)."""
+
+
+class DuplicateIdempotencyKey(Conflict):
+    """Another submission with the same Idempotency-Key committed first."""
+
+
 class NotEligible(StepupError):
     """The person may not decide on this request (not an approver, sponsor, agent owner)."""
 

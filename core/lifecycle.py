@@ -6,7 +6,6 @@ the request's version, so a transition happens once however many callers race fo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
@@ -64,19 +63,3 @@ def check_deadline(status: Status, deadline: datetime | None, now: datetime) -> 
             status=status.value,
             event="deadline",
         )
-
-
-@dataclass(frozen=True, slots=True)
-class Tally:
-    """Distinct approvals so far against the quorum."""
-
-    required: int
-    received: int
-
-    @property
-    def reached(self) -> bool:
-        return self.received >= self.required
-
-
-def tally(distinct_approvers: int, quorum: int) -> Tally:
-    return Tally(required=quorum, received=distinct_approvers)

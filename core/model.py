@@ -89,3 +89,11 @@ class Approver:
     slack_user_id: str
     email: str | None = None
     name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentIdentity:
+    """An authenticated agent: its id and the email of the person who owns it."""
+
+    id: str
+    owner_email: str

@@ -1,23 +1,250 @@
-"""The engine's use cases joined in one object: submit, vote, claim, complete, cancel, revoke,
-expire, escalate, review break-glass, revoke at the issuer, introspect.
+"""The engine: one object that wires the use cases to their parts and answers for them.
 
-Each runs in one write transaction: load (locked), decide with the pure lifecycle, apply with a
-compare-and-set, write the audit entries and the notices of what changed. Time is passed in.
+Each use case is a small class of its own (``core/usecases/``) given the same ``Parts``; this
+facade is what the edges hold. Every state change goes through
+``core/usecases/transition.py``; see ``docs/architecture.md``.
 """
 
 from __future__ import annotations
 
-from core.usecases.base import ChangeListener, intent_record, terms_from
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from core.credentials import CredentialIssuer, IssuedCredential
+from core.keys import KeyRing
+from core.model import AgentIdentity, Approver, Intent, SessionOutcome, Vote
+from core.policy import PolicyHolder
+from core.snapshots import RequestSnapshot
+from core.storage.database import Database
+from core.storage.sql_store import SqlStore
+from core.store import Store
 from core.usecases.breakglass import BreakGlass
 from core.usecases.deciding import Deciding, VoteResult
 from core.usecases.escalating import Escalating
 from core.usecases.expiry import Expiry, ExpiryResult
+from core.usecases.parts import ChangeListener, Parts
+from core.usecases.reading import Reading
 from core.usecases.revoking import Revoking
 from core.usecases.sessions import Sessions
-from core.usecases.submitting import Submitting
+from core.usecases.submitting import Submitting, intent_record, terms_from
 
 __all__ = ["ChangeListener", "ExpiryResult", "Stepup", "VoteResult", "intent_record", "terms_from"]
 
 
-class Stepup(Submitting, Deciding, Sessions, Expiry, Escalating, Revoking, BreakGlass):
-    """The whole engine. Construct with the database, policy holder, key ring and issuer."""
+class Stepup:
+    """The whole engine. Construct with the database, policy holder, key ring and issuer
+    (or, in unit tests, with any ``Store`` through ``Stepup.on_store``)."""
+
+    def __init__(
+        self,
+        db: Database,
+        policy: PolicyHolder,
+        keyring: KeyRing,
+        issuer: CredentialIssuer,
+        *,
+        issuer_url: str,
+        security_channel: str | None = None,
+    ) -> None:
+        self.db = db
+        self._wire(Parts(SqlStore(db), policy, keyring, issuer, issuer_url, security_channel))
+
+    @classmethod
+    def on_store(cls, parts: Parts) -> Stepup:
+        """The engine over any store (the in-memory one of the unit tests); no database."""
+        engine = cls.__new__(cls)
+        engine._wire(parts)
+        return engine
+
+    def _wire(self, parts: Parts) -> None:
+        self.parts = parts
+        self.reading = Reading(parts)
+        self.submitting = Submitting(parts)
+        self.deciding = Deciding(parts)
+        self.sessions = Sessions(parts)
+        self.expiry = Expiry(parts)
+        self.escalating = Escalating(parts)
+        self.breakglass = BreakGlass(parts)
+        self.revoking = Revoking(parts)
+
+    # -- parts -----------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        return self.parts.store
+
+    @property
+    def policy(self) -> PolicyHolder:
+        return self.parts.policy
+
+    @property
+    def keyring(self) -> KeyRing:
+        return self.parts.keyring
+
+    @property
+    def issuer_url(self) -> str:
+        return self.parts.issuer_url
+
+    @property
+    def issuer(self) -> CredentialIssuer:
+        return self.parts.issuer
+
+    @issuer.setter
+    def issuer(self, issuer: CredentialIssuer) -> None:
+        self.parts.issuer = issuer
+
+    @property
+    def security_channel(self) -> str | None:
+        return self.parts.security_channel
+
+    @security_channel.setter
+    def security_channel(self, channel: str | None) -> None:
+        self.parts.security_channel = channel
+
+    @property
+    def expiry_batch(self) -> int:
+        return self.expiry.expiry_batch
+
+    @expiry_batch.setter
+    def expiry_batch(self, size: int) -> None:
+        self.expiry.expiry_batch = size
+
+    def subscribe(self, listener: ChangeListener) -> None:
+        """``listener`` hears of every committed change to a request."""
+        self.parts.feed.subscribe(listener)
+
+    # -- agents ----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        agent: AgentIdentity,
+        intent: Intent,
+        *,
+        now: datetime,
+        idempotency_key: str | None = None,
+    ) -> tuple[RequestSnapshot, bool]:
+        return self.submitting.submit(agent, intent, now=now, idempotency_key=idempotency_key)
+
+    def submit_by_key(
+        self,
+        key: str,
+        draft: Callable[[str], Intent],
+        *,
+        now: datetime,
+        idempotency_key: str | None = None,
+    ) -> tuple[RequestSnapshot, bool]:
+        return self.submitting.submit_by_key(key, draft, now=now, idempotency_key=idempotency_key)
+
+    def claim(
+        self, request_id: str, agent: AgentIdentity, *, now: datetime
+    ) -> tuple[RequestSnapshot, IssuedCredential]:
+        return self.sessions.claim(request_id, agent, now=now)
+
+    def complete(
+        self,
+        request_id: str,
+        agent: AgentIdentity,
+        outcome: SessionOutcome,
+        detail: str,
+        *,
+        now: datetime,
+    ) -> RequestSnapshot:
+        return self.sessions.complete(request_id, agent, outcome, detail, now=now)
+
+    def cancel(self, request_id: str, agent: AgentIdentity, *, now: datetime) -> RequestSnapshot:
+        return self.sessions.cancel(request_id, agent, now=now)
+
+    # -- approvers and admins --------------------------------------------------------------
+
+    def vote(
+        self,
+        request_id: str,
+        approver: Approver,
+        vote: Vote,
+        *,
+        now: datetime,
+        reason: str | None = None,
+        confirmation: str | None = None,
+        usergroup_members: Mapping[str, frozenset[str]] | None = None,
+    ) -> VoteResult:
+        return self.deciding.vote(
+            request_id,
+            approver,
+            vote,
+            now=now,
+            reason=reason,
+            confirmation=confirmation,
+            usergroup_members=usergroup_members,
+        )
+
+    def request_card_refresh(self, request_id: str, *, now: datetime) -> None:
+        self.deciding.request_card_refresh(request_id, now=now)
+
+    def revoke(self, request_id: str, *, by: str, reason: str, now: datetime) -> RequestSnapshot:
+        return self.sessions.revoke(request_id, by=by, reason=reason, now=now)
+
+    def revoke_by_person(
+        self,
+        request_id: str,
+        person: Approver,
+        *,
+        now: datetime,
+        usergroup_members: Mapping[str, frozenset[str]] | None = None,
+    ) -> RequestSnapshot:
+        return self.sessions.revoke_by_person(
+            request_id, person, now=now, usergroup_members=usergroup_members
+        )
+
+    def review_break_glass(
+        self,
+        request_id: str,
+        reviewer: Approver,
+        *,
+        now: datetime,
+        usergroup_members: Mapping[str, frozenset[str]] | None = None,
+    ) -> RequestSnapshot:
+        return self.breakglass.review_break_glass(
+            request_id, reviewer, now=now, usergroup_members=usergroup_members
+        )
+
+    # -- time ------------------------------------------------------------------------------
+
+    def expire_due(self, *, now: datetime, limit: int = 500) -> list[ExpiryResult]:
+        return self.expiry.expire_due(now=now, limit=limit)
+
+    def expire_one(self, request_id: str, *, now: datetime) -> ExpiryResult | None:
+        return self.expiry.expire_one(request_id, now=now)
+
+    def next_deadline(self) -> datetime | None:
+        return self.expiry.next_deadline()
+
+    def escalate_due(self, *, now: datetime, limit: int = 500) -> list[str]:
+        return self.escalating.escalate_due(now=now, limit=limit)
+
+    def escalate_one(self, request_id: str, *, now: datetime) -> bool:
+        return self.escalating.escalate_one(request_id, now=now)
+
+    def process_revocations(self, *, now: datetime, limit: int = 200) -> int:
+        return self.revoking.process_revocations(now=now, limit=limit)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get(self, request_id: str, *, agent_id: str | None = None) -> RequestSnapshot:
+        return self.reading.get(request_id, agent_id=agent_id)
+
+    def list_requests(
+        self, *, status: list[str] | None = None, agent_id: str | None = None, limit: int = 100
+    ) -> list[RequestSnapshot]:
+        return self.reading.list_requests(status=status, agent_id=agent_id, limit=limit)
+
+    def dashboard(
+        self,
+        person: Approver,
+        *,
+        now: datetime,
+        usergroup_members: Mapping[str, frozenset[str]] | None = None,
+    ) -> tuple[list[RequestSnapshot], list[RequestSnapshot]]:
+        return self.reading.dashboard(person, now=now, usergroup_members=usergroup_members)
+
+    def introspect(self, token: str, *, now: datetime) -> dict[str, Any]:
+        return self.reading.introspect(token, now=now)

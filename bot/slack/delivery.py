@@ -12,28 +12,24 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from sqlalchemy import select
 
+from bot.clock import utc_now
 from bot.slack.alerts import break_glass_blocks
 from bot.slack.cards import card_blocks, card_text
 from bot.slack.directory import SlackDirectory
+from bot.slack.notes import alert_text, note_text, sponsor_text
+from core.facts import Fact
 from core.notices import NoticeKind
+from core.outbox import CardLocation, Outbox, OutboxEntry
 from core.service import Stepup
 from core.snapshots import RequestSnapshot
-from core.storage import outbox_repo
-from core.storage.outbox_repo import OutboxEntry
-from core.storage.tables import SlackMessageRow
 
 logger = logging.getLogger(__name__)
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class DeliveryError(Exception):
@@ -55,7 +51,7 @@ class OutboxWorker:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.service = service
-        self.db = service.db
+        self.outbox = Outbox(service.db)
         self.client = client
         self.directory = directory
         self.poll_seconds = poll_seconds
@@ -96,8 +92,7 @@ class OutboxWorker:
 
     def run_once(self) -> int:
         """Deliver one batch of due entries; returns how many were attempted."""
-        with self.db.write() as session:
-            entries = outbox_repo.claim_due(session, self.clock())
+        entries = self.outbox.claim_due(self.clock())
         if not entries:
             return 0
         list(self._pool.map(self._deliver_and_settle, entries))
@@ -118,13 +113,11 @@ class OutboxWorker:
                 delay,
                 exc,
             )
-            with self.db.write() as session:
-                outbox_repo.reschedule(
-                    session, entry.id, at=self.clock() + timedelta(seconds=delay), error=str(exc)
-                )
+            self.outbox.reschedule(
+                entry.id, at=self.clock() + timedelta(seconds=delay), error=str(exc)
+            )
             return
-        with self.db.write() as session:
-            outbox_repo.mark_sent(session, entry.id, self.clock())
+        self.outbox.mark_sent(entry.id, self.clock())
 
     # -- one message -----------------------------------------------------------------------
 
@@ -137,9 +130,9 @@ class OutboxWorker:
             elif kind is NoticeKind.CARD_REFRESH:
                 self._refresh_card(_required(entry.request_id))
             elif kind is NoticeKind.THREAD_NOTE:
-                self._thread_note(_required(entry.request_id), payload["text"])
+                self._thread_note(_required(entry.request_id), self._words(payload, note_text))
             elif kind is NoticeKind.DIRECT:
-                self._direct(payload["email"], payload["text"])
+                self._direct(payload["email"], self._words(payload, self._sponsor_words))
             elif kind is NoticeKind.BREAK_GLASS_ALERT:
                 snapshot = self.service.get(_required(entry.request_id))
                 self.client.chat_postMessage(
@@ -150,7 +143,9 @@ class OutboxWorker:
             elif kind is NoticeKind.CHANNEL:
                 blocks = json.loads(payload["blocks"]) if payload.get("blocks") else None
                 self.client.chat_postMessage(
-                    channel=payload["channel"], text=payload["text"], blocks=blocks
+                    channel=payload["channel"],
+                    text=self._words(payload, alert_text),
+                    blocks=blocks,
                 )
         except SlackApiError as exc:
             retry_after = (
@@ -161,27 +156,21 @@ class OutboxWorker:
                 f"Slack said {error}", float(retry_after) if retry_after else None
             ) from None
 
-    def _messages(self, request_id: str) -> list[SlackMessageRow]:
-        with self.db.read() as session:
-            return list(
-                session.execute(
-                    select(SlackMessageRow)
-                    .where(SlackMessageRow.request_id == request_id)
-                    .order_by(SlackMessageRow.id)
-                ).scalars()
-            )
+    @staticmethod
+    def _words(payload: dict[str, Any], render: Callable[[Fact], str]) -> str:
+        """The text of a notice: its fact in words, or the text queued before facts were."""
+        if "fact" in payload:
+            return render(Fact.from_json(payload["fact"]))
+        return str(payload["text"])
+
+    def _sponsor_words(self, fact: Fact) -> str:
+        return sponsor_text(fact, self.service.get(fact.request_id))
+
+    def _messages(self, request_id: str) -> list[CardLocation]:
+        return self.outbox.card_locations(request_id)
 
     def _remember(self, request_id: str, channel: str, ts: str, *, primary: bool) -> None:
-        with self.db.write() as session:
-            session.add(
-                SlackMessageRow(
-                    request_id=request_id,
-                    channel=channel,
-                    ts=ts,
-                    is_primary=primary,
-                    created_at=self.clock(),
-                )
-            )
+        self.outbox.remember_card(request_id, channel, ts, primary=primary, now=self.clock())
 
     def _post_card(self, request_id: str, payload: dict[str, Any]) -> None:
         snapshot = self.service.get(request_id)
@@ -213,7 +202,7 @@ class OutboxWorker:
             )
 
     def _thread_note(self, request_id: str, text: str) -> None:
-        primary = [m for m in self._messages(request_id) if m.is_primary]
+        primary = [m for m in self._messages(request_id) if m.primary]
         if not primary:
             # Entries of a request are delivered in order, so the card.post came first and
             # found no one to post to (say, a DM-only rule whose approvers are not in Slack).

@@ -28,6 +28,7 @@ from core.keys import KeyRing
 from core.notices import Notices
 from core.storage.audit_store import chain_snapshot
 from core.storage.database import Database
+from core.storage.sql_store import SqlOutbox
 from core.storage.tables import DigestRow
 
 BlockRenderer = Callable[[Digest], list[dict[str, Any]]]
@@ -81,7 +82,7 @@ def post_digest(
                 )
             )
             session.flush()  # a replica that got there first makes this fail
-            Notices(session, now).channel(None, channel, text, blocks=blocks)
+            Notices(SqlOutbox(session), now).channel(None, channel, text, blocks=blocks)
     except IntegrityError:
         return False
     return True

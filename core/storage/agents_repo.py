@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
@@ -12,16 +11,13 @@ from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound, Unauthenticated
+from core.model import AgentIdentity
 from core.storage.tables import AgentKeyRow, AgentRow, ResourceServerRow
+
+__all__ = ["AgentIdentity"]  # re-exported: its home is core.model
 
 AGENT_KEY_PREFIX = "stpa_"
 RESOURCE_SERVER_KEY_PREFIX = "stpr_"
-
-
-@dataclass(frozen=True, slots=True)
-class AgentIdentity:
-    id: str
-    owner_email: str
 
 
 def hash_key(key: str) -> str:

@@ -1,129 +1,33 @@
-"""Queries and conditional updates on requests, votes and credentials."""
+"""Requests, their votes and credentials in SQL, read as snapshots and changed with a
+compare-and-set on the version. Hot statements are prebuilt Core: no ORM instances."""
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, func, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
-from core.errors import Conflict, NotFound
+from core.errors import Conflict, DuplicateIdempotencyKey, DuplicateVote, NotFound
 from core.model import ActionClass, Status, Tier
 from core.snapshots import CredentialInfo, RequestSnapshot, VoteInfo
-from core.storage.tables import CredentialRow, RequestRow, VoteRow
+from core.storage.tables import CredentialRow, RequestRow, RevocationRow, VoteRow
+from core.store import NewCredential, NewVote
 from core.terms import Terms
 
-
-def load_row(
-    session: Session, request_id: str, *, agent_id: str | None = None, lock: bool = False
-) -> RequestRow:
-    """The request row; NotFound when absent or owned by another agent (the two look alike)."""
-    query = select(RequestRow).where(RequestRow.id == request_id)
-    if lock:
-        query = query.with_for_update()
-    row = session.execute(query).scalar_one_or_none()
-    if row is None or (agent_id is not None and row.agent_id != agent_id):
-        raise NotFound(f"no request {request_id}")
-    return row
-
-
-def load_rows(
-    session: Session, request_ids: Sequence[str], *, lock: bool = False
-) -> dict[str, RequestRow]:
-    """Several request rows by id; NotFound if one is absent.
-
-    Locked rows are locked in id order, a fixed order, so two batches never deadlock.
-    """
-    query = select(RequestRow).where(RequestRow.id.in_(request_ids)).order_by(RequestRow.id)
-    if lock:
-        query = query.with_for_update()
-    rows = {row.id: row for row in session.execute(query).scalars()}
-    missing = set(request_ids) - rows.keys()
-    if missing:
-        raise NotFound(f"no request {min(missing)}")
-    return rows
-
-
-def find_by_idempotency_key(session: Session, agent_id: str, key: str) -> RequestRow | None:
-    return session.execute(
-        select(RequestRow).where(RequestRow.agent_id == agent_id, RequestRow.idempotency_key == key)
-    ).scalar_one_or_none()
-
-
-def compare_and_set(session: Session, row: RequestRow, *, now: datetime, **values: Any) -> None:
-    """Apply ``values`` only if nobody changed the row since it was read; else Conflict.
-
-    This is the one place where a transition is decided between racing callers.
-    """
-    result = session.execute(
-        update(RequestRow)
-        .where(and_(RequestRow.id == row.id, RequestRow.version == row.version))
-        .values(version=row.version + 1, updated_at=now, **values)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        raise Conflict(f"request {row.id} changed concurrently; read it again")
-    session.expire(row)
-
-
-def compare_and_set_many(
-    session: Session, changes: Sequence[tuple[RequestRow, dict[str, Any]]], *, now: datetime
-) -> None:
-    """compare_and_set for several rows, one executemany per set of columns; Conflict if any
-    row changed since it was read (then nothing of the transaction must be kept). The rows
-    are then reloaded, all in one query."""
-    table = cast(Table, RequestRow.__table__)
-    ids = [row.id for row, _ in changes]
-    groups: dict[tuple[str, ...], list[tuple[RequestRow, dict[str, Any]]]] = defaultdict(list)
-    for row, values in changes:
-        groups[tuple(sorted(values))].append((row, values))
-    for columns, group in groups.items():
-        statement = (
-            update(table)
-            .where(table.c.id == bindparam("b_id"), table.c.version == bindparam("b_version"))
-            .values(
-                version=bindparam("b_new_version"),
-                updated_at=now,
-                **{c: bindparam(f"b_{c}", type_=table.c[c].type) for c in columns},
-            )
-        )
-        result = session.execute(
-            statement,
-            [
-                {"b_id": row.id, "b_version": row.version, "b_new_version": row.version + 1}
-                | {f"b_{c}": value for c, value in values.items()}
-                for row, values in group
-            ],
-        )
-        if result.rowcount != len(group):  # type: ignore[attr-defined]
-            raise Conflict("a request changed concurrently; read it again")
-    session.execute(
-        select(RequestRow).where(RequestRow.id.in_(ids)).execution_options(populate_existing=True)
-    ).all()
-
-
-def votes_for(session: Session, request_id: str) -> list[VoteRow]:
-    return list(
-        session.execute(
-            select(VoteRow).where(VoteRow.request_id == request_id).order_by(VoteRow.id)
-        ).scalars()
-    )
-
-
-def credential_for(session: Session, jti: str | None) -> CredentialRow | None:
-    if jti is None:
-        return None
-    return session.get(CredentialRow, jti)
-
-
 _REQUESTS = cast(Table, RequestRow.__table__)
+_VOTES = cast(Table, VoteRow.__table__)
+_CREDENTIALS = cast(Table, CredentialRow.__table__)
 _INSERT_REQUEST = _REQUESTS.insert()
+_INSERT_VOTE = _VOTES.insert()
+_INSERT_CREDENTIAL = _CREDENTIALS.insert()
 # What each column holds when an insert leaves it out: its scalar default, else NULL.
 _COLUMN_DEFAULTS: dict[str, Any] = {
     column.key: column.default.arg
@@ -133,35 +37,229 @@ _COLUMN_DEFAULTS: dict[str, Any] = {
 }
 
 
-def insert_new(session: Session, values: dict[str, Any]) -> RequestSnapshot:
+def load(
+    session: Session, request_id: str, *, agent_id: str | None = None, lock: bool = False
+) -> RequestSnapshot:
+    """The request; NotFound when absent or owned by another agent (the two look alike)."""
+    query = select(_REQUESTS).where(_REQUESTS.c.id == request_id)
+    if lock:
+        query = query.with_for_update()
+    row = session.connection().execute(query).one_or_none()
+    if row is None or (agent_id is not None and row.agent_id != agent_id):
+        raise NotFound(f"no request {request_id}")
+    return _with_details(session, [row])[0]
+
+
+def load_many(
+    session: Session, request_ids: Sequence[str], *, lock: bool = False
+) -> list[RequestSnapshot]:
+    """Those of ``request_ids`` that exist, in the order given. Locked rows are locked in id
+    order, a fixed order, so two batches never deadlock."""
+    query = select(_REQUESTS).where(_REQUESTS.c.id.in_(request_ids)).order_by(_REQUESTS.c.id)
+    if lock:
+        query = query.with_for_update()
+    by_id = {row.id: row for row in session.connection().execute(query)}
+    return _with_details(session, [by_id[i] for i in request_ids if i in by_id])
+
+
+def find_by_idempotency_key(
+    session: Session, agent_id: str, key: str
+) -> tuple[RequestSnapshot, str] | None:
+    row = (
+        session.connection()
+        .execute(
+            select(_REQUESTS).where(
+                _REQUESTS.c.agent_id == agent_id, _REQUESTS.c.idempotency_key == key
+            )
+        )
+        .one_or_none()
+    )
+    if row is None:
+        return None
+    return _with_details(session, [row])[0], row.body_digest or ""
+
+
+def insert_new(session: Session, values: Mapping[str, Any]) -> RequestSnapshot:
     """Insert a new request with one Core statement and return its snapshot, built from the
-    values themselves: no ORM flush, no read back, and no votes nor credential to look up."""
-    session.connection().execute(_INSERT_REQUEST, values)
+    values themselves: no read back, and no votes nor credential to look up."""
+    try:
+        session.connection().execute(_INSERT_REQUEST, dict(values))
+    except IntegrityError:
+        if values.get("idempotency_key") is None:
+            raise
+        raise DuplicateIdempotencyKey("this Idempotency-Key was just used") from None
     # _snapshot only reads attributes; a namespace costs a fraction of an ORM instance.
-    return _snapshot(cast(RequestRow, SimpleNamespace(**(_COLUMN_DEFAULTS | values))), (), None)
+    return _snapshot(SimpleNamespace(**(_COLUMN_DEFAULTS | dict(values))), (), None)
 
 
-def snapshot(session: Session, row: RequestRow) -> RequestSnapshot:
-    return _snapshot(row, votes_for(session, row.id), credential_for(session, row.credential_jti))
+def _columns(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A snapshot's changed fields as columns (the credential is two of them)."""
+    columns = {k: v for k, v in changes.items() if k != "credential"}
+    if "credential" in changes:
+        credential: CredentialInfo | None = changes["credential"]
+        columns["credential_jti"] = credential.jti if credential else None
+        columns["credential_expires_at"] = credential.expires_at if credential else None
+    return columns
 
 
-def snapshots(session: Session, rows: Sequence[RequestRow]) -> list[RequestSnapshot]:
-    """snapshot() of several rows in three queries, rather than three per row."""
+def save(
+    session: Session,
+    changes: Sequence[tuple[RequestSnapshot, Mapping[str, Any]]],
+    now: datetime,
+) -> None:
+    """Compare-and-set: each change applies only if its request is still at the snapshot's
+    version; Conflict otherwise (then nothing of the transaction must be kept). One
+    executemany per set of columns. This is where racing callers are decided."""
+    groups: dict[tuple[str, ...], list[tuple[RequestSnapshot, dict[str, Any]]]] = defaultdict(list)
+    for snap, values in changes:
+        columns = _columns(values)
+        groups[tuple(sorted(columns))].append((snap, columns))
+    for names, group in groups.items():
+        statement = (
+            update(_REQUESTS)
+            .where(
+                _REQUESTS.c.id == bindparam("b_id"),
+                _REQUESTS.c.version == bindparam("b_version"),
+            )
+            .values(
+                version=bindparam("b_new_version"),
+                updated_at=now,
+                **{c: bindparam(f"b_{c}", type_=_REQUESTS.c[c].type) for c in names},
+            )
+        )
+        result = session.connection().execute(
+            statement,
+            [
+                {"b_id": snap.id, "b_version": snap.version, "b_new_version": snap.version + 1}
+                | {f"b_{c}": value for c, value in columns.items()}
+                for snap, columns in group
+            ],
+        )
+        if result.rowcount != len(group):
+            raise Conflict("a request changed concurrently; read it again")
+
+
+def add_vote(session: Session, request_id: str, new: NewVote) -> None:
+    vote = new.vote
+    try:  # one vote per person: a racing duplicate fails here, and its transaction with it
+        session.connection().execute(
+            _INSERT_VOTE,
+            {
+                "request_id": request_id,
+                "approver_slack_id": vote.slack_user_id,
+                "approver_email": vote.email,
+                "approver_name": vote.name,
+                "vote": vote.vote,
+                "reason": vote.reason,
+                "created_at": vote.at,
+                "signature": new.signature,
+            },
+        )
+    except IntegrityError:
+        raise DuplicateVote("your decision was already recorded") from None
+
+
+def add_credential(session: Session, credential: NewCredential) -> None:
+    session.connection().execute(
+        _INSERT_CREDENTIAL,
+        {
+            "jti": credential.jti,
+            "request_id": credential.request_id,
+            "agent_id": credential.agent_id,
+            "scope": credential.scope,
+            "audience": credential.audience,
+            "issued_at": credential.issued_at,
+            "expires_at": credential.expires_at,
+        },
+    )
+
+
+def credential_live(session: Session, jti: str) -> bool:
+    revoked_at = (
+        session.connection()
+        .execute(select(_CREDENTIALS.c.revoked_at).where(_CREDENTIALS.c.jti == jti))
+        .one_or_none()
+    )
+    return revoked_at is not None and revoked_at[0] is None
+
+
+def revoke_credentials(
+    session: Session, credentials: Sequence[tuple[str, str]], *, reason: str, now: datetime
+) -> set[str]:
+    """The revocation list now (introspection answers inactive at once) and the issuer-side
+    revocation queued, retried until it succeeds. Returns the jtis not yet on the list."""
+    if not credentials:
+        return set()
+    revoked = set(
+        session.execute(
+            update(CredentialRow)
+            .where(
+                CredentialRow.jti.in_([jti for _, jti in credentials]),
+                CredentialRow.revoked_at.is_(None),
+            )
+            .values(revoked_at=now, revoke_reason=reason)
+            .returning(CredentialRow.jti)
+            .execution_options(synchronize_session=False)
+        ).scalars()
+    )
+    queued = [
+        {
+            "jti": jti,
+            "request_id": request_id,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for request_id, jti in credentials
+        if jti in revoked
+    ]
+    if queued:
+        session.connection().execute(insert(RevocationRow), queued)
+    return revoked
+
+
+def list_snapshots(
+    session: Session,
+    *,
+    status: Sequence[str] | None = None,
+    agent_id: str | None = None,
+    limit: int = 100,
+) -> list[RequestSnapshot]:
+    query = select(_REQUESTS).order_by(_REQUESTS.c.created_at.desc()).limit(limit)
+    if status:
+        query = query.where(_REQUESTS.c.status.in_(list(status)))
+    if agent_id:
+        query = query.where(_REQUESTS.c.agent_id == agent_id)
+    return _with_details(session, list(session.connection().execute(query)))
+
+
+def _with_details(session: Session, rows: Sequence[Any]) -> list[RequestSnapshot]:
+    """Snapshots of ``rows`` with their votes and credentials: two more queries in all."""
     if not rows:
         return []
+    connection = session.connection()
     ids = [row.id for row in rows]
-    votes: dict[str, list[VoteRow]] = defaultdict(list)
-    for vote in session.execute(
-        select(VoteRow).where(VoteRow.request_id.in_(ids)).order_by(VoteRow.id)
-    ).scalars():
+    votes: dict[str, list[Any]] = defaultdict(list)
+    vote_query = select(_VOTES).order_by(_VOTES.c.id)
+    vote_query = (
+        vote_query.where(_VOTES.c.request_id == ids[0])
+        if len(ids) == 1
+        else vote_query.where(_VOTES.c.request_id.in_(ids))
+    )
+    for vote in connection.execute(vote_query):
         votes[vote.request_id].append(vote)
     jtis = [row.credential_jti for row in rows if row.credential_jti is not None]
-    credentials = {
-        credential.jti: credential
-        for credential in session.execute(
-            select(CredentialRow).where(CredentialRow.jti.in_(jtis))
-        ).scalars()
-    }
+    credentials = (
+        {
+            credential.jti: credential
+            for credential in connection.execute(
+                select(_CREDENTIALS).where(_CREDENTIALS.c.jti.in_(jtis))
+            )
+        }
+        if jtis
+        else {}
+    )
     return [
         _snapshot(
             row,
@@ -172,9 +270,7 @@ def snapshots(session: Session, rows: Sequence[RequestRow]) -> list[RequestSnaps
     ]
 
 
-def _snapshot(
-    row: RequestRow, votes: Sequence[VoteRow], credential: CredentialRow | None
-) -> RequestSnapshot:
+def _snapshot(row: Any, votes: Sequence[Any], credential: Any | None) -> RequestSnapshot:
     return RequestSnapshot(
         id=row.id,
         agent_id=row.agent_id,
@@ -260,35 +356,18 @@ def due_ids(session: Session, now: datetime, *, limit: int = 500) -> list[tuple[
     return due
 
 
-def list_rows(
-    session: Session,
-    *,
-    status: Sequence[str] | None = None,
-    agent_id: str | None = None,
-    limit: int = 100,
-) -> list[RequestRow]:
-    query = select(RequestRow).order_by(RequestRow.created_at.desc()).limit(limit)
-    if status:
-        query = query.where(RequestRow.status.in_(list(status)))
-    if agent_id:
-        query = query.where(RequestRow.agent_id == agent_id)
-    return list(session.execute(query).scalars())
-
-
-def revoke_credential_rows(
-    session: Session, jtis: Sequence[str], *, now: datetime, reason: str
-) -> set[str]:
-    """Put credentials on the revocation list; returns the jtis that were not yet there."""
-    if not jtis:
-        return set()
-    result = session.execute(
-        update(CredentialRow)
-        .where(CredentialRow.jti.in_(jtis), CredentialRow.revoked_at.is_(None))
-        .values(revoked_at=now, revoke_reason=reason)
-        .returning(CredentialRow.jti)
-        .execution_options(synchronize_session=False)
+def due_escalation_ids(session: Session, now: datetime, *, limit: int = 500) -> list[str]:
+    return list(
+        session.execute(
+            select(RequestRow.id)
+            .where(
+                RequestRow.status == Status.PENDING.value,
+                RequestRow.next_escalation_at <= now,
+            )
+            .order_by(RequestRow.next_escalation_at)
+            .limit(limit)
+        ).scalars()
     )
-    return set(result.scalars())
 
 
 def next_deadline(session: Session) -> datetime | None:
@@ -304,3 +383,15 @@ def next_deadline(session: Session) -> datetime | None:
     ]
     present = [at for at in found if at is not None]
     return min(present) if present else None
+
+
+def ids_of(session: Session, *, status: Sequence[str], agent_id: str, limit: int) -> list[str]:
+    """Ids of an agent's requests in one of ``status``, newest first."""
+    return list(
+        session.execute(
+            select(RequestRow.id)
+            .where(RequestRow.status.in_(list(status)), RequestRow.agent_id == agent_id)
+            .order_by(RequestRow.created_at.desc())
+            .limit(limit)
+        ).scalars()
+    )

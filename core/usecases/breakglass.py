@@ -2,46 +2,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
-from core.audit.events import AuditLog
-from core.eligibility import check_eligible
+from core.approvals import check_eligible, eligible_groups
 from core.errors import Conflict, ValidationFailed
 from core.model import Approver
 from core.snapshots import RequestSnapshot
-from core.storage import requests_repo as repo
-from core.storage.audit_store import SqlAuditAppender
-from core.terms import Terms
-from core.usecases.base import StepupBase
+from core.usecases.parts import Parts
+from core.usecases.transition import Step, changing
 
 
-class BreakGlass(StepupBase):
+class BreakGlass:
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+
     def review_break_glass(
         self,
         request_id: str,
         reviewer: Approver,
         *,
         now: datetime,
-        usergroup_members: dict[str, frozenset[str]] | None = None,
+        usergroup_members: Mapping[str, frozenset[str]] | None = None,
     ) -> RequestSnapshot:
         """Record that an eligible approver (never the sponsor or owner) reviewed the use."""
-        with self.db.write() as session:
-            row = repo.load_row(session, request_id, lock=True)
-            terms = Terms.from_json(row.terms)
-            if not (row.break_glass and terms.break_glass):
+        with changing(self.parts, now) as unit:
+            snap = unit.load(request_id)
+            if not (snap.break_glass and snap.terms.break_glass):
                 raise ValidationFailed("this request did not use break-glass")
-            if row.break_glass_reviewed_at is not None:
-                raise Conflict(f"already reviewed by {row.break_glass_reviewed_by}")
+            if snap.break_glass_reviewed_at is not None:
+                raise Conflict(f"already reviewed by {snap.break_glass_reviewed_by}")
             check_eligible(
                 reviewer,
-                groups=self.eligible_groups(row, terms, now),
-                sponsor_email=row.on_behalf_of,
-                owner_email=row.owner_email,
+                groups=eligible_groups(
+                    snap.terms, snap.created_at, self.parts.policy.current.groups, now
+                ),
+                sponsor_email=snap.on_behalf_of,
+                owner_email=snap.owner_email,
                 usergroup_members=usergroup_members,
             )
             who = reviewer.email or reviewer.slack_user_id
-            repo.compare_and_set(
-                session, row, now=now, break_glass_reviewed_at=now, break_glass_reviewed_by=who
+            unit.audit.break_glass_reviewed(snap.id, who, now)
+            (reviewed,) = unit.apply(
+                Step(
+                    snap,
+                    None,
+                    who,
+                    {"break_glass_reviewed_at": now, "break_glass_reviewed_by": who},
+                )
             )
-            AuditLog(SqlAuditAppender(session)).break_glass_reviewed(row.id, who, now)
-            return repo.snapshot(session, row)
+        return reviewed

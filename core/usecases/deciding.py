@@ -1,26 +1,25 @@
-"""Approver decisions: eligibility, signed votes, quorum, what approvers see."""
+"""Approver decisions: eligibility, signed votes, quorum."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
-from core.audit.events import AuditLog
+from core.approvals import check_eligible, eligible_groups, has_voted, tally
 from core.decisions import DecisionRecord, sign_decision
-from core.eligibility import check_eligible
-from core.errors import NotEligible, ValidationFailed
-from core.lifecycle import Event, check_deadline, next_status
+from core.errors import DuplicateVote, NotEligible, ValidationFailed
+from core.facts import Fact, FactKind
+from core.lifecycle import Event, check_deadline
 from core.model import Approver, Status, Vote
-from core.notices import Notices
-from core.snapshots import RequestSnapshot
-from core.storage import requests_repo as repo
-from core.storage.audit_store import SqlAuditAppender
-from core.storage.tables import VoteRow
-from core.terms import Terms
-from core.usecases.base import StepupBase, clock_text
+from core.snapshots import RequestSnapshot, VoteInfo
+from core.store import NewVote
+from core.usecases.parts import Parts
+from core.usecases.transition import Step, UnitOfWork, changing
+
+# Refusals that are kept in the audit log for review (the digest counts them).
+_AUDITED_REFUSALS = frozenset({"ineligible", "sponsor", "owner"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +29,9 @@ class VoteResult:
     changed: bool  # the request left ``pending`` because of this click
 
 
-class Deciding(StepupBase):
-    """vote, dashboard, card refresh on a stale click."""
+class Deciding:
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
 
     def vote(
         self,
@@ -42,185 +42,121 @@ class Deciding(StepupBase):
         now: datetime,
         reason: str | None = None,
         confirmation: str | None = None,
-        usergroup_members: dict[str, frozenset[str]] | None = None,
+        usergroup_members: Mapping[str, frozenset[str]] | None = None,
     ) -> VoteResult:
         """Record one approver's click. Ineligible clicks raise NotEligible and are audited."""
         try:
-            with self.db.write() as session:
-                result = self._vote(
-                    session,
-                    request_id,
-                    approver,
-                    vote,
-                    now,
-                    reason,
-                    confirmation,
-                    usergroup_members,
+            with changing(self.parts, now) as unit:
+                return self._vote(
+                    unit, request_id, approver, vote, reason, confirmation, usergroup_members
                 )
         except NotEligible as refusal:
-            if refusal.why in ("ineligible", "sponsor", "owner"):
-                with self.db.write() as session:
-                    AuditLog(SqlAuditAppender(session)).click_refused(
+            if refusal.why in _AUDITED_REFUSALS:
+                with self.parts.store.write() as tx:
+                    tx.audit.click_refused(
                         request_id, approver.email or approver.slack_user_id, refusal.why, now
                     )
             raise
-        except IntegrityError:
+        except DuplicateVote:
             # The same person's concurrent click got there first: count it once.
-            snap = self.get(request_id)
-            return VoteResult(snap, counted=False, changed=False)
-        if result.counted:
-            self._changed(result.snapshot)
-        return result
+            with self.parts.store.read() as tx:
+                return VoteResult(tx.load(request_id), counted=False, changed=False)
 
     def _vote(
         self,
-        session: Session,
+        unit: UnitOfWork,
         request_id: str,
         approver: Approver,
         vote: Vote,
-        now: datetime,
         reason: str | None,
         confirmation: str | None,
-        usergroup_members: dict[str, frozenset[str]] | None,
+        usergroup_members: Mapping[str, frozenset[str]] | None,
     ) -> VoteResult:
-        row = repo.load_row(session, request_id, lock=True)
-        status = Status(row.status)
-        if status is not Status.PENDING:
-            raise NotEligible(f"this request is already {status.value}", why="already_decided")
-        check_deadline(status, row.expires_at, now)
-        terms = Terms.from_json(row.terms)
+        now = unit.now
+        snap = unit.load(request_id)
+        if snap.status is not Status.PENDING:
+            raise NotEligible(f"this request is already {snap.status.value}", why="already_decided")
+        check_deadline(snap.status, snap.expires_at, now)
         check_eligible(
             approver,
-            groups=self.eligible_groups(row, terms, now),
-            sponsor_email=row.on_behalf_of,
-            owner_email=row.owner_email,
+            groups=eligible_groups(
+                snap.terms, snap.created_at, self.parts.policy.current.groups, now
+            ),
+            sponsor_email=snap.on_behalf_of,
+            owner_email=snap.owner_email,
             usergroup_members=usergroup_members,
         )
         if vote is Vote.DENY and not (reason and reason.strip()):
             raise ValidationFailed("a denial needs a reason")
-        if vote is Vote.APPROVE and terms.step_up and confirmation != row.target:
-            raise ValidationFailed(f"type the target's name exactly to approve: {row.target}")
-        votes = repo.votes_for(session, row.id)
-        email = (approver.email or "").lower()
-        if any(
-            v.approver_slack_id == approver.slack_user_id
-            or (v.approver_email or "").lower() == email
-            for v in votes
-        ):
-            return VoteResult(repo.snapshot(session, row), counted=False, changed=False)
-        record = DecisionRecord(
-            request_id=row.id,
-            parameters_digest=row.parameters_digest,
-            decision=vote,
-            approver_slack_id=approver.slack_user_id,
-            approver_email=approver.email,
-            decided_at=now,
-            rule=row.rule,
-            reason=reason,
+        if vote is Vote.APPROVE and snap.terms.step_up and confirmation != snap.target:
+            raise ValidationFailed(f"type the target's name exactly to approve: {snap.target}")
+        if has_voted(snap.votes, approver):
+            return VoteResult(snap, counted=False, changed=False)
+        info = VoteInfo(
+            approver.slack_user_id, approver.email, approver.name, vote.value, reason, now
         )
-        signed = sign_decision(record, self.keyring)
-        session.add(
-            VoteRow(
-                request_id=row.id,
+        signed = sign_decision(
+            DecisionRecord(
+                request_id=snap.id,
+                parameters_digest=snap.parameters_digest,
+                decision=vote,
                 approver_slack_id=approver.slack_user_id,
                 approver_email=approver.email,
-                approver_name=approver.name,
-                vote=vote.value,
-                reason=reason,
-                created_at=now,
-                signature=signed,
-            )
-        )
-        session.flush()  # one vote per person: a racing duplicate fails here
-        audit = AuditLog(SqlAuditAppender(session))
-        who = approver.email or approver.slack_user_id
-        audit.decision_recorded(row.id, who, vote.value, signed, now)
-        changed = False
-        if vote is Vote.DENY:
-            repo.compare_and_set(
-                session,
-                row,
-                now=now,
-                status=next_status(status, Event.DENY).value,
                 decided_at=now,
-                expires_at=None,
-                status_reason=reason,
+                rule=snap.rule,
+                reason=reason,
+            ),
+            self.parts.keyring,
+        )
+        unit.tx.add_vote(snap.id, NewVote(info, signed))
+        who = approver.email or approver.slack_user_id
+        unit.audit.decision_recorded(snap.id, who, vote.value, signed, now)
+        voted = dataclasses.replace(snap, votes=(*snap.votes, info))
+        if vote is Vote.DENY:
+            step = Step(
+                voted,
+                Event.DENY,
+                who,
+                {"decided_at": now, "expires_at": None, "status_reason": reason},
+                reason=reason,
             )
-            audit.request_denied(row.id, who, reason or "", now)
-            self._tell(session, row, terms, now, f"Denied by {who}: {reason}", sponsor=True)
-            changed = True
         else:
-            approvers = {
-                (v.approver_email or v.approver_slack_id).lower()
-                for v in votes
-                if v.vote == Vote.APPROVE.value
-            }
-            approvers.add(who.lower())
-            if len(approvers) >= terms.quorum:
-                repo.compare_and_set(
-                    session,
-                    row,
-                    now=now,
-                    status=next_status(status, Event.APPROVE).value,
-                    decided_at=now,
-                    expires_at=now + timedelta(seconds=terms.claim_window_seconds),
+            count = tally(voted.votes, snap.terms.quorum)
+            if count.reached:
+                step = Step(
+                    voted,
+                    Event.APPROVE,
+                    who,
+                    {
+                        "decided_at": now,
+                        "expires_at": now + timedelta(seconds=snap.terms.claim_window_seconds),
+                    },
+                    detail={
+                        "approvers": list(count.approvers),
+                        "claim_until": (
+                            now + timedelta(seconds=snap.terms.claim_window_seconds)
+                        ).isoformat(),
+                    },
                 )
-                audit.request_approved(row.id, sorted(approvers), now)
-                self._tell(
-                    session,
-                    row,
-                    terms,
-                    now,
-                    f"Approved by {', '.join(sorted(approvers))}; the agent may claim its "
-                    f"credential until {clock_text(row.expires_at or now)}",
-                    sponsor=True,
-                )
-                changed = True
             else:
-                repo.compare_and_set(session, row, now=now)
-                self._tell(
-                    session, row, terms, now, f"{who} approved ({len(approvers)} of {terms.quorum})"
+                step = Step(
+                    voted,
+                    None,
+                    who,
+                    fact=Fact(
+                        FactKind.APPROVAL_COUNTED,
+                        snap.id,
+                        now,
+                        who,
+                        {"received": count.received, "required": count.required},
+                    ),
                 )
-        return VoteResult(repo.snapshot(session, row), counted=True, changed=changed)
+        (after,) = unit.apply(step)
+        return VoteResult(after, counted=True, changed=step.event is not None)
 
     def request_card_refresh(self, request_id: str, *, now: datetime) -> None:
         """Queue a refresh of the request's card (a click on a stale card)."""
-        with self.db.write() as session:
-            row = repo.load_row(session, request_id)
-            terms = Terms.from_json(row.terms)
-            if terms.has_card:
-                Notices(session, now).refresh_card(row.id)
-
-    def dashboard(
-        self,
-        person: Approver,
-        *,
-        now: datetime,
-        usergroup_members: dict[str, frozenset[str]] | None = None,
-    ) -> tuple[list[RequestSnapshot], list[RequestSnapshot]]:
-        """Pending requests this person may decide, and live credentials they approved."""
-        pending: list[RequestSnapshot] = []
-        with self.db.read() as session:
-            for row in repo.list_rows(session, status=[Status.PENDING.value], limit=500):
-                try:
-                    check_eligible(
-                        person,
-                        groups=self.eligible_groups(row, Terms.from_json(row.terms), now),
-                        sponsor_email=row.on_behalf_of,
-                        owner_email=row.owner_email,
-                        usergroup_members=usergroup_members,
-                    )
-                except NotEligible:
-                    continue
-                pending.append(repo.snapshot(session, row))
-            active = [
-                snap
-                for snap in (
-                    repo.snapshot(session, row)
-                    for row in repo.list_rows(
-                        session, status=[Status.APPROVED.value, Status.ACTIVE.value], limit=500
-                    )
-                )
-                if any(v.slack_user_id == person.slack_user_id for v in snap.approvals)
-            ]
-        return pending, active
+        with changing(self.parts, now) as unit:
+            snap = unit.tx.load(request_id)
+            if snap.terms.has_card:
+                unit.notices.refresh_card(snap.id)

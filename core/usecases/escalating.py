@@ -8,90 +8,76 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-
-from core.audit.events import AuditLog
+from core.approvals import tally
 from core.errors import Conflict
+from core.facts import Fact, FactKind
 from core.model import Status
-from core.notices import Notices
-from core.storage import requests_repo as repo
-from core.storage.audit_store import SqlAuditAppender
-from core.storage.tables import RequestRow
-from core.terms import Terms
-from core.usecases.base import StepupBase, clock_text
+from core.usecases.parts import Parts
+from core.usecases.transition import Step, changing
 
 
-def first_escalation_at(created_at: datetime, terms: Terms) -> datetime | None:
-    if terms.escalate_after_seconds is None or terms.escalate_to is None:
-        return None
-    return created_at + timedelta(seconds=terms.escalate_after_seconds / 2)
+class Escalating:
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
 
-
-class Escalating(StepupBase):
     def escalate_due(self, *, now: datetime, limit: int = 500) -> list[str]:
-        with self.db.read() as session:
-            due = list(
-                session.execute(
-                    select(RequestRow.id)
-                    .where(
-                        RequestRow.status == Status.PENDING.value,
-                        RequestRow.next_escalation_at <= now,
-                    )
-                    .order_by(RequestRow.next_escalation_at)
-                    .limit(limit)
-                ).scalars()
-            )
+        with self.parts.store.read() as tx:
+            due = tx.due_escalations(now, limit=limit)
         return [rid for rid in due if self.escalate_one(rid, now=now)]
 
     def escalate_one(self, request_id: str, *, now: datetime) -> bool:
         """Advance one request's escalation if it is due; False when nothing was due."""
         try:
-            with self.db.write() as session:
-                row = repo.load_row(session, request_id, lock=True)
-                due = row.next_escalation_at
-                if row.status != Status.PENDING.value or due is None or due > now:
+            with changing(self.parts, now) as unit:
+                snap = unit.load(request_id)
+                due = snap.next_escalation_at
+                terms = snap.terms
+                if snap.status is not Status.PENDING or due is None or due > now:
                     return False
-                terms = Terms.from_json(row.terms)
                 if terms.escalate_after_seconds is None or terms.escalate_to is None:
                     return False
-                escalate_at = row.created_at + timedelta(seconds=terms.escalate_after_seconds)
-                notices = Notices(session, now)
-                if row.escalation_stage == 0:
-                    missing = terms.quorum - len(
-                        {
-                            v.approver_slack_id
-                            for v in repo.votes_for(session, row.id)
-                            if v.vote == "approve"
-                        }
-                    )
-                    repo.compare_and_set(
-                        session, row, now=now, escalation_stage=1, next_escalation_at=escalate_at
-                    )
-                    notices.thread_note(
-                        row.id,
-                        f":bell: Reminder: {missing} more approval(s) needed from "
-                        f"{', '.join(terms.approver_groups)}; escalating to {terms.escalate_to} at "
-                        f"{clock_text(escalate_at)}",
-                    )
+                escalate_at = snap.created_at + timedelta(seconds=terms.escalate_after_seconds)
+                if snap.escalation_stage == 0:
                     stage = 1
+                    step = Step(
+                        snap,
+                        None,
+                        "scheduler",
+                        {"escalation_stage": 1, "next_escalation_at": escalate_at},
+                        fact=Fact(
+                            FactKind.ESCALATION_REMINDER,
+                            snap.id,
+                            now,
+                            "scheduler",
+                            {
+                                "missing": tally(snap.votes, terms.quorum).missing,
+                                "groups": list(terms.approver_groups),
+                                "escalate_to": terms.escalate_to,
+                                "escalate_at": escalate_at.isoformat(),
+                            },
+                        ),
+                        refresh_card=False,
+                    )
                 else:
-                    repo.compare_and_set(
-                        session, row, now=now, escalation_stage=2, next_escalation_at=None
-                    )
-                    group = self.policy.current.groups.get(terms.escalate_to)
-                    targets = sorted(group.slack_users) + sorted(group.emails) if group else []
-                    notices.post_card(row.id, None, targets)
-                    notices.thread_note(
-                        row.id,
-                        f":arrow_up: Escalated to {terms.escalate_to}: its members may now decide",
-                    )
-                    notices.refresh_card(row.id)
                     stage = 2
-                AuditLog(SqlAuditAppender(session)).request_escalated(
-                    row.id, stage, terms.escalate_to, now
-                )
-                snapshot = repo.snapshot(session, row)
+                    group = self.parts.policy.current.groups.get(terms.escalate_to)
+                    targets = sorted(group.slack_users) + sorted(group.emails) if group else []
+                    unit.notices.post_card(snap.id, None, targets)
+                    step = Step(
+                        snap,
+                        None,
+                        "scheduler",
+                        {"escalation_stage": 2, "next_escalation_at": None},
+                        fact=Fact(
+                            FactKind.ESCALATED,
+                            snap.id,
+                            now,
+                            "scheduler",
+                            {"to": terms.escalate_to},
+                        ),
+                    )
+                unit.audit.request_escalated(snap.id, stage, terms.escalate_to, now)
+                unit.apply(step)
         except Conflict:
             return False
-        self._changed(snapshot)
         return True

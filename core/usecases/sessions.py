@@ -1,107 +1,76 @@
-"""The agent's session: claim the credential, complete, cancel; revocation."""
+"""The agent's session: claim the credential, complete, cancel; revocation by people."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from core.audit.events import AuditLog
-from core.credentials import (
-    CredentialGrant,
-    IssuedCredential,
-)
-from core.eligibility import check_eligible
-from core.lifecycle import Event, check_deadline, next_status
-from core.model import Approver, SessionOutcome, Status
+from core.approvals import approver_emails, check_eligible, eligible_groups, is_sponsor_or_owner
+from core.credentials import CredentialGrant, IssuedCredential
+from core.lifecycle import Event
+from core.model import AgentIdentity, Approver, SessionOutcome
 from core.snapshots import RequestSnapshot
-from core.storage import requests_repo as repo
-from core.storage.agents_repo import AgentIdentity
-from core.storage.audit_store import SqlAuditAppender
-from core.storage.tables import CredentialRow
-from core.terms import Terms
-from core.usecases.base import StepupBase, clock_text
+from core.store import NewCredential
+from core.usecases.parts import Parts
+from core.usecases.transition import Step, changing
 
 
-class Sessions(StepupBase):
-    """claim, complete, cancel, revoke."""
+class Sessions:
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
 
     def claim(
         self, request_id: str, agent: AgentIdentity, *, now: datetime
     ) -> tuple[RequestSnapshot, IssuedCredential]:
         """Mint the credential of an approved request, once."""
-        with self.db.write() as session:
-            row = repo.load_row(session, request_id, agent_id=agent.id, lock=True)
-            status = Status(row.status)
-            new_status = next_status(status, Event.CLAIM)
-            check_deadline(status, row.expires_at, now)
-            terms = Terms.from_json(row.terms)
-            ttl = terms.max_ttl
-            if row.requested_ttl_seconds:
-                ttl = min(ttl, timedelta(seconds=row.requested_ttl_seconds))
-            approvers = tuple(
-                sorted(
-                    {
-                        v.approver_email
-                        for v in repo.votes_for(session, row.id)
-                        if v.vote == "approve" and v.approver_email
-                    }
-                )
-            )
-            issued = self.issuer.issue(
+        with changing(self.parts, now) as unit:
+            snap = unit.load(request_id, agent_id=agent.id)
+            ttl = snap.terms.max_ttl
+            if snap.requested_ttl_seconds:
+                ttl = min(ttl, timedelta(seconds=snap.requested_ttl_seconds))
+            unit.check(Step(snap, Event.CLAIM, agent.id))  # refuse before minting anything
+            issued = self.parts.issuer.issue(
                 CredentialGrant(
-                    request_id=row.id,
-                    agent=row.agent_id,
-                    audience=row.target,
-                    scope=row.action,
-                    args_digest=row.parameters_digest,
-                    environment=row.environment,
-                    approvers=approvers,
-                    on_behalf_of=row.on_behalf_of,
+                    request_id=snap.id,
+                    agent=snap.agent_id,
+                    audience=snap.target,
+                    scope=snap.action,
+                    args_digest=snap.parameters_digest,
+                    environment=snap.environment,
+                    approvers=approver_emails(snap.votes),
+                    on_behalf_of=snap.on_behalf_of,
                     ttl=ttl,
                 ),
                 now,
             )
-            session.add(
-                CredentialRow(
-                    jti=issued.handle,
-                    request_id=row.id,
-                    agent_id=row.agent_id,
-                    scope=issued.scope,
-                    audience=row.target,
-                    issued_at=now,
-                    expires_at=issued.expires_at,
+            credential = NewCredential(
+                request_id=snap.id,
+                agent_id=snap.agent_id,
+                jti=issued.handle,
+                scope=issued.scope,
+                audience=snap.target,
+                issued_at=now,
+                expires_at=issued.expires_at,
+            )
+            unit.tx.add_credential(credential)
+            (claimed,) = unit.apply(
+                Step(
+                    snap,
+                    Event.CLAIM,
+                    agent.id,
+                    {"credential": credential.info, "expires_at": None},
+                    detail={
+                        "credential": {
+                            "jti": issued.handle,
+                            "expires_at": issued.expires_at.isoformat(),
+                            "scope": issued.scope,
+                            "aud": snap.target,
+                            "ttl_seconds": int(ttl.total_seconds()),
+                        }
+                    },
                 )
             )
-            repo.compare_and_set(
-                session,
-                row,
-                now=now,
-                status=new_status.value,
-                credential_jti=issued.handle,
-                credential_expires_at=issued.expires_at,
-                expires_at=None,
-            )
-            AuditLog(SqlAuditAppender(session)).credential_issued(
-                row.id,
-                row.agent_id,
-                {
-                    "jti": issued.handle,
-                    "expires_at": issued.expires_at.isoformat(),
-                    "scope": issued.scope,
-                    "aud": row.target,
-                    "ttl_seconds": int(ttl.total_seconds()),
-                },
-                now,
-            )
-            self._tell(
-                session,
-                row,
-                terms,
-                now,
-                f"Credential issued to {row.agent_id}, "
-                f"active until {clock_text(issued.expires_at)}",
-            )
-            claimed = repo.snapshot(session, row)
-        return self._changed(claimed), issued
+        return claimed, issued
 
     def complete(
         self,
@@ -112,77 +81,48 @@ class Sessions(StepupBase):
         *,
         now: datetime,
     ) -> RequestSnapshot:
-        with self.db.write() as session:
-            row = repo.load_row(session, request_id, agent_id=agent.id, lock=True)
-            new_status = next_status(Status(row.status), Event.COMPLETE)
-            audit = AuditLog(SqlAuditAppender(session))
-            self._revoke_credential(
-                session, audit, row, by=agent.id, reason=f"completed: {outcome.value}", now=now
+        """The agent reports its outcome; the credential is revoked with it."""
+        with changing(self.parts, now) as unit:
+            snap = unit.load(request_id, agent_id=agent.id)
+            (done,) = unit.apply(
+                Step(
+                    snap,
+                    Event.COMPLETE,
+                    agent.id,
+                    {"outcome": outcome.value, "outcome_detail": detail},
+                    reason=f"completed: {outcome.value}",
+                    detail={"outcome": outcome.value, "detail": detail},
+                )
             )
-            repo.compare_and_set(
-                session,
-                row,
-                now=now,
-                status=new_status.value,
-                outcome=outcome.value,
-                outcome_detail=detail,
-            )
-            audit.session_completed(row.id, agent.id, outcome.value, detail, now)
-            self._tell(
-                session,
-                row,
-                Terms.from_json(row.terms),
-                now,
-                f"Completed: {outcome.value}"
-                + (f" — {detail}" if detail else "")
-                + "; credential revoked",
-                sponsor=True,
-            )
-            done = repo.snapshot(session, row)
-        return self._changed(done)
+        return done
 
     def cancel(self, request_id: str, agent: AgentIdentity, *, now: datetime) -> RequestSnapshot:
-        with self.db.write() as session:
-            row = repo.load_row(session, request_id, agent_id=agent.id, lock=True)
-            new_status = next_status(Status(row.status), Event.CANCEL)
-            repo.compare_and_set(
-                session,
-                row,
-                now=now,
-                status=new_status.value,
-                expires_at=None,
-                status_reason="cancelled by agent",
+        with changing(self.parts, now) as unit:
+            snap = unit.load(request_id, agent_id=agent.id)
+            (cancelled,) = unit.apply(
+                Step(
+                    snap,
+                    Event.CANCEL,
+                    agent.id,
+                    {"expires_at": None, "status_reason": "cancelled by agent"},
+                )
             )
-            AuditLog(SqlAuditAppender(session)).request_cancelled(row.id, agent.id, now)
-            self._tell(session, row, Terms.from_json(row.terms), now, "Cancelled by the agent")
-            cancelled = repo.snapshot(session, row)
-        return self._changed(cancelled)
+        return cancelled
 
     def revoke(self, request_id: str, *, by: str, reason: str, now: datetime) -> RequestSnapshot:
         """An approver or admin cuts off an approved or active request."""
-        with self.db.write() as session:
-            row = repo.load_row(session, request_id, lock=True)
-            new_status = next_status(Status(row.status), Event.REVOKE)
-            audit = AuditLog(SqlAuditAppender(session))
-            self._revoke_credential(session, audit, row, by=by, reason=reason, now=now)
-            repo.compare_and_set(
-                session,
-                row,
-                now=now,
-                status=new_status.value,
-                expires_at=None,
-                status_reason=reason,
+        with changing(self.parts, now) as unit:
+            snap = unit.load(request_id)
+            (revoked,) = unit.apply(
+                Step(
+                    snap,
+                    Event.REVOKE,
+                    by,
+                    {"expires_at": None, "status_reason": reason},
+                    reason=reason,
+                )
             )
-            self._tell(
-                session,
-                row,
-                Terms.from_json(row.terms),
-                now,
-                f"Revoked by {by}: {reason}",
-                sponsor=True,
-            )
-            revoked = repo.snapshot(session, row)
-        return self._changed(revoked)
+        return revoked
 
     def revoke_by_person(
         self,
@@ -190,19 +130,17 @@ class Sessions(StepupBase):
         person: Approver,
         *,
         now: datetime,
-        usergroup_members: dict[str, frozenset[str]] | None = None,
+        usergroup_members: Mapping[str, frozenset[str]] | None = None,
     ) -> RequestSnapshot:
         """Revoke from Slack: the request's approvers, its sponsor and the agent's owner may."""
-        with self.db.read() as session:
-            row = repo.load_row(session, request_id)
-            terms = Terms.from_json(row.terms)
-            groups = self.eligible_groups(row, terms, now)
-            sponsor, owner = row.on_behalf_of, row.owner_email
-        email = (person.email or "").lower()
-        if not email or email not in {(sponsor or "").lower(), owner.lower()}:
+        with self.parts.store.read() as tx:
+            snap = tx.load(request_id)
+        if not is_sponsor_or_owner(person, snap.on_behalf_of, snap.owner_email):
             check_eligible(
                 person,
-                groups=groups,
+                groups=eligible_groups(
+                    snap.terms, snap.created_at, self.parts.policy.current.groups, now
+                ),
                 sponsor_email=None,
                 owner_email=None,
                 usergroup_members=usergroup_members,

@@ -6,31 +6,27 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-
-from core.audit.events import AuditLog
 from core.canonical import canonical_json, parameters_digest
-from core.errors import Conflict, ValidationFailed
-from core.model import Intent, Outcome, Status
+from core.errors import Conflict, DuplicateIdempotencyKey, ValidationFailed
+from core.model import AgentIdentity, Intent, Outcome, Status
 from core.notices import Notices
 from core.policy import PolicyDecision
 from core.snapshots import RequestSnapshot
-from core.storage import agents_repo
-from core.storage import requests_repo as repo
-from core.storage.agents_repo import AgentIdentity
-from core.storage.audit_store import SqlAuditAppender
-from core.usecases.base import StepupBase, intent_record, terms_from
-from core.usecases.escalating import first_escalation_at
+from core.store import StoreTx
+from core.terms import Terms
+from core.usecases.parts import Parts
 
 logger = logging.getLogger(__name__)
 
 
-class Submitting(StepupBase):
+class Submitting:
     """submit, with idempotency keys."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
 
     def submit(
         self,
@@ -48,21 +44,20 @@ class Submitting(StepupBase):
             existing = self._replay(agent.id, idempotency_key, body_digest)
             if existing is not None:
                 return existing, False
-        decision = self.policy.current.evaluate(intent, now)
+        decision = self.parts.policy.current.evaluate(intent, now)
         try:
-            with self.db.write() as session:
+            with self.parts.store.write() as tx:
                 created = self._record(
-                    session, agent, intent, decision, now, idempotency_key, body_digest
+                    tx, agent, intent, decision, now, idempotency_key, body_digest
                 )
-        except IntegrityError:
+        except DuplicateIdempotencyKey:
             # Two submissions with one idempotency key raced; the other one won.
-            if idempotency_key is None:
-                raise
-            existing = self._replay(agent.id, idempotency_key, body_digest)
+            existing = self._replay(agent.id, str(idempotency_key), body_digest)
             if existing is None:
                 raise
             return existing, False
-        return self._changed(created), True
+        self.parts.feed.publish([created])
+        return created, True
 
     def submit_by_key(
         self,
@@ -78,21 +73,20 @@ class Submitting(StepupBase):
         Unauthenticated and writes nothing. With one, the replay lookup needs the agent
         first, so the key is checked on its own before."""
         if idempotency_key is not None:
-            with self.db.query() as conn:
-                agent = agents_repo.authenticate_agent(conn, key)
+            with self.parts.store.read() as tx:
+                agent = tx.authenticate_agent(key)
             return self.submit(agent, draft(agent.id), now=now, idempotency_key=idempotency_key)
-        with self.db.write() as session:
-            agent = agents_repo.authenticate_agent(session.connection(), key)
+        with self.parts.store.write() as tx:
+            agent = tx.authenticate_agent(key)
             intent = draft(agent.id)
-            decision = self.policy.current.evaluate(intent, now)
-            created = self._record(
-                session, agent, intent, decision, now, None, _body_digest(intent)
-            )
-        return self._changed(created), True
+            decision = self.parts.policy.current.evaluate(intent, now)
+            created = self._record(tx, agent, intent, decision, now, None, _body_digest(intent))
+        self.parts.feed.publish([created])
+        return created, True
 
     def _record(
         self,
-        session: Session,
+        tx: StoreTx,
         agent: AgentIdentity,
         intent: Intent,
         decision: PolicyDecision,
@@ -100,15 +94,15 @@ class Submitting(StepupBase):
         idempotency_key: str | None,
         body_digest: str,
     ) -> RequestSnapshot:
-        """The request row, its audit entries and notices, in the caller's transaction."""
+        """The request, its audit entries and notices, in the caller's transaction."""
         if intent.parent_request_id is not None:
-            repo.load_row(session, intent.parent_request_id, agent_id=agent.id)
+            tx.load(intent.parent_request_id, agent_id=agent.id)
         record = intent_record(intent)
         values = self._new_values(
             agent, intent, record, decision, now, idempotency_key, body_digest
         )
-        created = repo.insert_new(session, values)  # the idempotency key's constraint fires here
-        audit = AuditLog(SqlAuditAppender(session))
+        created = tx.insert(values)  # the idempotency key's constraint fires here
+        audit = tx.audit
         audit.intent_submitted(created.id, agent.id, record, now)
         audit.policy_decided(
             created.id,
@@ -122,30 +116,39 @@ class Submitting(StepupBase):
             },
             now,
         )
+        notices = Notices(tx.outbox, now)
         if decision.break_glass and decision.outcome is Outcome.ALLOW:
             audit.break_glass_used(created.id, agent.id, decision.rule, now)
-            self._alert_break_glass(session, created.id, now)
+            if self.parts.security_channel:
+                # The security channel hears of it at once, with Acknowledge and Revoke.
+                notices.break_glass_alert(created.id, self.parts.security_channel)
+            else:
+                logger.error("break-glass used by %s and no security channel is set", created.id)
         if created.status is Status.PENDING:
-            Notices(session, now).post_card(
-                created.id, decision.channel, self._dm_targets(decision)
-            )
+            notices.post_card(created.id, decision.channel, self._dm_targets(decision))
         return created
 
-    def _replay(self, agent_id: str, key: str, body_digest: str) -> RequestSnapshot | None:
-        with self.db.read() as session:
-            row = repo.find_by_idempotency_key(session, agent_id, key)
-            if row is None:
-                return None
-            if row.body_digest != body_digest:
-                raise Conflict("this Idempotency-Key was already used with a different body")
-            return repo.snapshot(session, row)
+    def _dm_targets(self, decision: PolicyDecision) -> list[str]:
+        """Slack ids and emails of the approvers to DM, when the rule asks for DMs."""
+        if not decision.notify_dm:
+            return []
+        targets: list[str] = []
+        for name in decision.approver_groups:
+            group = self.parts.policy.current.groups.get(name)
+            if group is not None:
+                targets.extend(sorted(group.slack_users))
+                targets.extend(sorted(group.emails))
+        return list(dict.fromkeys(targets))
 
-    def _alert_break_glass(self, session: Session, request_id: str, now: datetime) -> None:
-        """The security channel hears of break-glass use at once, with Acknowledge/Revoke."""
-        if self.security_channel:
-            Notices(session, now).break_glass_alert(request_id, self.security_channel)
-        else:
-            logger.error("break-glass used by %s and no security channel is set", request_id)
+    def _replay(self, agent_id: str, key: str, body_digest: str) -> RequestSnapshot | None:
+        with self.parts.store.read() as tx:
+            found = tx.find_by_idempotency_key(agent_id, key)
+        if found is None:
+            return None
+        snapshot, digest = found
+        if digest != body_digest:
+            raise Conflict("this Idempotency-Key was already used with a different body")
+        return snapshot
 
     @staticmethod
     def _new_values(
@@ -194,3 +197,46 @@ class Submitting(StepupBase):
 def _body_digest(intent: Intent) -> str:
     """What an idempotency key is bound to: the whole intent, parameters included."""
     return parameters_digest(intent_record(intent) | {"parameters": intent.parameters})
+
+
+def terms_from(decision: PolicyDecision) -> Terms:
+    return Terms(
+        approver_groups=decision.approver_groups,
+        quorum=decision.quorum,
+        channel=decision.channel,
+        notify_dm=decision.notify_dm,
+        max_ttl_seconds=int(decision.max_ttl.total_seconds()),
+        approval_timeout_seconds=int(decision.approval_timeout.total_seconds()),
+        claim_window_seconds=int(decision.claim_window.total_seconds()),
+        step_up=decision.step_up,
+        break_glass=decision.break_glass,
+        escalate_after_seconds=int(decision.escalate_after.total_seconds())
+        if decision.escalate_after
+        else None,
+        escalate_to=decision.escalate_to,
+    )
+
+
+def intent_record(intent: Intent) -> dict[str, Any]:
+    """The intent as the audit log records it (its fields are the request's columns too)."""
+    return {
+        "agent": intent.agent,
+        "action": intent.action,
+        "action_class": intent.action_class.value,
+        "target": intent.target,
+        "environment": intent.environment,
+        "justification": intent.justification,
+        "parameters_digest": parameters_digest(intent.parameters),
+        "requested_ttl_seconds": intent.requested_ttl_seconds,
+        "data_volume_bytes": intent.data_volume_bytes,
+        "on_behalf_of": intent.on_behalf_of,
+        "parent_request_id": intent.parent_request_id,
+        "break_glass": intent.break_glass,
+    }
+
+
+def first_escalation_at(created_at: datetime, terms: Terms) -> datetime | None:
+    """Stage 1 (the reminder) falls due at half of ``escalate_after``."""
+    if terms.escalate_after_seconds is None or terms.escalate_to is None:
+        return None
+    return created_at + timedelta(seconds=terms.escalate_after_seconds / 2)

@@ -10,8 +10,10 @@ import pytest
 from sqlalchemy import select
 
 from bot.api.rendering import request_json
+from bot.slack.notes import alert_text, note_text
 from core.credentials import CredentialGrant, IssuedCredential, JwtIssuer
 from core.errors import Conflict, NotEligible
+from core.facts import Fact
 from core.model import ActionClass, Approver, SessionOutcome, Status, Vote
 from core.storage.agents_repo import AgentIdentity
 from core.storage.database import Database
@@ -71,6 +73,12 @@ def outbox(engine: Engine, request_id: str | None = None) -> list[tuple[str, dic
         return [(r.kind, json.loads(r.payload)) for r in session.execute(query).scalars()]
 
 
+def words(payload: dict[str, object]) -> str:
+    """What Slack shows for a queued fact: core queues facts, the bot renders the words."""
+    fact = Fact.from_json(payload["fact"])  # type: ignore[arg-type]
+    return note_text(fact) if payload.get("channel") is None else alert_text(fact)
+
+
 def test_escalation_reminds_then_brings_in_the_secondary_group(
     engine: Engine, agent: AgentIdentity
 ) -> None:
@@ -82,7 +90,7 @@ def test_escalation_reminds_then_brings_in_the_secondary_group(
 
     assert engine.service.escalate_due(now=T0 + timedelta(minutes=5)) == [req.id]
     assert engine.service.escalate_due(now=T0 + timedelta(minutes=6)) == []  # once per stage
-    notes = [p["text"] for k, p in outbox(engine, req.id) if k == "thread.note"]
+    notes = [words(p) for k, p in outbox(engine, req.id) if k == "thread.note"]
     assert any("Reminder: 1 more approval(s) needed from sre-leads" in str(n) for n in notes)
     with pytest.raises(NotEligible):  # reminded, not yet escalated
         engine.service.vote(req.id, DAVE, Vote.APPROVE, now=T0 + timedelta(minutes=9))
@@ -158,7 +166,7 @@ def test_failing_revoke_is_retried_alerted_and_cleared(
     )  # failure 3 -> alert
     alerts = [p for k, p in outbox(engine) if k == "channel"]
     assert len(alerts) == 1 and alerts[0]["channel"] == "C0SECURITY"
-    assert "failed 3 times" in str(alerts[0]["text"]) and "503" in str(alerts[0]["text"])
+    assert "failed 3 times" in words(alerts[0]) and "503" in words(alerts[0])
     with engine.db.read() as session:
         row = session.execute(select(RevocationRow)).scalar_one()
         assert (row.status, row.attempts, row.alerted_at) == (
@@ -170,7 +178,7 @@ def test_failing_revoke_is_retried_alerted_and_cleared(
     assert engine.service.process_revocations(now=t + timedelta(seconds=7)) == 1  # success
     assert flaky.revoked == [issued.handle] and len(flaky.calls) == 4
     assert engine.service.process_revocations(now=t + timedelta(minutes=5)) == 0  # done for good
-    alerts = [str(p["text"]) for k, p in outbox(engine) if k == "channel"]
+    alerts = [words(p) for k, p in outbox(engine) if k == "channel"]
     assert len(alerts) == 2 and "Alert cleared" in alerts[1]
     with engine.db.read() as session:
         kinds = list(

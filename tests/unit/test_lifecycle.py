@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.errors import IllegalTransition
-from core.lifecycle import Event, allowed_events, check_deadline, next_status, tally
+from core.lifecycle import Event, allowed_events, check_deadline, next_status
 from core.model import FINAL_STATUSES, Status
 
 LEGAL = {
@@ -60,8 +60,3 @@ def test_deadline_checks_use_the_given_time() -> None:
     with pytest.raises(IllegalTransition):
         check_deadline(Status.PENDING, deadline, deadline)
     check_deadline(Status.PENDING, None, deadline)
-
-
-def test_tally_counts_against_quorum() -> None:
-    assert not tally(1, 2).reached
-    assert tally(2, 2).reached

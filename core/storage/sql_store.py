@@ -1,0 +1,148 @@
+"""The store of ``core/store.py`` on SQL: one ``SqlStoreTx`` per transaction of ``Database``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from core.audit.events import AuditLog
+from core.model import AgentIdentity
+from core.snapshots import RequestSnapshot
+from core.storage import agents_repo, revocations_repo
+from core.storage import requests_repo as repo
+from core.storage.audit_store import SqlAuditAppender
+from core.storage.database import Database
+from core.storage.tables import OutboxRow
+from core.store import LeasedRevocation, NewCredential, NewVote
+
+
+class SqlOutbox:
+    """Notices become outbox rows, committed with the change they report."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def add(
+        self, kind: str, request_id: str | None, payload: dict[str, Any], now: datetime
+    ) -> None:
+        self._session.add(
+            OutboxRow(
+                request_id=request_id,
+                kind=kind,
+                payload=json.dumps(payload, sort_keys=True),
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+
+
+class SqlStoreTx:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._audit: AuditLog | None = None
+        self._outbox: SqlOutbox | None = None
+
+    @property
+    def audit(self) -> AuditLog:
+        if self._audit is None:
+            self._audit = AuditLog(SqlAuditAppender(self.session))
+        return self._audit
+
+    @property
+    def outbox(self) -> SqlOutbox:
+        if self._outbox is None:
+            self._outbox = SqlOutbox(self.session)
+        return self._outbox
+
+    def load(
+        self, request_id: str, *, agent_id: str | None = None, lock: bool = False
+    ) -> RequestSnapshot:
+        return repo.load(self.session, request_id, agent_id=agent_id, lock=lock)
+
+    def load_many(self, request_ids: Sequence[str], *, lock: bool = False) -> list[RequestSnapshot]:
+        return repo.load_many(self.session, request_ids, lock=lock)
+
+    def find_by_idempotency_key(
+        self, agent_id: str, key: str
+    ) -> tuple[RequestSnapshot, str] | None:
+        return repo.find_by_idempotency_key(self.session, agent_id, key)
+
+    def insert(self, values: Mapping[str, Any]) -> RequestSnapshot:
+        return repo.insert_new(self.session, values)
+
+    def save(
+        self, changes: Sequence[tuple[RequestSnapshot, Mapping[str, Any]]], now: datetime
+    ) -> None:
+        repo.save(self.session, changes, now)
+
+    def list_requests(
+        self,
+        *,
+        status: Sequence[str] | None = None,
+        agent_id: str | None = None,
+        limit: int = 100,
+    ) -> list[RequestSnapshot]:
+        return repo.list_snapshots(self.session, status=status, agent_id=agent_id, limit=limit)
+
+    def due(self, now: datetime, *, limit: int) -> list[str]:
+        return [request_id for request_id, _ in repo.due_ids(self.session, now, limit=limit)]
+
+    def due_escalations(self, now: datetime, *, limit: int) -> list[str]:
+        return repo.due_escalation_ids(self.session, now, limit=limit)
+
+    def next_deadline(self) -> datetime | None:
+        return repo.next_deadline(self.session)
+
+    def add_vote(self, request_id: str, vote: NewVote) -> None:
+        repo.add_vote(self.session, request_id, vote)
+
+    def add_credential(self, credential: NewCredential) -> None:
+        repo.add_credential(self.session, credential)
+
+    def credential_live(self, jti: str) -> bool:
+        return repo.credential_live(self.session, jti)
+
+    def revoke_credentials(
+        self, credentials: Sequence[tuple[str, str]], *, reason: str, now: datetime
+    ) -> set[str]:
+        return repo.revoke_credentials(self.session, credentials, reason=reason, now=now)
+
+    def lease_revocations(
+        self, now: datetime, *, limit: int, until: datetime
+    ) -> list[LeasedRevocation]:
+        return revocations_repo.lease(self.session, now, limit=limit, until=until)
+
+    def revocations_done(self, jtis: Sequence[str], now: datetime) -> dict[str, datetime | None]:
+        return revocations_repo.done(self.session, jtis, now)
+
+    def revocation_failed(
+        self, jti: str, *, error: str, retry_at: datetime, alert: bool, now: datetime
+    ) -> bool | None:
+        return revocations_repo.failed(
+            self.session, jti, error=error, retry_at=retry_at, alert=alert, now=now
+        )
+
+    def authenticate_agent(self, key: str) -> AgentIdentity:
+        return agents_repo.authenticate_agent(self.session.connection(), key)
+
+
+class SqlStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @contextmanager
+    def write(self) -> Iterator[SqlStoreTx]:
+        with self.db.write() as session:
+            yield SqlStoreTx(session)
+
+    @contextmanager
+    def read(self) -> Iterator[SqlStoreTx]:
+        with self.db.read() as session:
+            yield SqlStoreTx(session)

@@ -1,0 +1,77 @@
+"""Reads: a request, lists, an approver's dashboard, introspection for resource servers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from core.approvals import check_eligible, eligible_groups
+from core.credentials import introspection_response, verify_credential
+from core.errors import InvalidToken, NotEligible
+from core.model import Approver, Status
+from core.snapshots import RequestSnapshot
+from core.usecases.parts import Parts
+
+
+class Reading:
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+
+    def get(self, request_id: str, *, agent_id: str | None = None) -> RequestSnapshot:
+        with self.parts.store.read() as tx:
+            return tx.load(request_id, agent_id=agent_id)
+
+    def list_requests(
+        self, *, status: list[str] | None = None, agent_id: str | None = None, limit: int = 100
+    ) -> list[RequestSnapshot]:
+        with self.parts.store.read() as tx:
+            return tx.list_requests(status=status, agent_id=agent_id, limit=limit)
+
+    def dashboard(
+        self,
+        person: Approver,
+        *,
+        now: datetime,
+        usergroup_members: Mapping[str, frozenset[str]] | None = None,
+    ) -> tuple[list[RequestSnapshot], list[RequestSnapshot]]:
+        """Pending requests this person may decide, and live credentials they approved."""
+        groups = self.parts.policy.current.groups
+        with self.parts.store.read() as tx:
+            waiting = tx.list_requests(status=[Status.PENDING.value], limit=500)
+            live = tx.list_requests(status=[Status.APPROVED.value, Status.ACTIVE.value], limit=500)
+        pending: list[RequestSnapshot] = []
+        for snap in waiting:
+            try:
+                check_eligible(
+                    person,
+                    groups=eligible_groups(snap.terms, snap.created_at, groups, now),
+                    sponsor_email=snap.on_behalf_of,
+                    owner_email=snap.owner_email,
+                    usergroup_members=usergroup_members,
+                )
+            except NotEligible:
+                continue
+            pending.append(snap)
+        active = [
+            snap
+            for snap in live
+            if any(v.slack_user_id == person.slack_user_id for v in snap.approvals)
+        ]
+        return pending, active
+
+    def introspect(self, token: str, *, now: datetime) -> dict[str, Any]:
+        """RFC 7662: active only when the signature, times and revocation list all agree."""
+        try:
+            claims = verify_credential(
+                token,
+                keyring=self.parts.keyring,
+                issuer_url=self.parts.issuer_url,
+                audience=None,
+                now=now,
+            )
+        except InvalidToken:
+            return introspection_response(None, revoked=False, now=now)
+        with self.parts.store.read() as tx:
+            live = tx.credential_live(str(claims.get("jti", "")))
+        return introspection_response(claims, revoked=not live, now=now)
