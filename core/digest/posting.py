@@ -11,9 +11,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from core.digest.figures import (
-    build_digest,
-)
+from core.digest.figures import read_digest
 from core.digest.model import (
     DAY,
     MAX_WINDOW,
@@ -26,7 +24,6 @@ from core.digest.text import (
 )
 from core.keys import KeyRing
 from core.notices import Notices
-from core.storage.audit_store import chain_snapshot
 from core.storage.database import Database
 from core.storage.sql_store import SqlOutbox
 from core.storage.tables import DigestRow
@@ -65,8 +62,7 @@ def post_digest(
         ).scalar_one()
     if window is None:
         window = min(now - previous, MAX_WINDOW) if previous is not None else DAY
-    with chain_snapshot(db) as session:
-        digest = build_digest(session, keyring, now=now, window=window)
+    digest = read_digest(db, keyring, now=now, window=window)
     text = render_text(digest, limit=SLACK_TEXT_LIST_LIMIT)
     if len(text) > SLACK_TEXT_MAX:
         text = text[: SLACK_TEXT_MAX - 1] + "…"
