@@ -88,6 +88,12 @@ def insert_new(session: Session, values: Mapping[str, Any]) -> RequestSnapshot:
         if values.get("idempotency_key") is None:
             raise
         raise DuplicateIdempotencyKey("this Idempotency-Key was just used") from None
+    return new_snapshot(values)
+
+
+def new_snapshot(values: Mapping[str, Any]) -> RequestSnapshot:
+    """The snapshot of a request just inserted with these column values (no votes yet, no
+    credential), its other columns at their defaults."""
     # _snapshot only reads attributes; a namespace costs a fraction of an ORM instance.
     return _snapshot(SimpleNamespace(**(_COLUMN_DEFAULTS | dict(values))), (), None)
 

@@ -1,0 +1,265 @@
+"""An in-memory ``Store`` (core/store.py) for unit tests of the use cases: no database.
+
+A write transaction works on the live state and puts a copy back if the block raises, so a
+failed use case leaves nothing behind, as a rolled-back SQL transaction would. Audit entries
+and outbox notices are plain lists the tests read.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from core.audit.events import AuditKind, AuditLog
+from core.errors import Conflict, DuplicateIdempotencyKey, DuplicateVote, NotFound, Unauthenticated
+from core.model import AgentIdentity, Status
+from core.snapshots import CredentialInfo, RequestSnapshot
+from core.storage.requests_repo import new_snapshot
+from core.store import LeasedRevocation, NewCredential, NewVote, advance
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: AuditKind
+    request_id: str | None
+    actor: str | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Notice:
+    kind: str
+    request_id: str | None
+    payload: dict[str, Any]
+
+
+@dataclass
+class State:
+    requests: dict[str, RequestSnapshot] = field(default_factory=dict)
+    bodies: dict[str, tuple[str, str, str]] = field(
+        default_factory=dict
+    )  # id -> agent, key, digest
+    credentials: dict[str, CredentialInfo] = field(default_factory=dict)
+    revocations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    agents: dict[str, AgentIdentity] = field(default_factory=dict)  # key -> agent
+    audit: list[Entry] = field(default_factory=list)
+    outbox: list[Notice] = field(default_factory=list)
+
+
+class _Appender:
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    def append(
+        self,
+        kind: AuditKind,
+        *,
+        at: datetime,
+        request_id: str | None,
+        actor: str | None,
+        data: dict[str, Any],
+    ) -> None:
+        self._state.audit.append(Entry(kind, request_id, actor, data))
+
+
+class _Outbox:
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    def add(
+        self, kind: str, request_id: str | None, payload: dict[str, Any], now: datetime
+    ) -> None:
+        self._state.outbox.append(Notice(kind, request_id, payload))
+
+
+class MemoryTx:
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.audit = AuditLog(_Appender(state))
+        self.outbox = _Outbox(state)
+
+    def _current(self, snap: RequestSnapshot) -> RequestSnapshot:
+        if snap.credential is None:
+            return snap
+        return dataclasses.replace(snap, credential=self.state.credentials[snap.credential.jti])
+
+    def load(
+        self, request_id: str, *, agent_id: str | None = None, lock: bool = False
+    ) -> RequestSnapshot:
+        snap = self.state.requests.get(request_id)
+        if snap is None or (agent_id is not None and snap.agent_id != agent_id):
+            raise NotFound(f"no request {request_id}")
+        return self._current(snap)
+
+    def load_many(self, request_ids: Sequence[str], *, lock: bool = False) -> list[RequestSnapshot]:
+        return [self.load(i) for i in request_ids if i in self.state.requests]
+
+    def find_by_idempotency_key(
+        self, agent_id: str, key: str
+    ) -> tuple[RequestSnapshot, str] | None:
+        for request_id, (agent, used, digest) in self.state.bodies.items():
+            if (agent, used) == (agent_id, key):
+                return self.load(request_id), digest
+        return None
+
+    def insert(self, values: Mapping[str, Any]) -> RequestSnapshot:
+        key = values.get("idempotency_key")
+        if key is not None and self.find_by_idempotency_key(values["agent_id"], key):
+            raise DuplicateIdempotencyKey("this Idempotency-Key was just used")
+        snap = new_snapshot(values)
+        self.state.requests[snap.id] = snap
+        if key is not None:
+            self.state.bodies[snap.id] = (snap.agent_id, key, values["body_digest"])
+        return snap
+
+    def save(
+        self, changes: Sequence[tuple[RequestSnapshot, Mapping[str, Any]]], now: datetime
+    ) -> None:
+        for snap, values in changes:
+            stored = self.state.requests[snap.id]
+            if stored.version != snap.version:
+                raise Conflict("a request changed concurrently; read it again")
+            self.state.requests[snap.id] = advance(stored, values, now)
+
+    def list_requests(
+        self,
+        *,
+        status: Sequence[str] | None = None,
+        agent_id: str | None = None,
+        limit: int = 100,
+    ) -> list[RequestSnapshot]:
+        found = [
+            self._current(s)
+            for s in self.state.requests.values()
+            if (not status or s.status.value in status) and (not agent_id or s.agent_id == agent_id)
+        ]
+        return sorted(found, key=lambda s: s.created_at, reverse=True)[:limit]
+
+    def _deadline(self, snap: RequestSnapshot) -> datetime | None:
+        if snap.status is Status.ACTIVE:
+            return snap.credential.expires_at if snap.credential else None
+        if snap.status in (Status.PENDING, Status.APPROVED):
+            return snap.expires_at
+        return None
+
+    def due(self, now: datetime, *, limit: int) -> list[str]:
+        due = [
+            (deadline, s.id)
+            for s in self.state.requests.values()
+            if (deadline := self._deadline(s)) is not None and deadline <= now
+        ]
+        return [request_id for _, request_id in sorted(due)][:limit]
+
+    def due_escalations(self, now: datetime, *, limit: int) -> list[str]:
+        return [
+            s.id
+            for s in self.state.requests.values()
+            if s.status is Status.PENDING
+            and s.next_escalation_at is not None
+            and s.next_escalation_at <= now
+        ][:limit]
+
+    def next_deadline(self) -> datetime | None:
+        found = [d for s in self.state.requests.values() if (d := self._deadline(s))]
+        found += [
+            s.next_escalation_at
+            for s in self.state.requests.values()
+            if s.status is Status.PENDING and s.next_escalation_at
+        ]
+        return min(found, default=None)
+
+    def add_vote(self, request_id: str, vote: NewVote) -> None:
+        snap = self.state.requests[request_id]
+        if any(v.slack_user_id == vote.vote.slack_user_id for v in snap.votes):
+            raise DuplicateVote("your decision was already recorded")
+        self.state.requests[request_id] = dataclasses.replace(snap, votes=(*snap.votes, vote.vote))
+
+    def add_credential(self, credential: NewCredential) -> None:
+        self.state.credentials[credential.jti] = credential.info
+
+    def credential_live(self, jti: str) -> bool:
+        info = self.state.credentials.get(jti)
+        return info is not None and info.revoked_at is None
+
+    def revoke_credentials(
+        self, credentials: Sequence[tuple[str, str]], *, reason: str, now: datetime
+    ) -> set[str]:
+        revoked = set()
+        for request_id, jti in credentials:
+            info = self.state.credentials[jti]
+            if info.revoked_at is None:
+                self.state.credentials[jti] = dataclasses.replace(
+                    info, revoked_at=now, revoke_reason=reason
+                )
+                self.state.revocations[jti] = {
+                    "request_id": request_id,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "alerted_at": None,
+                    "last_error": None,
+                }
+                revoked.add(jti)
+        return revoked
+
+    def lease_revocations(
+        self, now: datetime, *, limit: int, until: datetime
+    ) -> list[LeasedRevocation]:
+        leased = []
+        for jti, r in self.state.revocations.items():
+            if r["status"] == "pending" and r["next_attempt_at"] <= now and len(leased) < limit:
+                r["next_attempt_at"] = until
+                r["attempts"] += 1
+                leased.append(LeasedRevocation(jti, r["request_id"], r["attempts"]))
+        return leased
+
+    def revocations_done(self, jtis: Sequence[str], now: datetime) -> dict[str, datetime | None]:
+        marked = {}
+        for jti in jtis:
+            r = self.state.revocations[jti]
+            if r["status"] != "done":
+                r.update(status="done", last_error=None)
+                marked[jti] = r["alerted_at"]
+        return marked
+
+    def revocation_failed(
+        self, jti: str, *, error: str, retry_at: datetime, alert: bool, now: datetime
+    ) -> bool | None:
+        r = self.state.revocations.get(jti)
+        if r is None or r["status"] == "done":
+            return None
+        r.update(next_attempt_at=retry_at, last_error=error)
+        if alert and r["alerted_at"] is None:
+            r["alerted_at"] = now
+            return True
+        return False
+
+    def authenticate_agent(self, key: str) -> AgentIdentity:
+        if key not in self.state.agents:
+            raise Unauthenticated()
+        return self.state.agents[key]
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.state = State()
+        self.writes = 0  # committed write transactions
+
+    @contextmanager
+    def write(self) -> Iterator[MemoryTx]:
+        saved = copy.deepcopy(self.state)
+        try:
+            yield MemoryTx(self.state)
+        except BaseException:
+            self.state.__dict__.update(saved.__dict__)
+            raise
+        self.writes += 1
+
+    @contextmanager
+    def read(self) -> Iterator[MemoryTx]:
+        yield MemoryTx(self.state)
