@@ -23,11 +23,13 @@ digest.register(app)
 
 def main() -> None:  # pragma: no cover - console entry point
     """The `stepup` command: a database that cannot be reached is one clear line, no traceback."""
-    from sqlalchemy.exc import OperationalError
+    from core.storage.database import unreachable_reason
 
     try:
         app()
-    except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0]
+    except Exception as exc:
+        reason = unreachable_reason(exc)
+        if reason is None:
+            raise
         typer.echo(f"error: cannot use the database: {reason}", err=True)
         raise SystemExit(1) from None

@@ -10,9 +10,17 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_SQLITE_PATH = Path(".stepup") / "stepup.db"
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """The driver's first line when ``exc`` says the database cannot be used, else None."""
+    if isinstance(exc, OperationalError):
+        return str(exc.orig).strip().splitlines()[0]
+    return None
 
 
 def default_database_url(base: Path | None = None) -> str:
