@@ -11,6 +11,7 @@ from core.errors import ValidationFailed
 from core.model import ActionClass, Intent
 
 MAX_PARAMETER_DEPTH = 32
+MAX_BIGINT = 2**63 - 1  # the BIGINT column of both databases
 
 
 class SubmitBody(BaseModel):
@@ -25,7 +26,7 @@ class SubmitBody(BaseModel):
     justification: str = Field(min_length=1, max_length=4000)
     parameters: dict[str, Any] = Field(default_factory=dict)
     requested_ttl_seconds: int | None = Field(default=None, ge=1, le=86400)
-    data_volume_bytes: int | None = Field(default=None, ge=0)
+    data_volume_bytes: int | None = Field(default=None, ge=0, le=MAX_BIGINT)
     on_behalf_of: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
     parent_request_id: str | None = Field(default=None, max_length=40)
     break_glass: bool = False

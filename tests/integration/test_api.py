@@ -210,6 +210,7 @@ def test_concurrent_claims_yield_one_token(live_api: LiveApi) -> None:
         (READ | {"colour": "red"}, "colour"),
         (READ | {"action_class": "telepathy"}, "action_class"),
         (READ | {"requested_ttl_seconds": "soon"}, "requested_ttl_seconds"),
+        (READ | {"data_volume_bytes": 2**63}, "data_volume_bytes"),  # over BIGINT: was a 500
         ({k: v for k, v in READ.items() if k != "target"}, "target"),
         (READ | {"agent": "someone-else"}, "agent"),
     ],

@@ -1,4 +1,5 @@
-"""schemathesis against /openapi.json of a running server: no input may cause a 5xx.
+"""schemathesis against /openapi.json of a running server: no input may cause a 5xx, and
+every answer has a documented status, media type, headers and shape.
 
 Bounded: a fixed number of examples per operation (a few hundred cases in all), derandomised
 so that a failure reproduces.
@@ -13,6 +14,13 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from bot.api.app import create_app
 from bot.api.context import ApiContext
@@ -23,6 +31,13 @@ from tests.integration.live import running
 from tests.support import OWNER, build_engine
 
 _KEYS: dict[str, str] = {}
+CONFORMANCE = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +88,7 @@ def fuzz_operation(op: schemathesis.APIOperation, key: str) -> int:
         if response.status_code >= 400:
             content_type = response.headers.get("content-type") or [""]
             assert content_type[0].startswith("application/problem+json")
+        case.validate_response(response, checks=CONFORMANCE)
 
     check()
     return calls
