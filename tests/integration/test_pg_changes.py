@@ -25,7 +25,8 @@ from bot.settings import Settings
 from core.storage.database import Database
 from core.storage.pg_changes import MAX_PAYLOAD_BYTES, PgChangeRelay, conninfo, payloads
 from tests.conftest import T0, _reset_postgres
-from tests.integration.live import running
+from tests.integration.live import LongPollWatch, running
+from tests.support import submit_body
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,9 +93,14 @@ def test_a_change_published_by_one_replica_reaches_the_other_only(
     a.publish(change("req_2", 5))
     assert [heard_b.next_id(), heard_b.next_id()] == ["req_1", "req_2"]
     b.publish(change("req_3", 2))
+    # PostgreSQL delivers notifications in commit order: had a heard its own req_1 and
+    # req_2, they would have come before req_3.
     assert heard_a.next_id() == "req_3"
-    time.sleep(0.5)  # anything else would have arrived by now
-    assert heard_a.ids.empty() and heard_b.ids.empty()  # no echo, no creation
+    # Likewise b's echo of req_3 would come before a later change from a: wait for that one,
+    # then nothing else may have been heard (no echo, and no notice of the creation).
+    a.publish(change("req_4", 2))
+    assert heard_b.next_id() == "req_4"
+    assert heard_a.ids.empty() and heard_b.ids.empty()
 
 
 @pytest.mark.postgres
@@ -127,9 +133,7 @@ def test_the_listener_reconnects_and_asks_every_waiter_to_re_read(
         admin.dispose()
     assert killed == 2  # both relays' listening sessions
     assert heard_b.resyncs.get(timeout=10)
-    deadline = time.monotonic() + 10
-    while not b.listening.is_set() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert b.listening.wait(10)
     a.publish(change("req_after", 3))
     assert heard_b.next_id() == "req_after"
 
@@ -158,13 +162,8 @@ def test_a_long_poll_on_one_replica_answers_when_the_other_commits(
     second = runtime_on(postgres_database, tmp_path, monkeypatch)
     assert first.relay is not None and second.relay is not None
     key = first.context.registry.add("deploy-bot", "owner@example.com", by="test", now=T0)
-    pending = {
-        "action": "k8s.rollout_restart",
-        "action_class": "destructive",
-        "target": "payments-api",
-        "environment": "production",
-        "justification": "deploy fix for INC-42",
-    }
+    pending = submit_body()  # a production restart: pending under the example policy
+    watch = LongPollWatch(first.context, monkeypatch)
     with ExitStack() as stack:
         for runtime in (first, second):
             runtime.start()
@@ -185,10 +184,10 @@ def test_a_long_poll_on_one_replica_answers_when_the_other_commits(
 
                 thread = threading.Thread(target=long_poll)
                 thread.start()
-                time.sleep(0.5)  # the poll is registered and waiting on replica 1
+                watch.wait_parked(req["id"])  # registered and waiting on replica 1
                 cancelled = client.post(f"{url_2}/v1/requests/{req['id']}/cancel")
                 assert cancelled.status_code == 200, cancelled.text
                 committed = time.monotonic()
                 thread.join(20)
     assert answer["body"]["status"] == "cancelled"
-    assert answer["at"] - committed < 1.0  # the re-read would have taken up to 30 s
+    assert answer["at"] - committed < 10  # well before the 20 s hold (the re-read: 30 s)

@@ -60,15 +60,9 @@ def test_outage_delays_but_never_drops_and_delivers_once(live: SlackLive) -> Non
     requests = [live.submit() for _ in range(3)]
     for req in requests:
         live.engine.service.cancel(req.id, live.agent, now=req.created_at)
-    time.sleep(1.5)  # the worker tries, fails, backs off
-    assert pending_outbox(live) >= 3 * 3  # card + refresh + note for each
-    with live.engine.db.read() as session:
-        errors = list(
-            session.execute(
-                select(OutboxRow.last_error).where(OutboxRow.last_error.is_not(None))
-            ).scalars()
-        )
-    assert errors  # failures are visible on the entries
+    # The worker tries and fails: the failures become visible on the entries.
+    live.eventually(lambda: bool(_errors(live)), timeout=10)
+    assert pending_outbox(live) >= 3 * 3  # card + refresh + note for each, none dropped
     live.slack.up()
     live.eventually(lambda: pending_outbox(live) == 0, timeout=20)
     for req in requests:
@@ -87,19 +81,27 @@ def test_burst_of_one_hundred_requests_all_get_their_cards(live: SlackLive) -> N
 def test_fifty_clicks_acknowledged_quickly_while_slack_is_slow(live: SlackLive) -> None:
     requests = [live.submit(environment="staging", action_class="write") for _ in range(5)]
     cards = {r.id: live.card(r.id) for r in requests}
-    live.slack.slow(None, 2.0)
     users = ["U0ALICE", "U0BOB", "U0EVE", "U0SAM", "U0CAROL"]
 
-    def click(i: int) -> float:
+    def click(i: int, user: str | None) -> float:
         req = requests[i % 5]
         start = time.monotonic()
-        response = live.sim.click(APPROVE, req.id, users[i // 10], message=cards[req.id])
+        response = live.sim.click(APPROVE, req.id, user or users[i // 10], message=cards[req.id])
         assert response.status_code == 200
         return time.monotonic() - start
 
-    with ThreadPoolExecutor(50) as pool:
-        durations = list(pool.map(click, range(50)))
-    assert max(durations) < 3.0, sorted(durations)[-5:]
+    def fifty_clicks(user: str | None = None) -> list[float]:
+        with ThreadPoolExecutor(50) as pool:
+            return list(pool.map(lambda i: click(i, user), range(50)))
+
+    # The control: the same burst with Slack answering at once (Eve's clicks, refused), so the
+    # bound below holds however loaded the machine is. Slack's own limit is 3 s.
+    control = max(fifty_clicks("U0EVE"))
+    delay = 6.0
+    live.slack.slow(None, delay)
+    durations = fifty_clicks()
+    # A click acknowledged only after any Slack call would take the whole delay on top.
+    assert max(durations) < control + delay / 2, (control, sorted(durations)[-5:])
     live.slack.slow(None, 0)
     live.eventually(
         lambda: all(live.engine.service.get(r.id).status is Status.APPROVED for r in requests),

@@ -14,10 +14,10 @@ from bot.slack.cards import APPROVE
 from bot.slack_emulator import payloads
 from bot.slack_emulator.server import SlackStandIn
 from core.agents import AgentRegistry
-from core.model import ActionClass, Intent, Status
+from core.model import Status
 from core.storage.database import Database
 from tests.integration.slack_env import BOT_TOKEN, OWNER, SIGNING_SECRET, SLACK_POLICY
-from tests.support import build_engine
+from tests.support import build_engine, eventually, intent
 
 
 def test_a_click_arrives_over_socket_mode_and_is_recorded(db: Database, tmp_path: Path) -> None:
@@ -40,15 +40,14 @@ def test_a_click_arrives_over_socket_mode_and_is_recorded(db: Database, tmp_path
         handler.connect()
         try:
             slack.socket_mode.wait_connected(timeout=10)
-            intent = Intent(
-                agent=agent.id,
+            migration = intent(
+                agent,
                 action="db.migrate",
-                action_class=ActionClass.DESTRUCTIVE,
                 target="orders-db",
                 environment="staging",
                 justification="migration 42",
             )
-            request, _ = engine.service.submit(agent, intent, now=datetime.now(UTC))
+            request, _ = engine.service.submit(agent, migration, now=datetime.now(UTC))
             assert request.status is Status.PENDING
             click = payloads.block_actions(
                 action=payloads.button_action(
@@ -64,14 +63,11 @@ def test_a_click_arrives_over_socket_mode_and_is_recorded(db: Database, tmp_path
             )
             envelope = slack.socket_mode.push("interactive", click)
             slack.socket_mode.wait_ack(envelope, timeout=5)  # acknowledged within Slack's 3 s
-            deadline = time.monotonic() + 10
-            while (
-                engine.service.get(request.id).status is not Status.APPROVED
-                and time.monotonic() < deadline
-            ):
-                time.sleep(0.05)
-            approved = engine.service.get(request.id)
-            assert approved.status is Status.APPROVED
+            approved = eventually(
+                lambda: engine.service.get(request.id),
+                until=lambda snapshot: snapshot.status is Status.APPROVED,
+                message="the click was not recorded",
+            )
             assert [v.email for v in approved.approvals] == ["alice@example.com"]
             assert slack.calls("apps.connections.open")[0].ok
         finally:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, time
-from time import monotonic, sleep
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot.digest_job import CATCH_UP_JOB_ID, JOB_ID, schedule_digest
+from tests.support import eventually
 
 PARIS = "Europe/Paris"
 
@@ -116,7 +116,9 @@ def test_catch_up_runs_at_start(scheduler: BackgroundScheduler) -> None:
     assert posted.wait(10)
     # A one-shot job: the scheduler drops it once run. Waiting for that also keeps the
     # teardown's shutdown from racing the scheduler thread's own removal of the job.
-    deadline = monotonic() + 10
-    while scheduler.get_job(CATCH_UP_JOB_ID) is not None and monotonic() < deadline:
-        sleep(0.01)
-    assert scheduler.get_job(CATCH_UP_JOB_ID) is None
+    eventually(
+        lambda: scheduler.get_job(CATCH_UP_JOB_ID),
+        until=lambda job: job is None,
+        interval=0.01,
+        message="the one-shot catch-up job was kept",
+    )
