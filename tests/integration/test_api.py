@@ -152,7 +152,7 @@ def test_long_poll_times_out_with_current_state(live_api: LiveApi) -> None:
         req = c.post("/v1/requests", json=PROD_RESTART).json()
         start = time.monotonic()
         polled = c.get(f"/v1/requests/{req['id']}", params={"wait": 1})
-        assert 0.9 < time.monotonic() - start < 3
+        assert 0.9 < time.monotonic() - start < 5  # held for the second asked, then answered
         assert polled.json()["status"] == "pending"
         assert_problem(c.get(f"/v1/requests/{req['id']}", params={"wait": 61}), 422)
 
@@ -314,11 +314,11 @@ def test_long_poll_answers_at_once_when_nothing_can_change_or_already_changed(
         assert (
             c.get(f"/v1/requests/{denied['id']}", params={"wait": 5}).json()["status"] == "denied"
         )
-        assert time.monotonic() - start < 1  # final: it cannot change
+        assert time.monotonic() - start < 2.5  # final, so it cannot change: not held for 5 s
         allowed = c.post("/v1/requests", json=READ).json()
         start = time.monotonic()
         seen = c.get(f"/v1/requests/{allowed['id']}", params={"wait": 5, "since": "pending"}).json()
-        assert seen["status"] == "approved" and time.monotonic() - start < 1
+        assert seen["status"] == "approved" and time.monotonic() - start < 2.5
         assert_problem(
             c.get(f"/v1/requests/{allowed['id']}", params={"wait": 1, "since": "bogus"}), 422
         )

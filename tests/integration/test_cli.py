@@ -36,7 +36,7 @@ from core.storage.migrate import alembic_config
 from core.storage.tables import AuditRow
 from tests.conftest import T0
 from tests.integration.test_audit_store import rewrite_from
-from tests.support import OWNER, TEST_POLICY, build_engine, intent
+from tests.support import OWNER, TEST_POLICY, build_engine, intent, submit_body
 
 STEPUP = Path(sys.executable).parent / "stepup"
 EXAMPLE_POLICY = Path(__file__).resolve().parents[2] / "manifests" / "policy.example.yaml"
@@ -158,15 +158,7 @@ def test_policy_check_reports_unreadable_files_once(cli: Cli, tmp_path: Path) ->
 
 def test_policy_explain_shows_the_deciding_rule(cli: Cli, tmp_path: Path) -> None:
     policy = write(tmp_path / "policy.yaml", TEST_POLICY)
-    request = {
-        "action": "k8s.rollout_restart",
-        "action_class": "destructive",
-        "target": "payments-api",
-        "environment": "production",
-        "justification": "INC-42",
-        "agent": "deploy-bot",
-        "now": "2026-11-02T09:30:00Z",
-    }
+    request = submit_body() | {"agent": "deploy-bot", "now": "2026-11-02T09:30:00Z"}
     req = write(tmp_path / "req.json", json.dumps(request))
     out = cli.run("policy", "explain", str(policy), "--request", str(req))
     assert out.code == 0, out.stderr
