@@ -6,6 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from core.approvals import tally
 from core.model import Status
 from core.snapshots import RequestSnapshot
 
@@ -56,7 +57,8 @@ def parameters_text(snapshot: RequestSnapshot) -> str:
 
 def approvals_text(snapshot: RequestSnapshot) -> str:
     got = snapshot.approvals
-    line = f"{len(got)} of {snapshot.terms.quorum}"
+    count = tally(snapshot.votes, snapshot.terms.quorum)
+    line = f"{count.received} of {count.required}"
     if got:
         line += ": " + ", ".join(
             f"{v.name or v.email or v.slack_user_id} ({when(v.at)})" for v in got

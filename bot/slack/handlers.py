@@ -18,6 +18,7 @@ from bot.slack.alerts import break_glass_blocks
 from bot.slack.cards import when
 from bot.slack.directory import SlackDirectory
 from bot.slack.views import confirm_modal, deny_modal, home_view
+from core.approvals import tally
 from core.errors import IllegalTransition, NotEligible, NotFound, StepupError, ValidationFailed
 from core.model import Approver, Status, Vote
 from core.service import Stepup
@@ -202,7 +203,7 @@ class ApprovalActions:
                 return "Nothing is waiting for your decision."
             return "\n".join(
                 f"• `{s.id}` *{s.action}* on *{s.target}* ({s.environment}) — "
-                f"{len(s.approvals)} of "
+                f"{tally(s.votes, s.terms.quorum).received} of "
                 f"{s.terms.quorum}, decide before {when(s.expires_at)}"
                 for s in pending
             )
