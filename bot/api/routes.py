@@ -33,6 +33,7 @@ from core.snapshots import RequestSnapshot
 
 router = APIRouter()
 Agent = Annotated[AgentKey, Depends(agent_key)]
+_LOCATION = {"Location": {"description": "The request's URL", "schema": {"type": "string"}}}
 
 
 class CompleteBody(BaseModel):
@@ -54,7 +55,12 @@ def _answer(snapshot: RequestSnapshot, status_code: int = 200, **headers: str) -
     tags=["requests"],
     response_model=RequestView,
     responses={
-        200: {"model": RequestView, "description": "The first answer to this Idempotency-Key"},
+        201: {"description": "A new request", "headers": _LOCATION},
+        200: {
+            "model": RequestView,
+            "description": "The first answer to this Idempotency-Key",
+            "headers": _LOCATION,
+        },
         **problem_responses(401, 404, 409, 413, 422),
     },
 )

@@ -216,4 +216,7 @@ def test_the_document_declares_these_models_and_problem_media_type(api: Api) -> 
         assert {"401", "404", "422"} <= errors.keys()
         for answer in errors.values():
             assert answer["content"] == {"application/problem+json": {"schema": problem}}
+    submit = document["paths"]["/v1/requests"]["post"]["responses"]
+    assert submit["200"]["content"]["application/json"]["schema"] == view  # a replayed key
+    assert all("Location" in submit[ok]["headers"] for ok in ("200", "201"))
     assert "HTTPValidationError" not in document["components"]["schemas"]
