@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from core.approvals import tally
 from core.snapshots import RequestSnapshot
 
 
@@ -37,7 +38,7 @@ def request_json(snapshot: RequestSnapshot) -> dict[str, Any]:
         "decided_at": _iso(snapshot.decided_at),
         "approvals": {
             "required": snapshot.terms.quorum if snapshot.terms.approver_groups else 0,
-            "received": len(snapshot.approvals),
+            "received": tally(snapshot.votes, snapshot.terms.quorum).received,
             "approvers": [
                 {
                     "name": v.name,
