@@ -17,7 +17,7 @@ from bot.digest_job import schedule_digest
 from bot.scheduler import DeadlineScheduler
 from bot.settings import Settings
 from bot.slack.app import SlackRuntime, build_slack
-from bot.slack.digest_blocks import digest_blocks
+from bot.slack.digest_blocks import digest_message
 from bot.slack.events_route import slack_router
 from bot.wiring import build_service
 from core.agents import AgentRegistry
@@ -90,7 +90,7 @@ def build_runtime(settings: Settings) -> Runtime:
                 now=utc_now(),
                 timezone=settings.timezone,
                 channel=channel,
-                render_blocks=digest_blocks,
+                render=digest_message,
             )
 
         schedule_digest(

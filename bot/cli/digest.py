@@ -55,7 +55,7 @@ def digest(
 
 
 def _post(settings: Settings, db: Database, keyring: KeyRing, when: datetime) -> None:
-    from bot.slack.digest_blocks import digest_blocks
+    from bot.slack.digest_blocks import digest_message
     from core.digest import digest_day, post_digest
 
     channel = str(settings.security_channel)
@@ -66,7 +66,7 @@ def _post(settings: Settings, db: Database, keyring: KeyRing, when: datetime) ->
         now=when,
         timezone=settings.timezone,
         channel=channel,
-        render_blocks=digest_blocks,
+        render=digest_message,
     )
     if not posted:
         typer.echo(f"the digest for {day} was already posted; not posted again")

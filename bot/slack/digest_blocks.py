@@ -6,6 +6,7 @@ is cut to fit and ends with "… and N more"; the whole digest stays in ``stepup
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from core.digest import (
     expired_line,
     minute_utc,
     refused_line,
+    render_text,
     request_lines,
     revocation_line,
     top_line,
@@ -123,3 +125,15 @@ def digest_blocks(digest: Digest) -> list[dict[str, Any]]:
         },
     ]
     return blocks[:MAX_BLOCKS]
+
+
+TEXT_LIST_LIMIT = 20  # items per list in the message's fallback text
+TEXT_MAX = 39_000  # Slack refuses a message text over 40,000 characters
+
+
+def digest_message(digest: Digest) -> tuple[str, str]:
+    """The digest as a Slack message: fallback text within Slack's limit, and the blocks."""
+    text = render_text(digest, limit=TEXT_LIST_LIMIT)
+    if len(text) > TEXT_MAX:
+        text = text[: TEXT_MAX - 1] + "…"
+    return text, json.dumps(digest_blocks(digest))

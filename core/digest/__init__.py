@@ -2,8 +2,8 @@
 
 ``read_digest`` reads (``build_digest`` in one snapshot); ``post_digest`` records the day in
 ``digests`` and queues the message in the same transaction, so replicas that fire at once post
-each day's digest once. Core says what the figures are; the Slack edge passes
-``render_blocks`` to say how they look.
+each day's digest once. Core says what the figures are; the Slack edge passes ``render``,
+which turns them into the message (text and blocks, within Slack's limits).
 
 Windowed figures count events whose time falls in ``[start, now)``, and each posted digest
 starts where the previous one ended, so consecutive digests neither miss nor repeat an event:
@@ -26,8 +26,6 @@ from core.digest.model import (
     MAX_WINDOW,
     OUTCOMES,
     REFUSAL_KINDS,
-    SLACK_TEXT_LIST_LIMIT,
-    SLACK_TEXT_MAX,
     TIERS,
     TOP,
     ActiveCredential,
@@ -42,7 +40,7 @@ from core.digest.model import (
     RevocationFailure,
     TierOutcome,
 )
-from core.digest.posting import BlockRenderer, digest_day, post_digest
+from core.digest.posting import DigestRenderer, digest_day, plain_message, post_digest
 from core.digest.text import (
     active_line,
     audit_line,
@@ -65,17 +63,15 @@ __all__ = [
     "MAX_WINDOW",
     "OUTCOMES",
     "REFUSAL_KINDS",
-    "SLACK_TEXT_LIST_LIMIT",
-    "SLACK_TEXT_MAX",
     "TIERS",
     "TOP",
     "ActiveCredential",
     "AuditStatus",
-    "BlockRenderer",
     "BreakGlassUse",
     "DecisionTimes",
     "Denial",
     "Digest",
+    "DigestRenderer",
     "Expired",
     "RefusedClick",
     "RequestRef",
@@ -96,6 +92,7 @@ __all__ = [
     "minute_utc",
     "outcome_of",
     "percentiles",
+    "plain_message",
     "post_digest",
     "read_digest",
     "refused_line",

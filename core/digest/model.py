@@ -14,8 +14,6 @@ REFUSAL_KINDS = ("ineligible", "sponsor", "owner")
 # How a request ended up, in display order: the decision, not the lifecycle status.
 OUTCOMES = ("allowed", "break-glass", "approved", "denied", "expired", "cancelled", "pending")
 TIERS = tuple(t.value for t in Tier)
-SLACK_TEXT_LIST_LIMIT = 20  # items per list in the Slack fallback text
-SLACK_TEXT_MAX = 39_000  # Slack refuses a message text over 40,000 characters
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -15,8 +13,6 @@ from core.digest.figures import read_digest
 from core.digest.model import (
     DAY,
     MAX_WINDOW,
-    SLACK_TEXT_LIST_LIMIT,
-    SLACK_TEXT_MAX,
     Digest,
 )
 from core.digest.text import (
@@ -28,7 +24,13 @@ from core.storage.database import Database
 from core.storage.sql_store import SqlOutbox
 from core.storage.tables import DigestRow
 
-BlockRenderer = Callable[[Digest], list[dict[str, Any]]]
+DigestRenderer = Callable[[Digest], tuple[str, str]]
+"""The digest as a message: its text, and its blocks as JSON ("" for none)."""
+
+
+def plain_message(digest: Digest) -> tuple[str, str]:
+    """The digest as plain text, no blocks (for a channel that has no richer form)."""
+    return render_text(digest), ""
 
 
 def digest_day(now: datetime, timezone: str) -> str:
@@ -43,7 +45,7 @@ def post_digest(
     now: datetime,
     timezone: str,
     channel: str,
-    render_blocks: BlockRenderer | None = None,
+    render: DigestRenderer = plain_message,
     window: timedelta | None = None,
 ) -> bool:
     """Queue the day's digest for ``channel``; False when this day's digest already exists.
@@ -63,10 +65,7 @@ def post_digest(
     if window is None:
         window = min(now - previous, MAX_WINDOW) if previous is not None else DAY
     digest = read_digest(db, keyring, now=now, window=window)
-    text = render_text(digest, limit=SLACK_TEXT_LIST_LIMIT)
-    if len(text) > SLACK_TEXT_MAX:
-        text = text[: SLACK_TEXT_MAX - 1] + "…"
-    blocks = json.dumps(render_blocks(digest)) if render_blocks is not None else ""
+    text, blocks = render(digest)
     try:
         with db.write() as session:
             session.add(

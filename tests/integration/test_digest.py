@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text, update
 
-from bot.slack.digest_blocks import digest_blocks
+from bot.slack.digest_blocks import digest_blocks, digest_message
 from bot.slack_emulator.server import SlackStandIn
 from core.digest import (
     ActiveCredential,
@@ -428,7 +428,7 @@ def channel_messages(db: Database) -> list[OutboxRow]:
 
 def test_posting_is_once_per_day(traffic: Traffic) -> None:
     db, keyring = traffic.engine.db, traffic.engine.keyring
-    post = {"timezone": "Europe/Paris", "channel": SECURITY, "render_blocks": digest_blocks}
+    post = {"timezone": "Europe/Paris", "channel": SECURITY, "render": digest_message}
     assert post_digest(db, keyring, now=NOW, **post) is True  # type: ignore[arg-type]
     assert post_digest(db, keyring, now=NOW + timedelta(hours=5), **post) is False  # type: ignore[arg-type]
     with db.read() as session:
