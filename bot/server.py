@@ -21,9 +21,9 @@ from bot.slack.digest_blocks import digest_message
 from bot.slack.events_route import slack_router
 from bot.wiring import build_service
 from core.agents import AgentRegistry
-from core.digest import post_digest
 from core.errors import StepupError
 from core.storage.pg_changes import PgChangeRelay
+from core.usecases.digest import post_digest
 
 logger = logging.getLogger("stepup")
 

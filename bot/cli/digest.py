@@ -38,7 +38,8 @@ def digest(
     if post_now and not settings.security_channel:
         raise fail("--now needs STEPUP_SECURITY_CHANNEL, the channel the digest goes to")
     from bot.wiring import open_database, open_keyring
-    from core.digest import read_digest, render_text
+    from core.digest import render_text
+    from core.storage.digest_repo import read_digest
 
     when = utc_now()
     db = open_database(settings)
@@ -56,7 +57,7 @@ def digest(
 
 def _post(settings: Settings, db: Database, keyring: KeyRing, when: datetime) -> None:
     from bot.slack.digest_blocks import digest_message
-    from core.digest import digest_day, post_digest
+    from core.usecases.digest import digest_day, post_digest
 
     channel = str(settings.security_channel)
     day = digest_day(when, settings.timezone)

@@ -1,6 +1,8 @@
 """The daily digest: what happened in a window, who holds access now, and the audit chain's head.
 
-``read_digest`` reads (``build_digest`` in one snapshot); ``post_digest`` records the day in
+This package is the digest's figures (``model``) and its plain text (``text``), pure.
+``core/storage/digest_repo.py`` reads the figures (``read_digest``, in one snapshot);
+``core/usecases/digest.py`` posts a day's digest (``post_digest``): records the day in
 ``digests`` and queues the message in the same transaction, so replicas that fire at once post
 each day's digest once. Core says what the figures are; the Slack edge passes ``render``,
 which turns them into the message (text and blocks, within Slack's limits).
@@ -13,14 +15,6 @@ clicks by their audit entry.
 
 from __future__ import annotations
 
-from core.digest.figures import (
-    Window,
-    audit_status,
-    build_digest,
-    outcome_of,
-    percentiles,
-    read_digest,
-)
 from core.digest.model import (
     DAY,
     MAX_WINDOW,
@@ -40,7 +34,6 @@ from core.digest.model import (
     RevocationFailure,
     TierOutcome,
 )
-from core.digest.posting import DigestRenderer, digest_day, plain_message, post_digest
 from core.digest.text import (
     active_line,
     audit_line,
@@ -71,30 +64,20 @@ __all__ = [
     "DecisionTimes",
     "Denial",
     "Digest",
-    "DigestRenderer",
     "Expired",
     "RefusedClick",
     "RequestRef",
     "RevocationFailure",
     "TierOutcome",
-    "Window",
     "active_line",
     "audit_line",
-    "audit_status",
     "break_glass_line",
-    "build_digest",
     "decision_line",
     "denial_line",
     "describe",
-    "digest_day",
     "expired_line",
     "format_seconds",
     "minute_utc",
-    "outcome_of",
-    "percentiles",
-    "plain_message",
-    "post_digest",
-    "read_digest",
     "refused_line",
     "render_text",
     "request_lines",

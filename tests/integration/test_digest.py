@@ -30,8 +30,6 @@ from core.digest import (
     RequestRef,
     RevocationFailure,
     TierOutcome,
-    build_digest,
-    post_digest,
     render_text,
 )
 from core.errors import NotEligible
@@ -40,7 +38,9 @@ from core.policy.engine import NO_MATCH_REASON
 from core.storage.agents_repo import AgentIdentity
 from core.storage.audit_store import chain_snapshot, read_head
 from core.storage.database import Database
+from core.storage.digest_repo import build_digest
 from core.storage.tables import AuditRow, DigestRow, OutboxRow, RequestRow, RevocationRow
+from core.usecases.digest import post_digest
 from tests.conftest import T0
 from tests.support import OWNER, SPONSOR, Engine, build_engine, intent
 

@@ -1,4 +1,5 @@
-"""Reading the figures of a window from the database."""
+"""The digest in SQL: the figures of a window, read in one snapshot, and the record of each
+day's posted digest."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import exists, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.audit.chain import verify_chain
@@ -37,7 +39,9 @@ from core.keys import KeyRing
 from core.model import Status
 from core.storage.audit_store import chain_snapshot, iter_entries, read_head
 from core.storage.database import Database
-from core.storage.tables import AuditRow, RequestRow, RevocationRow, VoteRow
+from core.storage.sql_store import SqlOutbox
+from core.storage.tables import AuditRow, DigestRow, RequestRow, RevocationRow, VoteRow
+from core.store import OutboxSink
 from core.terms import Terms
 
 
@@ -263,3 +267,36 @@ def audit_status(session: Session, keyring: KeyRing) -> AuditStatus:
 
 
 # -- text -------------------------------------------------------------------------------------
+
+
+def already_posted(db: Database, day: str, now: datetime) -> tuple[bool, datetime | None]:
+    """Whether ``day``'s digest exists, and when the last digest before ``now`` was made."""
+    with db.read() as session:
+        if session.get(DigestRow, day) is not None:
+            return True, None
+        previous = session.execute(
+            select(func.max(DigestRow.created_at)).where(DigestRow.created_at < now)
+        ).scalar_one()
+    return False, previous
+
+
+def record_posted(
+    db: Database, day: str, digest: Digest, now: datetime, queue: Callable[[OutboxSink], None]
+) -> bool:
+    """Record ``day``'s digest and queue its message in one transaction; False when another
+    replica recorded the day first (the row's primary key lets exactly one commit)."""
+    try:
+        with db.write() as session:
+            session.add(
+                DigestRow(
+                    day=day,
+                    created_at=now,
+                    head_seq=digest.audit.head_seq,
+                    head_hash=digest.audit.head_hash,
+                )
+            )
+            session.flush()  # a replica that got there first makes this fail
+            queue(SqlOutbox(session))
+    except IntegrityError:
+        return False
+    return True

@@ -1,4 +1,4 @@
-"""Posting: one digest per day, recorded and queued in one transaction."""
+"""Posting the daily digest: once per day, recorded and queued in one transaction."""
 
 from __future__ import annotations
 
@@ -6,23 +6,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
-
-from core.digest.figures import read_digest
-from core.digest.model import (
-    DAY,
-    MAX_WINDOW,
-    Digest,
-)
-from core.digest.text import (
-    render_text,
-)
+from core.digest import DAY, MAX_WINDOW, Digest, render_text
 from core.keys import KeyRing
 from core.notices import Notices
 from core.storage.database import Database
-from core.storage.sql_store import SqlOutbox
-from core.storage.tables import DigestRow
+from core.storage.digest_repo import already_posted, read_digest, record_posted
 
 DigestRenderer = Callable[[Digest], tuple[str, str]]
 """The digest as a message: its text, and its blocks as JSON ("" for none)."""
@@ -56,28 +44,17 @@ def post_digest(
     25 hours around a DST change, or a digest posted early with ``--now``, miss nothing.
     """
     day = digest_day(now, timezone)
-    with db.read() as session:
-        if session.get(DigestRow, day) is not None:
-            return False
-        previous = session.execute(
-            select(func.max(DigestRow.created_at)).where(DigestRow.created_at < now)
-        ).scalar_one()
+    posted, previous = already_posted(db, day, now)
+    if posted:
+        return False
     if window is None:
         window = min(now - previous, MAX_WINDOW) if previous is not None else DAY
     digest = read_digest(db, keyring, now=now, window=window)
     text, blocks = render(digest)
-    try:
-        with db.write() as session:
-            session.add(
-                DigestRow(
-                    day=day,
-                    created_at=now,
-                    head_seq=digest.audit.head_seq,
-                    head_hash=digest.audit.head_hash,
-                )
-            )
-            session.flush()  # a replica that got there first makes this fail
-            Notices(SqlOutbox(session), now).channel(None, channel, text, blocks=blocks)
-    except IntegrityError:
-        return False
-    return True
+    return record_posted(
+        db,
+        day,
+        digest,
+        now,
+        lambda outbox: Notices(outbox, now).channel(None, channel, text, blocks=blocks),
+    )
