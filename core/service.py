@@ -27,9 +27,9 @@ from core.usecases.parts import ChangeListener, Parts
 from core.usecases.reading import Reading
 from core.usecases.revoking import Revoking
 from core.usecases.sessions import Sessions
-from core.usecases.submitting import Submitting, intent_record, terms_from
+from core.usecases.submitting import Submitting, intent_fields, terms_from
 
-__all__ = ["ChangeListener", "ExpiryResult", "Stepup", "VoteResult", "intent_record", "terms_from"]
+__all__ = ["ChangeListener", "ExpiryResult", "Stepup", "VoteResult", "intent_fields", "terms_from"]
 
 
 class Stepup:

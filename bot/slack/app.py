@@ -203,7 +203,7 @@ def build_slack(
             return
         ack()
         meta = json.loads(view.get("private_metadata") or "{}")
-        later(_record, meta, body["user"]["id"], Vote.DENY, reason, None)
+        later(_vote, meta, body["user"]["id"], Vote.DENY, reason, None)
 
     @app.view(CONFIRM_MODAL)
     def _confirm_submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
@@ -216,12 +216,12 @@ def build_slack(
             ack(response_action="errors", errors={CONFIRM_BLOCK: problem})
             return
         ack()
-        later(_record, meta, body["user"]["id"], Vote.APPROVE, None, typed.strip())
+        later(_vote, meta, body["user"]["id"], Vote.APPROVE, None, typed.strip())
 
-    def _record(
+    def _vote(
         meta: dict[str, Any], user_id: str, vote: Vote, reason: str | None, typed: str | None
     ) -> None:
-        actions.record(
+        actions.vote(
             str(meta.get("request_id", "")),
             user_id,
             meta.get("channel"),

@@ -92,7 +92,7 @@ class ApprovalActions:
             if trigger_id:
                 self.client.views_open(trigger_id=trigger_id, view=confirm_modal(snapshot, channel))
             return
-        self.record(request_id, user_id, channel, Vote.APPROVE)
+        self.vote(request_id, user_id, channel, Vote.APPROVE)
 
     def deny_clicked(
         self, request_id: str, user_id: str, channel: str | None, trigger_id: str | None
@@ -100,7 +100,7 @@ class ApprovalActions:
         if trigger_id:
             self.client.views_open(trigger_id=trigger_id, view=deny_modal(request_id, channel))
 
-    def record(
+    def vote(
         self,
         request_id: str,
         user_id: str,

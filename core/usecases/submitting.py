@@ -47,7 +47,7 @@ class Submitting:
         decision = self.parts.policy.current.evaluate(intent, now)
         try:
             with self.parts.store.write() as tx:
-                created = self._record(
+                created = self._insert(
                     tx, agent, intent, decision, now, idempotency_key, body_digest
                 )
         except DuplicateIdempotencyKey:
@@ -80,11 +80,11 @@ class Submitting:
             agent = tx.authenticate_agent(key)
             intent = draft(agent.id)
             decision = self.parts.policy.current.evaluate(intent, now)
-            created = self._record(tx, agent, intent, decision, now, None, _body_digest(intent))
+            created = self._insert(tx, agent, intent, decision, now, None, _body_digest(intent))
         self.parts.feed.publish([created])
         return created, True
 
-    def _record(
+    def _insert(
         self,
         tx: StoreTx,
         agent: AgentIdentity,
@@ -97,13 +97,13 @@ class Submitting:
         """The request, its audit entries and notices, in the caller's transaction."""
         if intent.parent_request_id is not None:
             tx.load(intent.parent_request_id, agent_id=agent.id)
-        record = intent_record(intent)
+        fields = intent_fields(intent)
         values = self._new_values(
-            agent, intent, record, decision, now, idempotency_key, body_digest
+            agent, intent, fields, decision, now, idempotency_key, body_digest
         )
         created = tx.insert(values)  # the idempotency key's constraint fires here
         audit = tx.audit
-        audit.intent_submitted(created.id, agent.id, record, now)
+        audit.intent_submitted(created.id, agent.id, fields, now)
         audit.policy_decided(
             created.id,
             {
@@ -154,7 +154,7 @@ class Submitting:
     def _new_values(
         agent: AgentIdentity,
         intent: Intent,
-        record: dict[str, Any],
+        fields: dict[str, Any],
         decision: PolicyDecision,
         now: datetime,
         idempotency_key: str | None,
@@ -167,9 +167,9 @@ class Submitting:
         else:
             status, expires_at, decided_at = Status.PENDING, now + decision.approval_timeout, None
         terms = terms_from(decision)
-        # The intent's fields as the audit records them (``record``) are the request's columns
+        # The intent's fields as the audit records them (``fields``) are the request's columns
         # of the same names; the agent is the key's (``agent_id``), not a column of its own.
-        intent_columns = {name: value for name, value in record.items() if name != "agent"}
+        intent_columns = {name: value for name, value in fields.items() if name != "agent"}
         return intent_columns | {
             "id": "req_" + uuid.uuid4().hex,
             "agent_id": agent.id,
@@ -196,7 +196,7 @@ class Submitting:
 
 def _body_digest(intent: Intent) -> str:
     """What an idempotency key is bound to: the whole intent, parameters included."""
-    return parameters_digest(intent_record(intent) | {"parameters": intent.parameters})
+    return parameters_digest(intent_fields(intent) | {"parameters": intent.parameters})
 
 
 def terms_from(decision: PolicyDecision) -> Terms:
@@ -217,7 +217,7 @@ def terms_from(decision: PolicyDecision) -> Terms:
     )
 
 
-def intent_record(intent: Intent) -> dict[str, Any]:
+def intent_fields(intent: Intent) -> dict[str, Any]:
     """The intent as the audit log records it (its fields are the request's columns too)."""
     return {
         "agent": intent.agent,

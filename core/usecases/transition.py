@@ -119,7 +119,7 @@ class UnitOfWork:
             after.append(new)
         self.tx.save(changes, now)
         for step, new in zip(steps, after, strict=True):
-            self._record(step, new, revoked)
+            self._write_audit(step, new, revoked)
             self._tell(step, new)
             self.changed[new.id] = new
         return after
@@ -143,7 +143,7 @@ class UnitOfWork:
             revoked |= self.tx.revoke_credentials(credentials, reason=reason, now=self.now)
         return revoked
 
-    def _record(self, step: Step, new: RequestSnapshot, revoked: set[str]) -> None:
+    def _write_audit(self, step: Step, new: RequestSnapshot, revoked: set[str]) -> None:
         """The audit entries of a step, in the transaction of its change."""
         audit, now, snap = self.audit, self.now, step.snapshot
         if snap.credential is not None and snap.credential.jti in revoked:
