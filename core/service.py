@@ -189,10 +189,11 @@ class Stepup:
         person: Approver,
         *,
         now: datetime,
+        reason: str,
         usergroup_members: Mapping[str, frozenset[str]] | None = None,
     ) -> RequestSnapshot:
         return self.sessions.revoke_by_person(
-            request_id, person, now=now, usergroup_members=usergroup_members
+            request_id, person, now=now, reason=reason, usergroup_members=usergroup_members
         )
 
     def review_break_glass(

@@ -27,6 +27,11 @@ from core.snapshots import RequestSnapshot
 logger = logging.getLogger(__name__)
 
 
+def revoked_in_slack(person: Approver) -> str:
+    """The reason recorded when someone revokes from Slack (a button or ``/stepup revoke``)."""
+    return f"revoked in Slack by {person.name or person.email or person.slack_user_id}"
+
+
 class ApprovalActions:
     def __init__(
         self,
@@ -140,7 +145,11 @@ class ApprovalActions:
         approver = self.directory.approver(user_id)
         try:
             self.service.revoke_by_person(
-                request_id, approver, now=self.clock(), usergroup_members=self.usergroups()
+                request_id,
+                approver,
+                now=self.clock(),
+                reason=revoked_in_slack(approver),
+                usergroup_members=self.usergroups(),
             )
         except NotEligible as refusal:
             self.tell(channel, user_id, f":no_entry: {refusal.detail}.")
@@ -215,10 +224,12 @@ class ApprovalActions:
             return f"`{s.id}` *{s.action}* on *{s.target}* ({s.environment}): *{s.status.value}*"
         if verb == "revoke" and len(words) == 2:
             try:
+                person = self.directory.approver(user_id)
                 self.service.revoke_by_person(
                     words[1],
-                    self.directory.approver(user_id),
+                    person,
                     now=self.clock(),
+                    reason=revoked_in_slack(person),
                     usergroup_members=self.usergroups(),
                 )
             except (NotEligible, IllegalTransition, NotFound, ValidationFailed) as exc:

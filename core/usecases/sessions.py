@@ -130,9 +130,10 @@ class Sessions:
         person: Approver,
         *,
         now: datetime,
+        reason: str,
         usergroup_members: Mapping[str, frozenset[str]] | None = None,
     ) -> RequestSnapshot:
-        """Revoke from Slack: the request's approvers, its sponsor and the agent's owner may."""
+        """A person revokes: the request's approvers, its sponsor and the agent's owner may."""
         with self.parts.store.read() as tx:
             snap = tx.load(request_id)
         if not is_sponsor_or_owner(person, snap.on_behalf_of, snap.owner_email):
@@ -146,6 +147,4 @@ class Sessions:
                 usergroup_members=usergroup_members,
             )
         who = person.email or person.slack_user_id
-        return self.revoke(
-            request_id, by=who, reason=f"revoked in Slack by {person.name or who}", now=now
-        )
+        return self.revoke(request_id, by=who, reason=reason, now=now)
