@@ -16,6 +16,7 @@ class AuditKind(StrEnum):
     REQUEST_DENIED = "request.denied"
     REQUEST_EXPIRED = "request.expired"
     REQUEST_CANCELLED = "request.cancelled"
+    REQUEST_REVOKED = "request.revoked"  # an approval revoked before its credential was claimed
     CREDENTIAL_ISSUED = "credential.issued"
     CREDENTIAL_REVOKED = "credential.revoked"
     SESSION_COMPLETED = "session.completed"
@@ -104,6 +105,15 @@ class AuditLog:
 
     def request_cancelled(self, request_id: str, by: str, at: datetime) -> None:
         self._append(AuditKind.REQUEST_CANCELLED, at=at, request_id=request_id, actor=by, data={})
+
+    def request_revoked(self, request_id: str, by: str, reason: str, at: datetime) -> None:
+        self._append(
+            AuditKind.REQUEST_REVOKED,
+            at=at,
+            request_id=request_id,
+            actor=by,
+            data={"reason": reason},
+        )
 
     def credential_issued(
         self, request_id: str, agent: str, credential: dict[str, Any], at: datetime

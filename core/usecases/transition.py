@@ -165,7 +165,10 @@ class UnitOfWork:
             audit.session_completed(
                 snap.id, step.actor, step.detail["outcome"], step.detail.get("detail", ""), now
             )
-        # REVOKE: the credential's revocation above is its entry.
+        elif event is Event.REVOKE and snap.status is not Status.ACTIVE:
+            # An approval revoked before it was claimed; an active one's entry is the
+            # credential's revocation above.
+            audit.request_revoked(snap.id, step.actor, step.reason or "", now)
 
     def _fact(self, step: Step, new: RequestSnapshot) -> Fact | None:
         if step.fact is not None:

@@ -252,3 +252,15 @@ def test_a_pre_authorised_read_needs_no_human(world: World) -> None:
     assert snap.status is Status.APPROVED and world.notices(snap.id) == []
     claimed, _ = world.service.claim(snap.id, AGENT, now=T0)
     assert claimed.status is Status.ACTIVE
+
+
+def test_revoking_an_unclaimed_approval_is_audited(world: World) -> None:
+    request_id = approved(world)
+    world.service.revoke(request_id, by="admin@example.com", reason="wrong target", now=T0)
+    entry = world.store.state.audit[-1]
+    assert (entry.kind, entry.actor, entry.data) == (
+        K.REQUEST_REVOKED,
+        "admin@example.com",
+        {"reason": "wrong target"},
+    )
+    assert world.stored(request_id).status is Status.REVOKED
