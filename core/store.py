@@ -10,7 +10,7 @@ outbox of that transaction commit or roll back with the change they record.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -198,9 +198,3 @@ class Store(Protocol):
 
     def read(self) -> AbstractContextManager[StoreTx]: ...
 
-
-def iter_pairs(snapshots: Sequence[RequestSnapshot]) -> Iterator[tuple[str, str]]:
-    """(request id, jti) of the snapshots that hold a credential."""
-    for snap in snapshots:
-        if snap.credential is not None:
-            yield snap.id, snap.credential.jti
