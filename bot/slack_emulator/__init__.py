@@ -5,16 +5,16 @@ For tests and the local sandbox only; no production code path imports it
 """
 
 from bot.slack_emulator.entities import Call, Ephemeral, Message, MessageVersion, User, View
-from bot.slack_emulator.server import SlackStandIn
-from bot.slack_emulator.signed_client import SlackClientSim
+from bot.slack_emulator.server import SlackEmulator
+from bot.slack_emulator.signed_client import SignedSlackClient
 
 __all__ = [
     "Call",
     "Ephemeral",
     "Message",
     "MessageVersion",
-    "SlackClientSim",
-    "SlackStandIn",
+    "SignedSlackClient",
+    "SlackEmulator",
     "User",
     "View",
 ]

@@ -7,7 +7,7 @@ import contextlib
 import signal
 import threading
 
-from bot.slack_emulator.server import SlackStandIn
+from bot.slack_emulator.server import SlackEmulator
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with SlackStandIn(host=args.host, port=args.port, token=args.token) as slack:
+    with SlackEmulator(host=args.host, port=args.port, token=args.token) as slack:
         for spec in args.usergroup:
             group_id, _, members = spec.partition("=")
             slack.add_usergroup(group_id, [m for m in members.split(",") if m])

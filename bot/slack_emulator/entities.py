@@ -1,4 +1,4 @@
-"""What the stand-in remembers: calls received, messages, ephemerals, views and people.
+"""What the emulator remembers: calls received, messages, ephemerals, views and people.
 
 Records are frozen; an edit replaces a record with a new one carrying the longer history, so a
 test holding a record never sees it change under its feet.

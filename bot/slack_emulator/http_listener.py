@@ -57,7 +57,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("GET")
 
     def log_message(self, format: str, *args: object) -> None:
-        """Quiet: the stand-in records calls itself."""
+        """Quiet: the emulator records calls itself."""
 
     def _serve(self, verb: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -96,7 +96,7 @@ class Listener:
         thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": POLL_SECONDS},
-            name=f"slack-standin-{self.port}",
+            name=f"slack-emulator-{self.port}",
             daemon=True,
         )
         thread.start()

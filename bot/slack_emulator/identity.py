@@ -1,4 +1,4 @@
-"""Who the stand-in workspace is: its team, the bot's identity and the people seeded by default.
+"""Who the emulator workspace is: its team, the bot's identity and the people seeded by default.
 
 Shared by the server (which answers as this workspace) and the request simulator (which sends
 payloads from it), so both sides of a test agree on the ids without repeating them.

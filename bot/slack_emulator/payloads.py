@@ -1,7 +1,7 @@
 """Bodies shaped like the ones Slack sends to an app: interactions, slash commands, events.
 
 Field sets follow Slack's reference for block_actions, view_submission, slash commands and the
-Events API ``event_callback`` envelope; values default to the stand-in workspace's identity.
+Events API ``event_callback`` envelope; values default to the emulator workspace's identity.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""``SlackStandIn``: a real HTTP server answering the Slack Web API methods the bot calls.
+"""``SlackEmulator``: a real HTTP server answering the Slack Web API methods the bot calls.
 
-    with SlackStandIn() as slack:
+    with SlackEmulator() as slack:
         client = WebClient(token="xoxb-test", base_url=slack.api_url)
         client.chat_postMessage(channel="C0APPROVALS", text="hi")
         assert slack.messages("C0APPROVALS")[0].text == "hi"
@@ -33,7 +33,7 @@ from bot.slack_emulator.workspace import Workspace
 RECORDED_HEADERS = ("Authorization", "Content-Type", "User-Agent")
 
 
-class SlackStandIn:
+class SlackEmulator:
     """A Slack Web API on ``127.0.0.1``; ``token``/``app_token`` of None accept any
     ``xoxb-``/``xapp-`` token."""
 

@@ -1,4 +1,4 @@
-"""``SlackClientSim``: what Slack sends to an app's ``/slack/events``, signed as Slack signs it.
+"""``SignedSlackClient``: what Slack sends to an app's ``/slack/events``, signed as Slack signs it.
 
 Slack signs ``v0:{timestamp}:{raw body}`` with HMAC-SHA256 under the app's signing secret and
 sends ``X-Slack-Signature: v0=<hex>`` and ``X-Slack-Request-Timestamp``; apps refuse
@@ -34,11 +34,11 @@ def signature_headers(secret: str, body: bytes, timestamp: int) -> dict[str, str
     return {"X-Slack-Request-Timestamp": str(timestamp), "X-Slack-Signature": f"v0={digest}"}
 
 
-class SlackClientSim:
+class SignedSlackClient:
     """Sends Slack's requests to ``events_url``; every sender returns the ``httpx.Response``.
 
     ``response_urls`` makes the ``response_url`` of clicks and commands (pass
-    ``SlackStandIn.response_url`` so replies land in the stand-in); ``clock`` gives the time
+    ``SlackEmulator.response_url`` so replies land in the emulator); ``clock`` gives the time
     used for signatures and timestamps.
     """
 
@@ -49,7 +49,7 @@ class SlackClientSim:
         *,
         http: httpx.Client | None = None,
         response_urls: Callable[[], str] | None = None,
-        verification_token: str = "standin-verification-token",  # noqa: S107 - not a secret
+        verification_token: str = "emulator-verification-token",  # noqa: S107 - not a secret
         user_names: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:

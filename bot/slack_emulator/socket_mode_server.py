@@ -1,4 +1,4 @@
-"""A Socket Mode endpoint for the stand-in: enough of RFC 6455 for slack-sdk's client.
+"""A Socket Mode endpoint for the emulator: enough of RFC 6455 for slack-sdk's client.
 
 It accepts one WebSocket client at a time, says ``hello``, pushes envelopes the test hands it
 (interactive payloads, slash commands, events) and records every acknowledgement the app
@@ -69,7 +69,9 @@ class SocketModeServer:
         self._cond = threading.Condition()
         self.acks: list[dict[str, Any]] = []
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="standin-socket-mode", daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve, name="emulator-socket-mode", daemon=True
+        )
         self._thread.start()
 
     def url(self) -> str:
@@ -158,7 +160,7 @@ class SocketModeServer:
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
         )
-        hello = {"type": "hello", "num_connections": 1, "debug_info": {"host": "standin"}}
+        hello = {"type": "hello", "num_connections": 1, "debug_info": {"host": "emulator"}}
         conn.sendall(_frame(json.dumps(hello).encode()))
         with self._cond:
             self._conn = conn

@@ -1,4 +1,4 @@
-"""The Slack Web API methods the stand-in answers, on top of the workspace state.
+"""The Slack Web API methods the emulator answers, on top of the workspace state.
 
 Each handler takes the decoded parameters and returns the JSON body of a successful answer,
 or raises ``ApiError`` for Slack's ``{"ok": false, "error": ...}``. Token checks come first,
@@ -195,7 +195,7 @@ class WebApi:
         return {"view": view.payload}
 
     def apps_connections_open(self, params: JsonDict) -> JsonDict:
-        # A loopback address nobody serves: Socket Mode itself is out of the stand-in's scope.
+        # A loopback address nobody serves: Socket Mode itself is out of the emulator's scope.
         ticket = secrets.token_hex(16)
         return {"url": f"{self._socket_base()}link/?ticket={ticket}&app_id={APP_ID}"}
 
@@ -224,7 +224,7 @@ def dispatch(
         if exc.messages:
             body["response_metadata"] = {"messages": list(exc.messages)}
         return 200, body, {}
-    except Exception as exc:  # a stand-in bug must show up as a failed call, not a hang
+    except Exception as exc:  # a emulator bug must show up as a failed call, not a hang
         return 500, {"ok": False, "error": "internal_error", "detail": repr(exc)}, {}
 
 

@@ -1,4 +1,4 @@
-"""The stand-in workspace's state and the rules Slack applies to it.
+"""The emulator workspace's state and the rules Slack applies to it.
 
 Not thread-safe on its own: the server calls it under one lock.
 """

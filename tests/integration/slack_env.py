@@ -1,4 +1,4 @@
-"""A running stepup with Slack enabled, talking to the Slack stand-in over real HTTP."""
+"""A running stepup with Slack enabled, talking to the Slack emulator over real HTTP."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from bot.scheduler import DeadlineScheduler
 from bot.slack.app import SlackRuntime, build_slack
 from bot.slack.events_route import slack_router
 from bot.slack_emulator.entities import Message
-from bot.slack_emulator.server import SlackStandIn
-from bot.slack_emulator.signed_client import SlackClientSim
+from bot.slack_emulator.server import SlackEmulator
+from bot.slack_emulator.signed_client import SignedSlackClient
 from core.agents import AgentRegistry
 from core.snapshots import RequestSnapshot
 from core.storage.agents_repo import AgentIdentity
@@ -72,8 +72,8 @@ rules:
 class SlackLive:
     url: str
     engine: Engine
-    slack: SlackStandIn
-    sim: SlackClientSim
+    slack: SlackEmulator
+    sim: SignedSlackClient
     runtime: SlackRuntime
     agent: AgentIdentity
 
@@ -88,7 +88,7 @@ class SlackLive:
         """The request's card in the approvals channel, once posted."""
 
         def posted(call: object) -> bool:
-            c = call  # a stand-in Call
+            c = call  # a emulator Call
             return (
                 getattr(c, "method", "") == "chat.postMessage"
                 and getattr(c, "ok", False)
@@ -114,7 +114,7 @@ class SlackLive:
 def slack_live(
     db: Database, tmp_path: Path, policy: str = SLACK_POLICY, *, scheduler: bool = False
 ) -> Iterator[SlackLive]:
-    with SlackStandIn() as slack:
+    with SlackEmulator() as slack:
         slack.add_usergroup("S0ONCALL", ["U0DAVE"])
         engine = build_engine(db, tmp_path, policy)
         registry = AgentRegistry(engine.service)
@@ -139,7 +139,7 @@ def slack_live(
             deadlines.start()
         try:
             with running(app) as url:
-                sim = SlackClientSim(
+                sim = SignedSlackClient(
                     f"{url}/slack/events", SIGNING_SECRET, response_urls=slack.response_url
                 )
                 yield SlackLive(url, engine, slack, sim, runtime, agent)

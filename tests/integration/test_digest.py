@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import func, select, text, update
 
 from bot.slack.digest_blocks import digest_blocks, digest_message
-from bot.slack_emulator.server import SlackStandIn
+from bot.slack_emulator.server import SlackEmulator
 from core.digest import (
     ActiveCredential,
     AuditStatus,
@@ -580,7 +580,7 @@ def test_now_without_slack_queues_for_the_service(
 
 def test_now_posts_to_slack_once(live_traffic: tuple[Engine, dict[str, str], Path]) -> None:
     engine, env, work = live_traffic
-    with SlackStandIn() as slack:
+    with SlackEmulator() as slack:
         slack_env = env | {
             "STEPUP_SECURITY_CHANNEL": SECURITY,
             "SLACK_BOT_TOKEN": "xoxb-1-stepup-test",
@@ -610,7 +610,7 @@ def test_now_posts_to_slack_once(live_traffic: tuple[Engine, dict[str, str], Pat
 
 def test_now_reports_a_failed_delivery(live_traffic: tuple[Engine, dict[str, str], Path]) -> None:
     engine, env, work = live_traffic
-    with SlackStandIn() as slack:
+    with SlackEmulator() as slack:
         out = stepup(
             env
             | {

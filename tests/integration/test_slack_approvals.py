@@ -1,4 +1,4 @@
-"""Approvals in Slack, end to end: signed requests to /slack/events, the stand-in over HTTP."""
+"""Approvals in Slack, end to end: signed requests to /slack/events, the emulator over HTTP."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from bot.slack.cards import (
     REASON_INPUT,
     REVOKE,
 )
-from bot.slack_emulator.signed_client import SlackClientSim
+from bot.slack_emulator.signed_client import SignedSlackClient
 from core.model import Status
 from core.storage.database import Database
 from core.storage.tables import AuditRow, VoteRow
@@ -201,7 +201,7 @@ def test_click_on_a_decided_card_names_who_decided(live: SlackLive) -> None:
 def test_forged_and_stale_signatures_are_refused(live: SlackLive) -> None:
     req = live.submit()
     card = live.card(req.id)
-    forger = SlackClientSim(live.sim.events_url, "not-the-secret")
+    forger = SignedSlackClient(live.sim.events_url, "not-the-secret")
     assert forger.click(APPROVE, req.id, "U0ALICE", message=card).status_code == 401
     stale = int(time.time()) - 6 * 60
     assert (

@@ -1,6 +1,6 @@
-"""The Slack stand-in, driven by the real slack_sdk WebClient over loopback HTTP.
+"""The Slack emulator, driven by the real slack_sdk WebClient over loopback HTTP.
 
-The other integration tests trust the stand-in to behave like Slack; these tests hold it to
+The other integration tests trust the emulator to behave like Slack; these tests hold it to
 that: answers shaped as Slack's, errors where Slack errs, faults that slack_sdk's own retry
 handlers recognise, and signed requests that slack_sdk's verifier (and bolt) accept.
 """
@@ -26,9 +26,9 @@ from slack_sdk.http_retry import builtin_handlers
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 
-from bot.slack_emulator import SlackClientSim, SlackStandIn
+from bot.slack_emulator import SignedSlackClient, SlackEmulator
 
-SECRET = "standin-signing-secret"
+SECRET = "emulator-signing-secret"
 APPROVE_BUTTON: dict[str, Any] = {
     "type": "button",
     "action_id": "approve",
@@ -62,13 +62,13 @@ MODAL: dict[str, Any] = {
 
 
 @pytest.fixture
-def slack() -> Iterator[SlackStandIn]:
-    with SlackStandIn() as standin:
-        yield standin
+def slack() -> Iterator[SlackEmulator]:
+    with SlackEmulator() as emulator:
+        yield emulator
 
 
 @pytest.fixture
-def client(slack: SlackStandIn) -> WebClient:
+def client(slack: SlackEmulator) -> WebClient:
     return WebClient(token="xoxb-test", base_url=slack.api_url, timeout=5)
 
 
@@ -82,7 +82,7 @@ def raw_post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[
 # -- auth --------------------------------------------------------------------------------
 
 
-def test_auth_test_answers_as_the_bot(client: WebClient, slack: SlackStandIn) -> None:
+def test_auth_test_answers_as_the_bot(client: WebClient, slack: SlackEmulator) -> None:
     answer = client.auth_test()
     assert answer["user_id"] == "U0STEPUPBOT"
     assert answer["bot_id"].startswith("B")
@@ -94,7 +94,7 @@ def test_auth_test_answers_as_the_bot(client: WebClient, slack: SlackStandIn) ->
     assert call.ok
 
 
-def test_missing_or_wrong_tokens_are_refused(slack: SlackStandIn) -> None:
+def test_missing_or_wrong_tokens_are_refused(slack: SlackEmulator) -> None:
     url = slack.api_url + "auth.test"
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     assert raw_post(url, b"", form)[1] == {"ok": False, "error": "not_authed"}
@@ -108,7 +108,7 @@ def test_missing_or_wrong_tokens_are_refused(slack: SlackStandIn) -> None:
 
 
 def test_a_configured_token_is_the_only_one_accepted() -> None:
-    with SlackStandIn(token="xoxb-right") as slack:
+    with SlackEmulator(token="xoxb-right") as slack:
         assert WebClient(token="xoxb-right", base_url=slack.api_url).auth_test()["ok"]
         with pytest.raises(SlackApiError) as caught:
             WebClient(token="xoxb-wrong", base_url=slack.api_url).auth_test()
@@ -122,7 +122,7 @@ def test_unknown_method_is_an_ok_false_with_http_200(client: WebClient) -> None:
     assert caught.value.response["error"] == "unknown_method"
 
 
-def test_socket_mode_url_needs_an_app_token(slack: SlackStandIn) -> None:
+def test_socket_mode_url_needs_an_app_token(slack: SlackEmulator) -> None:
     answer = WebClient(token="xapp-1-A0-1-abc", base_url=slack.api_url).apps_connections_open(
         app_token="xapp-1-A0-1-abc"
     )
@@ -135,7 +135,7 @@ def test_socket_mode_url_needs_an_app_token(slack: SlackStandIn) -> None:
 # -- messages ----------------------------------------------------------------------------
 
 
-def test_post_update_and_thread_round_trip(client: WebClient, slack: SlackStandIn) -> None:
+def test_post_update_and_thread_round_trip(client: WebClient, slack: SlackEmulator) -> None:
     posted = client.chat_postMessage(channel="C0APPROVALS", text="card", blocks=CARD_BLOCKS)
     ts = posted["ts"]
     assert posted["channel"] == "C0APPROVALS"
@@ -159,7 +159,7 @@ def test_post_update_and_thread_round_trip(client: WebClient, slack: SlackStandI
     assert slack.messages("C0SECURITY") == []
 
 
-def test_update_keeps_blocks_it_was_not_given(client: WebClient, slack: SlackStandIn) -> None:
+def test_update_keeps_blocks_it_was_not_given(client: WebClient, slack: SlackEmulator) -> None:
     ts = client.chat_postMessage(channel="C0APPROVALS", text="card", blocks=CARD_BLOCKS)["ts"]
     client.chat_update(channel="C0APPROVALS", ts=ts, text="new text")
     card = slack.message("C0APPROVALS", ts)
@@ -167,7 +167,7 @@ def test_update_keeps_blocks_it_was_not_given(client: WebClient, slack: SlackSta
     assert card.action_ids() == ["approve", "deny"]
 
 
-def test_form_encoded_blocks_are_decoded(client: WebClient, slack: SlackStandIn) -> None:
+def test_form_encoded_blocks_are_decoded(client: WebClient, slack: SlackEmulator) -> None:
     answer = client.api_call(
         "chat.postMessage",
         params={"channel": "C0SECURITY", "text": "[prod] alert", "blocks": json.dumps(CARD_BLOCKS)},
@@ -213,7 +213,7 @@ def test_update_of_a_missing_message_fails(client: WebClient) -> None:
     assert caught.value.response["error"] == "message_not_found"
 
 
-def test_posting_to_a_user_lands_in_their_dm(client: WebClient, slack: SlackStandIn) -> None:
+def test_posting_to_a_user_lands_in_their_dm(client: WebClient, slack: SlackEmulator) -> None:
     posted = client.chat_postMessage(channel="U0ALICE", text="you were asked to approve")
     assert posted["channel"].startswith("D")
     opened = client.conversations_open(users="U0ALICE")
@@ -226,7 +226,7 @@ def test_posting_to_a_user_lands_in_their_dm(client: WebClient, slack: SlackStan
     assert caught.value.response["error"] == "user_not_found"
 
 
-def test_ephemeral_messages_are_kept_per_user(client: WebClient, slack: SlackStandIn) -> None:
+def test_ephemeral_messages_are_kept_per_user(client: WebClient, slack: SlackEmulator) -> None:
     answer = client.chat_postEphemeral(channel="C0APPROVALS", user="U0BOB", text="not eligible")
     assert answer["message_ts"]
     (note,) = slack.ephemerals("U0BOB")
@@ -242,7 +242,7 @@ def test_ephemeral_messages_are_kept_per_user(client: WebClient, slack: SlackSta
 # -- directory ---------------------------------------------------------------------------
 
 
-def test_users_are_found_by_id_and_email(client: WebClient, slack: SlackStandIn) -> None:
+def test_users_are_found_by_id_and_email(client: WebClient, slack: SlackEmulator) -> None:
     user = client.users_info(user="U0ALICE")["user"]
     assert user["profile"]["email"] == "alice@example.com"
     assert user["name"] == "alice"
@@ -263,7 +263,7 @@ def test_users_are_found_by_id_and_email(client: WebClient, slack: SlackStandIn)
     assert caught.value.response["error"] == "users_not_found"
 
 
-def test_usergroup_members(client: WebClient, slack: SlackStandIn) -> None:
+def test_usergroup_members(client: WebClient, slack: SlackEmulator) -> None:
     slack.add_usergroup("S0ONCALL", ["U0ALICE", "U0CAROL"])
     assert client.usergroups_users_list(usergroup="S0ONCALL")["users"] == ["U0ALICE", "U0CAROL"]
     with pytest.raises(SlackApiError) as caught:
@@ -274,7 +274,7 @@ def test_usergroup_members(client: WebClient, slack: SlackStandIn) -> None:
 # -- views -------------------------------------------------------------------------------
 
 
-def test_views_open_update_push(client: WebClient, slack: SlackStandIn) -> None:
+def test_views_open_update_push(client: WebClient, slack: SlackEmulator) -> None:
     opened = client.views_open(trigger_id="111.222.abc", view=MODAL)["view"]
     assert opened["id"].startswith("V")
     assert opened["callback_id"] == "deny_reason"
@@ -304,7 +304,7 @@ def test_views_open_refuses_what_slack_refuses(client: WebClient) -> None:
         assert caught.value.response["error"] == "invalid_arguments"
 
 
-def test_home_tab_is_published_per_user(client: WebClient, slack: SlackStandIn) -> None:
+def test_home_tab_is_published_per_user(client: WebClient, slack: SlackEmulator) -> None:
     home = {
         "type": "home",
         "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "1 pending"}}],
@@ -322,7 +322,7 @@ def test_home_tab_is_published_per_user(client: WebClient, slack: SlackStandIn) 
 # -- recording ---------------------------------------------------------------------------
 
 
-def test_wait_for_returns_once_the_call_arrives(client: WebClient, slack: SlackStandIn) -> None:
+def test_wait_for_returns_once_the_call_arrives(client: WebClient, slack: SlackEmulator) -> None:
     timer = threading.Timer(0.1, lambda: client.chat_postMessage(channel="C0APPROVALS", text="x"))
     timer.start()
     try:
@@ -335,7 +335,7 @@ def test_wait_for_returns_once_the_call_arrives(client: WebClient, slack: SlackS
     assert len(found) == 1
 
 
-def test_wait_for_gives_up_in_time(client: WebClient, slack: SlackStandIn) -> None:
+def test_wait_for_gives_up_in_time(client: WebClient, slack: SlackEmulator) -> None:
     client.auth_test()
     started = time.monotonic()
     with pytest.raises(TimeoutError, match=r"auth\.test:200"):
@@ -349,7 +349,7 @@ def test_wait_for_gives_up_in_time(client: WebClient, slack: SlackStandIn) -> No
 
 
 def test_rate_limit_is_honoured_by_the_sdk_retry_handler(
-    slack: SlackStandIn, client: WebClient, monkeypatch: pytest.MonkeyPatch
+    slack: SlackEmulator, client: WebClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     slept: list[float] = []
     monkeypatch.setattr(builtin_handlers, "time", SimpleNamespace(sleep=slept.append))
@@ -364,7 +364,7 @@ def test_rate_limit_is_honoured_by_the_sdk_retry_handler(
 
 
 def test_rate_limit_without_retries_reaches_the_caller(
-    slack: SlackStandIn, client: WebClient
+    slack: SlackEmulator, client: WebClient
 ) -> None:
     slack.rate_limit("users.info", times=2, retry_after=7)
     for _ in range(2):
@@ -377,7 +377,7 @@ def test_rate_limit_without_retries_reaches_the_caller(
     assert client.auth_test()["ok"]  # other methods were never limited
 
 
-def test_fail_then_succeed(slack: SlackStandIn, client: WebClient) -> None:
+def test_fail_then_succeed(slack: SlackEmulator, client: WebClient) -> None:
     slack.fail("chat.postMessage", times=1, error="fatal_error", status=500)
     with pytest.raises(SlackApiError) as caught:
         client.chat_postMessage(channel="C0APPROVALS", text="x")
@@ -388,7 +388,7 @@ def test_fail_then_succeed(slack: SlackStandIn, client: WebClient) -> None:
     assert [c.status for c in slack.calls("chat.postMessage")] == [500, 200]
 
 
-def test_slow_answers_and_reset(slack: SlackStandIn, client: WebClient) -> None:
+def test_slow_answers_and_reset(slack: SlackEmulator, client: WebClient) -> None:
     # The delay is long next to a loopback call even on a loaded machine, so "not delayed"
     # can be checked as "answered in less than the delay".
     delay = 1.0
@@ -408,7 +408,7 @@ def test_slow_answers_and_reset(slack: SlackStandIn, client: WebClient) -> None:
     assert took(client.auth_test) < delay
 
 
-def test_a_client_timeout_on_a_slow_answer(slack: SlackStandIn) -> None:
+def test_a_client_timeout_on_a_slow_answer(slack: SlackEmulator) -> None:
     slack.slow("auth.test", 1.0)
     impatient = WebClient(token="xoxb-test", base_url=slack.api_url, timeout=0.2)  # type: ignore[arg-type]  # urllib takes floats
     with pytest.raises(TimeoutError):
@@ -416,7 +416,7 @@ def test_a_client_timeout_on_a_slow_answer(slack: SlackStandIn) -> None:
 
 
 def test_down_refuses_connections_and_up_serves_the_same_port(
-    slack: SlackStandIn, client: WebClient
+    slack: SlackEmulator, client: WebClient
 ) -> None:
     client.chat_postMessage(channel="C0APPROVALS", text="before")
     port = slack.port
@@ -441,7 +441,7 @@ def test_down_refuses_connections_and_up_serves_the_same_port(
 
 
 def test_signatures_pass_slack_sdk_verification_only_when_fresh_and_right() -> None:
-    sim = SlackClientSim("http://127.0.0.1:9/slack/events", SECRET)
+    sim = SignedSlackClient("http://127.0.0.1:9/slack/events", SECRET)
     body = b"payload=%7B%7D"
     verifier = SignatureVerifier(SECRET)
     assert verifier.is_valid_request(body, sim.sign(body))
@@ -467,13 +467,13 @@ class Recorder:
         return dict(json.loads(form["payload"][0]))
 
 
-def recording_sim() -> tuple[SlackClientSim, Recorder]:
+def recording_sim() -> tuple[SignedSlackClient, Recorder]:
     recorder = Recorder()
     http = httpx.Client(transport=httpx.MockTransport(recorder))
-    return SlackClientSim("http://bot.test/slack/events", SECRET, http=http), recorder
+    return SignedSlackClient("http://bot.test/slack/events", SECRET, http=http), recorder
 
 
-def test_click_is_a_signed_block_actions_payload(slack: SlackStandIn, client: WebClient) -> None:
+def test_click_is_a_signed_block_actions_payload(slack: SlackEmulator, client: WebClient) -> None:
     ts = client.chat_postMessage(channel="C0APPROVALS", text="card", blocks=CARD_BLOCKS)["ts"]
     sim, recorder = recording_sim()
     sim.click("deny", "req-1", "U0BOB", message=slack.message("C0APPROVALS", ts), retry_num=1)
@@ -524,8 +524,8 @@ def test_view_submission_and_slash_command_shapes() -> None:
     assert form["trigger_id"] and form["response_url"].startswith("https://hooks.slack.com/")
 
 
-def test_bolt_accepts_the_simulated_requests(slack: SlackStandIn) -> None:
-    """End to end in one process: bolt verifies and routes, its handlers call the stand-in."""
+def test_bolt_accepts_the_simulated_requests(slack: SlackEmulator) -> None:
+    """End to end in one process: bolt verifies and routes, its handlers call the emulator."""
     web = WebClient(token="xoxb-test", base_url=slack.api_url, timeout=5)
     app = App(client=web, signing_secret=SECRET, process_before_response=True)
 
@@ -546,7 +546,7 @@ def test_bolt_accepts_the_simulated_requests(slack: SlackStandIn) -> None:
         return httpx.Response(answer.status, content=answer.body.encode())
 
     http = httpx.Client(transport=httpx.MockTransport(bot))
-    sim = SlackClientSim(
+    sim = SignedSlackClient(
         "http://bot.test/slack/events", SECRET, http=http, response_urls=slack.response_url
     )
     ts = web.chat_postMessage(channel="C0APPROVALS", text="card", blocks=CARD_BLOCKS)["ts"]

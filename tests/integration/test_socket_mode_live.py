@@ -1,4 +1,4 @@
-"""Socket Mode for real: slack-sdk's client connects to the stand-in's WebSocket endpoint,
+"""Socket Mode for real: slack-sdk's client connects to the emulator's WebSocket endpoint,
 receives a click as an envelope, acknowledges it, and the approval is recorded."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from slack_bolt.adapter.socket_mode import SocketModeHandler
 from bot.slack.app import build_slack
 from bot.slack.cards import APPROVE
 from bot.slack_emulator import payloads
-from bot.slack_emulator.server import SlackStandIn
+from bot.slack_emulator.server import SlackEmulator
 from core.agents import AgentRegistry
 from core.model import Status
 from core.storage.database import Database
@@ -21,7 +21,7 @@ from tests.support import build_engine, eventually, intent
 
 
 def test_a_click_arrives_over_socket_mode_and_is_recorded(db: Database, tmp_path: Path) -> None:
-    with SlackStandIn() as slack:
+    with SlackEmulator() as slack:
         engine = build_engine(db, tmp_path, SLACK_POLICY)
         registry = AgentRegistry(engine.service)
         agent = registry.authenticate(
@@ -54,7 +54,7 @@ def test_a_click_arrives_over_socket_mode_and_is_recorded(db: Database, tmp_path
                     APPROVE, request.id, "decision", None, f"{time.time():.6f}"
                 ),
                 user=payloads.user_ref("U0ALICE", "alice"),
-                token="standin-verification-token",
+                token="emulator-verification-token",
                 trigger_id=payloads.new_trigger_id(),
                 response_url=None,
                 channel="C0APPROVALS",
