@@ -233,6 +233,19 @@ class Stepup:
     def get(self, request_id: str, *, agent_id: str | None = None) -> RequestSnapshot:
         return self.reading.get(request_id, agent_id=agent_id)
 
+    def get_for_person(
+        self,
+        request_id: str,
+        person: Approver,
+        *,
+        now: datetime,
+        usergroup_members: Mapping[str, frozenset[str]] | None = None,
+    ) -> RequestSnapshot:
+        """The request if ``person`` is one of its parties; NotFound (as for no such id) if not."""
+        return self.reading.get_for_person(
+            request_id, person, now=now, usergroup_members=usergroup_members
+        )
+
     def list_requests(
         self, *, status: list[str] | None = None, agent_id: str | None = None, limit: int = 100
     ) -> list[RequestSnapshot]:

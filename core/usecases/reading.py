@@ -1,4 +1,8 @@
-"""Reads: a request, lists, an approver's dashboard, introspection for resource servers."""
+"""Reads: a request, lists, an approver's dashboard, introspection for resource servers.
+
+A person sees a request only if they are one of its parties (``may_see``); to anyone else it
+does not exist, so an answer never tells them that it does.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,39 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from core.approvals import check_eligible, eligible_groups
+from core.approvals import check_eligible, eligible_groups, is_sponsor_or_owner
 from core.credentials import introspection_response, verify_credential
-from core.errors import InvalidToken, NotEligible
+from core.errors import InvalidToken, NotEligible, NotFound
 from core.model import Approver, Status
+from core.policy.compiled import ApproverGroup
 from core.snapshots import RequestSnapshot
 from core.usecases.parts import Parts
+
+
+def may_see(
+    person: Approver,
+    snap: RequestSnapshot,
+    *,
+    groups: Mapping[str, ApproverGroup],
+    now: datetime,
+    usergroup_members: Mapping[str, frozenset[str]] | None = None,
+) -> bool:
+    """The request's parties: its sponsor and its agent's owner (by exact email, any case), and
+    the people eligible to approve it under its frozen terms (user-group members included).
+    The same people who may revoke it. Fails closed like ``check_eligible``."""
+    if is_sponsor_or_owner(person, snap.on_behalf_of, snap.owner_email):
+        return True
+    try:
+        check_eligible(
+            person,
+            groups=eligible_groups(snap.terms, snap.created_at, groups, now),
+            sponsor_email=None,
+            owner_email=None,
+            usergroup_members=usergroup_members,
+        )
+    except NotEligible:
+        return False
+    return True
 
 
 class Reading:
@@ -21,6 +52,22 @@ class Reading:
     def get(self, request_id: str, *, agent_id: str | None = None) -> RequestSnapshot:
         with self.parts.store.read() as tx:
             return tx.load(request_id, agent_id=agent_id)
+
+    def get_for_person(
+        self,
+        request_id: str,
+        person: Approver,
+        *,
+        now: datetime,
+        usergroup_members: Mapping[str, frozenset[str]] | None = None,
+    ) -> RequestSnapshot:
+        """The request, if ``person`` may see it; otherwise the very NotFound of a missing id."""
+        with self.parts.store.read() as tx:
+            snap = tx.load(request_id)
+        groups = self.parts.policy.current.groups
+        if not may_see(person, snap, groups=groups, now=now, usergroup_members=usergroup_members):
+            raise NotFound(f"no request {request_id}")
+        return snap
 
     def list_requests(
         self, *, status: list[str] | None = None, agent_id: str | None = None, limit: int = 100
@@ -35,7 +82,8 @@ class Reading:
         now: datetime,
         usergroup_members: Mapping[str, frozenset[str]] | None = None,
     ) -> tuple[list[RequestSnapshot], list[RequestSnapshot]]:
-        """Pending requests this person may decide, and live credentials they approved."""
+        """Pending requests this person may decide, and live credentials they approved and may
+        still see (a policy change can take someone out of a request's groups)."""
         groups = self.parts.policy.current.groups
         with self.parts.store.read() as tx:
             waiting = tx.list_requests(status=[Status.PENDING.value], limit=500)
@@ -57,6 +105,7 @@ class Reading:
             snap
             for snap in live
             if any(v.slack_user_id == person.slack_user_id for v in snap.approvals)
+            and may_see(person, snap, groups=groups, now=now, usergroup_members=usergroup_members)
         ]
         return pending, active
 
