@@ -32,6 +32,11 @@ def revoked_in_slack(person: Approver) -> str:
     return f"revoked in Slack by {person.name or person.email or person.slack_user_id}"
 
 
+def no_request(request_id: str) -> str:
+    """The answer for an unknown id, and for a request the person is no party to: the same."""
+    return f"There is no request {request_id}."
+
+
 class ApprovalActions:
     def __init__(
         self,
@@ -76,12 +81,23 @@ class ApprovalActions:
         at = when(snapshot.decided_at or snapshot.updated_at)
         return f"Already {snapshot.status.value}{by} at {at}."
 
-    def _late(self, request_id: str) -> RequestSnapshot:
-        """A click on a decided or expired card: make the card catch up, say why."""
+    def _late(self, request_id: str, person: Approver) -> str:
+        """A click on a decided or expired card: make the card catch up, and say why to the
+        request's parties; anyone else hears what an unknown id would get."""
         now = self.clock()
         self.service.expire_one(request_id, now=now)  # a pending request past its deadline
         self.service.request_card_refresh(request_id, now=now)
-        return self.service.get(request_id)
+        try:
+            snapshot = self._visible(request_id, person)
+        except NotFound:
+            return no_request(request_id)
+        return self.already(snapshot)
+
+    def _visible(self, request_id: str, person: Approver) -> RequestSnapshot:
+        """The request if ``person`` is one of its parties; NotFound as for an unknown id."""
+        return self.service.get_for_person(
+            request_id, person, now=self.clock(), usergroup_members=self.usergroups()
+        )
 
     # -- clicks ----------------------------------------------------------------------------
 
@@ -89,11 +105,12 @@ class ApprovalActions:
         self, request_id: str, user_id: str, channel: str | None, trigger_id: str | None
     ) -> None:
         try:
-            snapshot = self.service.get(request_id)
+            snapshot: RequestSnapshot | None = self._visible(
+                request_id, self.directory.approver(user_id)
+            )
         except NotFound:
-            self.tell(channel, user_id, f"There is no request {request_id}.")
-            return
-        if snapshot.terms.step_up and snapshot.status is Status.PENDING:
+            snapshot = None  # no such request, or none of theirs: the vote answers, showing nothing
+        if snapshot and snapshot.terms.step_up and snapshot.status is Status.PENDING:
             if trigger_id:
                 self.client.views_open(trigger_id=trigger_id, view=confirm_modal(snapshot, channel))
             return
@@ -128,12 +145,15 @@ class ApprovalActions:
             )
         except NotEligible as refusal:
             if refusal.why == "already_decided":
-                self.tell(channel, user_id, self.already(self._late(request_id)))
+                self.tell(channel, user_id, self._late(request_id, approver))
             else:
                 self.tell(channel, user_id, f":no_entry: {refusal.detail}. Nothing was recorded.")
             return
         except IllegalTransition:
-            self.tell(channel, user_id, self.already(self._late(request_id)))
+            self.tell(channel, user_id, self._late(request_id, approver))
+            return
+        except NotFound:
+            self.tell(channel, user_id, no_request(request_id))
             return
         except StepupError as exc:
             self.tell(channel, user_id, f":warning: {exc.detail}")
@@ -154,7 +174,7 @@ class ApprovalActions:
         except NotEligible as refusal:
             self.tell(channel, user_id, f":no_entry: {refusal.detail}.")
         except IllegalTransition:
-            self.tell(channel, user_id, self.already(self._late(request_id)))
+            self.tell(channel, user_id, self._late(request_id, approver))
         except StepupError as exc:
             self.tell(channel, user_id, f":warning: {exc.detail}")
 
@@ -218,13 +238,14 @@ class ApprovalActions:
             )
         if verb == "status" and len(words) == 2:
             try:
-                s = self.service.get(words[1])
+                s = self._visible(words[1], self.directory.approver(user_id))
             except NotFound:
-                return f"There is no request {words[1]}."
+                return no_request(words[1])
             return f"`{s.id}` *{s.action}* on *{s.target}* ({s.environment}): *{s.status.value}*"
         if verb == "revoke" and len(words) == 2:
             try:
                 person = self.directory.approver(user_id)
+                self._visible(words[1], person)  # to a stranger the request does not exist
                 self.service.revoke_by_person(
                     words[1],
                     person,
@@ -232,7 +253,9 @@ class ApprovalActions:
                     reason=revoked_in_slack(person),
                     usergroup_members=self.usergroups(),
                 )
-            except (NotEligible, IllegalTransition, NotFound, ValidationFailed) as exc:
+            except NotFound:
+                return no_request(words[1])
+            except (NotEligible, IllegalTransition, ValidationFailed) as exc:
                 return f":no_entry: {exc.detail}"
             return f"`{words[1]}` revoked; its credential no longer works."
         return (
