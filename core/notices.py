@@ -22,6 +22,7 @@ class NoticeKind(StrEnum):
     DIRECT = "direct"  # a fact, told by DM to a person named by email (the sponsor)
     CHANNEL = "channel"  # a fact (security alerts) or a rendered message (the digest)
     BREAK_GLASS_ALERT = "alert.break_glass"  # security channel, with Acknowledge and Revoke
+    DELIVERY_FAILED = "alert.delivery_failed"  # security channel: a message could not be delivered
 
 
 class Notices:
@@ -59,4 +60,23 @@ class Notices:
         """A message the edge already rendered (the digest, whose blocks the bot builds)."""
         self._add(
             NoticeKind.CHANNEL, request_id, {"channel": channel, "text": text, "blocks": blocks}
+        )
+
+    def delivery_failed(
+        self, channel: str, *, request_id: str | None, kind: str, error: str, attempts: int
+    ) -> None:
+        """A message given up on (``kind``, for ``request_id``), told to ``channel``.
+
+        Queued for no request, so it is not held behind that request's other messages.
+        """
+        self._add(
+            NoticeKind.DELIVERY_FAILED,
+            None,
+            {
+                "channel": channel,
+                "request_id": request_id,
+                "kind": kind,
+                "error": error,
+                "attempts": attempts,
+            },
         )

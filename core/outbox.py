@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from core.notices import NoticeKind, Notices
 from core.storage import outbox_repo, slack_messages_repo
 from core.storage.database import Database
 from core.storage.outbox_repo import OutboxEntry
+from core.storage.sql_store import SqlOutbox
 
 __all__ = ["CardLocation", "Outbox", "OutboxEntry"]
 
@@ -37,6 +39,26 @@ class Outbox:
     def reschedule(self, entry_id: int, *, at: datetime, error: str) -> None:
         with self._db.write() as session:
             outbox_repo.reschedule(session, entry_id, at=at, error=error)
+
+    def mark_dead(
+        self, entry: OutboxEntry, *, error: str, now: datetime, report_to: str | None
+    ) -> bool:
+        """Give up on ``entry``: it keeps its error, is never retried and no longer holds back
+        its request's later entries. In the same transaction, a report of it is queued for
+        ``report_to`` — unless the entry is itself such a report (a report of a failed report
+        would fail the same way). Returns whether a report was queued."""
+        report = report_to is not None and entry.kind != NoticeKind.DELIVERY_FAILED.value
+        with self._db.write() as session:
+            outbox_repo.mark_dead(session, entry.id, error=error)
+            if report and report_to is not None:
+                Notices(SqlOutbox(session), now).delivery_failed(
+                    report_to,
+                    request_id=entry.request_id,
+                    kind=entry.kind,
+                    error=error,
+                    attempts=entry.attempts,
+                )
+        return report
 
     def card_locations(self, request_id: str) -> list[CardLocation]:
         with self._db.read() as session:

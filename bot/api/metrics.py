@@ -4,8 +4,9 @@ Two kinds of figures. Counters of what *this process* committed since it started
 across replicas): requests submitted by the status the policy gave them, and later changes by
 the status they left the request in. Gauges of what *the database* holds at scrape time (the
 same on every replica, so aggregate them with max): requests by status, Slack messages owed
-and the age of the oldest, issuer revocations pending and failing, audit entries. Labels are
-statuses only: no agent, target or person, so the figures reveal volumes and nothing else.
+and the age of the oldest, Slack messages given up on (dead letters), issuer revocations
+pending and failing, audit entries. Labels are statuses only: no agent, target or person, so
+the figures reveal volumes and nothing else.
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ class _DatabaseCollector(Collector):
                 "stepup_outbox_oldest_pending_seconds",
                 "Age of the oldest Slack message owed (0 when none).",
                 figures.outbox_oldest_age_seconds,
+            ),
+            (
+                "stepup_slack_dead_letters",
+                "Slack messages given up on: refused by Slack, or failing past the attempt cap "
+                "(stepup requests show ID lists them with their error).",
+                figures.outbox_dead,
             ),
             (
                 "stepup_revocations_pending",

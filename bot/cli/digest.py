@@ -82,11 +82,11 @@ def _post(settings: Settings, db: Database, keyring: KeyRing, when: datetime) ->
     if error is None:
         typer.echo(f"digest for {day} posted to {channel}")
     else:
-        typer.echo(f"digest for {day} queued for {channel}; not delivered yet ({error})")
+        typer.echo(f"digest for {day} queued for {channel}; not delivered ({error})")
 
 
 def _deliver(settings: Settings, db: Database, when: datetime) -> str | None:
-    """Run the outbox until it is empty; None when the digest went out, else why not yet."""
+    """Run the outbox until it is empty; None when the digest went out, else why not."""
     from bot.slack.app import web_client
     from bot.slack.delivery import OutboxWorker
     from bot.slack.directory import SlackDirectory
@@ -107,6 +107,8 @@ def _deliver(settings: Settings, db: Database, when: datetime) -> str | None:
     entry = unaddressed_delivery(db, kind=NoticeKind.CHANNEL.value, created_at=when)
     if entry.status == "sent":
         return None
+    if entry.status == "dead":
+        return f"{entry.last_error}; Slack refused it: not retried"
     return entry.last_error or "the outbox is busy; the running service delivers it"
 
 

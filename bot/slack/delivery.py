@@ -1,8 +1,13 @@
-"""The outbox worker: delivers what stepup owes to Slack, in order, never dropping a message.
+"""The outbox worker: delivers what stepup owes to Slack, in order, and says when it can't.
 
-A failed delivery is retried with exponential backoff (Slack's ``Retry-After`` on 429 wins);
-the error is logged and kept on the entry (``stepup requests show``). A crash between Slack's
-answer and marking the entry sent can repeat that one message; nothing is ever lost.
+A transient failure (429, 5xx, Slack's ``internal_error``, a timeout, a refused connection) is
+retried with exponential backoff (Slack's ``Retry-After`` on 429 wins), at most
+``max_attempts`` times. A permanent one (Slack refuses the message, the channel, or the token)
+is not retried. Either way the entry is then ``dead``: kept with its error (``stepup requests
+show``), counted in ``/metrics``, reported in the security channel, and no longer holding
+back its request's later messages. A card Slack refuses is posted in a minimal form instead,
+so the request can still be decided. A crash between Slack's answer and marking the entry
+sent can repeat that one message.
 """
 
 from __future__ import annotations
@@ -21,8 +26,15 @@ from slack_sdk.errors import SlackApiError
 from bot.clock import utc_now
 from bot.slack.alerts import break_glass_blocks
 from bot.slack.cards import card_blocks, card_text
+from bot.slack.delivery_alerts import (
+    dead_letter_blocks,
+    dead_letter_text,
+    minimal_card_blocks,
+    minimal_card_text,
+)
 from bot.slack.directory import SlackDirectory
 from bot.slack.notes import alert_text, note_text, sponsor_text
+from core.errors import StepupError
 from core.facts import Fact
 from core.notices import NoticeKind
 from core.outbox import CardLocation, Outbox, OutboxEntry
@@ -32,10 +44,113 @@ from core.snapshots import RequestSnapshot
 logger = logging.getLogger(__name__)
 
 
+# Slack refuses the message itself: the same payload would be refused again.
+CONTENT_ERRORS = frozenset(
+    {
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "msg_too_long",
+        "msg_blocks_too_long",
+        "no_text",
+        "invalid_arguments",
+        "invalid_attachments",
+        "too_many_attachments",
+        "invalid_metadata_format",
+        "invalid_metadata_schema",
+        "metadata_too_large",
+        "markdown_text_conflict",
+    }
+)
+# The conversation or person cannot take the message.
+CONVERSATION_ERRORS = frozenset(
+    {
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "message_not_found",
+        "thread_not_found",
+        "cant_update_message",
+        "edit_window_closed",
+        "user_not_found",
+        "users_not_found",
+        "user_not_visible",
+        "user_disabled",
+        "cannot_dm_bot",
+        "restricted_action",
+        "restricted_action_read_only_channel",
+        "restricted_action_thread_only_channel",
+        "restricted_action_non_threadable_channel",
+        "team_not_connected",
+        "slack_connect_channel_ref_blocked",
+    }
+)
+# Nothing stepup posts anywhere can succeed until someone fixes the app or its token.
+WORKSPACE_ERRORS = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "no_permission",
+        "missing_scope",
+        "not_allowed_token_type",
+        "access_denied",
+        "ekm_access_denied",
+        "enterprise_is_restricted",
+        "team_access_not_granted",
+        "two_factor_setup_required",
+        "org_login_required",
+        "app_missing_action_url",
+        "invalid_arg_name",
+        "invalid_array_arg",
+        "invalid_charset",
+        "invalid_form_data",
+        "invalid_post_type",
+        "missing_post_type",
+        "unknown_method",
+        "deprecated_endpoint",
+        "method_deprecated",
+    }
+)
+# Documented as permanent by Slack's method pages; anything else (``ratelimited``,
+# ``internal_error``, ``fatal_error``, ``service_unavailable``, ``request_timeout``, an
+# unknown code, a 5xx, a timeout, a refused connection) is retried up to the cap.
+PERMANENT_ERRORS = CONTENT_ERRORS | CONVERSATION_ERRORS | WORKSPACE_ERRORS
+
+
 class DeliveryError(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    """A delivery that failed; ``permanent`` ones are not retried."""
+
+    def __init__(
+        self,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        code: str | None = None,
+        permanent: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.code = code
+        self.permanent = permanent
+
+    @classmethod
+    def from_slack(cls, exc: SlackApiError, *, note: str = "") -> DeliveryError:
+        response = exc.response
+        retry_after = response.headers.get("Retry-After") if response is not None else None
+        code = _error_code(exc)
+        return cls(
+            f"Slack said {code}{note}",
+            float(retry_after) if retry_after else None,
+            code=code,
+            permanent=code in PERMANENT_ERRORS,
+        )
+
+
+def _error_code(exc: SlackApiError) -> str:
+    error = exc.response.get("error") if exc.response is not None else None
+    return str(error or "unknown")
 
 
 class OutboxWorker:
@@ -47,6 +162,7 @@ class OutboxWorker:
         *,
         poll_seconds: float = 1.0,
         max_backoff_seconds: float = 300.0,
+        max_attempts: int = 8,
         parallel: int = 4,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -56,6 +172,7 @@ class OutboxWorker:
         self.directory = directory
         self.poll_seconds = poll_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self.max_attempts = max_attempts
         self.clock = clock
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -102,22 +219,69 @@ class OutboxWorker:
         try:
             self.deliver(entry)
         except Exception as exc:
-            retry_after = exc.retry_after if isinstance(exc, DeliveryError) else None
-            backoff = min(self.max_backoff_seconds, 2.0 ** min(entry.attempts, 16))
-            delay = max(retry_after or 0.0, backoff)
-            logger.warning(
-                "Slack delivery of %s for %s failed (attempt %d), retrying in %.0fs: %s",
+            failure = exc if isinstance(exc, DeliveryError) else DeliveryError(_describe(exc))
+            if failure.permanent:
+                self._give_up(entry, str(failure), failure.code)
+            elif entry.attempts >= self.max_attempts:
+                self._give_up(
+                    entry, f"{failure} (gave up after {entry.attempts} attempts)", failure.code
+                )
+            else:
+                self._retry(entry, failure)
+            return
+        self.outbox.mark_sent(entry.id, self.clock())
+
+    def _retry(self, entry: OutboxEntry, failure: DeliveryError) -> None:
+        backoff = min(self.max_backoff_seconds, 2.0 ** min(entry.attempts, 16))
+        delay = max(failure.retry_after or 0.0, backoff)
+        logger.warning(
+            "Slack delivery of %s for %s failed (attempt %d of %d), retrying in %.0fs: %s",
+            entry.kind,
+            entry.request_id,
+            entry.attempts,
+            self.max_attempts,
+            delay,
+            failure,
+        )
+        self.outbox.reschedule(
+            entry.id, at=self.clock() + timedelta(seconds=delay), error=str(failure)
+        )
+
+    def _give_up(self, entry: OutboxEntry, error: str, code: str | None) -> None:
+        """Dead-letter ``entry`` and have it reported in the security channel, unless the
+        report cannot get there either (then it is logged at ERROR and that is the end)."""
+        channel = self.service.security_channel
+        why_not = None
+        if channel is None:
+            why_not = "no security channel is set"
+        elif code in WORKSPACE_ERRORS:
+            why_not = "Slack refuses the bot itself"
+        elif code in CONVERSATION_ERRORS and _channel_of(entry) == channel:
+            why_not = "the security channel itself is the problem"
+        elif entry.kind == NoticeKind.DELIVERY_FAILED.value:
+            why_not = "it was itself such a report"
+        reported = self.outbox.mark_dead(
+            entry, error=error, now=self.clock(), report_to=None if why_not else channel
+        )
+        if reported:
+            logger.error(
+                "Slack delivery of %s for %s given up on after %d attempt(s): %s; "
+                "reported in the security channel",
                 entry.kind,
                 entry.request_id,
                 entry.attempts,
-                delay,
-                exc,
+                error,
             )
-            self.outbox.reschedule(
-                entry.id, at=self.clock() + timedelta(seconds=delay), error=str(exc)
+        else:
+            logger.error(
+                "Slack delivery of %s for %s given up on after %d attempt(s): %s; "
+                "not reported in Slack: %s",
+                entry.kind,
+                entry.request_id,
+                entry.attempts,
+                error,
+                why_not or "it was itself such a report",
             )
-            return
-        self.outbox.mark_sent(entry.id, self.clock())
 
     # -- one message -----------------------------------------------------------------------
 
@@ -132,7 +296,9 @@ class OutboxWorker:
             elif kind is NoticeKind.THREAD_NOTE:
                 self._thread_note(_required(entry.request_id), self._words(payload, note_text))
             elif kind is NoticeKind.DIRECT:
-                self._direct(payload["email"], self._words(payload, self._sponsor_words))
+                self._direct(
+                    entry.request_id, payload["email"], self._words(payload, self._sponsor_words)
+                )
             elif kind is NoticeKind.BREAK_GLASS_ALERT:
                 snapshot = self.service.get(_required(entry.request_id))
                 self.client.chat_postMessage(
@@ -140,6 +306,8 @@ class OutboxWorker:
                     text=f"Break-glass used: {snapshot.action} on {snapshot.target}",
                     blocks=break_glass_blocks(snapshot),
                 )
+            elif kind is NoticeKind.DELIVERY_FAILED:
+                self._delivery_failed(payload)
             elif kind is NoticeKind.CHANNEL:
                 blocks = json.loads(payload["blocks"]) if payload.get("blocks") else None
                 self.client.chat_postMessage(
@@ -148,13 +316,7 @@ class OutboxWorker:
                     blocks=blocks,
                 )
         except SlackApiError as exc:
-            retry_after = (
-                exc.response.headers.get("Retry-After") if exc.response is not None else None
-            )
-            error = exc.response.get("error") if exc.response is not None else "unknown"
-            raise DeliveryError(
-                f"Slack said {error}", float(retry_after) if retry_after else None
-            ) from None
+            raise DeliveryError.from_slack(exc) from None
 
     @staticmethod
     def _words(payload: dict[str, Any], render: Callable[[Fact], str]) -> str:
@@ -175,31 +337,68 @@ class OutboxWorker:
     def _post_card(self, request_id: str, payload: dict[str, Any]) -> None:
         snapshot = self.service.get(request_id)
         done = {m.channel for m in self._messages(request_id)}
-        blocks, text = card_blocks(snapshot), card_text(snapshot)
+        refused: list[SlackApiError] = []
         channel = payload.get("channel")
         if channel and channel not in done:
-            answer = self.client.chat_postMessage(channel=channel, text=text, blocks=blocks)
+            answer = self._post_card_to(channel, snapshot, refused)
             self._remember(request_id, str(answer["channel"]), str(answer["ts"]), primary=True)
             done.add(channel)
         for target in payload.get("dm_users", []):
             user_id = self.directory.user_id_for(target) if "@" in target else target
             if user_id is None:
-                logger.warning("no Slack user for approver %s; DM skipped", target)
+                logger.warning("no Slack user for an approver of %s; DM skipped", request_id)
                 continue
             dm = str(self.client.conversations_open(users=user_id)["channel"]["id"])
             if dm in done:
                 continue
-            answer = self.client.chat_postMessage(channel=dm, text=text, blocks=blocks)
+            answer = self._post_card_to(dm, snapshot, refused)
             self._remember(request_id, dm, str(answer["ts"]), primary=not done)
             done.add(dm)
+        if refused:
+            raise DeliveryError.from_slack(refused[0], note=" (a minimal card was posted instead)")
+
+    def _post_card_to(
+        self, channel: str, snapshot: RequestSnapshot, refused: list[SlackApiError]
+    ) -> Any:
+        """Slack's answer to posting the card, or — when Slack refuses the card itself — to
+        posting its minimal form; the refusal is added to ``refused``."""
+        try:
+            return self.client.chat_postMessage(
+                channel=channel, text=card_text(snapshot), blocks=card_blocks(snapshot)
+            )
+        except SlackApiError as exc:
+            if _error_code(exc) not in CONTENT_ERRORS:
+                raise
+            refused.append(exc)
+        return self.client.chat_postMessage(
+            channel=channel,
+            text=minimal_card_text(snapshot),
+            blocks=minimal_card_blocks(snapshot),
+        )
 
     def _refresh_card(self, request_id: str) -> None:
+        """Every copy of the card (the minimal one too) gets the full card, or, when Slack
+        refuses that, the minimal form of the request as it now is."""
         snapshot: RequestSnapshot = self.service.get(request_id)
         blocks, text = card_blocks(snapshot), card_text(snapshot)
+        refused: list[SlackApiError] = []
         for message in self._messages(request_id):
-            self.client.chat_update(
-                channel=message.channel, ts=message.ts, text=text, blocks=blocks
-            )
+            try:
+                self.client.chat_update(
+                    channel=message.channel, ts=message.ts, text=text, blocks=blocks
+                )
+            except SlackApiError as exc:
+                if _error_code(exc) not in CONTENT_ERRORS:
+                    raise
+                refused.append(exc)
+                self.client.chat_update(
+                    channel=message.channel,
+                    ts=message.ts,
+                    text=minimal_card_text(snapshot),
+                    blocks=minimal_card_blocks(snapshot),
+                )
+        if refused:
+            raise DeliveryError.from_slack(refused[0], note=" (the minimal card was updated)")
 
     def _thread_note(self, request_id: str, text: str) -> None:
         primary = [m for m in self._messages(request_id) if m.primary]
@@ -210,15 +409,45 @@ class OutboxWorker:
             return
         self.client.chat_postMessage(channel=primary[0].channel, thread_ts=primary[0].ts, text=text)
 
-    def _direct(self, email: str, text: str) -> None:
+    def _direct(self, request_id: str | None, email: str, text: str) -> None:
         user_id = self.directory.user_id_for(email)
         if user_id is None:
-            logger.warning("no Slack user with the sponsor's email; DM skipped")
+            # The email is personal data and stays out of the log; the request names it.
+            logger.warning("sponsor of %s is no member of the workspace; DM skipped", request_id)
             return
         self.client.chat_postMessage(channel=user_id, text=text)
+
+    def _delivery_failed(self, payload: dict[str, Any]) -> None:
+        snapshot = None
+        if payload.get("request_id"):
+            try:
+                snapshot = self.service.get(str(payload["request_id"]))
+            except StepupError:
+                snapshot = None
+        self.client.chat_postMessage(
+            channel=payload["channel"],
+            text=dead_letter_text(payload, snapshot),
+            blocks=dead_letter_blocks(payload, snapshot),
+            unfurl_links=False,
+            unfurl_media=False,
+        )
 
 
 def _required(request_id: str | None) -> str:
     if request_id is None:
-        raise DeliveryError("outbox entry without a request")
+        raise DeliveryError("outbox entry without a request", permanent=True)
     return request_id
+
+
+def _channel_of(entry: OutboxEntry) -> str | None:
+    """The conversation an entry was addressed to, when its payload names one."""
+    try:
+        channel = json.loads(entry.payload).get("channel")
+    except (ValueError, AttributeError):
+        return None
+    return str(channel) if channel else None
+
+
+def _describe(exc: Exception) -> str:
+    """A failure that is not Slack's answer: a timeout, a refused connection, a bug."""
+    return f"{type(exc).__name__}: {exc}"[:500] or type(exc).__name__

@@ -1,4 +1,9 @@
-"""Claiming and settling outbox entries. Safe with several workers and replicas."""
+"""Claiming and settling outbox entries. Safe with several workers and replicas.
+
+An entry is ``pending`` until it is ``sent``, or ``dead``: given up on (Slack refused it, or
+it kept failing), kept with its error, never retried, and no longer holding back its
+request's later entries.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,8 @@ class OutboxEntry:
 def claim_due(
     session: Session, now: datetime, *, limit: int = 50, lease: timedelta = timedelta(seconds=60)
 ) -> list[OutboxEntry]:
-    """Take up to ``limit`` due entries, each the oldest pending one of its request.
+    """Take up to ``limit`` due entries, each the oldest pending one of its request (a dead
+    entry no longer blocks the ones after it).
 
     Taking an entry pushes its next attempt past the lease, so another worker (or replica)
     leaves it alone while it is being delivered; a worker that dies simply lets it fall due.
@@ -67,6 +73,22 @@ def reschedule(session: Session, entry_id: int, *, at: datetime, error: str) -> 
         .where(OutboxRow.id == entry_id)
         .values(next_attempt_at=at, last_error=error[:2000])
     )
+
+
+def mark_dead(session: Session, entry_id: int, *, error: str) -> None:
+    session.execute(
+        update(OutboxRow)
+        .where(OutboxRow.id == entry_id)
+        .values(status="dead", last_error=error[:2000])
+    )
+
+
+def dead_letters(session: Session) -> int:
+    """How many messages were given up on (for metrics)."""
+    count = session.execute(
+        select(func.count()).select_from(OutboxRow).where(OutboxRow.status == "dead")
+    ).scalar_one()
+    return int(count)
 
 
 def pending_for(session: Session, request_id: str) -> list[OutboxRow]:
@@ -113,7 +135,7 @@ def request_deliveries(db: Database, request_id: str) -> list[dict[str, object]]
 
 @dataclass(frozen=True, slots=True)
 class DeliveryState:
-    status: str  # "pending" or "sent"
+    status: str  # "pending", "sent" or "dead"
     last_error: str | None
 
 

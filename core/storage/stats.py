@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.model import Status
-from core.storage.outbox_repo import backlog
+from core.storage.outbox_repo import backlog, dead_letters
 from core.storage.tables import AuditHeadRow, RequestRow, RevocationRow
 
 
@@ -18,6 +18,7 @@ class CurrentFigures:
     requests_by_status: dict[Status, int]  # every status, zero included
     outbox_pending: int  # Slack messages owed
     outbox_oldest_age_seconds: float  # 0 when nothing is owed
+    outbox_dead: int  # Slack messages given up on (refused, or failing past the cap)
     revocations_pending: int  # issuer-side revocations not yet done
     revocations_failing: int  # of which at least one attempt failed
     audit_entries: int  # the head's seq
@@ -38,6 +39,7 @@ def current_figures(session: Session, now: datetime) -> CurrentFigures:
         requests_by_status={status: int(counts.get(status.value, 0)) for status in Status},
         outbox_pending=owed,
         outbox_oldest_age_seconds=max((now - oldest).total_seconds(), 0.0) if oldest else 0.0,
+        outbox_dead=dead_letters(session),
         revocations_pending=int(pending),
         revocations_failing=int(failing),
         audit_entries=int(head),

@@ -170,8 +170,9 @@ class AuditHeadRow(Base):
 class OutboxRow(Base):
     """A message stepup owes to Slack, written in the transaction of the change it reports.
 
-    A worker delivers it; failures are retried with backoff and never dropped. Entries of one
-    request are delivered in order (a card must exist before it can be updated).
+    A worker delivers it; transient failures are retried with backoff up to a cap; a message
+    Slack refuses, or one past the cap, is kept as ``dead`` with its error (and reported).
+    Entries of one request are delivered in order (a card must exist before it can be updated).
     """
 
     __tablename__ = "outbox"
@@ -183,7 +184,7 @@ class OutboxRow(Base):
     request_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
     kind: Mapped[str] = mapped_column(String(32))
     payload: Mapped[str] = mapped_column(Text)  # JSON
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|sent|dead
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)

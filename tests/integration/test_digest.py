@@ -624,6 +624,9 @@ def test_now_reports_a_failed_delivery(live_traffic: tuple[Engine, dict[str, str
             "--now",
         )
     assert out.code == 0, out.stderr
-    assert "queued for C0NOWHERE; not delivered yet (Slack said channel_not_found)" in out.stdout
+    assert (
+        "queued for C0NOWHERE; not delivered "
+        "(Slack said channel_not_found; Slack refused it: not retried)"
+    ) in out.stdout
     [queued] = channel_messages(engine.db)
-    assert queued.status == "pending" and queued.last_error == "Slack said channel_not_found"
+    assert queued.status == "dead" and queued.last_error == "Slack said channel_not_found"
