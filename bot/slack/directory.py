@@ -63,16 +63,24 @@ class SlackDirectory:
         return found
 
     def user_id_for(self, email: str) -> str | None:
+        """The workspace member whose profile email is exactly ``email`` (ignoring case), or
+        None: no such member, a deactivated account, or a bot. Nobody is found by a near
+        match, so a message meant for that address reaches that person or no one."""
         key = email.strip().lower()
+        if not key:
+            return None
         cached = self._emails.get(key)
         if cached is not None:
             return str(cached)
         try:
-            user_id = str(self.client.users_lookupByEmail(email=key)["user"]["id"])
+            user = self.client.users_lookupByEmail(email=key)["user"]
         except SlackApiError as exc:
             if exc.response.get("error") == "users_not_found":
                 return None
             raise
+        if not isinstance(user, dict) or not _is_member_with_email(user, key):
+            return None
+        user_id = str(user["id"])
         self._emails.put(key, user_id)
         return user_id
 
@@ -87,3 +95,16 @@ class SlackDirectory:
         members = frozenset(str(u) for u in users)
         self._groups.put(usergroup_id, members)
         return members
+
+
+def _is_member_with_email(user: dict[str, Any], email: str) -> bool:
+    profile = user.get("profile") or {}
+    found = profile.get("email") if isinstance(profile, dict) else None
+    return (
+        isinstance(found, str)
+        and found.strip().lower() == email
+        and bool(user.get("id"))
+        and not user.get("deleted")
+        and not user.get("is_bot")
+        and str(user.get("id")) != "USLACKBOT"
+    )
