@@ -1,4 +1,8 @@
-"""The security channel's break-glass alert, with Acknowledge and Revoke."""
+"""The security channel's break-glass alert, with Acknowledge, Revoke and Show all.
+
+Rendered from bounded fields first (who, what, the credential), so no input can make Slack
+refuse it: every agent-written value is cut to fit, and **Show all** opens the whole request.
+"""
 
 from __future__ import annotations
 
@@ -6,82 +10,67 @@ from typing import Any
 
 from bot.slack.cards import (
     BREAK_GLASS_ACK,
+    CUT_WARNING,
     REVOKE,
-    field,
-    parameters_text,
+    agent,
+    button,
+    footer,
+    headline,
+    long_sections,
+    show_all_button,
+    sponsor,
     when,
 )
+from bot.slack.markup import Shown, code, label, md, person, plain
 from core.model import Status
 from core.snapshots import RequestSnapshot
+
+
+def break_glass_text(snapshot: RequestSnapshot) -> str:
+    """The alert's notification text."""
+    return f":rotating_light: Break-glass used: {headline(snapshot, Shown())}"
 
 
 def break_glass_blocks(snapshot: RequestSnapshot) -> list[dict[str, Any]]:
     """The security channel's alert: who broke the glass, for what, and its review state."""
     s = snapshot
+    shown = Shown()
     if s.break_glass_reviewed_at is not None:
         at = when(s.break_glass_reviewed_at)
-        review = f":white_check_mark: Reviewed by {s.break_glass_reviewed_by} at {at}"
+        review = f":white_check_mark: Reviewed by {person(s.break_glass_reviewed_by)} at {at}"
     else:
         review = (
             ":warning: *Not reviewed yet* — flagged in the daily digest until someone reviews it"
         )
     credential = (
-        f"credential `{s.credential.jti}` until {when(s.credential.expires_at)}"
+        f"credential {code(s.credential.jti)} until {when(s.credential.expires_at)}"
         if s.credential is not None
         else "credential not claimed yet"
     )
     blocks: list[dict[str, Any]] = [
-        {
-            "type": "header",
-            "text": {"type": "plain_text", "text": ":rotating_light: Break-glass used"},
-        },
+        {"type": "header", "text": plain(":rotating_light: Break-glass used", emoji=True)},
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": f"*{s.action}* on *{s.target}* ({s.environment})"},
+            "text": md(headline(s, shown)),
             "fields": [
-                field("Agent", f"`{s.agent_id}` (owner {s.owner_email})"),
-                field("Sponsor", s.on_behalf_of or "—"),
-                field("Rule", f"`{s.rule or '—'}`"),
-                field("Status", f"{s.status.value}; {credential}"),
+                label("Agent", agent(s, shown)),
+                label("Sponsor", sponsor(s, shown)),
+                label("Rule", code(s.rule or "—")),
+                label("Status", f"{s.status.value}; {credential}"),
             ],
         },
-        {
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": f"*Justification*\n{s.justification or '—'}"},
-        },
-        {
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": f"*Parameters*\n{parameters_text(s)}"},
-        },
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": review}]},
+        {"type": "context", "elements": [md(review)]},
+        *long_sections(s, shown),
     ]
     buttons: list[dict[str, Any]] = []
     if s.break_glass_reviewed_at is None:
-        buttons.append(
-            {
-                "type": "button",
-                "action_id": BREAK_GLASS_ACK,
-                "style": "primary",
-                "value": s.id,
-                "text": {"type": "plain_text", "text": "Acknowledge"},
-            }
-        )
+        buttons.append(button(BREAK_GLASS_ACK, s.id, "Acknowledge", "primary"))
     if s.status in (Status.APPROVED, Status.ACTIVE):
-        buttons.append(
-            {
-                "type": "button",
-                "action_id": REVOKE,
-                "style": "danger",
-                "value": s.id,
-                "text": {"type": "plain_text", "text": "Revoke"},
-            }
-        )
+        buttons.append(button(REVOKE, s.id, "Revoke", "danger"))
+    if shown.cut:
+        blocks.append({"type": "context", "elements": [md(CUT_WARNING)]})
+        buttons.append(show_all_button(s.id))
     if buttons:
         blocks.append({"type": "actions", "block_id": "break_glass", "elements": buttons})
-    blocks.append(
-        {
-            "type": "context",
-            "elements": [{"type": "mrkdwn", "text": f"`{s.id}` · {s.parameters_digest}"}],
-        }
-    )
+    blocks.append(footer(s))
     return blocks

@@ -1,26 +1,59 @@
-"""Block Kit for approval cards, thread notes and the App Home. Pure functions of a snapshot."""
+"""Block Kit for approval cards. Pure functions of a snapshot.
+
+Every word an agent wrote goes through ``bot.slack.markup`` (plain_text, or a code span or
+block it cannot close), and every block stays within Slack's limits: what does not fit is cut
+with a visible "… (N more characters)", the card says so next to its buttons, and **Show all**
+opens the whole request (``bot.slack.views.full_request_view``).
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
+from bot.slack.markup import (
+    EMPTY,
+    FIELD_TEXT,
+    TEXT_OBJECT,
+    Shown,
+    code,
+    escape,
+    label,
+    md,
+    person,
+    plain,
+    when,
+)
 from core.approvals import tally
 from core.model import Status
 from core.snapshots import RequestSnapshot
 
+__all__ = ["when"]
+
 APPROVE = "stepup_approve"
 DENY = "stepup_deny"
 REVOKE = "stepup_revoke"
+SHOW_ALL = "stepup_show_all"
+SHOW_PAGE = "stepup_show_page"
 BREAK_GLASS_ACK = "stepup_break_glass_ack"
 DENY_MODAL = "stepup_deny_modal"
 CONFIRM_MODAL = "stepup_confirm_modal"
+FULL_VIEW = "stepup_full_request"
 REASON_BLOCK = "reason"
 REASON_INPUT = "reason_input"
 CONFIRM_BLOCK = "confirm"
 CONFIRM_INPUT = "confirm_input"
-MAX_INLINE_PARAMETERS = 600
+NOT_VERIFIED = "(stated by the agent, not verified)"
+CUT_WARNING = (
+    ":warning: Part of this request is too long for Slack and is cut above. "
+    "Press *Show all* and read all of it before you decide."
+)
+
+# Budgets (characters as sent, escaping included) within Slack's limits.
+HEADLINE = {"action": 700, "target": 1_400, "environment": 400}  # one section text: 3,000
+FIELD_VALUE = FIELD_TEXT - 100  # a field's label and notes take the rest
+LONG_TEXT = TEXT_OBJECT - 100
+OUTCOME_TEXT = 1_200  # a reason or detail in the outcome line (a context element: 3,000)
 
 _TITLES = {
     Status.PENDING: ":lock: Approval needed",
@@ -34,151 +67,175 @@ _TITLES = {
 }
 
 
-def when(at: datetime | None) -> str:
-    if at is None:
-        return "—"
-    epoch = int(at.timestamp())
-    fallback = at.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return f"<!date^{epoch}^{{date_short_pretty}} {{time_secs}}|{fallback}>"
+def parameters_json(snapshot: RequestSnapshot) -> str:
+    return json.dumps(snapshot.parameters, indent=1, sort_keys=True, ensure_ascii=False)
 
 
-def field(label: str, value: str) -> dict[str, str]:
-    return {"type": "mrkdwn", "text": f"*{label}*\n{value}"}
+def headline(snapshot: RequestSnapshot, shown: Shown) -> str:
+    s = snapshot
+    return (
+        f"{shown.code(s.action, HEADLINE['action'])} on "
+        f"{shown.code(s.target, HEADLINE['target'])} in "
+        f"{shown.code(s.environment, HEADLINE['environment'])}"
+    )
 
 
-def parameters_text(snapshot: RequestSnapshot) -> str:
-    text = json.dumps(snapshot.parameters, indent=1, sort_keys=True, ensure_ascii=False)
-    if len(text) > MAX_INLINE_PARAMETERS:
-        return (
-            f"`{snapshot.parameters_digest}` (too long to show; the credential binds this digest)"
-        )
-    return f"```{text}```"
+def sponsor(snapshot: RequestSnapshot, shown: Shown, limit: int = FIELD_VALUE) -> str:
+    if not snapshot.on_behalf_of:
+        return EMPTY
+    return f"{shown.code(snapshot.on_behalf_of, limit)} {NOT_VERIFIED}"
 
 
-def approvals_text(snapshot: RequestSnapshot) -> str:
-    got = snapshot.approvals
+def agent(snapshot: RequestSnapshot, shown: Shown) -> str:
+    return (
+        f"{shown.code(snapshot.agent_id, FIELD_VALUE // 2)} "
+        f"(owner {shown.code(snapshot.owner_email, FIELD_VALUE // 2 - 20)})"
+    )
+
+
+def approvals_text(snapshot: RequestSnapshot, limit: int = FIELD_VALUE) -> str:
     count = tally(snapshot.votes, snapshot.terms.quorum)
     line = f"{count.received} of {count.required}"
-    if got:
-        line += ": " + ", ".join(
-            f"{v.name or v.email or v.slack_user_id} ({when(v.at)})" for v in got
-        )
+    names = [
+        f"{person(v.name or v.email or v.slack_user_id)} ({when(v.at)})" for v in snapshot.approvals
+    ]
+    for index, name in enumerate(names):
+        sep = ": " if index == 0 else ", "
+        if len(line) + len(sep) + len(name) + 20 > limit:
+            return f"{line}, and {len(names) - index} more"
+        line += sep + name
     return line
 
 
-def outcome_text(snapshot: RequestSnapshot) -> str:
-    status = snapshot.status
+def outcome_text(snapshot: RequestSnapshot, shown: Shown) -> str:
+    s, status = snapshot, snapshot.status
+    reason = shown.code(s.status_reason, OUTCOME_TEXT) if s.status_reason else ""
     if status is Status.PENDING:
-        return f"Decide before {when(snapshot.expires_at)}"
+        return f"Decide before {when(s.expires_at)}"
     if status is Status.DENIED:
-        deniers = [v for v in snapshot.votes if v.vote == "deny"]
-        by = deniers[0].name or deniers[0].email if deniers else "policy"
-        return f"Denied by {by} at {when(snapshot.decided_at)}: {snapshot.status_reason or ''}"
+        deniers = [v for v in s.votes if v.vote == "deny"]
+        by = person(deniers[0].name or deniers[0].email) if deniers else "policy"
+        return f"Denied by {by} at {when(s.decided_at)}: {reason}"
     if status is Status.APPROVED:
-        return f"Decided at {when(snapshot.decided_at)}; claim before {when(snapshot.expires_at)}"
-    if status is Status.ACTIVE and snapshot.credential is not None:
-        until = when(snapshot.credential.expires_at)
-        return f"Credential `{snapshot.credential.jti}` active until {until}"
+        return f"Decided at {when(s.decided_at)}; claim before {when(s.expires_at)}"
+    if status is Status.ACTIVE and s.credential is not None:
+        until = when(s.credential.expires_at)
+        return f"Credential {code(s.credential.jti)} active until {until}"
     if status is Status.COMPLETED:
-        detail = f" — {snapshot.outcome_detail}" if snapshot.outcome_detail else ""
-        at = when(snapshot.updated_at)
-        return f"Completed at {at}: *{snapshot.outcome}*{detail}. Credential revoked."
+        detail = f" — {shown.code(s.outcome_detail, OUTCOME_TEXT)}" if s.outcome_detail else ""
+        outcome = shown.code(s.outcome, 100)
+        return f"Completed at {when(s.updated_at)}: {outcome}{detail}. Credential revoked."
     if status is Status.EXPIRED:
-        return f"Expired at {when(snapshot.updated_at)} — {snapshot.status_reason or 'no decision'}"
-    at = when(snapshot.updated_at)
-    return f"{status.value.capitalize()} at {at}: {snapshot.status_reason or ''}"
+        return f"Expired at {when(s.updated_at)} — {reason or 'no decision'}"
+    return f"{status.value.capitalize()} at {when(s.updated_at)}: {reason or EMPTY}"
+
+
+def button(action_id: str, value: str, text: str, style: str | None = None) -> dict[str, Any]:
+    element: dict[str, Any] = {
+        "type": "button",
+        "action_id": action_id,
+        "value": value,
+        "text": plain(text),
+    }
+    if style:
+        element["style"] = style
+    return element
+
+
+def show_all_button(request_id: str) -> dict[str, Any]:
+    return button(SHOW_ALL, request_id, "Show all")
+
+
+def footer(snapshot: RequestSnapshot) -> dict[str, Any]:
+    return {
+        "type": "context",
+        "elements": [md(f"{code(snapshot.id)} · {code(snapshot.parameters_digest)}")],
+    }
+
+
+def long_sections(snapshot: RequestSnapshot, shown: Shown) -> list[dict[str, Any]]:
+    """The justification (plain text, exactly as written) and the parameters (a code block)."""
+    return [
+        {"type": "section", "text": md("*Justification*")},
+        {"type": "section", "text": shown.plain(snapshot.justification, LONG_TEXT)},
+        {
+            "type": "section",
+            "text": md(
+                "*Parameters*\n" + shown.code_block(parameters_json(snapshot), LONG_TEXT - 20)
+            ),
+        },
+    ]
+
+
+def _revoke_button(request_id: str) -> dict[str, Any]:
+    element = button(REVOKE, request_id, "Revoke", "danger")
+    element["confirm"] = {
+        "title": plain("Revoke now?"),
+        "text": md("The agent's credential stops working at once."),
+        "confirm": plain("Revoke"),
+        "deny": plain("Keep"),
+    }
+    return element
 
 
 def card_blocks(snapshot: RequestSnapshot) -> list[dict[str, Any]]:
     s = snapshot
+    shown = Shown()
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": _TITLES[s.status]}},
+        {"type": "header", "text": plain(_TITLES[s.status], emoji=True)},
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": f"*{s.action}* on *{s.target}* ({s.environment})"},
+            "text": md(headline(s, shown)),
             "fields": [
-                field("Agent", f"`{s.agent_id}` (owner {s.owner_email})"),
-                field("Sponsor", s.on_behalf_of or "—"),
-                field("Action", f"`{s.action}` ({s.action_class.value})"),
-                field("Target", f"`{s.target}`"),
-                field("Environment", s.environment),
-                field("Tier", s.tier.value),
-                field("Rule", f"`{s.rule or '—'}`"),
-                field("Approvals", approvals_text(s)),
+                label("Agent", agent(s, shown)),
+                label("Sponsor", sponsor(s, shown)),
+                label("Action", f"{shown.code(s.action, FIELD_VALUE)} ({s.action_class.value})"),
+                label("Target", shown.code(s.target, FIELD_VALUE)),
+                label("Environment", shown.code(s.environment, FIELD_VALUE)),
+                label("Tier", s.tier.value),
+                label("Rule", code(s.rule or EMPTY)),
+                label("Approvals", approvals_text(s)),
             ],
         },
-        {
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": f"*Justification*\n{s.justification or '—'}"},
-        },
-        {
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": "*Why*\n" + "\n".join(f"• {r}" for r in s.reasons)},
-        },
-        {
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": f"*Parameters*\n{parameters_text(s)}"},
-        },
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": outcome_text(s)}]},
+        *long_sections(s, shown),
+        {"type": "section", "text": md("*Why*\n" + reasons_text(s))},
+        {"type": "context", "elements": [md(outcome_text(s, shown))]},
     ]
+    buttons: list[dict[str, Any]] = []
     if s.status is Status.PENDING:
-        blocks.append(
-            {
-                "type": "actions",
-                "block_id": "decision",
-                "elements": [
-                    {
-                        "type": "button",
-                        "action_id": APPROVE,
-                        "style": "primary",
-                        "value": s.id,
-                        "text": {"type": "plain_text", "text": "Approve"},
-                    },
-                    {
-                        "type": "button",
-                        "action_id": DENY,
-                        "style": "danger",
-                        "value": s.id,
-                        "text": {"type": "plain_text", "text": "Deny"},
-                    },
-                ],
-            }
-        )
+        buttons = [
+            button(APPROVE, s.id, "Approve", "primary"),
+            button(DENY, s.id, "Deny", "danger"),
+        ]
     elif s.status in (Status.APPROVED, Status.ACTIVE):
+        buttons = [_revoke_button(s.id)]
+    if shown.cut:
+        blocks.append({"type": "context", "elements": [md(CUT_WARNING)]})
+        buttons.append(show_all_button(s.id))
+    if buttons:
+        block_id = {Status.PENDING: "decision", Status.APPROVED: "revoke", Status.ACTIVE: "revoke"}
         blocks.append(
-            {
-                "type": "actions",
-                "block_id": "revoke",
-                "elements": [
-                    {
-                        "type": "button",
-                        "action_id": REVOKE,
-                        "style": "danger",
-                        "value": s.id,
-                        "text": {"type": "plain_text", "text": "Revoke"},
-                        "confirm": {
-                            "title": {"type": "plain_text", "text": "Revoke now?"},
-                            "text": {
-                                "type": "mrkdwn",
-                                "text": "The agent's credential stops working at once.",
-                            },
-                            "confirm": {"type": "plain_text", "text": "Revoke"},
-                            "deny": {"type": "plain_text", "text": "Keep"},
-                        },
-                    },
-                ],
-            }
+            {"type": "actions", "block_id": block_id.get(s.status, "more"), "elements": buttons}
         )
-    blocks.append(
-        {
-            "type": "context",
-            "elements": [{"type": "mrkdwn", "text": f"`{s.id}` · {s.parameters_digest}"}],
-        }
-    )
+    blocks.append(footer(s))
     return blocks
+
+
+def reasons_text(snapshot: RequestSnapshot, limit: int = LONG_TEXT) -> str:
+    """The policy's reasons (its authors' words), escaped and bounded."""
+    lines: list[str] = []
+    total = 0
+    for index, reason in enumerate(snapshot.reasons):
+        line = f"• {escape(reason[:500])}"
+        if total + len(line) + 30 > limit:
+            lines.append(f"… and {len(snapshot.reasons) - index} more")
+            break
+        lines.append(line)
+        total += len(line) + 1
+    return "\n".join(lines) or EMPTY
 
 
 def card_text(snapshot: RequestSnapshot) -> str:
     """Notification fallback text (shown in push notifications and screen readers)."""
     s = snapshot
-    return f"{_TITLES[s.status]}: {s.action} on {s.target} ({s.environment})"
+    return f"{_TITLES[s.status]}: {headline(s, Shown())}"

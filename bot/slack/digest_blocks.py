@@ -2,6 +2,8 @@
 
 Slack refuses a message over 50 blocks or a section text over 3,000 characters, so every list
 is cut to fit and ends with "… and N more"; the whole digest stays in ``stepup digest --print``.
+Every line names agents, targets and reasons that agents or people chose, so each item is an
+inline code span (``bot.slack.markup``): escaped, and unable to mention, link or format.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from bot.slack.markup import FIELD_TEXT, HEADER_TEXT, code, code_block, escape, md, plain
+from bot.slack.markup import MESSAGE_BLOCKS as MAX_BLOCKS
+from bot.slack.markup import TEXT_OBJECT as SECTION_TEXT
 from core.digest import (
     Digest,
     active_line,
@@ -26,24 +31,13 @@ from core.digest import (
     top_line,
 )
 
-SECTION_TEXT = 3_000
-HEADER_TEXT = 150
-FIELD_TEXT = 2_000
-MAX_BLOCKS = 50
-LINE_TEXT = 400  # one list item, before escaping: a huge error text cannot eat the section
+LINE_TEXT = 400  # one list item, as sent: a huge error text cannot eat the section
 
 T = TypeVar("T")
 
 
-def escape(text: str) -> str:
-    """Slack mrkdwn control characters; agents and targets are chosen by the agent."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def _item(line: str) -> str:
-    if len(line) > LINE_TEXT:
-        line = line[: LINE_TEXT - 1] + "…"
-    return f"• {escape(line)}"
+    return f"• {code(line, LINE_TEXT)}"
 
 
 def bounded_list(title: str, lines: Sequence[str], *, limit: int = SECTION_TEXT) -> str:
@@ -67,14 +61,11 @@ def bounded_list(title: str, lines: Sequence[str], *, limit: int = SECTION_TEXT)
 def _section(text: str) -> dict[str, Any]:
     if len(text) > SECTION_TEXT:
         text = text[: SECTION_TEXT - 1] + "…"
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    return {"type": "section", "text": md(text)}
 
 
-def _field(label: str, value: str) -> dict[str, str]:
-    text = f"*{label}*\n{escape(value)}"
-    if len(text) > FIELD_TEXT:
-        text = text[: FIELD_TEXT - 1] + "…"
-    return {"type": "mrkdwn", "text": text}
+def _field(label: str, value: str) -> dict[str, object]:
+    return md(f"*{label}*\n{code(value, FIELD_TEXT - len(label) - 10)}")
 
 
 def _list_section(title: str, items: Sequence[T], line: Callable[[T], str]) -> dict[str, Any]:
@@ -96,16 +87,11 @@ def digest_blocks(digest: Digest) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = [
         {
             "type": "header",
-            "text": {"type": "plain_text", "text": "stepup daily digest"[:HEADER_TEXT]},
+            "text": plain("stepup daily digest"[:HEADER_TEXT]),
         },
         {
             "type": "context",
-            "elements": [
-                {
-                    "type": "mrkdwn",
-                    "text": f"{minute_utc(d.window_start)} to {minute_utc(d.window_end)}",
-                }
-            ],
+            "elements": [md(f"{minute_utc(d.window_start)} to {minute_utc(d.window_end)}")],
         },
         _section(f"{mark} *Audit chain*: {escape(audit_line(audit))}"),
         {"type": "divider"},
@@ -132,8 +118,10 @@ TEXT_MAX = 39_000  # Slack refuses a message text over 40,000 characters
 
 
 def digest_message(digest: Digest) -> tuple[str, str]:
-    """The digest as a Slack message: fallback text within Slack's limit, and the blocks."""
-    text = render_text(digest, limit=TEXT_LIST_LIMIT)
-    if len(text) > TEXT_MAX:
-        text = text[: TEXT_MAX - 1] + "…"
+    """The digest as a Slack message: fallback text within Slack's limit, and the blocks.
+
+    The text's first line is stepup's own; the rest, which names agents and targets, is a code
+    block it cannot close."""
+    first, _, rest = render_text(digest, limit=TEXT_LIST_LIMIT).partition("\n")
+    text = f"{escape(first)}\n{code_block(rest.rstrip(), TEXT_MAX - len(first) - 1)}"
     return text, json.dumps(digest_blocks(digest))

@@ -14,10 +14,11 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.clock import utc_now
-from bot.slack.alerts import break_glass_blocks
-from bot.slack.cards import when
+from bot.slack.alerts import break_glass_blocks, break_glass_text
+from bot.slack.cards import headline, when
 from bot.slack.directory import SlackDirectory
-from bot.slack.views import confirm_modal, deny_modal, home_view
+from bot.slack.markup import NO_UNFURL, Shown, code, escape, person
+from bot.slack.views import confirm_modal, deny_modal, full_request_view, home_view
 from core.approvals import tally
 from core.errors import IllegalTransition, NotEligible, NotFound, StepupError, ValidationFailed
 from core.model import Approver, Status, Vote
@@ -25,6 +26,7 @@ from core.service import Stepup
 from core.snapshots import RequestSnapshot
 
 logger = logging.getLogger(__name__)
+PENDING_LINES = 10  # each line is bounded (headline); ten stay well within one message
 
 
 def revoked_in_slack(person: Approver) -> str:
@@ -59,7 +61,7 @@ class ApprovalActions:
             if channel:
                 self.client.chat_postEphemeral(channel=channel, user=user_id, text=text)
             else:
-                self.client.chat_postMessage(channel=user_id, text=text)
+                self.client.chat_postMessage(channel=user_id, text=text, **NO_UNFURL)
         except SlackApiError as exc:
             logger.warning("could not tell %s: %s", user_id, exc.response.get("error"))
 
@@ -76,7 +78,7 @@ class ApprovalActions:
             return f"This request expired at {when(snapshot.updated_at)}."
         if snapshot.status is Status.PENDING:
             return f"This request's approval window closed at {when(snapshot.expires_at)}."
-        deciders = [v.name or v.email or v.slack_user_id for v in snapshot.votes]
+        deciders = [person(v.name or v.email or v.slack_user_id) for v in snapshot.votes]
         by = f" by {', '.join(deciders)}" if deciders else ""
         at = when(snapshot.decided_at or snapshot.updated_at)
         return f"Already {snapshot.status.value}{by} at {at}."
@@ -156,7 +158,7 @@ class ApprovalActions:
             self.tell(channel, user_id, no_request(request_id))
             return
         except StepupError as exc:
-            self.tell(channel, user_id, f":warning: {exc.detail}")
+            self.tell(channel, user_id, f":warning: {escape(exc.detail)}")
             return
         if not result.counted:
             self.tell(channel, user_id, "Your decision was already recorded; it counts once.")
@@ -176,7 +178,7 @@ class ApprovalActions:
         except IllegalTransition:
             self.tell(channel, user_id, self._late(request_id, approver))
         except StepupError as exc:
-            self.tell(channel, user_id, f":warning: {exc.detail}")
+            self.tell(channel, user_id, f":warning: {escape(exc.detail)}")
 
     def break_glass_ack_clicked(
         self, request_id: str, user_id: str, channel: str | None, ts: str | None
@@ -192,12 +194,33 @@ class ApprovalActions:
             self.tell(channel, user_id, f":no_entry: {refusal.detail}. Nothing was recorded.")
             return
         except StepupError as exc:
-            self.tell(channel, user_id, f":warning: {exc.detail}")
+            self.tell(channel, user_id, f":warning: {escape(exc.detail)}")
             snapshot = self.service.get(request_id)
         if channel and ts:
             self.client.chat_update(
-                channel=channel, ts=ts, text="Break-glass used", blocks=break_glass_blocks(snapshot)
+                channel=channel,
+                ts=ts,
+                text=break_glass_text(snapshot),
+                blocks=break_glass_blocks(snapshot),
+                **NO_UNFURL,
             )
+
+    def show_all_clicked(self, request_id: str, user_id: str, trigger_id: str | None) -> None:
+        """The whole request, as the message it was clicked on shows it in part."""
+        try:
+            snapshot = self.service.get(request_id)
+        except NotFound:
+            self.tell(None, user_id, f"There is no request {code(request_id)}.")
+            return
+        if trigger_id:
+            self.client.views_open(trigger_id=trigger_id, view=full_request_view(snapshot))
+
+    def show_page_clicked(self, value: str, view_id: str | None) -> None:
+        """Another page of the whole request, in the modal the click came from."""
+        request_id, _, page = value.partition(" ")
+        if view_id and page.isdigit():
+            snapshot = self.service.get(request_id)
+            self.client.views_update(view_id=view_id, view=full_request_view(snapshot, int(page)))
 
     # -- modals ----------------------------------------------------------------------------
 
@@ -208,7 +231,7 @@ class ApprovalActions:
         except NotFound:
             return "This request no longer exists."
         if typed.strip() != snapshot.target:
-            return f"That is not the target's name. Type {snapshot.target} exactly."
+            return f"That is not the target's name. Type {snapshot.target[:200]} exactly."
         return None
 
     # -- home and command ------------------------------------------------------------------
@@ -231,17 +254,21 @@ class ApprovalActions:
             if not pending:
                 return "Nothing is waiting for your decision."
             return "\n".join(
-                f"• `{s.id}` *{s.action}* on *{s.target}* ({s.environment}) — "
+                f"• {code(s.id)} {headline(s, Shown())} — "
                 f"{tally(s.votes, s.terms.quorum).received} of "
                 f"{s.terms.quorum}, decide before {when(s.expires_at)}"
-                for s in pending
+                for s in pending[:PENDING_LINES]
+            ) + (
+                f"\n… and {len(pending) - PENDING_LINES} more"
+                if len(pending) > PENDING_LINES
+                else ""
             )
         if verb == "status" and len(words) == 2:
             try:
                 s = self._visible(words[1], self.directory.approver(user_id))
             except NotFound:
                 return no_request(words[1])
-            return f"`{s.id}` *{s.action}* on *{s.target}* ({s.environment}): *{s.status.value}*"
+            return f"{code(s.id)} {headline(s, Shown())}: *{s.status.value}*"
         if verb == "revoke" and len(words) == 2:
             try:
                 person = self.directory.approver(user_id)

@@ -1,4 +1,9 @@
-"""Modals (deny with a reason, typed confirmation) and the App Home tab."""
+"""Modals (deny with a reason, typed confirmation, the whole request) and the App Home tab.
+
+Agent text reaches them as ``bot.slack.markup`` renders it: plain_text, or code spans it
+cannot close. The whole-request modal shows every agent-written value exactly, in plain_text
+sections of at most 3,000 characters, on pages of at most 100 blocks.
+"""
 
 from __future__ import annotations
 
@@ -10,33 +15,56 @@ from bot.slack.cards import (
     CONFIRM_INPUT,
     CONFIRM_MODAL,
     DENY_MODAL,
+    FULL_VIEW,
+    NOT_VERIFIED,
     REASON_BLOCK,
     REASON_INPUT,
     REVOKE,
+    SHOW_PAGE,
     approvals_text,
+    button,
+    headline,
+    parameters_json,
     when,
 )
+from bot.slack.markup import (
+    TEXT_OBJECT,
+    VIEW_BLOCKS,
+    Shown,
+    code,
+    md,
+    plain,
+)
 from core.snapshots import RequestSnapshot
+
+REASON_MAX = 2_000  # a deny reason, as typed (Slack allows up to 3,000)
+HOME_ITEMS = 20
+PAGE_BLOCKS = VIEW_BLOCKS - 2  # room for the page line and its buttons
+
+
+def _meta(**values: object) -> str:
+    return json.dumps(values)
 
 
 def deny_modal(request_id: str, channel: str | None) -> dict[str, Any]:
     return {
         "type": "modal",
         "callback_id": DENY_MODAL,
-        "private_metadata": json.dumps({"request_id": request_id, "channel": channel}),
-        "title": {"type": "plain_text", "text": "Deny request"},
-        "submit": {"type": "plain_text", "text": "Deny"},
-        "close": {"type": "plain_text", "text": "Cancel"},
+        "private_metadata": _meta(request_id=request_id, channel=channel),
+        "title": plain("Deny request"),
+        "submit": plain("Deny"),
+        "close": plain("Cancel"),
         "blocks": [
             {
                 "type": "input",
                 "block_id": REASON_BLOCK,
-                "label": {"type": "plain_text", "text": "Reason (shown to the agent and recorded)"},
+                "label": plain("Reason (shown to the agent and recorded)"),
                 "element": {
                     "type": "plain_text_input",
                     "action_id": REASON_INPUT,
                     "multiline": True,
                     "min_length": 3,
+                    "max_length": REASON_MAX,
                 },
             }
         ],
@@ -44,80 +72,122 @@ def deny_modal(request_id: str, channel: str | None) -> dict[str, Any]:
 
 
 def confirm_modal(snapshot: RequestSnapshot, channel: str | None) -> dict[str, Any]:
+    shown = Shown()
     return {
         "type": "modal",
         "callback_id": CONFIRM_MODAL,
-        "private_metadata": json.dumps({"request_id": snapshot.id, "channel": channel}),
-        "title": {"type": "plain_text", "text": "Confirm approval"},
-        "submit": {"type": "plain_text", "text": "Approve"},
-        "close": {"type": "plain_text", "text": "Cancel"},
+        "private_metadata": _meta(request_id=snapshot.id, channel=channel),
+        "title": plain("Confirm approval"),
+        "submit": plain("Approve"),
+        "close": plain("Cancel"),
         "blocks": [
             {
                 "type": "section",
-                "text": {
-                    "type": "mrkdwn",
-                    "text": f"You are approving *{snapshot.action}* on *{snapshot.target}* "
-                    f"({snapshot.environment}). Type the target's name to confirm.",
-                },
+                "text": md(f"You are approving {headline(snapshot, shown)}."),
             },
+            {"type": "section", "text": md("Type the target's name, exactly as written here:")},
+            {"type": "section", "text": shown.plain(snapshot.target)},
             {
                 "type": "input",
                 "block_id": CONFIRM_BLOCK,
-                "label": {"type": "plain_text", "text": f"Type {snapshot.target}"},
+                "label": plain("The target's name"),
                 "element": {"type": "plain_text_input", "action_id": CONFIRM_INPUT},
             },
         ],
     }
 
 
+def _chunks(text: str, size: int = TEXT_OBJECT) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)] or ["—"]
+
+
+def full_request_blocks(snapshot: RequestSnapshot) -> list[dict[str, Any]]:
+    """Every value the agent sent, exactly as sent, labelled; as many blocks as it takes."""
+    s = snapshot
+    values: list[tuple[str, str]] = [
+        ("Agent", s.agent_id),
+        ("Owner", s.owner_email),
+        (f"Sponsor {NOT_VERIFIED}", s.on_behalf_of or "—"),
+        ("Action", f"{s.action} ({s.action_class.value})"),
+        ("Target", s.target),
+        ("Environment", s.environment),
+        ("Justification", s.justification or "—"),
+        ("Parameters (JSON)", parameters_json(s)),
+        ("Parameters digest (the credential binds it)", s.parameters_digest),
+    ]
+    if s.status_reason:
+        values.append(("Reason", s.status_reason))
+    if s.outcome:
+        values.append(("Outcome", f"{s.outcome}: {s.outcome_detail or ''}"))
+    blocks: list[dict[str, Any]] = []
+    for name, value in values:
+        blocks.append({"type": "section", "text": md(f"*{name}*")})
+        blocks.extend({"type": "section", "text": plain(chunk)} for chunk in _chunks(value))
+    return blocks
+
+
+def full_request_view(snapshot: RequestSnapshot, page: int = 0) -> dict[str, Any]:
+    """The whole request in a modal, one page of at most ``VIEW_BLOCKS`` blocks at a time."""
+    everything = full_request_blocks(snapshot)
+    pages = max(1, -(-len(everything) // PAGE_BLOCKS))
+    page = min(max(page, 0), pages - 1)
+    blocks = everything[page * PAGE_BLOCKS : (page + 1) * PAGE_BLOCKS]
+    if pages > 1:
+        buttons = []
+        if page > 0:
+            buttons.append(button(SHOW_PAGE, f"{snapshot.id} {page - 1}", "Previous page"))
+        if page < pages - 1:
+            buttons.append(button(SHOW_PAGE, f"{snapshot.id} {page + 1}", "Next page"))
+        blocks.append({"type": "context", "elements": [md(f"Page {page + 1} of {pages}")]})
+        blocks.append({"type": "actions", "block_id": "pages", "elements": buttons})
+    return {
+        "type": "modal",
+        "callback_id": FULL_VIEW,
+        "private_metadata": _meta(request_id=snapshot.id, page=page),
+        "title": plain("The request in full"),
+        "close": plain("Close"),
+        "blocks": blocks,
+    }
+
+
 def home_view(pending: list[RequestSnapshot], active: list[RequestSnapshot]) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": "Waiting for your decision"}},
+        {"type": "header", "text": plain("Waiting for your decision")},
     ]
     if not pending:
-        blocks.append(
-            {"type": "section", "text": {"type": "mrkdwn", "text": "Nothing waits for you."}}
+        blocks.append({"type": "section", "text": md("Nothing waits for you.")})
+    for snap in pending[:HOME_ITEMS]:
+        shown = Shown()
+        sponsor = (
+            f"\nSponsor {shown.code(snap.on_behalf_of, 400)} {NOT_VERIFIED}"
+            if snap.on_behalf_of
+            else ""
         )
-    for snap in pending[:20]:
         blocks.append(
             {
                 "type": "section",
-                "text": {
-                    "type": "mrkdwn",
-                    "text": (
-                        f"*{snap.action}* on *{snap.target}* ({snap.environment}) — `{snap.id}`\n"
-                        f"{approvals_text(snap)} · decide before {when(snap.expires_at)}"
-                    ),
-                },
+                "text": md(
+                    f"{headline(snap, shown)} — {code(snap.id)}{sponsor}\n"
+                    f"{approvals_text(snap, 600)} · decide before {when(snap.expires_at)}"
+                ),
             }
         )
     blocks.append(
-        {
-            "type": "header",
-            "text": {"type": "plain_text", "text": "Credentials you approved, still active"},
-        }
+        {"type": "header", "text": plain("Credentials you approved, still active")},
     )
     if not active:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "None right now."}})
-    for snap in active[:20]:
+        blocks.append({"type": "section", "text": md("None right now.")})
+    for snap in active[:HOME_ITEMS]:
         until = snap.credential.expires_at if snap.credential else None
+        shown = Shown()
         blocks.append(
             {
                 "type": "section",
-                "text": {
-                    "type": "mrkdwn",
-                    "text": (
-                        f"*{snap.action}* on *{snap.target}* by `{snap.agent_id}` — "
-                        f"until {when(until)} — `{snap.id}`"
-                    ),
-                },
-                "accessory": {
-                    "type": "button",
-                    "action_id": REVOKE,
-                    "style": "danger",
-                    "value": snap.id,
-                    "text": {"type": "plain_text", "text": "Revoke"},
-                },
+                "text": md(
+                    f"{headline(snap, shown)} by {shown.code(snap.agent_id, 300)} — "
+                    f"until {when(until)} — {code(snap.id)}"
+                ),
+                "accessory": button(REVOKE, snap.id, "Revoke", "danger"),
             }
         )
     return {"type": "home", "blocks": blocks}

@@ -1,7 +1,12 @@
-"""The Block Kit limits Slack enforces, so a card that Slack would refuse fails here too.
+"""The Block Kit limits Slack enforces, so a payload that Slack would refuse fails here too.
 
-Only the limits a bot is likely to hit are checked: block counts, text lengths in sections,
-headers and buttons, and button values (where parameters or digests tend to end up).
+From Slack's Block Kit reference: a message holds at most 50 blocks and a view 100; every text
+object has 1 to 3,000 characters; a header's text at most 150, a section field's 2,000 and a
+section at most 10 fields; a context at most 10 elements and an actions block 25; a button's
+text 75 and value 2,000; action and block ids 255; a confirmation dialog's title 100, text
+300 and buttons 30; an input's label 2,000 and a plain_text_input's lengths 3,000; a modal's
+title, submit and close 24, its private_metadata 3,000, its callback and external ids 255.
+A message's text is at most 40,000 characters.
 """
 
 from __future__ import annotations
@@ -13,11 +18,29 @@ from bot.slack_emulator.workspace import ApiError
 MESSAGE_BLOCKS = 50
 VIEW_BLOCKS = 100
 MESSAGE_TEXT = 40_000
+TEXT_OBJECT = 3_000
 SECTION_TEXT = 3_000
 HEADER_TEXT = 150
+FIELD_TEXT = 2_000
+MAX_FIELDS = 10
+CONTEXT_ELEMENTS = 10
+ACTIONS_ELEMENTS = 25
 BUTTON_TEXT = 75
 BUTTON_VALUE = 2_000
 ACTION_ID = 255
+BLOCK_ID = 255
+CONFIRM_TITLE = 100
+CONFIRM_TEXT = 300
+CONFIRM_BUTTON = 30
+INPUT_LABEL = 2_000
+INPUT_HINT = 2_000
+INPUT_LENGTH = 3_000
+PLACEHOLDER = 150
+MODAL_TITLE = 24
+MODAL_BUTTON = 24
+PRIVATE_METADATA = 3_000
+VIEW_ID_FIELDS = 255  # callback_id, external_id
+TEXT_TYPES = ("plain_text", "mrkdwn")
 
 
 def check_text(text: str) -> None:
@@ -40,21 +63,77 @@ def check_blocks(blocks: object, *, limit: int, error: str) -> list[dict[str, An
     return blocks
 
 
+def check_view(spec: dict[str, Any], *, error: str = "invalid_arguments") -> None:
+    """A view's own fields (title, buttons, metadata, ids), then its blocks."""
+    problem = None
+    if spec.get("type") == "modal":
+        for name in ("title", "submit", "close"):
+            if name in spec:
+                problem = problem or _text_problem(spec[name], MODAL_TITLE, plain_only=True)
+    metadata = spec.get("private_metadata")
+    if metadata is not None and len(str(metadata)) > PRIVATE_METADATA:
+        problem = problem or f"must be less than {PRIVATE_METADATA + 1} characters"
+    for name in ("callback_id", "external_id"):
+        if len(str(spec.get(name) or "")) > VIEW_ID_FIELDS:
+            problem = problem or f"must be less than {VIEW_ID_FIELDS + 1} characters"
+    if problem:
+        raise ApiError(error, f"[ERROR] {problem} [json-pointer:/view]")
+    check_blocks(spec.get("blocks", []), limit=VIEW_BLOCKS, error=error)
+
+
+def _too_long(limit: int) -> str:
+    return f"must be less than {limit + 1} characters"
+
+
+def _text_problem(obj: object, limit: int, *, plain_only: bool = False) -> str | None:
+    """A text object: a known type, 1 to ``limit`` characters."""
+    if not isinstance(obj, dict):
+        return "must be a text object"
+    kind = obj.get("type")
+    if kind not in TEXT_TYPES or (plain_only and kind != "plain_text"):
+        return "must be a plain_text object" if plain_only else "must be a text object"
+    text = obj.get("text")
+    if not isinstance(text, str) or not text:
+        return "must be more than 0 characters"
+    if len(text) > limit:
+        return _too_long(limit)
+    return None
+
+
 def _block_problem(block: dict[str, Any]) -> str | None:
     kind = block.get("type")
     if not isinstance(kind, str) or not kind:
         return "missing required field: type"
-    if kind == "header" and len(_text(block.get("text"))) > HEADER_TEXT:
-        return f"must be less than {HEADER_TEXT + 1} characters"
+    if len(str(block.get("block_id") or "")) > BLOCK_ID:
+        return _too_long(BLOCK_ID)
+    if kind == "header":
+        return _text_problem(block.get("text"), HEADER_TEXT, plain_only=True)
     if kind == "section":
-        if len(_text(block.get("text"))) > SECTION_TEXT:
-            return f"must be less than {SECTION_TEXT + 1} characters"
-        for item in block.get("fields") or []:
-            if len(_text(item)) > 2_000:
-                return "must be less than 2001 characters"
-    elements = list(block.get("elements") or [])
-    if isinstance(block.get("accessory"), dict):
-        elements.append(block["accessory"])
+        problem = _section_problem(block)
+        if problem:
+            return problem
+    if kind == "context":
+        elements = block.get("elements") or []
+        if len(elements) > CONTEXT_ELEMENTS:
+            return f"no more than {CONTEXT_ELEMENTS} items allowed"
+        for element in elements:
+            if isinstance(element, dict) and element.get("type") in TEXT_TYPES:
+                problem = _text_problem(element, TEXT_OBJECT)
+                if problem:
+                    return problem
+        return None
+    if kind == "actions" and len(block.get("elements") or []) > ACTIONS_ELEMENTS:
+        return f"no more than {ACTIONS_ELEMENTS} items allowed"
+    if kind == "input":
+        problem = _text_problem(block.get("label"), INPUT_LABEL, plain_only=True)
+        if problem is None and "hint" in block:
+            problem = _text_problem(block["hint"], INPUT_HINT, plain_only=True)
+        if problem:
+            return problem
+    elements = list(block.get("elements") or []) if kind != "context" else []
+    for name in ("accessory", "element"):
+        if isinstance(block.get(name), dict):
+            elements.append(block[name])
     for element in elements:
         if isinstance(element, dict):
             problem = _element_problem(element)
@@ -63,21 +142,55 @@ def _block_problem(block: dict[str, Any]) -> str | None:
     return None
 
 
-def _element_problem(element: dict[str, Any]) -> str | None:
-    if len(str(element.get("action_id", ""))) > ACTION_ID:
-        return f"must be less than {ACTION_ID + 1} characters"
-    if element.get("type") == "button":
-        if len(_text(element.get("text"))) > BUTTON_TEXT:
-            return f"must be less than {BUTTON_TEXT + 1} characters"
-        if len(str(element.get("value", ""))) > BUTTON_VALUE:
-            return f"must be less than {BUTTON_VALUE + 1} characters"
-        style = element.get("style")
-        if style is not None and style not in ("primary", "danger"):
-            return "must be one of primary, danger"
+def _section_problem(block: dict[str, Any]) -> str | None:
+    fields = block.get("fields")
+    if "text" not in block and not fields:
+        return "must provide either text or fields"
+    if "text" in block:
+        problem = _text_problem(block["text"], SECTION_TEXT)
+        if problem:
+            return problem
+    if fields is not None:
+        if not isinstance(fields, list) or len(fields) > MAX_FIELDS:
+            return f"no more than {MAX_FIELDS} items allowed"
+        for item in fields:
+            problem = _text_problem(item, FIELD_TEXT)
+            if problem:
+                return problem
     return None
 
 
-def _text(obj: object) -> str:
-    if isinstance(obj, dict):
-        return str(obj.get("text", ""))
-    return "" if obj is None else str(obj)
+def _element_problem(element: dict[str, Any]) -> str | None:
+    if len(str(element.get("action_id", ""))) > ACTION_ID:
+        return _too_long(ACTION_ID)
+    kind = element.get("type")
+    if kind == "button":
+        problem = _text_problem(element.get("text"), BUTTON_TEXT, plain_only=True)
+        if problem:
+            return problem
+        if len(str(element.get("value", ""))) > BUTTON_VALUE:
+            return _too_long(BUTTON_VALUE)
+        style = element.get("style")
+        if style is not None and style not in ("primary", "danger"):
+            return "must be one of primary, danger"
+    if isinstance(element.get("confirm"), dict):
+        problem = _confirm_problem(element["confirm"])
+        if problem:
+            return problem
+    if kind == "plain_text_input":
+        for name in ("min_length", "max_length"):
+            value = element.get(name)
+            if value is not None and (not isinstance(value, int) or value > INPUT_LENGTH):
+                return f"must be no more than {INPUT_LENGTH}"
+        if "placeholder" in element:
+            return _text_problem(element["placeholder"], PLACEHOLDER, plain_only=True)
+    return None
+
+
+def _confirm_problem(confirm: dict[str, Any]) -> str | None:
+    return (
+        _text_problem(confirm.get("title"), CONFIRM_TITLE, plain_only=True)
+        or _text_problem(confirm.get("text"), CONFIRM_TEXT)
+        or _text_problem(confirm.get("confirm"), CONFIRM_BUTTON, plain_only=True)
+        or _text_problem(confirm.get("deny"), CONFIRM_BUTTON, plain_only=True)
+    )

@@ -13,7 +13,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
-from bot.slack_emulator.block_limits import VIEW_BLOCKS, check_blocks
+from bot.slack_emulator.block_limits import check_view
 from bot.slack_emulator.entities import JsonDict, View
 from bot.slack_emulator.identity import APP_ID, BOT_ID, TEAM_ID
 from bot.slack_emulator.workspace import ApiError
@@ -136,5 +136,5 @@ def parse_view(params: JsonDict, kind: str) -> JsonDict:
         raise ApiError("invalid_arguments", f"[ERROR] view type must be {kind}")
     if kind == "modal" and not spec.get("title"):
         raise ApiError("invalid_arguments", "[ERROR] missing required field: title")
-    check_blocks(spec.get("blocks", []), limit=VIEW_BLOCKS, error="invalid_arguments")
+    check_view(spec)
     return spec

@@ -438,7 +438,10 @@ def test_posting_is_once_per_day(traffic: Traffic) -> None:
     [message] = channel_messages(db)
     payload = json.loads(message.payload)
     assert payload["channel"] == SECURITY and message.request_id is None
-    assert payload["text"] == render_text(digest_at(traffic), limit=20)
+    assert payload["text"] == digest_message(digest_at(traffic))[0]
+    assert payload["text"].endswith(
+        f"```\n{render_text(digest_at(traffic), limit=20).split(chr(10), 1)[1].rstrip()}\n```"
+    )
     assert json.loads(payload["blocks"]) == digest_blocks(digest_at(traffic))
     # 23:30 UTC on 3 November is already 4 November in Paris: a new day, a second digest.
     assert post_digest(db, keyring, now=datetime(2026, 11, 3, 23, 30, tzinfo=UTC), **post) is True  # type: ignore[arg-type]
@@ -595,7 +598,7 @@ def test_now_posts_to_slack_once(live_traffic: tuple[Engine, dict[str, str], Pat
         assert message.text.startswith("stepup digest ")
         assert message.blocks[0] == {
             "type": "header",
-            "text": {"type": "plain_text", "text": "stepup daily digest"},
+            "text": {"type": "plain_text", "text": "stepup daily digest", "emoji": False},
         }
         with engine.db.read() as session:
             head_hash = read_head(session)[1]

@@ -57,7 +57,14 @@ MODAL: dict[str, Any] = {
     "type": "modal",
     "callback_id": "deny_reason",
     "title": {"type": "plain_text", "text": "Deny"},
-    "blocks": [{"type": "input", "block_id": "reason", "element": {"type": "plain_text_input"}}],
+    "blocks": [
+        {
+            "type": "input",
+            "block_id": "reason",
+            "label": {"type": "plain_text", "text": "Reason"},
+            "element": {"type": "plain_text_input"},
+        }
+    ],
 }
 
 

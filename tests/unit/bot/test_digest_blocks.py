@@ -91,7 +91,7 @@ def test_a_small_day_shows_everything() -> None:
     check_blocks(blocks, limit=MAX_BLOCKS, error="invalid_blocks")  # Slack's own limits
     assert blocks[0] == {
         "type": "header",
-        "text": {"type": "plain_text", "text": "stepup daily digest"},
+        "text": {"type": "plain_text", "text": "stepup daily digest", "emoji": False},
     }
     assert ":white_check_mark: *Audit chain*: intact — 42 entries, head 42 " + HEAD in texts(blocks)
     refused = section(blocks, "Refused clicks [ineligible 2, sponsor 0, owner 0]")
@@ -152,10 +152,11 @@ def test_bounded_list_never_exceeds_its_limit_and_counts_the_rest(limit: int) ->
     shown = body.count("\n• ")
     more = re.findall(r"\n… and (\d+) more$", body)
     assert shown + (int(more[0]) if more else 0) == 3
-    assert (shown == 3) == (limit >= len("T\n• aaaa\n• bbbb\n• cccc"))
+    assert (shown == 3) == (limit >= len("T\n• `aaaa`\n• `bbbb`\n• `cccc`"))
 
 
 def test_one_huge_item_is_shortened_not_dropped() -> None:
     body = bounded_list("T", ["y" * 10_000])
-    assert body.startswith("T\n• yyy") and body.endswith("…") and len(body) < 500
+    assert body.startswith("T\n• `yyy") and len(body) < 500
+    assert body.endswith(f"` … ({10_000 - body.count('y'):,} more characters)")
     assert bounded_list("T", []) == "T\nnone"
