@@ -34,6 +34,8 @@ from bot.slack.cards import (
     REASON_BLOCK,
     REASON_INPUT,
     REVOKE,
+    SHOW_ALL,
+    SHOW_PAGE,
 )
 from bot.slack.delivery import OutboxWorker
 from bot.slack.directory import SlackDirectory
@@ -179,6 +181,22 @@ def build_slack(
             body["user"]["id"],
             _channel_of(body),
         )
+
+    @app.action(SHOW_ALL)
+    def _show_all(ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        later(
+            actions.show_all_clicked,
+            body["actions"][0]["value"],
+            body["user"]["id"],
+            body.get("trigger_id"),
+        )
+
+    @app.action(SHOW_PAGE)
+    def _show_page(ack: Ack, body: dict[str, Any]) -> None:
+        ack()
+        view = body.get("view") or {}
+        later(actions.show_page_clicked, body["actions"][0]["value"], view.get("id"))
 
     @app.action(BREAK_GLASS_ACK)
     def _break_glass_ack(ack: Ack, body: dict[str, Any]) -> None:
