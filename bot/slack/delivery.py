@@ -24,7 +24,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot.clock import utc_now
-from bot.slack.alerts import break_glass_blocks
+from bot.slack.alerts import break_glass_blocks, break_glass_text
 from bot.slack.cards import card_blocks, card_text
 from bot.slack.delivery_alerts import (
     dead_letter_blocks,
@@ -303,8 +303,10 @@ class OutboxWorker:
                 snapshot = self.service.get(_required(entry.request_id))
                 self.client.chat_postMessage(
                     channel=payload["channel"],
-                    text=f"Break-glass used: {snapshot.action} on {snapshot.target}",
+                    text=break_glass_text(snapshot),
                     blocks=break_glass_blocks(snapshot),
+                    unfurl_links=False,
+                    unfurl_media=False,
                 )
             elif kind is NoticeKind.DELIVERY_FAILED:
                 self._delivery_failed(payload)
@@ -314,6 +316,8 @@ class OutboxWorker:
                     channel=payload["channel"],
                     text=self._words(payload, alert_text),
                     blocks=blocks,
+                    unfurl_links=False,
+                    unfurl_media=False,
                 )
         except SlackApiError as exc:
             raise DeliveryError.from_slack(exc) from None
@@ -364,7 +368,11 @@ class OutboxWorker:
         posting its minimal form; the refusal is added to ``refused``."""
         try:
             return self.client.chat_postMessage(
-                channel=channel, text=card_text(snapshot), blocks=card_blocks(snapshot)
+                channel=channel,
+                text=card_text(snapshot),
+                blocks=card_blocks(snapshot),
+                unfurl_links=False,
+                unfurl_media=False,
             )
         except SlackApiError as exc:
             if _error_code(exc) not in CONTENT_ERRORS:
@@ -374,6 +382,8 @@ class OutboxWorker:
             channel=channel,
             text=minimal_card_text(snapshot),
             blocks=minimal_card_blocks(snapshot),
+            unfurl_links=False,
+            unfurl_media=False,
         )
 
     def _refresh_card(self, request_id: str) -> None:
@@ -385,7 +395,12 @@ class OutboxWorker:
         for message in self._messages(request_id):
             try:
                 self.client.chat_update(
-                    channel=message.channel, ts=message.ts, text=text, blocks=blocks
+                    channel=message.channel,
+                    ts=message.ts,
+                    text=text,
+                    blocks=blocks,
+                    unfurl_links=False,
+                    unfurl_media=False,
                 )
             except SlackApiError as exc:
                 if _error_code(exc) not in CONTENT_ERRORS:
@@ -396,6 +411,8 @@ class OutboxWorker:
                     ts=message.ts,
                     text=minimal_card_text(snapshot),
                     blocks=minimal_card_blocks(snapshot),
+                    unfurl_links=False,
+                    unfurl_media=False,
                 )
         if refused:
             raise DeliveryError.from_slack(refused[0], note=" (the minimal card was updated)")
@@ -407,7 +424,13 @@ class OutboxWorker:
             # found no one to post to (say, a DM-only rule whose approvers are not in Slack).
             logger.warning("no card for %s to thread a note under; note dropped", request_id)
             return
-        self.client.chat_postMessage(channel=primary[0].channel, thread_ts=primary[0].ts, text=text)
+        self.client.chat_postMessage(
+            channel=primary[0].channel,
+            thread_ts=primary[0].ts,
+            text=text,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
 
     def _direct(self, request_id: str | None, email: str, text: str) -> None:
         user_id = self.directory.user_id_for(email)
@@ -415,7 +438,9 @@ class OutboxWorker:
             # The email is personal data and stays out of the log; the request names it.
             logger.warning("sponsor of %s is no member of the workspace; DM skipped", request_id)
             return
-        self.client.chat_postMessage(channel=user_id, text=text)
+        self.client.chat_postMessage(
+            channel=user_id, text=text, unfurl_links=False, unfurl_media=False
+        )
 
     def _delivery_failed(self, payload: dict[str, Any]) -> None:
         snapshot = None
