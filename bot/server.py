@@ -77,7 +77,11 @@ def build_runtime(settings: Settings) -> Runtime:
 
             socket_mode = SocketModeHandler(slack.app, settings.slack_app_token.get_secret_value())
         else:
-            routers.append(slack_router(slack.app))
+            routers.append(
+                slack_router(
+                    slack.app, signing_secret=settings.slack_signing_secret.get_secret_value()
+                )
+            )
     app = create_app(context, extra_routers=routers)
     scheduler = DeadlineScheduler(service, sweep_interval_seconds=settings.sweep_interval_seconds)
     if settings.security_channel:

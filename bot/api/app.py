@@ -11,7 +11,7 @@ from fastapi import APIRouter, FastAPI
 
 from bot.api import problems
 from bot.api.context import ApiContext
-from bot.api.limits import BodyLimitMiddleware
+from bot.api.limits import MAX_SLACK_EVENT_BYTES, SLACK_EVENTS_PATH, BodyLimitMiddleware
 from bot.api.metrics import StepupMetrics, metrics_router
 from bot.api.routes import router
 
@@ -45,5 +45,9 @@ def create_app(ctx: ApiContext, *, extra_routers: list[APIRouter] | None = None)
     app.include_router(metrics_router(metrics))
     for extra in extra_routers or []:
         app.include_router(extra)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=MAX_BODY_BYTES,
+        path_limits={SLACK_EVENTS_PATH: MAX_SLACK_EVENT_BYTES},
+    )
     return app

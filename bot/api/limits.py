@@ -3,26 +3,37 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+SLACK_EVENTS_PATH = "/slack/events"
+# A Slack click carries the whole message or modal it came from, form-encoded (up to ~3x), so
+# Slack's requests get more room than the API's; still bounded.
+MAX_SLACK_EVENT_BYTES = 1024 * 1024
 
 
 class BodyLimitMiddleware:
     """Pure ASGI. With a Content-Length the check is immediate (the server never delivers
-    more than it declares); a chunked body is buffered up to the limit, then replayed."""
+    more than it declares); a chunked body is buffered up to the limit, then replayed.
+    ``path_limits`` gives some paths a limit of their own."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, path_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.path_limits.get(scope.get("path", ""), self.max_bytes)
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None:
-            if not length.isdigit() or int(length) > self.max_bytes:
-                await self._refuse(send)
+            if not length.isdigit() or int(length) > limit:
+                await self._refuse(send, limit)
                 return
             await self.app(scope, receive, send)
             return
@@ -32,8 +43,8 @@ class BodyLimitMiddleware:
             if message["type"] != "http.request":
                 break  # the client went away
             body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._refuse(send)
+            if len(body) > limit:
+                await self._refuse(send, limit)
                 return
             if not message.get("more_body", False):
                 break
@@ -48,13 +59,13 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int) -> None:
         body = json.dumps(
             {
                 "type": "https://stepup.dev/problems/payload-too-large",
                 "title": "Payload too large",
                 "status": 413,
-                "detail": f"request bodies are limited to {self.max_bytes} bytes",
+                "detail": f"request bodies are limited to {limit} bytes",
             }
         ).encode()
         await send(

@@ -2,7 +2,9 @@
 
 Listeners only ``ack()`` and hand the work to a thread pool, so Bolt's own listener threads are
 never held by a slow Slack API or database, and every click is acknowledged well within
-Slack's 3 seconds. Request signatures are verified by Bolt (``request_verification_enabled``).
+Slack's 3 seconds. Request signatures are verified before Bolt sees a request
+(``events_route.py``) and again by Bolt (``request_verification_enabled``); Bolt logs through
+``bolt_logger``, which withholds request bodies.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
+from bot.slack.bolt_logging import bolt_logger
 from bot.slack.cards import (
     APPROVE,
     BREAK_GLASS_ACK,
@@ -134,6 +137,7 @@ def build_slack(
         client=client,
         authorize=identity.authorize_function(),
         signing_secret=signing_secret,
+        logger=bolt_logger(),
         request_verification_enabled=True,
         process_before_response=False,
         listener_executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="bolt"),

@@ -130,7 +130,8 @@ def slack_live(
             outbox_max_backoff_seconds=1.0,
         )
         context = ApiContext(service=engine.service, registry=registry)
-        app = create_app(context, extra_routers=[slack_router(runtime.app)])
+        events = slack_router(runtime.app, signing_secret=SIGNING_SECRET)
+        app = create_app(context, extra_routers=[events])
         runtime.start()
         deadlines = (
             DeadlineScheduler(engine.service, sweep_interval_seconds=0.5) if scheduler else None
