@@ -342,11 +342,18 @@ class OutboxWorker:
         snapshot = self.service.get(request_id)
         done = {m.channel for m in self._messages(request_id)}
         refused: list[SlackApiError] = []
+        lost: SlackApiError | None = None  # the channel refuses the card for good
         channel = payload.get("channel")
         if channel and channel not in done:
-            answer = self._post_card_to(channel, snapshot, refused)
-            self._remember(request_id, str(answer["channel"]), str(answer["ts"]), primary=True)
-            done.add(channel)
+            try:
+                answer = self._post_card_to(channel, snapshot, refused)
+            except SlackApiError as exc:
+                if _error_code(exc) not in PERMANENT_ERRORS:
+                    raise
+                lost = exc  # the approvers' DMs still get their cards
+            else:
+                self._remember(request_id, str(answer["channel"]), str(answer["ts"]), primary=True)
+                done.add(channel)
         for target in payload.get("dm_users", []):
             user_id = self.directory.user_id_for(target) if "@" in target else target
             if user_id is None:
@@ -358,6 +365,8 @@ class OutboxWorker:
             answer = self._post_card_to(dm, snapshot, refused)
             self._remember(request_id, dm, str(answer["ts"]), primary=not done)
             done.add(dm)
+        if lost is not None:
+            raise DeliveryError.from_slack(lost)
         if refused:
             raise DeliveryError.from_slack(refused[0], note=" (a minimal card was posted instead)")
 
