@@ -41,6 +41,13 @@ channels:
   approvals: C0APPROVALS
   gone: C0GONE
 rules:
+  - name: dev-to-a-missing-channel-and-dms
+    match: { environment: dev }
+    decision: approve
+    approvers: sre-leads
+    quorum: 1
+    channel: gone
+    notify: [channel, dm]
   - name: prod-to-a-missing-channel
     match: { environment: production }
     decision: approve
@@ -164,6 +171,15 @@ def test_channel_not_found_is_dead_reported_within_seconds_and_never_retried(
         if d["kind"] == "card.post"
     ]
     assert shown["status"] == "dead" and shown["last_error"] == "Slack said channel_not_found"
+
+
+def test_approvers_dms_get_the_card_when_the_channel_refuses_it(live: SlackLive) -> None:
+    req = live.submit(environment="dev")
+    report(live, req.id)
+    assert entry(live, req.id, "card.post").last_error == "Slack said channel_not_found"
+    for approver in ("U0ALICE", "U0BOB"):
+        [dm] = [m for m in live.slack.dms(approver) if req.id in json.dumps(m.latest.blocks)]
+        assert APPROVE in json.dumps(dm.latest.blocks)
 
 
 def test_a_refused_card_is_posted_minimal_and_can_still_be_decided(live: SlackLive) -> None:
