@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core.audit.events import AuditLog
+from core.errors import IllegalTransition
 from core.model import AgentIdentity, Status
 from core.service import Stepup
 from core.storage import agents_repo
@@ -57,7 +58,10 @@ class AgentRegistry:
             )
         revoked = []
         for request_id in live:
-            self.service.revoke(request_id, by=by, reason=f"agent {agent_id} disabled", now=now)
+            try:
+                self.service.revoke(request_id, by=by, reason=f"agent {agent_id} disabled", now=now)
+            except IllegalTransition:
+                continue  # it ended meanwhile, and its ending revoked its credential
             revoked.append(request_id)
         return revoked
 

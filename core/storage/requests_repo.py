@@ -26,6 +26,8 @@ _REQUESTS = cast(Table, RequestRow.__table__)
 _VOTES = cast(Table, VoteRow.__table__)
 _CREDENTIALS = cast(Table, CredentialRow.__table__)
 _INSERT_REQUEST = _REQUESTS.insert()
+# How each database names the idempotency key's unique constraint in its error.
+_IDEMPOTENCY = ("uq_requests_idempotency", "requests.idempotency_key")
 _INSERT_VOTE = _VOTES.insert()
 _INSERT_CREDENTIAL = _CREDENTIALS.insert()
 # What each column holds when an insert leaves it out: its scalar default, else NULL.
@@ -84,8 +86,10 @@ def insert_new(session: Session, values: Mapping[str, Any]) -> RequestSnapshot:
     values themselves: no read back, and no votes nor credential to look up."""
     try:
         session.connection().execute(_INSERT_REQUEST, dict(values))
-    except IntegrityError:
-        if values.get("idempotency_key") is None:
+    except IntegrityError as exc:
+        # Only the idempotency key's own constraint means "the same key, just used".
+        message = str(exc.orig)
+        if values.get("idempotency_key") is None or not any(m in message for m in _IDEMPOTENCY):
             raise
         raise DuplicateIdempotencyKey("this Idempotency-Key was just used") from None
     return new_snapshot(values)

@@ -113,7 +113,7 @@ class UnitOfWork:
                 new = dataclasses.replace(
                     new,
                     credential=dataclasses.replace(
-                        credential, revoked_at=now, revoke_reason=step.reason
+                        credential, revoked_at=now, revoke_reason=step.reason or ""
                     ),
                 )
             after.append(new)

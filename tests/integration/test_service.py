@@ -295,6 +295,35 @@ def test_disable_agent_revokes_live_credentials(engine: Engine, agent: AgentIden
         engine.registry.authenticate(key)
 
 
+def test_disabling_revokes_every_live_credential_even_if_one_ends_meanwhile(
+    engine: Engine, agent: AgentIdentity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that ends between the listing and its revocation must not stop the others
+    from being revoked (the listing is taken, then each is revoked on its own)."""
+    key = engine.registry.add("batch-bot", OWNER, by="test", now=T0)
+    batch = engine.registry.authenticate(key)
+    live = []
+    for _ in range(3):
+        snap, _ = engine.service.submit(batch, intent(batch, action_class=ActionClass.READ), now=T0)
+        live.append((snap.id, engine.service.claim(snap.id, batch, now=T0)[1]))
+    revoke = engine.service.revoke
+    ended: list[str] = []
+
+    def first_one_ends_meanwhile(request_id: str, **kwargs: object) -> object:
+        if not ended:  # the agent completes it just before its revocation
+            ended.append(request_id)
+            engine.service.complete(request_id, batch, SessionOutcome.SUCCEEDED, "", now=T0)
+        return revoke(request_id, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine.service, "revoke", first_one_ends_meanwhile)
+    revoked = engine.registry.disable("batch-bot", by="admin", now=T0)
+    assert len(ended) == 1 and sorted(revoked) == sorted(i for i, _ in live if i not in ended)
+    for request_id, issued in live:
+        assert engine.service.introspect(issued.token, now=T0) == {"active": False}
+        expected = Status.COMPLETED if request_id in ended else Status.REVOKED
+        assert engine.service.get(request_id).status is expected
+
+
 def test_audit_detects_tampering_in_the_database(engine: Engine, agent: AgentIdentity) -> None:
     snap, _ = engine.service.submit(agent, intent(agent), now=T0)
     engine.service.vote(snap.id, ALICE, Vote.APPROVE, now=T0)

@@ -75,3 +75,44 @@ def test_batch_expiry_publishes_what_is_stored(engine: Engine, agent: AgentIdent
     assert {p.id for p in published} == {waiting.id, read.id}
     for snapshot in published:
         same_as_stored(engine, snapshot)
+
+
+def test_a_step_without_a_reason_returns_what_is_stored(
+    engine: Engine, agent: AgentIdentity
+) -> None:
+    """The credential's revocation reason is normalised the same way in storage and in the
+    returned snapshot, however a new state change builds its Step."""
+    from core.lifecycle import Event
+    from core.usecases.transition import Step, changing
+
+    read, _ = engine.service.submit(agent, intent(agent, action_class=ActionClass.READ), now=T0)
+    engine.service.claim(read.id, agent, now=T0)
+    with changing(engine.service.parts, T0) as unit:
+        (after,) = unit.apply(Step(unit.load(read.id), Event.REVOKE, "cascade"))
+    same_as_stored(engine, after)
+
+
+def test_an_integrity_error_that_is_not_the_idempotency_key_is_not_reported_as_one(
+    engine: Engine, agent: AgentIdentity
+) -> None:
+    """Only the idempotency key's own constraint means 'this key was just used'."""
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    from core.errors import DuplicateIdempotencyKey
+    from core.storage import requests_repo
+
+    first, _ = engine.service.submit(agent, intent(agent), now=T0, idempotency_key="k1")
+    with engine.db.read() as session:
+        row = (
+            session.connection()
+            .execute(
+                requests_repo._REQUESTS.select().where(requests_repo._REQUESTS.c.id == first.id)
+            )
+            .one()
+        )
+    values = dict(row._mapping)
+    with pytest.raises(IntegrityError), engine.db.write() as session:  # the same primary key
+        requests_repo.insert_new(session, values | {"idempotency_key": "k2"})
+    with pytest.raises(DuplicateIdempotencyKey), engine.db.write() as session:
+        requests_repo.insert_new(session, values | {"id": "req_other"})
