@@ -31,7 +31,7 @@ def clock(at: str | datetime) -> str:
 
 
 def _names(names: object) -> str:
-    listed = [person(str(n)[:WHO]) for n in names] if isinstance(names, list) else []
+    listed = [code(str(n), WHO) for n in names] if isinstance(names, list) else []
     shown = ", ".join(listed[:10])
     return shown + (f" and {len(listed) - 10} more" if len(listed) > 10 else "")
 

@@ -1,0 +1,56 @@
+"""Checks that what stepup sends to Slack carries agent text only where it is inert.
+
+Used by the property test over every renderer and by the attack tests over real HTTP: every
+``<…>`` in mrkdwn is one of stepup's own date tokens; agent text (found by a marker) appears in
+mrkdwn only inside a code span or block that Slack would close where stepup closed it, and in
+plain_text only with emoji off; everything fits Slack's limits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+DATE_TOKEN = re.compile(r"<!date\^\d+\^\{date_short_pretty\} \{time_secs\}\|[0-9: UTC-]+>")
+CODE = re.compile(r"```.*?```|`[^`\n]*`", re.DOTALL)
+
+
+def text_objects(node: Any) -> Iterator[dict[str, Any]]:
+    """Every text object (``{"type": "mrkdwn"|"plain_text", "text": …}``) in a payload."""
+    if isinstance(node, dict):
+        if node.get("type") in ("mrkdwn", "plain_text") and isinstance(node.get("text"), str):
+            yield node
+        for value in node.values():
+            yield from text_objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from text_objects(value)
+
+
+def outside_code(mrkdwn: str) -> str:
+    """``mrkdwn`` with stepup's date tokens and every closed code span or block removed."""
+    return CODE.sub(" ", DATE_TOKEN.sub(" ", mrkdwn))
+
+
+def check_mrkdwn(text: str, markers: tuple[str, ...] = ()) -> None:
+    assert "<" not in DATE_TOKEN.sub("", text), f"live <…> markup: {text!r}"
+    assert ">" not in DATE_TOKEN.sub("", text), f"a live > quote or markup: {text!r}"
+    bare = re.search(r"&(?!amp;|lt;|gt;)", DATE_TOKEN.sub("", text))
+    assert bare is None, f"an unescaped &: {text!r}"
+    rest = outside_code(text)
+    for marker in markers:
+        assert marker not in rest, f"agent text outside a code span: {text!r}"
+    for span in CODE.findall(DATE_TOKEN.sub("", text)):
+        body = span.strip("`")
+        assert "`" not in body, f"a code span an agent could close: {span!r}"
+
+
+def check_payload(payload: Any, markers: tuple[str, ...] = ()) -> None:
+    """Every mrkdwn string (and message text) of a Block Kit payload, and its plain_text."""
+    for obj in text_objects(payload):
+        if obj["type"] == "mrkdwn":
+            assert obj.get("verbatim") is True, f"auto-linking mrkdwn: {obj!r}"
+            check_mrkdwn(obj["text"], markers)
+        elif any(m in obj["text"] for m in markers):
+            assert obj.get("emoji") is False, f"agent text with emoji on: {obj!r}"
