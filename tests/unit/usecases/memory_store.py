@@ -91,6 +91,8 @@ class MemoryTx:
     def load(
         self, request_id: str, *, agent_id: str | None = None, lock: bool = False
     ) -> RequestSnapshot:
+        # One thread, one transaction at a time: a lock has nothing to exclude here, so
+        # locking is proven by the database tests (tests/integration/test_transition_path.py).
         snap = self.state.requests.get(request_id)
         if snap is None or (agent_id is not None and snap.agent_id != agent_id):
             raise NotFound(f"no request {request_id}")
@@ -148,12 +150,18 @@ class MemoryTx:
         return None
 
     def due(self, now: datetime, *, limit: int) -> list[str]:
-        due = [
-            (deadline, s.id)
-            for s in self.state.requests.values()
-            if (deadline := self._deadline(s)) is not None and deadline <= now
-        ]
-        return [request_id for _, request_id in sorted(due)][:limit]
+        """As in SQL: up to ``limit`` per live status, each status by its deadline."""
+        found: list[str] = []
+        for status in (Status.PENDING, Status.APPROVED, Status.ACTIVE):
+            due = sorted(
+                (deadline, s.id)
+                for s in self.state.requests.values()
+                if s.status is status
+                and (deadline := self._deadline(s)) is not None
+                and deadline <= now
+            )
+            found += [request_id for _, request_id in due[:limit]]
+        return found
 
     def due_escalations(self, now: datetime, *, limit: int) -> list[str]:
         return [
@@ -191,8 +199,8 @@ class MemoryTx:
     ) -> set[str]:
         revoked = set()
         for request_id, jti in credentials:
-            info = self.state.credentials[jti]
-            if info.revoked_at is None:
+            info = self.state.credentials.get(jti)
+            if info is not None and info.revoked_at is None:
                 self.state.credentials[jti] = dataclasses.replace(
                     info, revoked_at=now, revoke_reason=reason
                 )
@@ -210,7 +218,7 @@ class MemoryTx:
     def lease_revocations(
         self, now: datetime, *, limit: int, until: datetime
     ) -> list[LeasedRevocation]:
-        leased = []
+        leased: list[LeasedRevocation] = []
         for jti, r in self.state.revocations.items():
             if r["status"] == "pending" and r["next_attempt_at"] <= now and len(leased) < limit:
                 r["next_attempt_at"] = until
@@ -219,11 +227,11 @@ class MemoryTx:
         return leased
 
     def revocations_done(self, jtis: Sequence[str], now: datetime) -> dict[str, datetime | None]:
-        marked = {}
+        marked: dict[str, datetime | None] = {}
         for jti in jtis:
             r = self.state.revocations[jti]
             if r["status"] != "done":
-                r.update(status="done", last_error=None)
+                r.update(status="done", done_at=now, last_error=None)
                 marked[jti] = r["alerted_at"]
         return marked
 
