@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from core.errors import NotEligible
 from core.model import Approver, Vote
 from core.policy.compiled import ApproverGroup
-from core.snapshots import VoteInfo
+from core.snapshots import RequestSnapshot, VoteInfo
 from core.terms import Terms
 
 
@@ -122,3 +122,26 @@ def check_eligible(
 def is_sponsor_or_owner(person: Approver, sponsor_email: str | None, owner_email: str) -> bool:
     """The sponsor and the agent's owner may revoke (never approve) their own request."""
     return _same_email(person.email, sponsor_email) or _same_email(person.email, owner_email)
+
+
+def check_party(
+    person: Approver,
+    snap: RequestSnapshot,
+    *,
+    groups: Mapping[str, ApproverGroup],
+    now: datetime,
+    usergroup_members: Mapping[str, frozenset[str]] | None = None,
+) -> None:
+    """Raise NotEligible unless ``person`` is one of the request's parties: its sponsor or
+    its agent's owner (by exact email, any case), or someone eligible to approve it under its
+    frozen terms (user-group and, once due, escalation members included). The parties may see
+    a request in Slack and revoke it."""
+    if is_sponsor_or_owner(person, snap.on_behalf_of, snap.owner_email):
+        return
+    check_eligible(
+        person,
+        groups=eligible_groups(snap.terms, snap.created_at, groups, now),
+        sponsor_email=None,
+        owner_email=None,
+        usergroup_members=usergroup_members,
+    )

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from core.approvals import check_eligible, eligible_groups, is_sponsor_or_owner
+from core.approvals import check_eligible, check_party, eligible_groups
 from core.credentials import introspection_response, verify_credential
 from core.errors import InvalidToken, NotEligible, NotFound
 from core.model import Approver, Status
@@ -30,16 +30,8 @@ def may_see(
     """The request's parties: its sponsor and its agent's owner (by exact email, any case), and
     the people eligible to approve it under its frozen terms (user-group members included).
     The same people who may revoke it. Fails closed like ``check_eligible``."""
-    if is_sponsor_or_owner(person, snap.on_behalf_of, snap.owner_email):
-        return True
     try:
-        check_eligible(
-            person,
-            groups=eligible_groups(snap.terms, snap.created_at, groups, now),
-            sponsor_email=None,
-            owner_email=None,
-            usergroup_members=usergroup_members,
-        )
+        check_party(person, snap, groups=groups, now=now, usergroup_members=usergroup_members)
     except NotEligible:
         return False
     return True

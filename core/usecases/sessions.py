@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from core.approvals import approver_emails, check_eligible, eligible_groups, is_sponsor_or_owner
+from core.approvals import approver_emails, check_party
 from core.credentials import CredentialGrant, IssuedCredential
 from core.lifecycle import Event
 from core.model import AgentIdentity, Approver, SessionOutcome
@@ -136,15 +136,12 @@ class Sessions:
         """A person revokes: the request's approvers, its sponsor and the agent's owner may."""
         with self.parts.store.read() as tx:
             snap = tx.load(request_id)
-        if not is_sponsor_or_owner(person, snap.on_behalf_of, snap.owner_email):
-            check_eligible(
-                person,
-                groups=eligible_groups(
-                    snap.terms, snap.created_at, self.parts.policy.current.groups, now
-                ),
-                sponsor_email=None,
-                owner_email=None,
-                usergroup_members=usergroup_members,
-            )
+        check_party(
+            person,
+            snap,
+            groups=self.parts.policy.current.groups,
+            now=now,
+            usergroup_members=usergroup_members,
+        )
         who = person.email or person.slack_user_id
         return self.revoke(request_id, by=who, reason=reason, now=now)
