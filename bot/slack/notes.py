@@ -36,6 +36,11 @@ def _names(names: object) -> str:
     return shown + (f" and {len(listed) - 10} more" if len(listed) > 10 else "")
 
 
+def _groups(groups: object) -> str:
+    """Approver groups: names from the policy, escaped."""
+    return ", ".join(person(str(g)[:WHO]) for g in groups) if isinstance(groups, list) else "?"
+
+
 def note_text(fact: Fact) -> str:
     """The fact as a line in the card's thread (and the body of the sponsor's DM)."""
     data, who = fact.data, code(fact.actor or "?", WHO)
@@ -67,7 +72,7 @@ def note_text(fact: Fact) -> str:
     if kind is FactKind.ESCALATION_REMINDER:
         return (
             f":bell: Reminder: {int(data['missing'])} more approval(s) needed from "
-            f"{_names(data['groups'])}; escalating to {person(str(data['escalate_to']))} at "
+            f"{_groups(data['groups'])}; escalating to {person(str(data['escalate_to']))} at "
             f"{clock(data['escalate_at'])}"
         )
     if kind is FactKind.ESCALATED:
