@@ -200,7 +200,12 @@ def build_slack(
     def _show_page(ack: Ack, body: dict[str, Any]) -> None:
         ack()
         view = body.get("view") or {}
-        later(actions.show_page_clicked, body["actions"][0]["value"], view.get("id"))
+        later(
+            actions.show_page_clicked,
+            body["actions"][0]["value"],
+            body["user"]["id"],
+            view.get("id"),
+        )
 
     @app.action(BREAK_GLASS_ACK)
     def _break_glass_ack(ack: Ack, body: dict[str, Any]) -> None:

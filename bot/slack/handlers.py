@@ -35,8 +35,9 @@ def revoked_in_slack(person: Approver) -> str:
 
 
 def no_request(request_id: str) -> str:
-    """The answer for an unknown id, and for a request the person is no party to: the same."""
-    return f"There is no request {request_id}."
+    """The answer for an unknown id, and for a request the person is no party to: the same.
+    The id is whatever the person typed, so it is shown as a code span."""
+    return f"There is no request {code(request_id)}."
 
 
 class ApprovalActions:
@@ -206,21 +207,26 @@ class ApprovalActions:
             )
 
     def show_all_clicked(self, request_id: str, user_id: str, trigger_id: str | None) -> None:
-        """The whole request, as the message it was clicked on shows it in part."""
+        """The whole request, as the message it was clicked on shows it in part; only to
+        the request's parties, like ``/stepup status``."""
         try:
-            snapshot = self.service.get(request_id)
+            snapshot = self._visible(request_id, self.directory.approver(user_id))
         except NotFound:
-            self.tell(None, user_id, f"There is no request {code(request_id)}.")
+            self.tell(None, user_id, no_request(request_id))
             return
         if trigger_id:
             self.client.views_open(trigger_id=trigger_id, view=full_request_view(snapshot))
 
-    def show_page_clicked(self, value: str, view_id: str | None) -> None:
+    def show_page_clicked(self, value: str, user_id: str, view_id: str | None) -> None:
         """Another page of the whole request, in the modal the click came from."""
         request_id, _, page = value.partition(" ")
-        if view_id and page.isdigit():
-            snapshot = self.service.get(request_id)
-            self.client.views_update(view_id=view_id, view=full_request_view(snapshot, int(page)))
+        if not (view_id and page.isdigit()):
+            return
+        try:
+            snapshot = self._visible(request_id, self.directory.approver(user_id))
+        except NotFound:
+            return
+        self.client.views_update(view_id=view_id, view=full_request_view(snapshot, int(page)))
 
     # -- modals ----------------------------------------------------------------------------
 

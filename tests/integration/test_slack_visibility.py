@@ -135,3 +135,29 @@ def test_the_app_home_shows_live_credentials_only_to_who_may_still_see_them(
     live.engine.service.policy.reload(path)
     assert req.id not in home(live, "U0ALICE")
     assert status(live, "U0ALICE", req.id) == no_request(req.id)
+
+
+def test_show_all_opens_the_whole_request_only_for_its_parties(live: SlackLive) -> None:
+    from bot.slack.cards import SHOW_ALL
+
+    req = live.submit(justification="x" * 3_500)  # cut on the card, so it offers Show all
+    card = live.card(req.id)
+    assert SHOW_ALL in json.dumps(live.latest_blocks(card))
+    opened = len(live.slack.calls("views.open"))
+    assert live.sim.click(SHOW_ALL, req.id, "U0EVE", message=card).status_code == 200
+    live.eventually(
+        lambda: any(
+            c.method == "chat.postMessage"
+            and c.params.get("channel") == "U0EVE"
+            and c.params.get("text") == no_request(req.id)
+            for c in live.slack.calls()
+        )
+    )
+    assert len(live.slack.calls("views.open")) == opened  # the stranger saw nothing
+    assert live.sim.click(SHOW_ALL, req.id, "U0ALICE", message=card).status_code == 200
+    live.slack.wait_for("views.open", count=opened + 1)
+
+
+def test_a_typed_id_is_echoed_inert(live: SlackLive) -> None:
+    answer = status(live, "U0EVE", "<!channel>")
+    assert "<!channel>" not in answer and "&lt;!channel&gt;" in answer
