@@ -108,7 +108,10 @@ class SlackRuntime:
 
     def stop(self) -> None:
         self.worker.stop()
-        self.work.shutdown(wait=False, cancel_futures=True)
+        # Clicks already being handled finish (each is short and bounded by the Slack
+        # client's timeout), so nothing writes to the database after the runtime stopped;
+        # queued ones are dropped (Slack retries an unacknowledged click, these were acked).
+        self.work.shutdown(wait=True, cancel_futures=True)
 
 
 def _channel_of(body: dict[str, Any]) -> str | None:
