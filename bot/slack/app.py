@@ -25,7 +25,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 
-from bot.slack.bolt_logging import bolt_logger
+from bot.slack.bolt_logging import bolt_logger, web_api_logger
 from bot.slack.cards import (
     APPROVE,
     BREAK_GLASS_ACK,
@@ -51,7 +51,7 @@ logger = logging.getLogger(__name__)
 
 def web_client(token: str, base_url: str) -> WebClient:
     """A Web API client that honours 429 Retry-After and retries transient failures."""
-    client = WebClient(token=token, base_url=base_url, timeout=10)
+    client = WebClient(token=token, base_url=base_url, timeout=10, logger=web_api_logger())
     client.retry_handlers.extend(
         [
             RateLimitErrorRetryHandler(max_retry_count=2),

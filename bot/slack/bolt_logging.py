@@ -1,4 +1,4 @@
-"""Bolt's logger, with every request body withheld.
+"""Bolt's and the Slack Web API client's loggers, with every request body withheld.
 
 Bolt and slack-sdk's Socket Mode client log whole request bodies in a few places — a request
 that fails signature verification (at INFO), an unhandled request, every Socket Mode envelope
@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 BOLT_LOGGER = "stepup.slack.bolt"
+WEB_LOGGER = "stepup.slack.web"
 
 # How Bolt's and slack-sdk's log lines that carry a body begin (slack_bolt 1.x, slack_sdk 3.x).
 _CARRY_A_BODY = (
@@ -23,6 +24,9 @@ _CARRY_A_BODY = (
     "Sending a message",
     "Failed to send a message",
     "Unsuccessful Bolt execution result",
+    "Responding with",  # Bolt's answer to Slack: a modal's errors, an ack body
+    "Sending a request - ",  # slack_sdk's WebClient: every argument of every call
+    "Received the following response - ",  # its answer: users' emails, message texts
 )
 # Whatever the wording, a line with these in it came from a body.
 _BODY_MARKS = ("response_url", "hooks.slack.com", "trigger_id", "payload=")
@@ -47,6 +51,15 @@ def bolt_logger() -> logging.Logger:
     """The base logger to give ``App(logger=...)``: a child of stepup's, its level left to the
     root's, and the filter that withholds bodies."""
     logger = logging.getLogger(BOLT_LOGGER)
+    if not any(isinstance(f, WithholdRequestBodies) for f in logger.filters):
+        logger.addFilter(WithholdRequestBodies())
+    return logger
+
+
+def web_api_logger() -> logging.Logger:
+    """The logger to give ``WebClient(logger=...)``: at DEBUG slack_sdk logs every call's
+    arguments (agent text, trigger ids) and every answer (people's emails); withheld here."""
+    logger = logging.getLogger(WEB_LOGGER)
     if not any(isinstance(f, WithholdRequestBodies) for f in logger.filters):
         logger.addFilter(WithholdRequestBodies())
     return logger
