@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from typing import Any
 
 DATE_TOKEN = re.compile(r"<!date\^\d+\^\{date_short_pretty\} \{time_secs\}\|[0-9: UTC-]+>")
-CODE = re.compile(r"```.*?```|`[^`\n]*`", re.DOTALL)
+# A span ends at a backtick or at anything a client may break a line at.
+CODE = re.compile("```.*?```|`[^`\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]*`", re.DOTALL)
 
 
 def text_objects(node: Any) -> Iterator[dict[str, Any]]:

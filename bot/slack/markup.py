@@ -21,6 +21,7 @@ Long values are cut to fit Slack's documented limits with a visible "… (N more
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -78,9 +79,21 @@ def fit(text: str, limit: int, render: Callable[[str], str]) -> tuple[str, int]:
     return render(text[:low]), len(text) - low
 
 
+# Every character a client may break a line at: none may end a one-line code span early.
+LINE_BREAKS = re.compile("\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+# Characters that reorder or hide what follows them (bidi controls, zero-width, BOM): shown
+# as their code point, so a value reads as it is stored and cannot disguise stepup's words.
+HIDDEN = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+
+
+def reveal(text: str) -> str:
+    """``text`` with its invisible and reordering characters shown as ``[U+XXXX]``."""
+    return HIDDEN.sub(lambda m: f"[U+{ord(m.group()):04X}]", text)
+
+
 def _span_body(text: str) -> str:
-    body = escape(text).replace("`", BACKTICK_LOOKALIKE).replace("\r\n", "\n")
-    return body.replace("\n", NEWLINE_MARK).replace("\r", NEWLINE_MARK)
+    body = reveal(escape(text)).replace("`", BACKTICK_LOOKALIKE)
+    return LINE_BREAKS.sub(NEWLINE_MARK, body)
 
 
 def _span(text: str) -> str:
@@ -88,7 +101,7 @@ def _span(text: str) -> str:
 
 
 def _block(text: str) -> str:
-    return f"```\n{escape(text).replace('`', BACKTICK_LOOKALIKE)}\n```"
+    return f"```\n{reveal(escape(text)).replace('`', BACKTICK_LOOKALIKE)}\n```"
 
 
 class Shown:
@@ -117,7 +130,7 @@ class Shown:
 
     def plain(self, text: str | None, limit: int = TEXT_OBJECT) -> dict[str, Any]:
         """A ``plain_text`` object, emoji off (``:white_check_mark:`` stays words)."""
-        return plain(self._fit(text, limit, str, " ") if text else EMPTY)
+        return plain(self._fit(text, limit, reveal, " ") if text else EMPTY)
 
 
 def code(text: str | None, limit: int = 300) -> str:
