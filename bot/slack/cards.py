@@ -71,12 +71,13 @@ def parameters_json(snapshot: RequestSnapshot) -> str:
     return json.dumps(snapshot.parameters, indent=1, sort_keys=True, ensure_ascii=False)
 
 
-def headline(snapshot: RequestSnapshot, shown: Shown) -> str:
+def headline(snapshot: RequestSnapshot, shown: Shown, budget: dict[str, int] = HEADLINE) -> str:
+    """Action on target in environment, each its own code span within its ``budget``."""
     s = snapshot
     return (
-        f"{shown.code(s.action, HEADLINE['action'])} on "
-        f"{shown.code(s.target, HEADLINE['target'])} in "
-        f"{shown.code(s.environment, HEADLINE['environment'])}"
+        f"{shown.code(s.action, budget['action'])} on "
+        f"{shown.code(s.target, budget['target'])} in "
+        f"{shown.code(s.environment, budget['environment'])}"
     )
 
 
@@ -235,7 +236,17 @@ def reasons_text(snapshot: RequestSnapshot, limit: int = LONG_TEXT) -> str:
     return "\n".join(lines) or EMPTY
 
 
+NOTIFY_VALUE = 60  # an agent value in the notification text, as sent
+
+
 def card_text(snapshot: RequestSnapshot) -> str:
-    """Notification fallback text (shown in push notifications and screen readers)."""
+    """Notification fallback text (shown in push notifications and screen readers).
+
+    stepup's words come first — the status, the tier, the environment, the request id — and
+    the agent's action and target last, each escaped and cut short, so no agent value can push
+    the request's real target and environment out of the preview or pose as stepup's words."""
     s = snapshot
-    return f"{_TITLES[s.status]}: {headline(s, Shown())}"
+    return (
+        f"{_TITLES[s.status]} — tier {s.tier.value}, {code(s.environment, NOTIFY_VALUE)} — "
+        f"{code(s.id, 100)}: {code(s.action, NOTIFY_VALUE)} on {code(s.target, NOTIFY_VALUE)}"
+    )

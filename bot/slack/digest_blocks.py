@@ -2,8 +2,11 @@
 
 Slack refuses a message over 50 blocks or a section text over 3,000 characters, so every list
 is cut to fit and ends with "… and N more"; the whole digest stays in ``stepup digest --print``.
-Every line names agents, targets and reasons that agents or people chose, so each item is an
-inline code span (``bot.slack.markup``): escaped, and unable to mention, link or format.
+Every item starts with stepup's verdict (UNREVIEWED, its status, who reviewed, approved or
+denied it, when, why), escaped and outside any code span; then the request id and each value
+that an agent or a person wrote (agent, action, target, environment, reason, error) as its own
+inline code span (``bot.slack.markup``), cut to its own budget: escaped, unable to mention, link
+or format, and unable to push the verdict out of sight or imitate it.
 """
 
 from __future__ import annotations
@@ -12,35 +15,75 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from bot.slack.markup import FIELD_TEXT, HEADER_TEXT, code, code_block, escape, md, plain
+from bot.slack.markup import (
+    FIELD_TEXT,
+    HEADER_TEXT,
+    code,
+    code_block,
+    escape,
+    fit,
+    md,
+    plain,
+)
 from bot.slack.markup import MESSAGE_BLOCKS as MAX_BLOCKS
 from bot.slack.markup import TEXT_OBJECT as SECTION_TEXT
 from core.digest import (
     Digest,
-    active_line,
+    Item,
+    active_item,
     audit_line,
-    break_glass_line,
+    break_glass_item,
     decision_line,
-    denial_line,
-    expired_line,
+    denial_item,
+    expired_item,
     minute_utc,
-    refused_line,
+    refused_item,
     render_text,
     request_lines,
-    revocation_line,
-    top_line,
+    revocation_item,
 )
 
-LINE_TEXT = 400  # one list item, as sent: a huge error text cannot eat the section
+# Budgets of one list item, as sent (escaping included): stepup's verdict, then each value.
+VERDICT_TEXT = 500  # a long list of approvers' names is cut, the verdict's first words stay
+ID_TEXT = 80
+VALUE_TEXT = {"agent": 100, "action": 120, "target": 200, "environment": 80}
+OTHER_VALUE = 300  # a reason, an error, a clicker
+LINE_TEXT = 2 + VERDICT_TEXT + 3 + ID_TEXT + 3 + sum(VALUE_TEXT.values()) + 2 * (14 + OTHER_VALUE)
+TOP_NAME = 120
 
 T = TypeVar("T")
 
 
-def _item(line: str) -> str:
-    return f"• {code(line, LINE_TEXT)}"
+NAME_TEXT = 100  # a person's name in a verdict
 
 
-def bounded_list(title: str, lines: Sequence[str], *, limit: int = SECTION_TEXT) -> str:
+def _verdict(parts: tuple[str, ...]) -> str:
+    """stepup's words escaped, the people they name as code spans; cut after whole parts."""
+    text = ""
+    for index, part in enumerate(parts):
+        shown = code(part, NAME_TEXT) if index % 2 else escape(part)
+        if len(text) + len(shown) > VERDICT_TEXT - 2:
+            if not text:  # the first words always show, cut if they must be
+                return fit(part, VERDICT_TEXT - 2, escape)[0] + " …"
+            return text + " …"
+        text += shown
+    return text
+
+
+def _item(item: Item) -> str:
+    """``• verdict — `id` — label `value`, label `value`…``: the verdict first, outside spans."""
+    parts = [f"• {_verdict(item.verdict)}"]
+    if item.request_id:
+        parts.append(code(item.request_id, ID_TEXT))
+    values = ", ".join(
+        f"{name} {code(value, VALUE_TEXT.get(name, OTHER_VALUE))}" for name, value in item.values
+    )
+    if values:
+        parts.append(values)
+    return " — ".join(parts)
+
+
+def bounded_list(title: str, lines: Sequence[Item], *, limit: int = SECTION_TEXT) -> str:
     """``title`` and as many items as fit in ``limit`` characters, then "… and N more"."""
     if not lines:
         return f"{title}\nnone"
@@ -64,11 +107,19 @@ def _section(text: str) -> dict[str, Any]:
     return {"type": "section", "text": md(text)}
 
 
-def _field(label: str, value: str) -> dict[str, object]:
-    return md(f"*{label}*\n{code(value, FIELD_TEXT - len(label) - 10)}")
+def _field(label: str, items: tuple[tuple[str, int], ...]) -> dict[str, object]:
+    """The count first, then the name an agent chose as its own span."""
+    lines = [f"{count} {code(name, TOP_NAME)}" for name, count in items] or ["—"]
+    text = f"*{label}*"
+    for line in lines:
+        if len(text) + 1 + len(line) > FIELD_TEXT - 40:
+            text += "\n…"
+            break
+        text += "\n" + line
+    return md(text)
 
 
-def _list_section(title: str, items: Sequence[T], line: Callable[[T], str]) -> dict[str, Any]:
+def _list_section(title: str, items: Sequence[T], line: Callable[[T], Item]) -> dict[str, Any]:
     return _section(bounded_list(f"*{title}* ({len(items)})", [line(i) for i in items]))
 
 
@@ -96,17 +147,17 @@ def digest_blocks(digest: Digest) -> list[dict[str, Any]]:
         _section(f"{mark} *Audit chain*: {escape(audit_line(audit))}"),
         {"type": "divider"},
         _section(summary),
-        _list_section("Expired", d.expired, expired_line),
-        _list_section("Denials", d.denials, denial_line),
-        _list_section(f"Refused clicks [{refused}]", d.refused_clicks, refused_line),
-        _list_section("Break-glass uses", d.break_glass, break_glass_line),
-        _list_section("Revocation failures", d.revocation_failures, revocation_line),
-        _list_section("Active credentials now", d.active_credentials, active_line),
+        _list_section("Expired", d.expired, expired_item),
+        _list_section("Denials", d.denials, denial_item),
+        _list_section(f"Refused clicks [{refused}]", d.refused_clicks, refused_item),
+        _list_section("Break-glass uses", d.break_glass, break_glass_item),
+        _list_section("Revocation failures", d.revocation_failures, revocation_item),
+        _list_section("Active credentials now", d.active_credentials, active_item),
         {
             "type": "section",
             "fields": [
-                _field("Top agents", top_line(d.top_agents)),
-                _field("Top targets", top_line(d.top_targets)),
+                _field("Top agents", d.top_agents),
+                _field("Top targets", d.top_targets),
             ],
         },
     ]

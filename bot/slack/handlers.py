@@ -259,22 +259,24 @@ class ApprovalActions:
             )
             if not pending:
                 return "Nothing is waiting for your decision."
-            return "\n".join(
-                f"• {code(s.id)} {headline(s, Shown())} — "
-                f"{tally(s.votes, s.terms.quorum).received} of "
-                f"{s.terms.quorum}, decide before {when(s.expires_at)}"
-                for s in pending[:PENDING_LINES]
-            ) + (
-                f"\n… and {len(pending) - PENDING_LINES} more"
-                if len(pending) > PENDING_LINES
-                else ""
+            return (
+                "\n".join(  # stepup's words first, the agent's last
+                    f"• {code(s.id)} {tally(s.votes, s.terms.quorum).received} of "
+                    f"{s.terms.quorum}, decide before {when(s.expires_at)} — {headline(s, Shown())}"
+                    for s in pending[:PENDING_LINES]
+                )
+                + (
+                    f"\n… and {len(pending) - PENDING_LINES} more"
+                    if len(pending) > PENDING_LINES
+                    else ""
+                )
             )
         if verb == "status" and len(words) == 2:
             try:
                 s = self._visible(words[1], self.directory.approver(user_id))
             except NotFound:
                 return no_request(words[1])
-            return f"{code(s.id)} {headline(s, Shown())}: *{s.status.value}*"
+            return f"*{s.status.value}* — {code(s.id)}: {headline(s, Shown())}"
         if verb == "revoke" and len(words) == 2:
             try:
                 person = self.directory.approver(user_id)

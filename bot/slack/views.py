@@ -39,6 +39,22 @@ from core.snapshots import RequestSnapshot
 
 REASON_MAX = 2_000  # a deny reason, as typed (Slack allows up to 3,000)
 HOME_ITEMS = 20
+# One App Home item's section text, as sent (escaping included). Each part is bounded:
+HOME_HEADLINE = {"action": 600, "target": 1_100, "environment": 400}
+HOME_ID = 100  # the request id's code span (stepup's ids are short)
+HOME_AGENT = 300
+DATE = 100  # a ``when`` token: ``<!date^…|YYYY-MM-DD HH:MM:SS UTC>``, about 80
+HOME_SPONSOR = 400
+HOME_APPROVALS = 600
+# The section of a pending item: headline, " — ", id, "\ndecide before ", date; of an active
+# item: headline, " by ", agent, " — until ", date, " — ", id. The sponsor and the approvals
+# of a pending item are a context block of their own. Both stay within Slack's 3,000.
+HOME_HEADLINE_MAX = sum(HOME_HEADLINE.values()) + len(" on  in ")
+HOME_PENDING_MAX = HOME_HEADLINE_MAX + len(" — ") + HOME_ID + len("\ndecide before ") + DATE
+HOME_ACTIVE_MAX = (
+    HOME_HEADLINE_MAX + len(" by ") + HOME_AGENT + len(" — until ") + DATE + len(" — ") + HOME_ID
+)
+HOME_CONTEXT_MAX = len("Sponsor  ") + HOME_SPONSOR + len(NOT_VERIFIED) + len(" · ") + HOME_APPROVALS
 PAGE_BLOCKS = VIEW_BLOCKS - 2  # room for the page line and its buttons
 
 
@@ -159,7 +175,7 @@ def home_view(pending: list[RequestSnapshot], active: list[RequestSnapshot]) -> 
     for snap in pending[:HOME_ITEMS]:
         shown = Shown()
         sponsor = (
-            f"\nSponsor {shown.code(snap.on_behalf_of, 400)} {NOT_VERIFIED}"
+            f"Sponsor {shown.code(snap.on_behalf_of, HOME_SPONSOR)} {NOT_VERIFIED} · "
             if snap.on_behalf_of
             else ""
         )
@@ -167,9 +183,15 @@ def home_view(pending: list[RequestSnapshot], active: list[RequestSnapshot]) -> 
             {
                 "type": "section",
                 "text": md(
-                    f"{headline(snap, shown)} — {code(snap.id)}{sponsor}\n"
-                    f"{approvals_text(snap, 600)} · decide before {when(snap.expires_at)}"
+                    f"{headline(snap, shown, HOME_HEADLINE)} — {code(snap.id, HOME_ID)}\n"
+                    f"decide before {when(snap.expires_at)}"
                 ),
+            }
+        )
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [md(f"{sponsor}{approvals_text(snap, HOME_APPROVALS)}")],
             }
         )
     blocks.append(
@@ -184,8 +206,9 @@ def home_view(pending: list[RequestSnapshot], active: list[RequestSnapshot]) -> 
             {
                 "type": "section",
                 "text": md(
-                    f"{headline(snap, shown)} by {shown.code(snap.agent_id, 300)} — "
-                    f"until {when(until)} — {code(snap.id)}"
+                    f"{headline(snap, shown, HOME_HEADLINE)} by "
+                    f"{shown.code(snap.agent_id, HOME_AGENT)} — "
+                    f"until {when(until)} — {code(snap.id, HOME_ID)}"
                 ),
                 "accessory": button(REVOKE, snap.id, "Revoke", "danger"),
             }

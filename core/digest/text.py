@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from core.digest.model import (
@@ -37,54 +38,132 @@ def minute_utc(at: datetime | None) -> str:
     return at.strftime("%Y-%m-%d %H:%M UTC") if at is not None else "—"
 
 
+LINE_BREAKS = ("\r\n", "\n", "\r", "\u2028", "\u2029", "\x0b", "\x0c", "\x85")
+NEWLINE_MARK = "\u21b5"  # ↵: a value written over several lines stays on its item's line
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: each line break shown as ↵ (one item is one line of the digest)."""
+    for brk in LINE_BREAKS:
+        text = text.replace(brk, NEWLINE_MARK)
+    return text
+
+
+@dataclass(frozen=True)
+class Item:
+    """One list item of the digest: stepup's verdict first, then what others wrote.
+
+    ``verdict`` is stepup's own words (what happened, its status, who reviewed, approved or
+    denied it, when, why), with the names of the people it names at its odd places;
+    ``request_id`` is the request's id; ``values`` are the labelled values that agents (or
+    people) wrote, each shown as its own bounded value after the verdict, so no value can
+    push the verdict out of sight or imitate it."""
+
+    verdict: tuple[str, ...]  # stepup's words and, at odd places, people's names
+    request_id: str | None = None
+    values: tuple[tuple[str, str | None], ...] = ()
+
+    def text(self) -> str:
+        """The item as one plain-text line: the verdict, the id, then each labelled value."""
+        parts = ["".join(one_line(part) for part in self.verdict)]
+        if self.request_id:
+            parts.append(one_line(self.request_id))
+        written = "; ".join(f"{name} {one_line(value or '—')}" for name, value in self.values)
+        if written:
+            parts.append(written)
+        return " — ".join(parts)
+
+
+def _request_values(ref: RequestRef) -> tuple[tuple[str, str | None], ...]:
+    return (
+        ("agent", ref.agent),
+        ("action", ref.action),
+        ("target", ref.target),
+        ("environment", ref.environment),
+    )
+
+
 def describe(ref: RequestRef) -> str:
     return f"{ref.request_id} {ref.agent} {ref.action} on {ref.target} ({ref.environment})"
 
 
-def expired_line(item: Expired) -> str:
+def expired_item(item: Expired) -> Item:
     why = "nobody decided in time" if item.was == "pending" else "approved but never claimed"
-    return f"{describe(item.request)}: {why}, at {minute_utc(item.at)}"
+    verdict = (f"expired at {minute_utc(item.at)}: {why}",)
+    return Item(verdict, item.request.request_id, _request_values(item.request))
+
+
+def denial_item(item: Denial) -> Item:
+    at = f" at {minute_utc(item.at)}"
+    if item.by == "policy":
+        rule = f"policy rule {item.rule}" if item.rule else "policy (no rule matched)"
+        verdict: tuple[str, ...] = (f"denied by {rule}{at}",)
+    else:
+        verdict = ("denied by ", item.by, at)
+    values = (*_request_values(item.request), ("reason", item.reason))
+    return Item(verdict, item.request.request_id, values)
+
+
+def refused_item(item: RefusedClick) -> Item:
+    verdict = (f"refused ({item.why}) at {minute_utc(item.at)}",)
+    return Item(verdict, item.request_id or "?", (("clicked by", item.clicker or "?"),))
+
+
+def break_glass_item(item: BreakGlassUse) -> Item:
+    used = f", now {item.status} — break glass at {minute_utc(item.at)}, rule {item.rule or '—'}"
+    verdict = (
+        ("reviewed by ", item.reviewed_by or "?", f" at {minute_utc(item.reviewed_at)}{used}")
+        if item.reviewed
+        else (f"UNREVIEWED{used}",)
+    )
+    return Item(verdict, item.request.request_id, _request_values(item.request))
+
+
+def revocation_item(item: RevocationFailure) -> Item:
+    alerted = f"alerted {minute_utc(item.alerted_at)}" if item.alerted_at else "not alerted"
+    verdict = (
+        f"{item.attempts} failed revocation attempt(s) since {minute_utc(item.since)}, "
+        f"{alerted}, credential {item.jti}",
+    )
+    values: tuple[tuple[str, str | None], ...] = (("last error", item.last_error or "—"),)
+    if item.agent:
+        values = (("agent", item.agent), ("target", item.target), *values)
+    return Item(verdict, item.request_id, values)
+
+
+def active_item(item: ActiveCredential) -> Item:
+    until = f"active until {minute_utc(item.expires_at)}, "
+    if not item.approvers:
+        verdict: tuple[str, ...] = (f"{until}no approval needed (rule {item.rule or '—'})",)
+    else:
+        verdict = (f"{until}approved by ", item.approvers[0])
+        for name in item.approvers[1:]:
+            verdict += (", ", name)
+    return Item(verdict, item.request.request_id, _request_values(item.request))
+
+
+def expired_line(item: Expired) -> str:
+    return expired_item(item).text()
 
 
 def denial_line(item: Denial) -> str:
-    by = f"policy rule {item.rule}" if item.by == "policy" and item.rule else item.by
-    if item.by == "policy" and not item.rule:
-        by = "policy (no rule matched)"
-    return f"{describe(item.request)}, by {by}: {item.reason}"
+    return denial_item(item).text()
 
 
 def refused_line(item: RefusedClick) -> str:
-    return f"{minute_utc(item.at)} {item.clicker or '?'} on {item.request_id or '?'}: {item.why}"
+    return refused_item(item).text()
 
 
 def break_glass_line(item: BreakGlassUse) -> str:
-    review = (
-        f"reviewed by {item.reviewed_by or '?'} at {minute_utc(item.reviewed_at)}"
-        if item.reviewed
-        else "UNREVIEWED"
-    )
-    return (
-        f"{describe(item.request)} at {minute_utc(item.at)}, rule {item.rule or '—'}, "
-        f"now {item.status} — {review}"
-    )
+    return break_glass_item(item).text()
 
 
 def revocation_line(item: RevocationFailure) -> str:
-    who = f" ({item.agent} on {item.target})" if item.agent else ""
-    alerted = f", alerted {minute_utc(item.alerted_at)}" if item.alerted_at else ", not alerted"
-    return (
-        f"credential {item.jti} of {item.request_id}{who}: {item.attempts} failed attempt(s) "
-        f"since {minute_utc(item.since)}, last error: {item.last_error or '—'}{alerted}"
-    )
+    return revocation_item(item).text()
 
 
 def active_line(item: ActiveCredential) -> str:
-    by = (
-        "approved by " + ", ".join(item.approvers)
-        if item.approvers
-        else f"no approval needed (rule {item.rule or '—'})"
-    )
-    return f"{describe(item.request)} until {minute_utc(item.expires_at)}, {by}"
+    return active_item(item).text()
 
 
 def audit_line(audit: AuditStatus) -> str:
@@ -115,7 +194,7 @@ def decision_line(times: DecisionTimes) -> str:
 
 
 def top_line(items: tuple[tuple[str, int], ...]) -> str:
-    return ", ".join(f"{name} {count}" for name, count in items) or "—"
+    return ", ".join(f"{one_line(name)} {count}" for name, count in items) or "—"
 
 
 def _listed(title: str, lines: list[str], limit: int | None) -> list[str]:

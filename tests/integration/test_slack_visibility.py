@@ -79,7 +79,7 @@ def test_status_answers_the_parties_and_no_one_else(live: SlackLive) -> None:
     # Alice by the group's list, Dave through the Slack user group, Sam the sponsor, Olga the
     # agent's owner.
     for party in ("U0ALICE", "U0DAVE", "U0SAM", "U0OLGA"):
-        assert status(live, party, req.id).endswith("*pending*"), party
+        assert status(live, party, req.id).startswith("*pending* — "), party
     unknown = "req_0000000000000000000000"
     for stranger in ("U0EVE", "U0CAROL"):
         assert status(live, stranger, req.id) == no_request(req.id)

@@ -26,6 +26,7 @@ from core.digest import (
     Denial,
     Digest,
     Expired,
+    Item,
     RefusedClick,
     RequestRef,
     RevocationFailure,
@@ -146,17 +147,17 @@ def test_a_broken_chain_is_flagged() -> None:
 
 @pytest.mark.parametrize("limit", range(14, 31))
 def test_bounded_list_never_exceeds_its_limit_and_counts_the_rest(limit: int) -> None:
-    lines = ["aaaa", "bbbb", "cccc"]
+    lines = [Item(("aaaa",)), Item(("bbbb",)), Item(("cccc",))]
     body = bounded_list("T", lines, limit=limit)
     assert len(body) <= limit
     shown = body.count("\n• ")
     more = re.findall(r"\n… and (\d+) more$", body)
     assert shown + (int(more[0]) if more else 0) == 3
-    assert (shown == 3) == (limit >= len("T\n• `aaaa`\n• `bbbb`\n• `cccc`"))
+    assert (shown == 3) == (limit >= len("T\n• aaaa\n• bbbb\n• cccc"))
 
 
 def test_one_huge_item_is_shortened_not_dropped() -> None:
-    body = bounded_list("T", ["y" * 10_000])
-    assert body.startswith("T\n• `yyy") and len(body) < 500
+    body = bounded_list("T", [Item(("denied",), "req_1", (("reason", "y" * 10_000),))])
+    assert body.startswith("T\n• denied — `req_1` — reason `yyy") and len(body) < 500
     assert body.endswith(f"` … ({10_000 - body.count('y'):,} more characters)")
     assert bounded_list("T", []) == "T\nnone"
