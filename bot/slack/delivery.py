@@ -1,19 +1,23 @@
 """The outbox worker: delivers what stepup owes to Slack, in order, and says when it can't.
 
 A transient failure (429, 5xx, Slack's ``internal_error``, a timeout, a refused connection) is
-retried with exponential backoff (Slack's ``Retry-After`` on 429 wins), at most
+retried with exponential backoff (Slack's ``Retry-After`` on 429 wins, up to the backoff's
+cap), at most
 ``max_attempts`` times. A permanent one (Slack refuses the message, the channel, or the token)
 is not retried. Either way the entry is then ``dead``: kept with its error (``stepup requests
 show``), counted in ``/metrics``, reported in the security channel, and no longer holding
-back its request's later messages. A card Slack refuses is posted in a minimal form instead,
-so the request can still be decided. A crash between Slack's answer and marking the entry
-sent can repeat that one message.
+back its request's later messages. A card or break-glass alert Slack refuses is posted in a
+minimal form instead, so the request can still be decided (or the alert acknowledged). A card
+goes to several places (a channel, approvers' DMs, the copies a refresh updates): one that
+fails does not keep it from the others, and the report names the ones that failed. A crash
+between Slack's answer and marking the entry sent can repeat that one message.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +33,8 @@ from bot.slack.cards import card_blocks, card_text
 from bot.slack.delivery_alerts import (
     dead_letter_blocks,
     dead_letter_text,
+    minimal_break_glass_blocks,
+    minimal_break_glass_text,
     minimal_card_blocks,
     minimal_card_text,
 )
@@ -142,10 +148,19 @@ class DeliveryError(Exception):
         code = _error_code(exc)
         return cls(
             f"Slack said {code}{note}",
-            float(retry_after) if retry_after else None,
+            _seconds(retry_after),
             code=code,
             permanent=code in PERMANENT_ERRORS,
         )
+
+
+def _seconds(header: object) -> float | None:
+    """Slack's ``Retry-After`` as seconds, or None when it is missing or no number of them."""
+    try:
+        seconds = float(str(header)) if header else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _error_code(exc: SlackApiError) -> str:
@@ -178,6 +193,9 @@ class OutboxWorker:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="slack-outbox")
+        # Copies of the card a card.refresh entry already updated, while it is retried.
+        self._refreshed: dict[int, set[tuple[str, str]]] = {}
+        self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -221,19 +239,32 @@ class OutboxWorker:
         except Exception as exc:
             failure = exc if isinstance(exc, DeliveryError) else DeliveryError(_describe(exc))
             if failure.permanent:
+                self._forget(entry)
                 self._give_up(entry, str(failure), failure.code)
             elif entry.attempts >= self.max_attempts:
+                self._forget(entry)
                 self._give_up(
                     entry, f"{failure} (gave up after {entry.attempts} attempts)", failure.code
                 )
             else:
                 self._retry(entry, failure)
             return
+        self._forget(entry)
         self.outbox.mark_sent(entry.id, self.clock())
 
+    def _forget(self, entry: OutboxEntry) -> None:
+        with self._lock:
+            self._refreshed.pop(entry.id, None)
+
+    def retry_delay(self, attempts: int, retry_after: float | None) -> float:
+        """Seconds until the next attempt: exponential backoff, or Slack's ``Retry-After`` when
+        longer, never past ``max_backoff_seconds`` (a hostile or broken answer asking for
+        hours would hold the request's later messages that long)."""
+        backoff = min(self.max_backoff_seconds, 2.0 ** min(attempts, 16))
+        return min(self.max_backoff_seconds, max(retry_after or 0.0, backoff))
+
     def _retry(self, entry: OutboxEntry, failure: DeliveryError) -> None:
-        backoff = min(self.max_backoff_seconds, 2.0 ** min(entry.attempts, 16))
-        delay = max(failure.retry_after or 0.0, backoff)
+        delay = self.retry_delay(entry.attempts, failure.retry_after)
         logger.warning(
             "Slack delivery of %s for %s failed (attempt %d of %d), retrying in %.0fs: %s",
             entry.kind,
@@ -292,7 +323,7 @@ class OutboxWorker:
             if kind is NoticeKind.CARD_POST:
                 self._post_card(_required(entry.request_id), payload)
             elif kind is NoticeKind.CARD_REFRESH:
-                self._refresh_card(_required(entry.request_id))
+                self._refresh_card(_required(entry.request_id), entry.id)
             elif kind is NoticeKind.THREAD_NOTE:
                 self._thread_note(_required(entry.request_id), self._words(payload, note_text))
             elif kind is NoticeKind.DIRECT:
@@ -300,14 +331,7 @@ class OutboxWorker:
                     entry.request_id, payload["email"], self._words(payload, self._sponsor_words)
                 )
             elif kind is NoticeKind.BREAK_GLASS_ALERT:
-                snapshot = self.service.get(_required(entry.request_id))
-                self.client.chat_postMessage(
-                    channel=payload["channel"],
-                    text=break_glass_text(snapshot),
-                    blocks=break_glass_blocks(snapshot),
-                    unfurl_links=False,
-                    unfurl_media=False,
-                )
+                self._break_glass_alert(_required(entry.request_id), payload["channel"])
             elif kind is NoticeKind.DELIVERY_FAILED:
                 self._delivery_failed(payload)
             elif kind is NoticeKind.CHANNEL:
@@ -339,18 +363,18 @@ class OutboxWorker:
         self.outbox.remember_card(request_id, channel, ts, primary=primary, now=self.clock())
 
     def _post_card(self, request_id: str, payload: dict[str, Any]) -> None:
+        """The card in the rule's channel and each approver's DM. One target that fails does
+        not keep the card from the others: each is tried, then what failed is reported (or,
+        when something may yet succeed, the entry retried for the targets not yet done)."""
         snapshot = self.service.get(request_id)
         done = {m.channel for m in self._messages(request_id)}
-        refused: list[SlackApiError] = []
-        lost: SlackApiError | None = None  # the channel refuses the card for good
+        failed = _Failures()
         channel = payload.get("channel")
         if channel and channel not in done:
             try:
-                answer = self._post_card_to(channel, snapshot, refused)
+                answer = self._post_card_to(channel, snapshot, failed.refused)
             except SlackApiError as exc:
-                if _error_code(exc) not in PERMANENT_ERRORS:
-                    raise
-                lost = exc  # the approvers' DMs still get their cards
+                failed.add(exc, f"the channel {channel}", entry_channel=True)
             else:
                 self._remember(request_id, str(answer["channel"]), str(answer["ts"]), primary=True)
                 done.add(channel)
@@ -359,16 +383,17 @@ class OutboxWorker:
             if user_id is None:
                 logger.warning("no Slack user for an approver of %s; DM skipped", request_id)
                 continue
-            dm = str(self.client.conversations_open(users=user_id)["channel"]["id"])
-            if dm in done:
+            try:
+                dm = str(self.client.conversations_open(users=user_id)["channel"]["id"])
+                if dm in done:
+                    continue
+                answer = self._post_card_to(dm, snapshot, failed.refused)
+            except SlackApiError as exc:
+                failed.add(exc, f"the DM to {user_id}")
                 continue
-            answer = self._post_card_to(dm, snapshot, refused)
             self._remember(request_id, dm, str(answer["ts"]), primary=not done)
             done.add(dm)
-        if lost is not None:
-            raise DeliveryError.from_slack(lost)
-        if refused:
-            raise DeliveryError.from_slack(refused[0], note=" (a minimal card was posted instead)")
+        failed.raise_if_any(" (a minimal card was posted instead)")
 
     def _post_card_to(
         self, channel: str, snapshot: RequestSnapshot, refused: list[SlackApiError]
@@ -395,36 +420,72 @@ class OutboxWorker:
             unfurl_media=False,
         )
 
-    def _refresh_card(self, request_id: str) -> None:
+    def _refresh_card(self, request_id: str, entry_id: int) -> None:
         """Every copy of the card (the minimal one too) gets the full card, or, when Slack
-        refuses that, the minimal form of the request as it now is."""
+        refuses that, the minimal form of the request as it now is. A copy that cannot be
+        updated (deleted, archived) does not keep the others stale; a retry after a
+        transient failure updates only the copies not yet done."""
         snapshot: RequestSnapshot = self.service.get(request_id)
         blocks, text = card_blocks(snapshot), card_text(snapshot)
-        refused: list[SlackApiError] = []
+        failed = _Failures()
+        with self._lock:
+            done = self._refreshed.setdefault(entry_id, set())
         for message in self._messages(request_id):
+            if (message.channel, message.ts) in done:
+                continue
             try:
-                self.client.chat_update(
-                    channel=message.channel,
-                    ts=message.ts,
-                    text=text,
-                    blocks=blocks,
-                    unfurl_links=False,
-                    unfurl_media=False,
-                )
+                try:
+                    self.client.chat_update(
+                        channel=message.channel,
+                        ts=message.ts,
+                        text=text,
+                        blocks=blocks,
+                        unfurl_links=False,
+                        unfurl_media=False,
+                    )
+                except SlackApiError as exc:
+                    if _error_code(exc) not in CONTENT_ERRORS:
+                        raise
+                    failed.refused.append(exc)
+                    self.client.chat_update(
+                        channel=message.channel,
+                        ts=message.ts,
+                        text=minimal_card_text(snapshot),
+                        blocks=minimal_card_blocks(snapshot),
+                        unfurl_links=False,
+                        unfurl_media=False,
+                    )
             except SlackApiError as exc:
-                if _error_code(exc) not in CONTENT_ERRORS:
-                    raise
-                refused.append(exc)
-                self.client.chat_update(
-                    channel=message.channel,
-                    ts=message.ts,
-                    text=minimal_card_text(snapshot),
-                    blocks=minimal_card_blocks(snapshot),
-                    unfurl_links=False,
-                    unfurl_media=False,
-                )
-        if refused:
-            raise DeliveryError.from_slack(refused[0], note=" (the minimal card was updated)")
+                failed.add(exc, f"the copy in {message.channel}")
+                continue
+            done.add((message.channel, message.ts))
+        failed.raise_if_any(" (the minimal card was updated)")
+
+    def _break_glass_alert(self, request_id: str, channel: str) -> None:
+        """The alert, or — when Slack refuses it — its minimal form, so it can still be
+        acknowledged and the credential revoked from Slack."""
+        snapshot = self.service.get(request_id)
+        try:
+            self.client.chat_postMessage(
+                channel=channel,
+                text=break_glass_text(snapshot),
+                blocks=break_glass_blocks(snapshot),
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+            return
+        except SlackApiError as exc:
+            if _error_code(exc) not in CONTENT_ERRORS:
+                raise
+            refused = exc
+        self.client.chat_postMessage(
+            channel=channel,
+            text=minimal_break_glass_text(snapshot),
+            blocks=minimal_break_glass_blocks(snapshot),
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+        raise DeliveryError.from_slack(refused, note=" (a minimal alert was posted instead)")
 
     def _thread_note(self, request_id: str, text: str) -> None:
         primary = [m for m in self._messages(request_id) if m.primary]
@@ -465,6 +526,42 @@ class OutboxWorker:
             unfurl_links=False,
             unfurl_media=False,
         )
+
+
+class _Failures:
+    """What failed while delivering one entry to several targets (channels, DMs, copies)."""
+
+    def __init__(self) -> None:
+        self.refused: list[SlackApiError] = []  # refused the full card; minimal one posted
+        self.lost: list[tuple[str, str]] = []  # (Slack's error, the target) refused for good
+        self.transient: SlackApiError | None = None
+        self.channel_code: str | None = None  # the entry's own channel refused it for good
+
+    def add(self, exc: SlackApiError, target: str, *, entry_channel: bool = False) -> None:
+        """Note a failure for ``target``; Slack refusing the bot itself ends the delivery
+        (no other target can succeed)."""
+        code = _error_code(exc)
+        if code in WORKSPACE_ERRORS:
+            raise DeliveryError.from_slack(exc) from None
+        if code not in PERMANENT_ERRORS:
+            self.transient = self.transient or exc
+            return
+        self.lost.append((code, target))
+        if entry_channel:
+            self.channel_code = code
+
+    def raise_if_any(self, refused_note: str) -> None:
+        """Retry when a target may yet succeed; else report what failed for good, naming it."""
+        if self.transient is not None:
+            raise DeliveryError.from_slack(self.transient)
+        words = [f"Slack said {code} for {target}" for code, target in self.lost]
+        if self.refused:
+            words.append(f"Slack said {_error_code(self.refused[0])}{refused_note}")
+        if words:
+            # The code decides where the report may go: only the entry's own channel
+            # failing can mean the security channel itself is the problem.
+            code = self.channel_code if self.lost else _error_code(self.refused[0])
+            raise DeliveryError("; ".join(words), code=code, permanent=True)
 
 
 def _required(request_id: str | None) -> str:

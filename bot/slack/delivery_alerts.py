@@ -1,16 +1,18 @@
 """What the bot says when Slack refuses a message or it keeps failing.
 
-Two messages: the notice in the security channel that a message was given up on (naming the
-request and Slack's error), and the minimal card posted in place of a card Slack refused, so
-the request can still be decided. Both are built from bounded fields: stepup's own words, the
-request id, Slack's error code, and the agent's short fields escaped and cut (``markup``).
+Three messages: the notice in the security channel that a message was given up on (naming the
+request and Slack's error), and the minimal card and minimal break-glass alert posted in place
+of a card or alert Slack refused, so the request can still be decided or the alert acknowledged
+(their Show all button opens the whole request). All are built from bounded fields: stepup's
+own words, the request id, Slack's error code, and the agent's short fields escaped and cut
+(``markup``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bot.slack.cards import APPROVE, DENY
+from bot.slack.cards import APPROVE, BREAK_GLASS_ACK, DENY, REVOKE, button, show_all_button
 from bot.slack.markup import code, escape, md, plain
 from core.model import Status
 from core.snapshots import RequestSnapshot
@@ -70,50 +72,72 @@ def minimal_card_text(snapshot: RequestSnapshot) -> str:
 
 
 def minimal_card_blocks(snapshot: RequestSnapshot) -> list[dict[str, Any]]:
-    """The card cut to what a decision needs: plain text, the request id, Approve/Deny."""
+    """The card cut to what a decision needs: plain text, the request id, Approve/Deny, and
+    Show all for the justification and parameters it leaves out."""
     s = snapshot
-    blocks: list[dict[str, Any]] = [
+    buttons: list[dict[str, Any]] = []
+    if s.status is Status.PENDING:
+        buttons += [
+            button(APPROVE, s.id, "Approve", "primary"),
+            button(DENY, s.id, "Deny", "danger"),
+        ]
+    buttons.append(show_all_button(s.id))
+    return [
         {
             "type": "section",
             "text": plain(
-                f"Approval request {s.id[:100]}: {s.status.value}. Slack refused the full card; "
-                f"read the request in full (stepup requests show {s.id[:100]}) before deciding."
+                f"Approval request {s.id[:100]}: {s.status.value}. Slack refused the full card. "
+                "Press Show all and read the whole request before you decide."
             ),
         },
+        _fields(s),
+        {"type": "actions", "block_id": "decision", "elements": buttons},
+    ]
+
+
+def minimal_break_glass_text(snapshot: RequestSnapshot) -> str:
+    return f"Break-glass used: request {_id(snapshot.id)} ({_subject(snapshot)})"
+
+
+def minimal_break_glass_blocks(snapshot: RequestSnapshot) -> list[dict[str, Any]]:
+    """The break-glass alert cut to plain words, the request id, Acknowledge, Revoke and
+    Show all: what the security channel needs to act on it."""
+    s = snapshot
+    reviewed = (
+        "It has been reviewed."
+        if s.break_glass_reviewed_at is not None
+        else "Not reviewed yet: acknowledge it once you have."
+    )
+    buttons: list[dict[str, Any]] = []
+    if s.break_glass_reviewed_at is None:
+        buttons.append(button(BREAK_GLASS_ACK, s.id, "Acknowledge", "primary"))
+    if s.status in (Status.APPROVED, Status.ACTIVE):
+        buttons.append(button(REVOKE, s.id, "Revoke", "danger"))
+    buttons.append(show_all_button(s.id))
+    return [
         {
             "type": "section",
-            "text": md(
-                f"*Agent* {code(s.agent_id, FIELD_LIMIT)}\n"
-                f"*Action* {code(s.action, FIELD_LIMIT)} ({s.action_class.value})\n"
-                f"*Target* {code(s.target, FIELD_LIMIT)}\n"
-                f"*Environment* {code(s.environment, FIELD_LIMIT)}"
+            "text": plain(
+                f"Break-glass used: request {s.id[:100]} was granted without approval "
+                f"({s.status.value}). {reviewed} Slack refused the full alert; press Show all "
+                "to read the whole request."
             ),
         },
+        _fields(s),
+        {"type": "actions", "block_id": "break_glass", "elements": buttons},
     ]
-    if s.status is Status.PENDING:
-        blocks.append(
-            {
-                "type": "actions",
-                "block_id": "decision",
-                "elements": [
-                    {
-                        "type": "button",
-                        "action_id": APPROVE,
-                        "style": "primary",
-                        "value": s.id,
-                        "text": plain("Approve"),
-                    },
-                    {
-                        "type": "button",
-                        "action_id": DENY,
-                        "style": "danger",
-                        "value": s.id,
-                        "text": plain("Deny"),
-                    },
-                ],
-            }
-        )
-    return blocks
+
+
+def _fields(s: RequestSnapshot) -> dict[str, Any]:
+    return {
+        "type": "section",
+        "text": md(
+            f"*Agent* {code(s.agent_id, FIELD_LIMIT)}\n"
+            f"*Action* {code(s.action, FIELD_LIMIT)} ({s.action_class.value})\n"
+            f"*Target* {code(s.target, FIELD_LIMIT)}\n"
+            f"*Environment* {code(s.environment, FIELD_LIMIT)}"
+        ),
+    }
 
 
 def _subject(snapshot: RequestSnapshot) -> str:

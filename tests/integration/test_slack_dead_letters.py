@@ -20,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from bot.slack.cards import APPROVE, DENY
+from bot.slack.cards import APPROVE, DENY, SHOW_ALL
 from bot.slack_emulator.entities import Call, Message
 from core.model import Status
 from core.snapshots import RequestSnapshot
@@ -155,7 +155,7 @@ def test_channel_not_found_is_dead_reported_within_seconds_and_never_retried(
 
     card = entry(live, req.id, "card.post")
     assert (card.status, card.attempts) == ("dead", 1)
-    assert card.last_error == "Slack said channel_not_found"
+    assert card.last_error == "Slack said channel_not_found for the channel C0GONE"
     # No further attempt, even well past the old backoff (1 s here): a later delivery that
     # itself takes two seconds (a 429 with Retry-After: 2) goes out first.
     live.slack.rate_limit("chat.postMessage", times=1, retry_after=2)
@@ -170,13 +170,17 @@ def test_channel_not_found_is_dead_reported_within_seconds_and_never_retried(
         for d in requests_show(req.id, database_url, tmp_path)["slack_deliveries"]
         if d["kind"] == "card.post"
     ]
-    assert shown["status"] == "dead" and shown["last_error"] == "Slack said channel_not_found"
+    assert shown["status"] == "dead"
+    assert shown["last_error"] == "Slack said channel_not_found for the channel C0GONE"
 
 
 def test_approvers_dms_get_the_card_when_the_channel_refuses_it(live: SlackLive) -> None:
     req = live.submit(environment="dev")
     report(live, req.id)
-    assert entry(live, req.id, "card.post").last_error == "Slack said channel_not_found"
+    assert (
+        entry(live, req.id, "card.post").last_error
+        == "Slack said channel_not_found for the channel C0GONE"
+    )
     for approver in ("U0ALICE", "U0BOB"):
         [dm] = [m for m in live.slack.dms(approver) if req.id in json.dumps(m.latest.blocks)]
         assert APPROVE in json.dumps(dm.latest.blocks)
@@ -196,7 +200,7 @@ def test_a_refused_card_is_posted_minimal_and_can_still_be_decided(live: SlackLi
         if b["type"] == "actions"
         for e in b["elements"]
     ]
-    assert buttons == [(APPROVE, req.id), (DENY, req.id)]
+    assert buttons == [(APPROVE, req.id), (DENY, req.id), (SHOW_ALL, req.id)]
     live.eventually(lambda: entry(live, req.id, "card.post").status == "dead")
     dead = entry(live, req.id, "card.post")
     assert dead.last_error == "Slack said invalid_blocks (a minimal card was posted instead)"
