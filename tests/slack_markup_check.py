@@ -55,3 +55,37 @@ def check_payload(payload: Any, markers: tuple[str, ...] = ()) -> None:
             check_mrkdwn(obj["text"], markers)
         elif any(m in obj["text"] for m in markers):
             assert obj.get("emoji") is False, f"agent text with emoji on: {obj!r}"
+
+
+# stepup's verdict words: never inside a code span, where agent text could come before them.
+VERDICT_WORDS = (
+    "UNREVIEWED",
+    "reviewed by",
+    "approved by",
+    "denied by",
+    "now active",
+    "now completed",
+    "active until",
+    "nobody decided",
+    "never claimed",
+    "failed revocation",
+    "Approval needed",
+    "decide before",
+)
+
+
+def check_verdicts_outside_spans(text: str, verdicts: tuple[str, ...] = VERDICT_WORDS) -> None:
+    """No inline code span holds one of stepup's verdict words (agent text must not precede
+    them). A code block (the digest's fallback text) holds whole lines, each verdict first."""
+    for span in CODE.findall(DATE_TOKEN.sub("", text)):
+        if span.startswith("```"):
+            continue
+        for word in verdicts:
+            assert word not in span, f"verdict {word!r} inside a code span: {span!r}"
+
+
+def check_verdicts_first(payload: Any, verdicts: tuple[str, ...] = VERDICT_WORDS) -> None:
+    """Every mrkdwn text of ``payload``: its verdict words are outside code spans."""
+    for obj in text_objects(payload):
+        if obj["type"] == "mrkdwn":
+            check_verdicts_outside_spans(obj["text"], verdicts)

@@ -54,7 +54,7 @@ TOP_NAME = 120
 T = TypeVar("T")
 
 
-NAME_TEXT = 100  # a person's name in a verdict
+NAME_TEXT = 100  # a name in a verdict (a person, a policy rule)
 
 
 def _verdict(parts: tuple[str, ...]) -> str:

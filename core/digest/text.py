@@ -54,7 +54,7 @@ class Item:
     """One list item of the digest: stepup's verdict first, then what others wrote.
 
     ``verdict`` is stepup's own words (what happened, its status, who reviewed, approved or
-    denied it, when, why), with the names of the people it names at its odd places;
+    denied it, when, why), with the names it quotes (people, policy rules) at its odd places;
     ``request_id`` is the request's id; ``values`` are the labelled values that agents (or
     people) wrote, each shown as its own bounded value after the verdict, so no value can
     push the verdict out of sight or imitate it."""
@@ -96,8 +96,11 @@ def expired_item(item: Expired) -> Item:
 def denial_item(item: Denial) -> Item:
     at = f" at {minute_utc(item.at)}"
     if item.by == "policy":
-        rule = f"policy rule {item.rule}" if item.rule else "policy (no rule matched)"
-        verdict: tuple[str, ...] = (f"denied by {rule}{at}",)
+        verdict: tuple[str, ...] = (
+            ("denied by policy rule ", item.rule, at)
+            if item.rule
+            else (f"denied by policy (no rule matched){at}",)
+        )
     else:
         verdict = ("denied by ", item.by, at)
     values = (*_request_values(item.request), ("reason", item.reason))
@@ -110,12 +113,12 @@ def refused_item(item: RefusedClick) -> Item:
 
 
 def break_glass_item(item: BreakGlassUse) -> Item:
-    used = f", now {item.status} — break glass at {minute_utc(item.at)}, rule {item.rule or '—'}"
+    used = (f", now {item.status} — break glass at {minute_utc(item.at)}, rule ", item.rule or "—")
     verdict = (
-        ("reviewed by ", item.reviewed_by or "?", f" at {minute_utc(item.reviewed_at)}{used}")
+        ("reviewed by ", item.reviewed_by or "?", f" at {minute_utc(item.reviewed_at)}{used[0]}")
         if item.reviewed
-        else (f"UNREVIEWED{used}",)
-    )
+        else (f"UNREVIEWED{used[0]}",)
+    ) + used[1:]
     return Item(verdict, item.request.request_id, _request_values(item.request))
 
 
@@ -134,7 +137,7 @@ def revocation_item(item: RevocationFailure) -> Item:
 def active_item(item: ActiveCredential) -> Item:
     until = f"active until {minute_utc(item.expires_at)}, "
     if not item.approvers:
-        verdict: tuple[str, ...] = (f"{until}no approval needed (rule {item.rule or '—'})",)
+        verdict: tuple[str, ...] = (f"{until}no approval needed (rule ", item.rule or "—", ")")
     else:
         verdict = (f"{until}approved by ", item.approvers[0])
         for name in item.approvers[1:]:
