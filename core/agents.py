@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from core.audit.events import AuditLog
-from core.errors import IllegalTransition
+from core.errors import IllegalTransition, ValidationFailed
 from core.model import AgentIdentity, Status
 from core.service import Stepup
 from core.storage import agents_repo
+from core.storage.agents_repo import ResourceServer
 from core.storage.audit_store import SqlAuditAppender
 from core.storage.requests_repo import ids_of
 
@@ -65,12 +67,26 @@ class AgentRegistry:
             revoked.append(request_id)
         return revoked
 
-    def add_resource_server(self, name: str, *, by: str, now: datetime) -> str:
+    def add_resource_server(
+        self, name: str, *, by: str, now: datetime, audiences: Sequence[str] = ()
+    ) -> str:
+        """Register a target system; returns its key. It may introspect tokens whose ``aud`` is
+        one of ``audiences`` (by default, just its name)."""
+        for audience in audiences:
+            if not audience or audience != audience.strip() or not audience.isprintable():
+                raise ValidationFailed(f"audience {audience!r}: not a usable audience")
         with self.db.write() as session:
-            key = agents_repo.add_resource_server(session, name, now)
-            AuditLog(SqlAuditAppender(session)).resource_server_added(name, by, now)
+            key = agents_repo.add_resource_server(session, name, now, audiences)
+            server = agents_repo.authenticate_resource_server(session, key)
+            AuditLog(SqlAuditAppender(session)).resource_server_added(
+                name, by, now, audiences=server.audiences
+            )
         return key
 
-    def authenticate_resource_server(self, key: str) -> str:
+    def authenticate_resource_server(self, key: str) -> ResourceServer:
         with self.db.read() as session:
             return agents_repo.authenticate_resource_server(session, key)
+
+    def list_resource_servers(self) -> list[ResourceServer]:
+        with self.db.read() as session:
+            return agents_repo.list_resource_servers(session)

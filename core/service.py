@@ -7,7 +7,7 @@ facade is what the edges hold. Every state change goes through
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -260,5 +260,8 @@ class Stepup:
     ) -> tuple[list[RequestSnapshot], list[RequestSnapshot]]:
         return self.reading.dashboard(person, now=now, usergroup_members=usergroup_members)
 
-    def introspect(self, token: str, *, now: datetime) -> dict[str, Any]:
-        return self.reading.introspect(token, now=now)
+    def introspect(
+        self, token: str, *, now: datetime, audiences: Collection[str] | None = None
+    ) -> dict[str, Any]:
+        """Active only for a token meant for ``audiences`` (the caller's; see Reading)."""
+        return self.reading.introspect(token, now=now, audiences=audiences)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from bot.api.context import ApiContext, context_of
 from core.errors import Unauthenticated
 from core.storage.agents_repo import AgentIdentity
+from core.usecases.reading import introspection_caller
 
 _bearer = HTTPBearer(auto_error=False, description="An agent key from `stepup agents add`")
 _resource_bearer = HTTPBearer(
@@ -42,8 +45,28 @@ async def agent_key(
     return AgentKey(_key(credentials))
 
 
-def current_resource_server(
+class ResourceServerName(str):
+    """The calling resource server's name, carrying the token audiences it may introspect."""
+
+    audiences: frozenset[str]
+
+    def __new__(cls, name: str, audiences: Iterable[str]) -> ResourceServerName:
+        self = super().__new__(cls, name)
+        self.audiences = frozenset(audiences)
+        return self
+
+
+async def current_resource_server(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_resource_bearer)],
-) -> str:
-    return context_of(request).registry.authenticate_resource_server(_key(credentials))
+) -> ResourceServerName:
+    """Authenticates the caller and binds introspection to its audiences for this request.
+
+    Async on purpose: the binding is a context variable set in the request's own context, which
+    the handler's worker thread inherits, so ``Stepup.introspect`` answers only for tokens meant
+    for this server even when the handler does not pass ``audiences`` itself.
+    """
+    key = _key(credentials)
+    server = await run_in_threadpool(context_of(request).registry.authenticate_resource_server, key)
+    introspection_caller.set(frozenset(server.audiences))
+    return ResourceServerName(server.name, server.audiences)

@@ -93,16 +93,45 @@ def agents_disable(agent_id: Annotated[str, typer.Argument()]) -> None:
 
 
 @servers_app.command("add")
-def servers_add(name: Annotated[str, typer.Argument(help="Name of the target system")]) -> None:
-    """Register a target system; its introspection key is printed once, on the last line."""
+def servers_add(
+    name: Annotated[str, typer.Argument(help="Name of the target system")],
+    audience: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--audience",
+            help="A token audience (a request's target) it may introspect; repeat for more. "
+            "Default: its name alone.",
+        ),
+    ] = None,
+) -> None:
+    """Register a target system; its introspection key is printed once, on the last line.
+
+    Introspection answers it `active: true` only for tokens whose audience is one of its own.
+    """
     from core.agents import AgentRegistry
 
     try:
-        key = AgentRegistry(_service()).add_resource_server(name, by="cli", now=utc_now())
+        key = AgentRegistry(_service()).add_resource_server(
+            name, by="cli", now=utc_now(), audiences=audience or ()
+        )
     except StepupError as exc:
         raise fail(exc.detail) from None
-    typer.echo(f"resource server {name} registered; its key, shown only now:")
+    audiences = ", ".join(dict.fromkeys(audience or [name]))
+    typer.echo(
+        f"resource server {name} registered (audiences: {audiences}); its key, shown only now:"
+    )
     typer.echo(key)
+
+
+@servers_app.command("list")
+def servers_list() -> None:
+    """Each target system: name, audiences (comma-separated), state, when it was added."""
+    from core.agents import AgentRegistry
+
+    for server in AgentRegistry(_service()).list_resource_servers():
+        state = "disabled" if server.disabled else "active"
+        added = server.created_at.isoformat() if server.created_at else "-"
+        typer.echo(f"{server.name}\t{','.join(server.audiences)}\t{state}\t{added}")
 
 
 @requests_app.command("list")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -199,7 +200,10 @@ class AuditLog:
             AuditKind.AGENT_DISABLED, at=at, request_id=None, actor=by, data={"agent": agent}
         )
 
-    def resource_server_added(self, name: str, by: str, at: datetime) -> None:
-        self._append(
-            AuditKind.RESOURCE_SERVER_ADDED, at=at, request_id=None, actor=by, data={"name": name}
-        )
+    def resource_server_added(
+        self, name: str, by: str, at: datetime, *, audiences: Sequence[str] | None = None
+    ) -> None:
+        data: dict[str, Any] = {"name": name}
+        if audiences is not None:
+            data["audiences"] = list(audiences)
+        self._append(AuditKind.RESOURCE_SERVER_ADDED, at=at, request_id=None, actor=by, data=data)

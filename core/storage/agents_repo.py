@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
@@ -14,7 +17,7 @@ from core.errors import Conflict, NotFound, Unauthenticated
 from core.model import AgentIdentity
 from core.storage.tables import AgentKeyRow, AgentRow, ResourceServerRow
 
-__all__ = ["AgentIdentity"]  # re-exported: its home is core.model
+__all__ = ["AgentIdentity", "ResourceServer"]  # AgentIdentity re-exported (home: core.model)
 
 AGENT_KEY_PREFIX = "stpa_"
 RESOURCE_SERVER_KEY_PREFIX = "stpr_"
@@ -86,21 +89,51 @@ def disable_agent(session: Session, agent_id: str, now: datetime) -> None:
     )
 
 
-def add_resource_server(session: Session, name: str, now: datetime) -> str:
+@dataclass(frozen=True, slots=True)
+class ResourceServer:
+    """A target system allowed to introspect, and the token audiences it may ask about."""
+
+    name: str
+    audiences: tuple[str, ...]
+    disabled: bool = False
+    created_at: datetime | None = None
+
+
+def _server(row: ResourceServerRow) -> ResourceServer:
+    audiences = json.loads(row.audiences)
+    return ResourceServer(row.name, tuple(audiences), row.disabled, row.created_at)
+
+
+def add_resource_server(
+    session: Session, name: str, now: datetime, audiences: Sequence[str] = ()
+) -> str:
+    """Register a server; its audiences are ``audiences``, or just its name when none given."""
     if session.get(ResourceServerRow, name) is not None:
         raise Conflict(f"resource server {name} already exists")
+    chosen = list(dict.fromkeys(audiences)) or [name]
     key = new_key(RESOURCE_SERVER_KEY_PREFIX)
     session.add(
-        ResourceServerRow(name=name, key_hash=hash_key(key), created_at=now, disabled=False)
+        ResourceServerRow(
+            name=name,
+            key_hash=hash_key(key),
+            created_at=now,
+            disabled=False,
+            audiences=json.dumps(chosen),
+        )
     )
     session.flush()
     return key
 
 
-def authenticate_resource_server(session: Session, key: str) -> str:
+def authenticate_resource_server(session: Session, key: str) -> ResourceServer:
     row = session.execute(
         select(ResourceServerRow).where(ResourceServerRow.key_hash == hash_key(key))
     ).scalar_one_or_none()
     if row is None or row.disabled:
         raise Unauthenticated()
-    return row.name
+    return _server(row)
+
+
+def list_resource_servers(session: Session) -> list[ResourceServer]:
+    rows = session.execute(select(ResourceServerRow).order_by(ResourceServerRow.name)).scalars()
+    return [_server(row) for row in rows]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -15,6 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 DEFAULT_SQLITE_PATH = Path(".stepup") / "stepup.db"
 
+log = logging.getLogger(__name__)
+
 
 def unreachable_reason(exc: BaseException) -> str | None:
     """The driver's first line when ``exc`` says the database cannot be used, else None."""
@@ -26,6 +31,48 @@ def unreachable_reason(exc: BaseException) -> str | None:
 def default_database_url(base: Path | None = None) -> str:
     path = (base or Path.cwd()) / DEFAULT_SQLITE_PATH
     return f"sqlite:///{path}"
+
+
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def protect_sqlite_files(path: Path, *, create: bool = False) -> None:
+    """Keep a SQLite database readable by its owner alone: the file and its ``-wal``/``-shm``
+    0600 (SQLite gives the side files the database file's mode), in a directory created 0700.
+
+    ``create`` makes missing directories (0700) and the database file itself (0600, empty:
+    SQLite takes an empty file as a new database). An existing file loses any group or other
+    bits but keeps a stricter mode; an existing directory is left as it is (it may be shared).
+    """
+    if create:
+        _make_private_dirs(path.parent)
+        if not path.exists():
+            fd = os.open(path, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE_MODE)
+            try:
+                os.fchmod(fd, PRIVATE_FILE_MODE)  # whatever the umask was
+            finally:
+                os.close(fd)
+    for file in (path, *(path.with_name(path.name + side) for side in SQLITE_SIDE_FILES)):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & ~PRIVATE_FILE_MODE:
+                file.chmod(mode & PRIVATE_FILE_MODE)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # not ours to change: say so, and carry on
+            log.warning("cannot make %s private: %s", file, exc)
+
+
+def _make_private_dirs(directory: Path) -> None:
+    missing: list[Path] = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    for created in reversed(missing):
+        created.mkdir(mode=PRIVATE_DIR_MODE, exist_ok=True)
+        created.chmod(PRIVATE_DIR_MODE)  # mkdir's mode is filtered through the umask
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
@@ -41,7 +88,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            protect_sqlite_files(Path(database), create=True)
         engine = create_engine(
             parsed,
             connect_args={"check_same_thread": False, "timeout": 30},

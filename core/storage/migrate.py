@@ -8,6 +8,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, text
 
+from core.storage.database import protect_sqlite_files
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -28,6 +30,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     """
     if engine.dialect.name != "postgresql":
         command.upgrade(alembic_config(engine), revision)
+        database = engine.url.database
+        if engine.dialect.name == "sqlite" and database and database != ":memory:":
+            protect_sqlite_files(Path(database))  # a migration may have made files anew
         return
     with engine.connect() as conn:
         conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})

@@ -55,6 +55,8 @@ class ResourceServerRow(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # JSON list: the ``aud`` values of the tokens it may introspect (by default, its name).
+    audiences: Mapped[str] = mapped_column(Text)
 
 
 class RequestRow(Base):

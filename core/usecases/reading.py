@@ -6,7 +6,8 @@ does not exist, so an answer never tells them that it does.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -101,8 +102,18 @@ class Reading:
         ]
         return pending, active
 
-    def introspect(self, token: str, *, now: datetime) -> dict[str, Any]:
-        """RFC 7662: active only when the signature, times and revocation list all agree."""
+    def introspect(
+        self, token: str, *, now: datetime, audiences: Collection[str] | None = None
+    ) -> dict[str, Any]:
+        """RFC 7662: active only when the signature, times and revocation list all agree, and
+        the token's ``aud`` is one of ``audiences``: the calling resource server's. Anyone else
+        is told ``{"active": false}``, as for a token that does not exist.
+
+        ``audiences=None`` takes them from ``introspection_caller`` (set by the HTTP API for
+        the request it serves); unset there too, the audience is not checked (in-process
+        callers, which are trusted with every token).
+        """
+        bound = audiences if audiences is not None else introspection_caller.get()
         try:
             claims = verify_credential(
                 token,
@@ -113,6 +124,21 @@ class Reading:
             )
         except InvalidToken:
             return introspection_response(None, revoked=False, now=now)
+        if bound is not None and not _meant_for(claims.get("aud"), bound):
+            return introspection_response(None, revoked=False, now=now)
         with self.parts.store.read() as tx:
             live = tx.credential_live(str(claims.get("jti", "")))
         return introspection_response(claims, revoked=not live, now=now)
+
+
+#: The audiences of the resource server whose introspection call is being served. The HTTP API
+#: sets it when it authenticates the caller; each request runs in a context of its own.
+introspection_caller: ContextVar[frozenset[str] | None] = ContextVar(
+    "introspection_caller", default=None
+)
+
+
+def _meant_for(aud: object, audiences: Collection[str]) -> bool:
+    """Whether the token's ``aud`` (a string or a list of them) names one of ``audiences``."""
+    values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    return any(isinstance(value, str) and value in audiences for value in values)
