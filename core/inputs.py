@@ -2,16 +2,69 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+import re
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
-from core.canonical import json_depth
 from core.errors import ValidationFailed
 from core.model import ActionClass, Intent
 
 MAX_PARAMETER_DEPTH = 32
 MAX_BIGINT = 2**63 - 1  # the BIGINT column of both databases
+MIN_INT64 = -(2**63)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL, C1
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but \t and \n
+
+
+def _refuse(pattern: re.Pattern[str]) -> BeforeValidator:
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and (found := pattern.search(value)):
+            raise ValueError(f"control character U+{ord(found.group()):04X} is not allowed")
+        return value
+
+    return BeforeValidator(check)
+
+
+# Names and ids: no control character at all (a NUL is refused by PostgreSQL, an escape
+# sequence reaches an admin's terminal). Free text: none but newline and tab.
+Identifier = Annotated[str, _refuse(_CONTROL)]
+FreeText = Annotated[str, _refuse(_CONTROL_IN_TEXT)]
+
+
+def _check_parameters(value: Any) -> None:
+    """One walk: nested at most MAX_PARAMETER_DEPTH levels, every integer within 64 bits (the
+    API's parser already refused longer ones, NaN and Infinity; this holds for the CLI too)."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif isinstance(item, list):
+            pass
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            if not MIN_INT64 <= item <= MAX_BIGINT:
+                raise ValueError(f"integer {item} is beyond the 64-bit range (±2**63)")
+            continue
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"{item} is not a JSON number")
+            continue
+        else:
+            continue
+        if depth == MAX_PARAMETER_DEPTH:
+            raise ValueError(f"nested deeper than {MAX_PARAMETER_DEPTH} levels")
+        stack.extend((v, depth + 1) for v in item)
 
 
 class SubmitBody(BaseModel):
@@ -19,23 +72,24 @@ class SubmitBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    action: str = Field(min_length=1, max_length=256, examples=["db.migrate"])
+    action: Identifier = Field(min_length=1, max_length=256, examples=["db.migrate"])
     action_class: ActionClass
-    target: str = Field(min_length=1, max_length=512, examples=["orders-db"])
-    environment: str = Field(min_length=1, max_length=64, examples=["production"])
-    justification: str = Field(min_length=1, max_length=4000)
+    target: Identifier = Field(min_length=1, max_length=512, examples=["orders-db"])
+    environment: Identifier = Field(min_length=1, max_length=64, examples=["production"])
+    justification: FreeText = Field(min_length=1, max_length=4000)
     parameters: dict[str, Any] = Field(default_factory=dict)
     requested_ttl_seconds: int | None = Field(default=None, ge=1, le=86400)
     data_volume_bytes: int | None = Field(default=None, ge=0, le=MAX_BIGINT)
-    on_behalf_of: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
-    parent_request_id: str | None = Field(default=None, max_length=40)
+    on_behalf_of: Identifier | None = Field(
+        default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$"
+    )
+    parent_request_id: Identifier | None = Field(default=None, max_length=40)
     break_glass: bool = False
 
     @field_validator("parameters")
     @classmethod
-    def _bounded_depth(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if json_depth(value) > MAX_PARAMETER_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_PARAMETER_DEPTH} levels")
+    def _bounded(cls, value: dict[str, Any]) -> dict[str, Any]:
+        _check_parameters(value)
         return value
 
     def to_intent(self, agent: str) -> Intent:

@@ -112,7 +112,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "")}
+            {"field": "body", "message": f"not valid JSON: {e.get('ctx', {}).get('error', '')}"}
+            if e.get("type") == "json_invalid"
+            else {"field": _field(tuple(e.get("loc", ()))), "message": e.get("msg", "")}
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)

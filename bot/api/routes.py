@@ -9,7 +9,7 @@ import time
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -26,13 +26,15 @@ from bot.api.schemas import (
     RequestView,
     problem_responses,
 )
+from bot.api.strict_json import StrictJsonRoute, strict_loads
 from core.errors import ValidationFailed
-from core.inputs import SubmitBody
+from core.inputs import FreeText, Identifier, SubmitBody
 from core.model import SessionOutcome, Status
 from core.snapshots import RequestSnapshot
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJsonRoute)  # every JSON body: bot/api/strict_json.py
 Agent = Annotated[AgentKey, Depends(agent_key)]
+RequestId = Annotated[Identifier, Path(max_length=64)]
 _LOCATION = {"Location": {"description": "The request's URL", "schema": {"type": "string"}}}
 
 
@@ -40,7 +42,7 @@ class CompleteBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     outcome: SessionOutcome
-    detail: str = Field(default="", max_length=4000)
+    detail: FreeText = Field(default="", max_length=4000)
 
 
 def _answer(snapshot: RequestSnapshot, status_code: int = 200, **headers: str) -> JSONResponse:
@@ -85,7 +87,7 @@ def submit(
     responses=problem_responses(401, 404, 422),
 )
 async def get_request(
-    request_id: str,
+    request_id: RequestId,
     request: Request,
     key: Agent,
     wait: Annotated[
@@ -131,7 +133,7 @@ async def get_request(
     response_model=ClaimAnswer,
     responses=problem_responses(401, 404, 409),
 )
-def claim(request_id: str, request: Request, key: Agent) -> ClaimAnswer:
+def claim(request_id: RequestId, request: Request, key: Agent) -> ClaimAnswer:
     """Mint the credential of an approved request. Returned once; any other status is 409."""
     ctx = context_of(request)
     agent = key.identity(request)
@@ -152,7 +154,9 @@ def claim(request_id: str, request: Request, key: Agent) -> ClaimAnswer:
     response_model=RequestView,
     responses=problem_responses(401, 404, 409, 413, 422),
 )
-def complete(request_id: str, body: CompleteBody, request: Request, key: Agent) -> JSONResponse:
+def complete(
+    request_id: RequestId, body: CompleteBody, request: Request, key: Agent
+) -> JSONResponse:
     """Record the outcome and revoke the credential (``completed``)."""
     ctx = context_of(request)
     agent = key.identity(request)
@@ -167,7 +171,7 @@ def complete(request_id: str, body: CompleteBody, request: Request, key: Agent) 
     response_model=RequestView,
     responses=problem_responses(401, 404, 409),
 )
-def cancel(request_id: str, request: Request, key: Agent) -> JSONResponse:
+def cancel(request_id: RequestId, request: Request, key: Agent) -> JSONResponse:
     """``pending`` or ``approved`` → ``cancelled``."""
     ctx = context_of(request)
     agent = key.identity(request)
@@ -198,9 +202,9 @@ async def introspect(
     token: Any = None
     if content_type == "application/json":
         try:
-            data = json.loads(raw or b"null")
-        except ValueError:
-            raise ValidationFailed("body is not valid JSON") from None
+            data = strict_loads(raw or b"null")
+        except json.JSONDecodeError as exc:
+            raise ValidationFailed(f"body is not valid JSON: {exc.msg}") from None
         token = data.get("token") if isinstance(data, dict) else None
     else:
         values = parse_qs(raw.decode("utf-8", "replace")).get("token")
