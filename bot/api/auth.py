@@ -12,7 +12,6 @@ from starlette.concurrency import run_in_threadpool
 from bot.api.context import ApiContext, context_of
 from core.errors import Unauthenticated
 from core.storage.agents_repo import AgentIdentity
-from core.usecases.reading import introspection_caller
 
 _bearer = HTTPBearer(auto_error=False, description="An agent key from `stepup agents add`")
 _resource_bearer = HTTPBearer(
@@ -60,13 +59,7 @@ async def current_resource_server(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_resource_bearer)],
 ) -> ResourceServerName:
-    """Authenticates the caller and binds introspection to its audiences for this request.
-
-    Async on purpose: the binding is a context variable set in the request's own context, which
-    the handler's worker thread inherits, so ``Stepup.introspect`` answers only for tokens meant
-    for this server even when the handler does not pass ``audiences`` itself.
-    """
+    """The authenticated caller, with the audiences whose tokens it may introspect."""
     key = _key(credentials)
     server = await run_in_threadpool(context_of(request).registry.authenticate_resource_server, key)
-    introspection_caller.set(frozenset(server.audiences))
     return ResourceServerName(server.name, server.audiences)

@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from bot.api.auth import AgentKey, agent_key, current_resource_server
+from bot.api.auth import AgentKey, ResourceServerName, agent_key, current_resource_server
 from bot.api.context import context_of
 from bot.api.rendering import request_json
 from bot.api.schemas import (
@@ -193,7 +193,7 @@ def jwks(request: Request) -> dict[str, Any]:
     openapi_extra={"requestBody": INTROSPECTION_BODY},
 )
 async def introspect(
-    request: Request, _caller: Annotated[str, Depends(current_resource_server)]
+    request: Request, caller: Annotated[ResourceServerName, Depends(current_resource_server)]
 ) -> dict[str, Any]:
     """RFC 7662. Body: form ``token=...`` or JSON ``{"token": "..."}``."""
     ctx = context_of(request)
@@ -211,7 +211,9 @@ async def introspect(
         token = values[0] if values else None
     if not isinstance(token, str) or not token:
         raise ValidationFailed("token: a token is required")
-    return await run_in_threadpool(ctx.service.introspect, token, now=ctx.clock())
+    return await run_in_threadpool(
+        ctx.service.introspect, token, now=ctx.clock(), audiences=caller.audiences
+    )
 
 
 @router.get("/healthz", tags=["health"], response_model=Health)

@@ -7,7 +7,6 @@ does not exist, so an answer never tells them that it does.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
@@ -109,11 +108,10 @@ class Reading:
         the token's ``aud`` is one of ``audiences``: the calling resource server's. Anyone else
         is told ``{"active": false}``, as for a token that does not exist.
 
-        ``audiences=None`` takes them from ``introspection_caller`` (set by the HTTP API for
-        the request it serves); unset there too, the audience is not checked (in-process
-        callers, which are trusted with every token).
+        ``audiences=None`` does not check the audience: only for in-process callers, which are
+        trusted with every token; the HTTP API always passes the caller's.
         """
-        bound = audiences if audiences is not None else introspection_caller.get()
+        bound = audiences
         try:
             claims = verify_credential(
                 token,
@@ -129,13 +127,6 @@ class Reading:
         with self.parts.store.read() as tx:
             live = tx.credential_live(str(claims.get("jti", "")))
         return introspection_response(claims, revoked=not live, now=now)
-
-
-#: The audiences of the resource server whose introspection call is being served. The HTTP API
-#: sets it when it authenticates the caller; each request runs in a context of its own.
-introspection_caller: ContextVar[frozenset[str] | None] = ContextVar(
-    "introspection_caller", default=None
-)
 
 
 def _meant_for(aud: object, audiences: Collection[str]) -> bool:
