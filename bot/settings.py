@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     timezone: str = Field("UTC", validation_alias="STEPUP_TIMEZONE")
     sweep_interval_seconds: float = Field(10.0, validation_alias="STEPUP_SWEEP_INTERVAL_SECONDS")
     log_level: str = Field("INFO", validation_alias="STEPUP_LOG_LEVEL")
+    # Limits per agent (0 turns one off): requests pending at once, counted in the database so
+    # it holds across replicas; submissions a minute, counted by each replica on its own.
+    max_pending_per_agent: int = Field(
+        10, ge=0, le=1_000_000, validation_alias="STEPUP_MAX_PENDING_PER_AGENT"
+    )
+    submit_rate_per_agent: int = Field(
+        120, ge=0, le=1_000_000, validation_alias="STEPUP_SUBMIT_RATE_PER_AGENT"
+    )
 
     @field_validator("database_url")
     @classmethod

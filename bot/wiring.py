@@ -9,6 +9,7 @@ from core.policy import PolicyHolder
 from core.service import Stepup
 from core.storage.database import Database
 from core.storage.migrate import upgrade
+from core.usecases.limits import SubmitLimits
 
 
 def open_database(settings: Settings, *, migrate: bool = True, pool_size: int = 10) -> Database:
@@ -35,4 +36,8 @@ def build_service(settings: Settings, db: Database | None = None) -> Stepup:
         issuer,
         issuer_url=settings.public_url,
         security_channel=settings.security_channel,
+        limits=SubmitLimits(
+            max_pending_per_agent=settings.max_pending_per_agent,
+            submit_rate_per_agent=settings.submit_rate_per_agent,
+        ),
     )

@@ -105,3 +105,15 @@ class AuditChainBroken(StepupError):
     def __init__(self, detail: str, *, seq: int) -> None:
         super().__init__(f"entry {seq}: {detail}")
         self.seq = seq
+
+
+class TooManyRequests(StepupError):
+    """An agent is over one of its limits (``reason``: "pending" or "rate"); nothing was
+    written. ``retry_after`` is a hint in whole seconds."""
+
+    title = "Too many requests"
+
+    def __init__(self, detail: str, *, reason: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.retry_after = max(1, retry_after)

@@ -23,6 +23,7 @@ from core.usecases.breakglass import BreakGlass
 from core.usecases.deciding import Deciding, VoteResult
 from core.usecases.escalating import Escalating
 from core.usecases.expiry import Expiry, ExpiryResult
+from core.usecases.limits import SubmitLimits
 from core.usecases.parts import ChangeListener, Parts
 from core.usecases.reading import Reading
 from core.usecases.revoking import Revoking
@@ -45,9 +46,13 @@ class Stepup:
         *,
         issuer_url: str,
         security_channel: str | None = None,
+        limits: SubmitLimits | None = None,
     ) -> None:
         self.db = db
-        self._wire(Parts(SqlStore(db), policy, keyring, issuer, issuer_url, security_channel))
+        parts = Parts(SqlStore(db), policy, keyring, issuer, issuer_url, security_channel)
+        if limits is not None:
+            parts.limits = limits
+        self._wire(parts)
 
     @classmethod
     def on_store(cls, parts: Parts) -> Stepup:

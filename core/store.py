@@ -186,6 +186,11 @@ class StoreTx(Protocol):
 
     # -- agents ----------------------------------------------------------------------------
 
+    def pending_count(self, agent_id: str) -> int:
+        """Requests of ``agent_id`` pending; locks the agent against concurrent submissions
+        until the transaction ends (the pending cap holds across replicas)."""
+        ...
+
     def authenticate_agent(self, key: str) -> AgentIdentity:
         """Unauthenticated for an unknown, revoked or disabled key."""
         ...

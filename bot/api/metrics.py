@@ -52,9 +52,18 @@ class StepupMetrics:
             ["status"],
             registry=self.registry,
         )
+        self.refused = Counter(
+            "stepup_submissions_refused",
+            "Submissions this process refused with 429, by the limit per agent they hit "
+            "(pending: too many requests pending; rate: too many a minute).",
+            ["reason"],
+            registry=self.registry,
+        )
         for status in Status:  # every series exists from the start, at zero
             self.submitted.labels(status.value)
             self.changed.labels(status.value)
+        for reason in ("pending", "rate"):
+            self.refused.labels(reason)
         self.registry.register(_DatabaseCollector(db, clock))
 
     def on_change(self, snapshot: RequestSnapshot) -> None:

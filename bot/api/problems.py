@@ -20,6 +20,7 @@ from core.errors import (
     NotFound,
     PolicyError,
     StepupError,
+    TooManyRequests,
     Unauthenticated,
     ValidationFailed,
 )
@@ -36,6 +37,7 @@ _STATUS: dict[type[StepupError], int] = {
     Unauthenticated: 401,
     InvalidToken: 401,
     PolicyError: 422,
+    TooManyRequests: 429,
 }
 
 _TYPES = {
@@ -48,11 +50,14 @@ _TYPES = {
     413: "payload-too-large",
     415: "unsupported-media-type",
     422: "invalid-input",
+    429: "too-many-requests",
     500: "internal-error",
 }
 
 
-def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body = {
         "type": f"https://stepup.dev/problems/{_TYPES.get(status, 'error')}",
         "title": title,
@@ -60,7 +65,8 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
         "detail": detail,
     }
     body.update(extra)
-    headers = {"WWW-Authenticate": 'Bearer realm="stepup"'} if status == 401 else None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="stepup"'}
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -102,11 +108,18 @@ def install(app: FastAPI) -> None:
     _document_as_problems(app)
 
     @app.exception_handler(StepupError)
-    async def _stepup_error(_request: Request, exc: StepupError) -> JSONResponse:
+    async def _stepup_error(request: Request, exc: StepupError) -> JSONResponse:
         status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 400)
         extra: dict[str, Any] = {}
         if isinstance(exc, IllegalTransition) and exc.status:
             extra["current_status"] = exc.status
+        if isinstance(exc, TooManyRequests):
+            metrics = getattr(request.app.state, "metrics", None)
+            if metrics is not None:
+                metrics.refused.labels(exc.reason).inc()
+            extra.update(reason=exc.reason, retry_after=exc.retry_after)
+            headers = {"Retry-After": str(exc.retry_after)}
+            return problem(status, exc.title, exc.detail, headers, **extra)
         return problem(status, exc.title, exc.detail, **extra)
 
     @app.exception_handler(RequestValidationError)

@@ -69,7 +69,7 @@ class RequestView(BaseModel):
     parameters: dict[str, Any]
     parameters_digest: str = Field(
         pattern=r"^sha256:[0-9a-f]{64}$",
-        description="sha256 of the canonical JSON of `parameters` (keys sorted, no spaces)",
+        description="sha256 of `parameters` in RFC 8785 canonical JSON (JCS)",
     )
     requested_ttl_seconds: int | None
     data_volume_bytes: int | None

@@ -18,7 +18,7 @@ from sqlalchemy.sql.schema import ScalarElementColumnDefault
 from core.errors import Conflict, DuplicateIdempotencyKey, DuplicateVote, NotFound
 from core.model import ActionClass, Status, Tier
 from core.snapshots import CredentialInfo, RequestSnapshot, VoteInfo
-from core.storage.tables import CredentialRow, RequestRow, RevocationRow, VoteRow
+from core.storage.tables import AgentRow, CredentialRow, RequestRow, RevocationRow, VoteRow
 from core.store import NewCredential, NewVote
 from core.terms import Terms
 
@@ -26,6 +26,15 @@ _REQUESTS = cast(Table, RequestRow.__table__)
 _VOTES = cast(Table, VoteRow.__table__)
 _CREDENTIALS = cast(Table, CredentialRow.__table__)
 _INSERT_REQUEST = _REQUESTS.insert()
+_AGENTS = cast(Table, AgentRow.__table__)
+# The agent's row, locked until the transaction ends (PostgreSQL; SQLite ignores FOR UPDATE,
+# its write transactions are already serialised by BEGIN IMMEDIATE).
+_LOCK_AGENT = select(_AGENTS.c.id).where(_AGENTS.c.id == bindparam("agent_id")).with_for_update()
+_PENDING_OF_AGENT = (
+    select(func.count())
+    .select_from(_REQUESTS)
+    .where(_REQUESTS.c.agent_id == bindparam("agent_id"), _REQUESTS.c.status == "pending")
+)
 # How each database names the idempotency key's unique constraint in its error.
 _IDEMPOTENCY = ("uq_requests_idempotency", "requests.idempotency_key")
 _INSERT_VOTE = _VOTES.insert()
@@ -405,3 +414,10 @@ def ids_of(session: Session, *, status: Sequence[str], agent_id: str, limit: int
             .limit(limit)
         ).scalars()
     )
+
+
+def pending_count(session: Session, agent_id: str) -> int:
+    """Requests of ``agent_id`` pending, with the agent locked against other submissions
+    until this transaction ends: two replicas cannot both pass a cap at its last place."""
+    session.execute(_LOCK_AGENT, {"agent_id": agent_id})
+    return int(session.execute(_PENDING_OF_AGENT, {"agent_id": agent_id}).scalar_one())

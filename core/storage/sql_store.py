@@ -129,6 +129,9 @@ class SqlStoreTx:
             self.session, jti, error=error, retry_at=retry_at, alert=alert, now=now
         )
 
+    def pending_count(self, agent_id: str) -> int:
+        return repo.pending_count(self.session, agent_id)
+
     def authenticate_agent(self, key: str) -> AgentIdentity:
         return agents_repo.authenticate_agent(self.session.connection(), key)
 

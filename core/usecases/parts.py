@@ -11,6 +11,7 @@ from core.keys import KeyRing
 from core.policy import PolicyHolder
 from core.snapshots import RequestSnapshot
 from core.store import Store
+from core.usecases.limits import SubmitLimits
 
 logger = logging.getLogger(__name__)
 
@@ -46,3 +47,4 @@ class Parts:
     issuer_url: str
     security_channel: str | None = None  # break-glass and revocation alerts
     feed: ChangeFeed = field(default_factory=ChangeFeed)
+    limits: SubmitLimits = field(default_factory=SubmitLimits)  # per agent

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from core.canonical import canonical_json, parameters_digest
+from core.canonical import canonical_digest, canonical_json, parameters_digest
 from core.errors import Conflict, DuplicateIdempotencyKey, ValidationFailed
 from core.model import AgentIdentity, Intent, Outcome, Status
 from core.notices import Notices
@@ -17,16 +17,19 @@ from core.policy import PolicyDecision
 from core.snapshots import RequestSnapshot
 from core.store import StoreTx
 from core.terms import Terms
+from core.usecases.limits import SubmitRate, check_pending
 from core.usecases.parts import Parts
 
 logger = logging.getLogger(__name__)
 
 
 class Submitting:
-    """submit, with idempotency keys."""
+    """submit, with idempotency keys and the limits per agent (``core/usecases/limits.py``):
+    over either one, TooManyRequests and nothing written."""
 
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
+        self.rate = SubmitRate()  # per process
 
     def submit(
         self,
@@ -43,7 +46,8 @@ class Submitting:
         if idempotency_key is not None:
             existing = self._replay(agent.id, idempotency_key, body_digest)
             if existing is not None:
-                return existing, False
+                return existing, False  # a replay costs nothing: a retry after a 429 works
+        self.rate.take(agent.id, self.parts.limits.submit_rate_per_agent, now)
         decision = self.parts.policy.current.evaluate(intent, now)
         try:
             with self.parts.store.write() as tx:
@@ -78,6 +82,7 @@ class Submitting:
             return self.submit(agent, draft(agent.id), now=now, idempotency_key=idempotency_key)
         with self.parts.store.write() as tx:
             agent = tx.authenticate_agent(key)
+            self.rate.take(agent.id, self.parts.limits.submit_rate_per_agent, now)
             intent = draft(agent.id)
             decision = self.parts.policy.current.evaluate(intent, now)
             created = self._insert(tx, agent, intent, decision, now, None, _body_digest(intent))
@@ -101,6 +106,11 @@ class Submitting:
         values = self._new_values(
             agent, intent, fields, decision, now, idempotency_key, body_digest
         )
+        if values["status"] == Status.PENDING.value:
+            # Only what people must decide counts: pre-authorised and denied requests pass.
+            cap = self.parts.limits.max_pending_per_agent
+            if cap > 0:
+                check_pending(agent.id, tx.pending_count(agent.id), cap)
         created = tx.insert(values)  # the idempotency key's constraint fires here
         audit = tx.audit
         audit.intent_submitted(created.id, agent.id, fields, now)
@@ -195,8 +205,9 @@ class Submitting:
 
 
 def _body_digest(intent: Intent) -> str:
-    """What an idempotency key is bound to: the whole intent, parameters included."""
-    return parameters_digest(intent_fields(intent) | {"parameters": intent.parameters})
+    """What an idempotency key is bound to: the whole intent, parameters included (the stored
+    form of earlier releases, so keys recorded before still match)."""
+    return canonical_digest(intent_fields(intent) | {"parameters": intent.parameters})
 
 
 def terms_from(decision: PolicyDecision) -> Terms:

@@ -451,7 +451,8 @@ def test_a_request_not_bound_to_the_parameters_sent_is_refused_and_cancelled(
     [
         {},
         {"b": 1, "a": [1, 2.5, None, True], "nested": {"z": "é", "y": {"x": "日本"}}},
-        {"big": 2**70, "float": 0.1, "neg": -1e-7, "quote": 'a"b\\c', "ctl": "\u0001\n"},
+        {"big": 2**53 - 1, "float": 0.1, "neg": -1e-7, "quote": 'a"b\\c', "ctl": "\u0001\n"},
+        {"\U0001f600": 1.0, "\ufb33": 1e21, "\u20ac": [0.000001, 1e-7]},  # RFC 8785 order
     ],
 )
 def test_client_digest_matches_the_servers(parameters: dict[str, object]) -> None:

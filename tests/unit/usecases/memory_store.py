@@ -247,6 +247,13 @@ class MemoryTx:
             return True
         return False
 
+    def pending_count(self, agent_id: str) -> int:
+        return sum(
+            1
+            for snap in self.state.requests.values()
+            if snap.agent_id == agent_id and snap.status is Status.PENDING
+        )
+
     def authenticate_agent(self, key: str) -> AgentIdentity:
         if key not in self.state.agents:
             raise Unauthenticated()
