@@ -63,7 +63,7 @@ def _answer(snapshot: RequestSnapshot, status_code: int = 200, **headers: str) -
             "description": "The first answer to this Idempotency-Key",
             "headers": _LOCATION,
         },
-        **problem_responses(401, 404, 409, 413, 422),
+        **problem_responses(401, 404, 409, 413, 422, 429),
     },
 )
 def submit(

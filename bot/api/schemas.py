@@ -197,6 +197,7 @@ _PROBLEMS = {
     409: "Not allowed in the request's current status, or a lost race",
     413: "Body over 64 KiB",
     422: "Invalid input: each bad field is named",
+    429: "Too many pending requests or submissions for this agent; see Retry-After",
 }
 
 
@@ -209,6 +210,13 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     responses: dict[int | str, dict[str, Any]] = {
         status: {"model": Problem, "description": _PROBLEMS[status]} for status in statuses
     }
+    if 429 in responses:
+        responses[429]["headers"] = {
+            "Retry-After": {
+                "description": "Seconds to wait before submitting again",
+                "schema": {"type": "integer"},
+            }
+        }
     if 401 in responses:
         responses[401]["headers"] = {
             "WWW-Authenticate": {
