@@ -21,6 +21,7 @@ from core.agents import AgentRegistry
 from core.snapshots import RequestSnapshot
 from core.storage.agents_repo import AgentIdentity
 from core.storage.database import Database
+from core.usecases.limits import SubmitLimits
 from tests.integration.live import running
 from tests.support import Engine, build_engine, eventually, intent
 
@@ -117,6 +118,9 @@ def slack_live(
     with SlackEmulator() as slack:
         slack.add_usergroup("S0ONCALL", ["U0DAVE"])
         engine = build_engine(db, tmp_path, policy)
+        # Slack tests submit bursts of pending requests; the limits per agent have their own
+        # tests (tests/integration/test_agent_limits.py).
+        engine.service.parts.limits = SubmitLimits(max_pending_per_agent=0, submit_rate_per_agent=0)
         registry = AgentRegistry(engine.service)
         agent = registry.authenticate(
             registry.add("deploy-bot", OWNER, by="test", now=datetime.now(UTC))
