@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import select
+
 from bot.api.app import create_app
 from bot.api.context import ApiContext
 from bot.scheduler import DeadlineScheduler
@@ -21,6 +23,7 @@ from core.agents import AgentRegistry
 from core.snapshots import RequestSnapshot
 from core.storage.agents_repo import AgentIdentity
 from core.storage.database import Database
+from core.storage.tables import OutboxRow
 from core.usecases.limits import SubmitLimits
 from tests.integration.live import running
 from tests.support import Engine, build_engine, eventually, intent
@@ -84,6 +87,14 @@ class SlackLive:
             self.agent, intent(self.agent, **fields), now=when or datetime.now(UTC)
         )
         return snapshot
+
+    def outbox_entry(self, request_id: str, kind: str) -> OutboxRow:
+        """The one outbox entry of ``kind`` owed for ``request_id``."""
+        with self.engine.db.read() as session:
+            [found] = session.execute(
+                select(OutboxRow).where(OutboxRow.request_id == request_id, OutboxRow.kind == kind)
+            ).scalars()
+            return found
 
     def card(self, request_id: str, timeout: float = 10.0) -> Message:
         """The request's card in the approvals channel, once posted."""

@@ -75,18 +75,8 @@ def staging(live: SlackLive, on_behalf_of: str | None = None) -> RequestSnapshot
     return live.submit(environment="staging", action_class="write", on_behalf_of=on_behalf_of)
 
 
-def entries(live: SlackLive, request_id: str) -> list[OutboxRow]:
-    with live.engine.db.read() as session:
-        return list(
-            session.execute(
-                select(OutboxRow).where(OutboxRow.request_id == request_id).order_by(OutboxRow.id)
-            ).scalars()
-        )
-
-
 def entry(live: SlackLive, request_id: str, kind: str) -> OutboxRow:
-    [found] = [e for e in entries(live, request_id) if e.kind == kind]
-    return found
+    return live.outbox_entry(request_id, kind)
 
 
 def posts_to(live: SlackLive, channel: str, request_id: str) -> list[Call]:

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 
 from bot.slack.cards import APPROVE, BREAK_GLASS_ACK, DENY, REVOKE, SHOW_ALL
 from bot.slack_emulator.entities import Call, Message
@@ -70,11 +69,7 @@ def live(db: Database, tmp_path: Path) -> Iterator[SlackLive]:
 
 
 def entry(live: SlackLive, request_id: str, kind: str) -> OutboxRow:
-    with live.engine.db.read() as session:
-        [found] = session.execute(
-            select(OutboxRow).where(OutboxRow.request_id == request_id, OutboxRow.kind == kind)
-        ).scalars()
-        return found
+    return live.outbox_entry(request_id, kind)
 
 
 def report(live: SlackLive, request_id: str) -> Message:
