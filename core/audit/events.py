@@ -29,6 +29,8 @@ class AuditKind(StrEnum):
     AGENT_ADDED = "agent.added"
     AGENT_DISABLED = "agent.disabled"
     RESOURCE_SERVER_ADDED = "resource_server.added"
+    # The chain signs itself: (seq, hash) of the entry before, with the service key.
+    AUDIT_CHECKPOINT = "audit.checkpoint"
 
 
 class AuditAppender(Protocol):
