@@ -28,7 +28,7 @@ from core.usecases.parts import ChangeListener, Parts
 from core.usecases.reading import Reading
 from core.usecases.revoking import Revoking
 from core.usecases.sessions import Sessions
-from core.usecases.submitting import Submitting, intent_fields, terms_from
+from core.usecases.submitting import BeforeCommit, Submitting, intent_fields, terms_from
 
 __all__ = ["ChangeListener", "ExpiryResult", "Stepup", "VoteResult", "intent_fields", "terms_from"]
 
@@ -127,8 +127,11 @@ class Stepup:
         *,
         now: datetime,
         idempotency_key: str | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> tuple[RequestSnapshot, bool]:
-        return self.submitting.submit(agent, intent, now=now, idempotency_key=idempotency_key)
+        return self.submitting.submit(
+            agent, intent, now=now, idempotency_key=idempotency_key, before_commit=before_commit
+        )
 
     def submit_by_key(
         self,
@@ -137,8 +140,11 @@ class Stepup:
         *,
         now: datetime,
         idempotency_key: str | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> tuple[RequestSnapshot, bool]:
-        return self.submitting.submit_by_key(key, draft, now=now, idempotency_key=idempotency_key)
+        return self.submitting.submit_by_key(
+            key, draft, now=now, idempotency_key=idempotency_key, before_commit=before_commit
+        )
 
     def claim(
         self, request_id: str, agent: AgentIdentity, *, now: datetime

@@ -74,10 +74,23 @@ def submit(
 ) -> JSONResponse:
     """Submit an intent. Same Idempotency-Key + same body: the first answer (200)."""
     ctx = context_of(request)
+    answers: list[JSONResponse] = []
+
+    def answer_new(created: RequestSnapshot) -> None:
+        # Built (serialised) inside the transaction: if the answer cannot be made, nothing
+        # is committed, so the agent never misses a request that exists.
+        answers.append(_answer(created, 201, Location=f"/v1/requests/{created.id}"))
+
     snapshot, created = ctx.service.submit_by_key(
-        str(key), body.to_intent, now=ctx.clock(), idempotency_key=idempotency_key
+        str(key),
+        body.to_intent,
+        now=ctx.clock(),
+        idempotency_key=idempotency_key,
+        before_commit=answer_new,
     )
-    return _answer(snapshot, 201 if created else 200, Location=f"/v1/requests/{snapshot.id}")
+    if created:
+        return answers[0]
+    return _answer(snapshot, 200, Location=f"/v1/requests/{snapshot.id}")
 
 
 @router.get(

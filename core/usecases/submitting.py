@@ -22,6 +22,9 @@ from core.usecases.parts import Parts
 
 logger = logging.getLogger(__name__)
 
+BeforeCommit = Callable[[RequestSnapshot], None]
+"""Runs inside the transaction that records a new request, last: raising rolls it all back."""
+
 
 class Submitting:
     """submit, with idempotency keys and the limits per agent (``core/usecases/limits.py``):
@@ -38,8 +41,13 @@ class Submitting:
         *,
         now: datetime,
         idempotency_key: str | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> tuple[RequestSnapshot, bool]:
-        """Evaluate and record a request. Returns (request, created)."""
+        """Evaluate and record a request. Returns (request, created).
+
+        ``before_commit`` runs with the new request inside its transaction, after everything
+        else is written: the API builds its answer there, so an answer that cannot be built
+        rolls the request back instead of leaving one the agent never heard of."""
         if intent.agent != agent.id:
             raise ValidationFailed("the agent is taken from its key, not from the body")
         body_digest = _body_digest(intent)
@@ -54,6 +62,8 @@ class Submitting:
                 created = self._insert(
                     tx, agent, intent, decision, now, idempotency_key, body_digest
                 )
+                if before_commit is not None:
+                    before_commit(created)
         except DuplicateIdempotencyKey:
             # Two submissions with one idempotency key raced; the other one won.
             existing = self._replay(agent.id, str(idempotency_key), body_digest)
@@ -70,6 +80,7 @@ class Submitting:
         *,
         now: datetime,
         idempotency_key: str | None = None,
+        before_commit: BeforeCommit | None = None,
     ) -> tuple[RequestSnapshot, bool]:
         """submit() for a caller known only by its agent key; ``draft`` makes the intent once
         the agent's id is known. Without an idempotency key, the key is checked inside the
@@ -79,13 +90,21 @@ class Submitting:
         if idempotency_key is not None:
             with self.parts.store.read() as tx:
                 agent = tx.authenticate_agent(key)
-            return self.submit(agent, draft(agent.id), now=now, idempotency_key=idempotency_key)
+            return self.submit(
+                agent,
+                draft(agent.id),
+                now=now,
+                idempotency_key=idempotency_key,
+                before_commit=before_commit,
+            )
         with self.parts.store.write() as tx:
             agent = tx.authenticate_agent(key)
             self.rate.take(agent.id, self.parts.limits.submit_rate_per_agent, now)
             intent = draft(agent.id)
             decision = self.parts.policy.current.evaluate(intent, now)
             created = self._insert(tx, agent, intent, decision, now, None, _body_digest(intent))
+            if before_commit is not None:
+                before_commit(created)
         self.parts.feed.publish([created])
         return created, True
 
