@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import json
 import os
 import secrets
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -17,7 +20,12 @@ from core.errors import ConfigError
 
 ACTIVE_KEY_FILE = "active.key"
 PUBLIC_DIR = "public"
+LOCK_FILE = ".rotate.lock"
 _MAX_KEY_FILE_BYTES = 65_536
+
+# What a cheap ``stat`` tells about a file: (inode, size, mtime_ns, ctime_ns); None if absent.
+# A rename gives a new inode, a write a new size or mtime, a chmod a new ctime.
+FileStamp = tuple[int, int, int, int] | None
 
 
 def _b64url(data: bytes) -> str:
@@ -53,6 +61,26 @@ def _ensure_private_dir(directory: Path) -> None:
             f"{directory} is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o});"
             f" run: chmod 700 {directory}"
         )
+
+
+def file_stamp(path: Path) -> FileStamp:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+@contextmanager
+def rotation_lock(directory: Path) -> Iterator[None]:
+    """Hold the keys directory's lock: one rotation at a time, across processes and hosts
+    that share the directory (``flock``; on NFS, a v4 mount)."""
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _open_checked(path: Path, flags: int) -> int | None:
@@ -174,6 +202,16 @@ def _create_first_key(directory: Path) -> Ed25519PrivateKey:
     finally:
         tmp_path.unlink(missing_ok=True)
     return key
+
+
+def write_file_atomically(directory: Path, name: str, data: bytes, mode: int) -> None:
+    """Replace ``directory/name`` with ``data``: readers see the old file or the new one."""
+    tmp_path = _write_new_file(directory, name, data, mode)
+    try:
+        os.replace(tmp_path, directory / name)
+        _fsync_dir(directory)
+    finally:
+        tmp_path.unlink(missing_ok=True)
 
 
 def _write_public_key(directory: Path, public_key: Ed25519PublicKey) -> None:

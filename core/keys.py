@@ -4,14 +4,23 @@ On disk (``STEPUP_KEYS_DIR``, mode 0700, refused if group/world-writable)::
 
     active.key          PKCS8 PEM of the one private key that signs now (mode 0600)
     public/<kid>.pem    SubjectPublicKeyInfo PEM of every key that was ever active
+    keys.json           when each key was created and retired (``core.keyretention``)
+    .rotate.lock        taken by ``keys rotate``: one rotation at a time
 
 ``kid`` is the RFC 7638 JWK thumbprint of the public key, so a file name can be checked against
 its content. Retired public keys are never deleted: signed decisions in the audit log must stay
-verifiable for as long as the log is kept. A private key file that group or others can access
-is refused, as ssh does. Every write goes to a fresh ``O_EXCL`` temporary file (mode 0600 from
+verifiable for as long as the log is kept; the JWKS lists a retired key only until every
+credential it signed has expired. A private key file that group or others can access is
+refused, as ssh does. Every write goes to a fresh ``O_EXCL`` temporary file (mode 0600 from
 the first byte), is fsynced, then linked or renamed into place, so a reader sees a whole key or
 none and a crash leaves the previous, usable state. A crash may leave a ``.*.tmp`` file behind;
 it is safe to delete.
+
+Replicas share the directory. A ring looks at it again (three ``stat`` calls) at most every
+``CHECK_INTERVAL_SECONDS``, on ``sign``, ``jwks`` and the verification of a kid it does not
+know, and reloads it when a rotation changed it: no restart. A new key that cannot be used
+(half written, unreadable, too open) never stops the ring signing: it keeps the key it has and
+logs the problem once.
 
 ``KeyRing.sign``/``KeyRing.verify`` are the only places that produce or check a JWS: alg
 EdDSA only, ``kid`` chosen among the ring's keys only, an explicit ``typ`` so one kind of
@@ -20,10 +29,11 @@ signed object can never be replayed as another.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
-from collections.abc import Mapping
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +41,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from core.errors import ConfigError, InvalidToken
+from core.keydir import KID, DirStamp, KeyView, dir_stamp, read_view, rotate_keys
 from core.keyfiles import (
     ACTIVE_KEY_FILE,
     PUBLIC_DIR,
@@ -38,24 +49,20 @@ from core.keyfiles import (
     _b64url_decode,
     _create_first_key,
     _ensure_private_dir,
-    _fsync_dir,
-    _open_for_scrub,
-    _parse_private_key,
     _raw_public,
-    _read_fd,
     _read_private_key,
     _read_public_key,
-    _scrub,
-    _write_private_tmp,
-    _write_public_key,
     jwk_thumbprint,
 )
+from core.keyretention import REQUESTED_TTL_CAP, KeyStatus, key_statuses
 
 ALGORITHM = "EdDSA"
+CHECK_INTERVAL_SECONDS = 2.0  # how stale a replica's keys may be after a rotation elsewhere
 
-_KID = re.compile(r"^[A-Za-z0-9_-]{43}$")  # unpadded base64url of a SHA-256 digest
 _MAX_TOKEN_CHARS = 16_384
 _UNSUPPORTED_HEADERS = frozenset({"crit", "b64", "jwk", "jku", "x5u", "x5c"})
+
+logger = logging.getLogger(__name__)
 
 
 class RejectedToken(InvalidToken):
@@ -102,35 +109,53 @@ class KeyRing:
         private_key: Ed25519PrivateKey | None,
         public_keys: Mapping[str, Ed25519PublicKey],
         directory: Path | None,
+        view: KeyView | None = None,
+        check_interval: float = CHECK_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if active_kid not in public_keys:
             raise ConfigError("the active key is missing from the key ring")
-        self._active_kid = active_kid
-        self._private_key = private_key
-        self._public: dict[str, Ed25519PublicKey] = dict(public_keys)
+        public = dict(public_keys)
+        # Swapped whole, never changed in place: ``sign`` reads it without a lock.
+        self._view = view or KeyView(
+            active_kid, private_key, public, dict.fromkeys(public, None), {}
+        )
         self._directory = directory
+        self._lifetime: Callable[[], timedelta] = lambda: REQUESTED_TTL_CAP
+        self._interval = check_interval
+        self._clock = clock
+        self._next_check = clock() + check_interval
+        self._lock = threading.Lock()
+        self._reported: set[tuple[DirStamp, str]] = set()
 
     # ----------------------------------------------------------------- construction
 
     @classmethod
-    def load_or_create(cls, directory: Path) -> KeyRing:
-        """Open the ring in ``directory``, creating the directory and a first key if needed."""
+    def load_or_create(
+        cls,
+        directory: Path,
+        *,
+        check_interval: float = CHECK_INTERVAL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> KeyRing:
+        """Open the ring in ``directory``, creating the directory and a first key if needed.
+
+        Strict: an unusable active key or public file is a ``ConfigError`` here, at start-up.
+        """
         _ensure_private_dir(directory)
         _ensure_private_dir(directory / PUBLIC_DIR)
-        private_key = _read_private_key(directory / ACTIVE_KEY_FILE)
-        if private_key is None:
-            private_key = _create_first_key(directory)
-        kid = jwk_thumbprint(private_key.public_key())
-        # Also repairs a crash between writing active.key and its public copy.
-        _write_public_key(directory, private_key.public_key())
-        ring = cls(
-            active_kid=kid,
-            private_key=private_key,
-            public_keys={kid: private_key.public_key()},
+        if _read_private_key(directory / ACTIVE_KEY_FILE) is None:
+            _create_first_key(directory)
+        view = read_view(directory, strict=True)
+        return cls(
+            active_kid=view.active_kid,
+            private_key=view.private_key,
+            public_keys=view.public,
             directory=directory,
+            view=view,
+            check_interval=check_interval,
+            clock=clock,
         )
-        ring._scan_public_dir()
-        return ring
 
     @classmethod
     def from_jwks(cls, jwks: Mapping[str, Any]) -> KeyRing:
@@ -153,92 +178,108 @@ class KeyRing:
         first_kid = next(iter(public))
         return cls(active_kid=first_kid, private_key=None, public_keys=public, directory=None)
 
+    def set_credential_lifetime(self, longest: Callable[[], timedelta]) -> None:
+        """How long the longest credential lives (asked each time): a retired key stays in
+        the JWKS at least that long, plus clock skew. Default: the API's 86,400 s cap."""
+        self._lifetime = longest
+
     # ----------------------------------------------------------------- accessors
 
     @property
     def active_kid(self) -> str:
-        return self._active_kid
+        return self._view.active_kid
 
     @property
     def private_key(self) -> Ed25519PrivateKey:
-        if self._private_key is None:
+        key = self._view.private_key
+        if key is None:
             raise ConfigError("this key ring is for verification only: it holds no private key")
-        return self._private_key
+        return key
 
     def public_key(self, kid: str) -> Ed25519PublicKey:
         """The public key named ``kid``; ``InvalidToken`` if the ring never held it."""
-        key = self._public.get(kid)
-        if key is None and self._directory is not None and _KID.match(kid):
-            # Another process may have rotated since we loaded: look for just this file.
+        key = self._view.public.get(kid)
+        if key is None and self._directory is not None and KID.match(kid):
+            # Another replica may sign with a key we have not seen yet: look for just this
+            # file, and when it is there, look at the whole directory again at once.
+            path = self._directory / PUBLIC_DIR / f"{kid}.pem"
             try:
-                key = _read_public_key(self._directory / PUBLIC_DIR / f"{kid}.pem", kid)
+                found = _read_public_key(path, kid)
             except ConfigError:  # a planted or corrupt file: load_or_create reports it loudly
                 raise RejectedToken("unusable_kid") from None
-            if key is not None:
-                self._public[kid] = key
+            if found is not None:
+                self._refresh(wait=True)
+                key = self._view.public.get(kid)
+                if key is None:  # the directory could not be read: keep what we found
+                    with self._lock:
+                        self._view = self._view.with_key(kid, found, None)
+                    key = found
         if key is None:
             raise RejectedToken("unknown_kid")
         return key
 
-    def jwks(self) -> dict[str, list[dict[str, str]]]:
-        """Every public key as a JWK, the active one first, then the newest retired ones."""
-        if self._directory is not None:
-            self._scan_public_dir()
-        others = [kid for kid in self._public if kid != self._active_kid]
-        ordered = [self._active_kid, *others]
-        return {"keys": [public_jwk(self._public[kid]) for kid in ordered]}
+    def key_statuses(self) -> list[KeyStatus]:
+        """Every key with its times: the active one first, then the most recently retired."""
+        view = self._view
+        return key_statuses(view.active_kid, view.created, view.records, lifetime=self._lifetime())
+
+    def jwks(self, now: datetime | None = None) -> dict[str, list[dict[str, str]]]:
+        """The active key first, then each retired key until every credential it signed has
+        expired at ``now`` (default: the real time)."""
+        self._maybe_refresh()
+        at = now or datetime.now(UTC)
+        view = self._view
+        return {
+            "keys": [
+                public_jwk(view.public[status.kid])
+                for status in self.key_statuses()
+                if status.published(at)
+            ]
+        }
 
     # ----------------------------------------------------------------- rotation
 
-    def rotate(self) -> str:
-        """Make a new key active; delete the old private key, keep its public key. New kid."""
+    def rotate(self, now: datetime | None = None, *, lifetime: timedelta | None = None) -> str:
+        """Make a new key active; scrub the old private key, keep its public key (in the JWKS
+        for ``lifetime`` — default: this ring's — plus clock skew). Returns the new kid."""
         directory = self._directory
         if directory is None:
             raise ConfigError("a key ring loaded from a JWKS cannot rotate")
-        new_key = Ed25519PrivateKey.generate()
-        new_kid = jwk_thumbprint(new_key.public_key())
-        # The public half goes first, so no token can exist whose key is not published.
-        _write_public_key(directory, new_key.public_key())
-        active_path = directory / ACTIVE_KEY_FILE
-        tmp_path = _write_private_tmp(directory, new_key)
-        try:
-            old_fd, scrubbable = _open_for_scrub(active_path)
-            try:
-                if old_fd is not None:
-                    # What is on disk may differ from memory if another process rotated.
-                    old_key = _parse_private_key(_read_fd(old_fd, active_path), active_path)
-                    _write_public_key(directory, old_key.public_key())
-                os.replace(tmp_path, active_path)
-                _fsync_dir(directory)
-                if old_fd is not None and scrubbable:
-                    _scrub(old_fd)
-            finally:
-                if old_fd is not None:
-                    os.close(old_fd)
-        finally:
-            tmp_path.unlink(missing_ok=True)
-        # The mapping's order is the JWKS order: the new key first, then the newest retired.
-        self._public = {new_kid: new_key.public_key()} | self._public
-        self._active_kid = new_kid
-        self._private_key = new_key
+        new_kid = rotate_keys(
+            directory,
+            now=now or datetime.now(UTC),
+            lifetime=self._lifetime() if lifetime is None else lifetime,
+        )
+        self._refresh(wait=True)
         return new_kid
+
+    def reload_soon(self) -> None:
+        """Look at the keys directory on the next use, not after the interval. Only sets a
+        number: safe in a signal handler."""
+        self._next_check = float("-inf")
 
     # ----------------------------------------------------------------- JWS
 
     def sign(self, payload: Mapping[str, Any], *, typ: str) -> str:
         """A compact JWS of ``payload`` with the active key: alg EdDSA, ``typ``, ``kid``."""
+        self._maybe_refresh()
+        view = self._view  # kid and key from one snapshot, even while another thread reloads
+        if view.private_key is None:
+            raise ConfigError("this key ring is for verification only: it holds no private key")
         return jwt.encode(
             dict(payload),
-            self.private_key,
+            view.private_key,
             algorithm=ALGORITHM,
-            headers={"typ": typ, "kid": self._active_kid},
+            headers={"typ": typ, "kid": view.active_kid},
         )
 
-    def verify(self, token: object, *, typ: str) -> dict[str, Any]:
+    def verify(self, token: object, *, typ: str, now: datetime | None = None) -> dict[str, Any]:
         """Check a compact JWS signed by one of the ring's keys; return its JSON payload.
 
         Only the signature, the algorithm and the header are checked here; claims (times,
-        audience...) are the caller's. Any failure is an opaque ``InvalidToken``.
+        audience...) are the caller's. With ``now``, the key must also be in the JWKS at
+        ``now``: a retired key past its retention verifies old decisions (no ``now``), never
+        a credential. Any failure is an opaque ``InvalidToken``.
         """
         if not isinstance(token, str) or len(token) > _MAX_TOKEN_CHARS:
             raise RejectedToken("malformed")
@@ -276,25 +317,53 @@ class KeyRing:
             raise RejectedToken("bad_signature") from None
         except Exception:
             raise RejectedToken("malformed") from None
+        if now is not None and kid != self._view.active_kid and not self._published(kid, now):
+            raise RejectedToken("retired_kid")
         return payload
 
-    # ----------------------------------------------------------------- internals
+    # ----------------------------------------------------------------- reloading
 
-    def _scan_public_dir(self) -> None:
-        """Add every ``public/<kid>.pem`` not yet known, newest first (by mtime, then kid)."""
-        assert self._directory is not None
-        found: list[tuple[float, str, Path]] = []
-        for path in (self._directory / PUBLIC_DIR).glob("*.pem"):
-            kid = path.stem
-            if kid in self._public or not _KID.match(kid):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                found.append((path.stat().st_mtime, kid, path))
-        found.sort(key=lambda item: (-item[0], item[1]))
-        for _, kid, path in found:
-            key = _read_public_key(path, kid)
-            if key is not None:
-                self._public[kid] = key
+    def _published(self, kid: str, now: datetime) -> bool:
+        return any(s.kid == kid and s.published(now) for s in self.key_statuses())
 
+    def _maybe_refresh(self) -> None:
+        """The hot path's cost when nothing is due: one clock read and a comparison."""
+        if self._directory is not None and self._clock() >= self._next_check:
+            self._refresh(wait=False)
 
-# --------------------------------------------------------------------- file helpers
+    def _refresh(self, *, wait: bool) -> None:
+        """Reload the directory if it changed; on any problem keep the keys we have."""
+        directory = self._directory
+        if directory is None or not self._lock.acquire(blocking=wait):
+            return  # another thread is looking right now
+        try:
+            self._next_check = self._clock() + self._interval
+            stamp = dir_stamp(directory)
+            if stamp == self._view.stamp:
+                return
+            try:
+                view = read_view(directory, strict=False)
+            except (ConfigError, OSError) as exc:
+                detail = exc.detail if isinstance(exc, ConfigError) else f"{exc.strerror}"
+                self._report(stamp, f"cannot use the keys in {directory} ({detail})")
+                return
+            previous = self._view
+            self._view = view
+            self._reported.clear()
+            for problem in view.problems:
+                self._report(stamp, f"skipped a public key: {problem}")
+            if view.active_kid != previous.active_kid:
+                logger.info(
+                    "signing key %s is now active (was %s), read from %s",
+                    view.active_kid,
+                    previous.active_kid,
+                    directory / ACTIVE_KEY_FILE,
+                )
+        finally:
+            self._lock.release()
+
+    def _report(self, stamp: DirStamp, message: str) -> None:
+        """Log a problem once for each state of the directory (not every two seconds)."""
+        if (stamp, message) not in self._reported:
+            self._reported.add((stamp, message))
+            logger.error("%s; still signing with key %s", message, self._view.active_kid)

@@ -1,10 +1,16 @@
-"""``stepup db upgrade`` and ``stepup keys rotate``: the schema and the signing keys."""
+"""``stepup db upgrade`` and ``stepup keys rotate|list``: the schema and the signing keys."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
 import typer
 
-from bot.cli.common import settings_or_exit
+from bot.cli.common import fail, settings_or_exit
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 keys_app = typer.Typer(help="Signing keys.", no_args_is_help=True)
@@ -24,11 +30,92 @@ def db_upgrade() -> None:
 
 @keys_app.command("rotate")
 def keys_rotate() -> None:
-    """Make a new signing key active; old public keys stay in the JWKS for verification."""
+    """Make a new signing key active; running replicas that share STEPUP_KEYS_DIR switch to it
+    within seconds, and the old key stays in the JWKS until its credentials have expired."""
+    from bot.clock import utc_now
     from bot.wiring import open_keyring
+    from core.errors import StepupError
+    from core.keyretention import CLOCK_SKEW
+    from core.keys import CHECK_INTERVAL_SECONDS
 
     settings = settings_or_exit()
     ring = open_keyring(settings)
+    lifetime = _credential_lifetime(settings)
+    ring.set_credential_lifetime(lambda: lifetime)
     old = ring.active_kid
-    new = ring.rotate()
-    typer.echo(f"active key {new} (was {old}; its public key is kept for verification)")
+    now = utc_now()
+    try:
+        new = ring.rotate(now)
+    except StepupError as exc:
+        raise fail(f"the keys were not rotated: {exc.detail}") from None
+    until = next((s.jwks_until for s in ring.key_statuses() if s.kid == old), None)
+    typer.echo(f"active key {new} (was {old})")
+    typer.echo(
+        f"{old} stays in the JWKS until {_iso(until)} (credentials live up to "
+        f"{_duration(lifetime)}, plus {_duration(CLOCK_SKEW)} of clock skew); its public key "
+        "stays on disk for audit verification"
+    )
+    typer.echo(
+        f"running replicas that share {settings.keys_dir} sign with the new key within "
+        f"{CHECK_INTERVAL_SECONDS:g} seconds, no restart needed"
+    )
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Each key: kid, created, active or retired, and when a retired key leaves the JWKS."""
+    from bot.clock import utc_now
+    from bot.wiring import open_keyring
+
+    settings = settings_or_exit()
+    if not (settings.keys_dir / "active.key").is_file():
+        raise fail(
+            f"no signing keys at {settings.keys_dir}: point STEPUP_KEYS_DIR at the service's"
+        )
+    ring = open_keyring(settings)
+    lifetime = _credential_lifetime(settings)
+    ring.set_credential_lifetime(lambda: lifetime)
+    now = utc_now()
+    typer.echo("KID\tCREATED\tSTATE\tJWKS")
+    for status in ring.key_statuses():
+        created = _iso(status.created_at)
+        if status.active:
+            typer.echo(f"{status.kid}\t{created}\tactive\tlisted, signs new credentials")
+            continue
+        retired = f"retired {'by' if status.estimated else 'at'} {_iso(status.retired_at)}"
+        if status.jwks_until is None:
+            jwks = "listed"
+        elif status.published(now):
+            jwks = f"leaves the JWKS at {_iso(status.jwks_until)}"
+        else:
+            jwks = f"left the JWKS at {_iso(status.jwks_until)}"
+        typer.echo(f"{status.kid}\t{created}\t{retired}\t{jwks}")
+
+
+def _credential_lifetime(settings: Settings) -> timedelta:
+    """The longest credential lifetime: the policy's, else the API's cap (with a warning)."""
+    from core.errors import StepupError
+    from core.keyretention import REQUESTED_TTL_CAP, longest_credential_ttl
+    from core.policy import load_policy
+
+    try:
+        return longest_credential_ttl(load_policy(settings.policy_file))
+    except StepupError as exc:
+        typer.echo(
+            f"warning: the policy was not read ({exc.detail}); assuming credentials live up "
+            f"to the API's cap of {_duration(REQUESTED_TTL_CAP)}",
+            err=True,
+        )
+        return REQUESTED_TTL_CAP
+
+
+def _iso(moment: datetime | None) -> str:
+    if moment is None:
+        return "unknown"
+    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _duration(delta: timedelta) -> str:
+    from core.durations import format_duration
+
+    return format_duration(delta)
