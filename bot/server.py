@@ -151,7 +151,12 @@ def serve(settings: Settings) -> None:
         policy.digest,
     )
     runtime.start()
-    signal.signal(signal.SIGHUP, lambda _sig, _frame: reload_policy(runtime, settings.policy_file))
+
+    def on_hup(_sig: int, _frame: object) -> None:
+        runtime.context.service.keyring.reload_soon()  # a rotation: used from the next signature
+        reload_policy(runtime, settings.policy_file)
+
+    signal.signal(signal.SIGHUP, on_hup)
     where = f"http://{settings.host}:{settings.port}"
     print(f"stepup listening on {where} (public URL {settings.public_url})", flush=True)
     try:

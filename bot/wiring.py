@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from bot.settings import Settings
 from core.credentials import JwtIssuer
+from core.keyretention import longest_credential_ttl
 from core.keys import KeyRing
 from core.policy import PolicyHolder
 from core.service import Stepup
@@ -27,6 +28,8 @@ def build_service(settings: Settings, db: Database | None = None) -> Stepup:
     """The engine with everything it needs; refuses to start on a bad policy."""
     holder = PolicyHolder.from_file(settings.policy_file)
     keyring = open_keyring(settings)
+    # Retired keys stay in the JWKS at least as long as the policy in force lets credentials live.
+    keyring.set_credential_lifetime(lambda: longest_credential_ttl(holder.current))
     database = db or open_database(settings)
     issuer = JwtIssuer(keyring, issuer_url=settings.public_url)
     return Stepup(

@@ -146,7 +146,7 @@ def verify_credential(
     """
     _require_aware(now)
     slack = leeway.total_seconds() if isinstance(leeway, timedelta) else float(leeway)
-    claims = keyring.verify(token, typ=CREDENTIAL_TYP)
+    claims = keyring.verify(token, typ=CREDENTIAL_TYP, now=now)  # its key still in the JWKS
     if any(name not in claims for name in REQUIRED_CLAIMS):
         raise RejectedToken("missing_claim")
     if any(not isinstance(claims[name], str) for name in _STRING_CLAIMS):
