@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from core import names
 from core.audit.events import AuditLog
 from core.errors import IllegalTransition, ValidationFailed
 from core.model import AgentIdentity, Status
@@ -14,6 +15,19 @@ from core.storage import agents_repo
 from core.storage.agents_repo import ResourceServer
 from core.storage.audit_store import SqlAuditAppender
 from core.storage.requests_repo import ids_of
+
+MAX_AGENT_ID = 128  # the column's size
+
+
+def canonical_name(value: str, what: str, *, max_length: int) -> str:
+    """``value`` in the canonical form of ``core.names``, else ValidationFailed naming ``what``."""
+    try:
+        name = names.canonical(value)
+    except ValueError as exc:
+        raise ValidationFailed(f"{what} {value!a}: {exc}") from None
+    if len(name) > max_length:
+        raise ValidationFailed(f"{what}: longer than {max_length} characters")
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +44,9 @@ class AgentRegistry:
         self.db = service.db
 
     def add(self, agent_id: str, owner_email: str, *, by: str, now: datetime) -> str:
-        """Register an agent; returns its key, which is never stored nor shown again."""
+        """Register an agent; returns its key, which is never stored nor shown again. Its id is
+        canonical (``core.names``): NFKC, then ASCII letters, digits and ``._-:/@+=``."""
+        agent_id = canonical_name(agent_id, "agent id", max_length=MAX_AGENT_ID)
         with self.db.write() as session:
             key = agents_repo.add_agent(session, agent_id, owner_email.strip().lower(), now)
             AuditLog(SqlAuditAppender(session)).agent_added(agent_id, owner_email, by, now)
@@ -72,9 +88,8 @@ class AgentRegistry:
     ) -> str:
         """Register a target system; returns its key. It may introspect tokens whose ``aud`` is
         one of ``audiences`` (by default, just its name)."""
-        for audience in audiences:
-            if not audience or audience != audience.strip() or not audience.isprintable():
-                raise ValidationFailed(f"audience {audience!r}: not a usable audience")
+        # An audience is a request's target, so canonical as targets are (or it never matches).
+        audiences = [canonical_name(a, "audience", max_length=512) for a in audiences]
         with self.db.write() as session:
             key = agents_repo.add_resource_server(session, name, now, audiences)
             server = agents_repo.authenticate_resource_server(session, key)

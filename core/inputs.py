@@ -15,6 +15,7 @@ from pydantic import (
     field_validator,
 )
 
+from core import names
 from core.errors import ValidationFailed
 from core.model import ActionClass, Intent
 
@@ -38,6 +39,16 @@ def _refuse(pattern: re.Pattern[str]) -> BeforeValidator:
 # sequence reaches an admin's terminal). Free text: none but newline and tab.
 Identifier = Annotated[str, _refuse(_CONTROL)]
 FreeText = Annotated[str, _refuse(_CONTROL_IN_TEXT)]
+
+
+def _canonical(value: Any) -> Any:
+    return names.canonical(value) if isinstance(value, str) else value
+
+
+# What the policy decides on: NFKC, then only the safe set of core/names.py (no look-alikes);
+# the length limits apply to the canonical form, which is what is stored.
+Name = Annotated[str, BeforeValidator(_canonical)]
+_NAME_RULE = "Unicode NFKC-normalised, then only ASCII letters, digits and . _ - : / @ + ="
 
 
 def _check_parameters(value: Any) -> None:
@@ -72,10 +83,16 @@ class SubmitBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    action: Identifier = Field(min_length=1, max_length=256, examples=["db.migrate"])
+    action: Name = Field(
+        min_length=1, max_length=256, examples=["db.migrate"], description=_NAME_RULE
+    )
     action_class: ActionClass
-    target: Identifier = Field(min_length=1, max_length=512, examples=["orders-db"])
-    environment: Identifier = Field(min_length=1, max_length=64, examples=["production"])
+    target: Name = Field(
+        min_length=1, max_length=512, examples=["orders-db"], description=_NAME_RULE
+    )
+    environment: Name = Field(
+        min_length=1, max_length=64, examples=["production"], description=_NAME_RULE
+    )
     justification: FreeText = Field(min_length=1, max_length=4000)
     parameters: dict[str, Any] = Field(default_factory=dict)
     requested_ttl_seconds: int | None = Field(default=None, ge=1, le=86400)
@@ -110,7 +127,12 @@ class SubmitBody(BaseModel):
 
 
 def intent_from_mapping(fields: dict[str, Any], *, agent: str) -> Intent:
-    """Validate a plain mapping; ValidationFailed names each bad field."""
+    """Validate a plain mapping (and the agent id, canonical as a registered one is);
+    ValidationFailed names each bad field."""
+    try:
+        agent = names.canonical(agent)
+    except ValueError as exc:
+        raise ValidationFailed(f"agent: {exc}") from None
     try:
         return SubmitBody.model_validate(fields).to_intent(agent)
     except ValidationError as exc:

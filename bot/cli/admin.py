@@ -56,13 +56,13 @@ def agents_add(
     owner: Annotated[str, typer.Option("--owner", help="Email of the human who owns the agent")],
 ) -> None:
     """Register an agent. Its key is printed once, alone on the last line."""
-    from core.agents import AgentRegistry
+    from core.agents import MAX_AGENT_ID, AgentRegistry, canonical_name
 
     if "@" not in owner:
         raise fail(f"--owner {owner!r} is not an email address")
-    registry = AgentRegistry(_service())
     try:
-        key = registry.add(agent_id, owner, by="cli", now=utc_now())
+        agent_id = canonical_name(agent_id, "agent id", max_length=MAX_AGENT_ID)
+        key = AgentRegistry(_service()).add(agent_id, owner, by="cli", now=utc_now())
     except StepupError as exc:
         raise fail(exc.detail) from None
     typer.echo(f"agent {agent_id} registered (owner {owner}); its key, shown only now:")

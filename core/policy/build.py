@@ -10,6 +10,7 @@ from datetime import timedelta
 from core.durations import format_duration
 from core.errors import PolicyError
 from core.model import Outcome, Tier
+from core.names import fold
 from core.policy.compiled import ApproverGroup, CompiledRule, PolicyDefaults
 from core.policy.conditions import compile_conditions
 from core.policy.decision import PolicyDecision
@@ -96,7 +97,11 @@ class _RuleBuilder:
         conditions = compile_conditions(rule.match, self.defaults.timezone)
         actions = GlobSet(rule.match.action) if rule.match.action is not None else None
         classes = frozenset(rule.match.action_class) if rule.match.action_class else None
-        environments = frozenset(rule.match.environment) if rule.match.environment else None
+        environments = (
+            frozenset(fold(value) for value in rule.match.environment)
+            if rule.match.environment
+            else None
+        )
         decision = self._decision()
         return CompiledRule(
             index=self.index,
@@ -216,7 +221,9 @@ class _RuleBuilder:
     def _require_group(self, field: str, name: str) -> None:
         if name not in self.groups:
             known = ", ".join(sorted(self.groups)) or "none"
-            raise self.fail(field, f"undefined approver group {name!r} (defined: {known})")
+            close = [g for g in self.groups if fold(g) == fold(name)]
+            hint = f"; letter case differs from {close[0]!r}" if close else ""
+            raise self.fail(field, f"undefined approver group {name!r} (defined: {known}){hint}")
 
     def _check_quorum(self, approvers: tuple[str, ...], quorum: int) -> None:
         groups = [self.groups[name] for name in approvers]

@@ -46,8 +46,8 @@ class CompiledRule:
 
     ``conditions`` holds every key of ``match`` in a fixed order (for ``explain``);
     ``residual`` only those the engine's index does not already decide (action, action_class
-    and environment are indexed). ``decision`` and ``on_break_glass`` are built once, so a
-    match costs no allocation.
+    and environment are indexed); ``environments`` are folded (letter case ignored).
+    ``decision`` and ``on_break_glass`` are built once, so a match costs no allocation.
     """
 
     index: int
@@ -68,12 +68,14 @@ class CompiledRule:
         return f"rules[{self.index}] ({self.name})"
 
     def admits(self, action_class: ActionClass, environment: str) -> bool:
+        """``environment`` folded (``core.names.fold``), as ``environments`` are."""
         return (self.action_classes is None or action_class in self.action_classes) and (
             self.environments is None or environment in self.environments
         )
 
     def admits_action(self, action: str) -> bool:
-        return self.actions is None or self.actions.matches(action)
+        """``action`` folded (``core.names.fold``)."""
+        return self.actions is None or self.actions.matches_folded(action)
 
     def residual_holds(self, intent: Intent, now: datetime) -> bool:
         # A plain loop: measurably faster than all() over a generator on the hot path.

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from core.model import Intent
+from core.names import fold
 from core.policy.matchers import GlobSet, TimeWindow
 from core.policy.schema import MatchSpec, WindowSpec
 
@@ -40,18 +41,19 @@ class GlobCondition(Condition):
 
 
 class MemberCondition(Condition):
-    """Exact membership: ``action_class`` and ``environment``."""
+    """Exact membership: ``action_class``, and ``environment`` with letter case ignored."""
 
-    __slots__ = ("_get", "field", "shown", "values")
+    __slots__ = ("_fold", "_get", "field", "shown", "values")
 
-    def __init__(self, field: str, values: Iterable[str]) -> None:
+    def __init__(self, field: str, values: Iterable[str], *, ignore_case: bool = False) -> None:
         self.field = field
         self.shown = tuple(dict.fromkeys(values))
-        self.values = frozenset(self.shown)
+        self._fold: Callable[[str], str] = fold if ignore_case else str
+        self.values = frozenset(self._fold(value) for value in self.shown)
         self._get: Callable[[Intent], str] = operator.attrgetter(field)
 
     def holds(self, intent: Intent, now: datetime) -> bool:
-        return self._get(intent) in self.values
+        return self._fold(self._get(intent)) in self.values
 
     def failure(self, intent: Intent, now: datetime) -> str:
         return f"{self.field} {str(self._get(intent))!r} not in [{', '.join(self.shown)}]"
@@ -129,8 +131,10 @@ def _condition(key: str, match: MatchSpec, timezone: str) -> Condition:
     if key in ("action", "target", "agent"):
         patterns: tuple[str, ...] = getattr(match, key)
         return GlobCondition(key, GlobSet(patterns))
-    if key in ("action_class", "environment"):
-        return MemberCondition(key, (str(value) for value in getattr(match, key)))
+    if key == "action_class" and match.action_class is not None:
+        return MemberCondition(key, (str(value) for value in match.action_class))
+    if key == "environment" and match.environment is not None:
+        return MemberCondition(key, match.environment, ignore_case=True)
     if key == "data_volume_bytes" and match.data_volume_bytes is not None:
         return VolumeCondition(match.data_volume_bytes.model_dump(exclude_none=True))
     if key == "within_hours" and match.within_hours is not None:

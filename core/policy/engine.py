@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from core.errors import NotFound
 from core.model import ActionClass, Intent, Outcome, Tier
+from core.names import fold
 from core.policy.compiled import ApproverGroup, CompiledRule, PolicyDefaults
 from core.policy.decision import PolicyDecision
 
@@ -37,6 +38,7 @@ class Policy:
     ``evaluate`` only looks at the rules whose ``action_class``, ``environment`` and ``action``
     constraints admit the request (found once per distinct triple and memoised), split into
     deny rules and the rest, each in file order; then checks their remaining conditions.
+    Names are compared with letter case ignored (``core.names.fold``).
     """
 
     __slots__ = (
@@ -102,7 +104,8 @@ class Policy:
     def evaluate(self, intent: Intent, now: datetime) -> PolicyDecision:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
-        key = (intent.action_class, intent.environment, intent.action)
+        # Folded: letter case never changes the decision, nor adds memo entries.
+        key = (intent.action_class, fold(intent.environment), fold(intent.action))
         candidates = self._by_key.get(key)
         if candidates is None:
             candidates = self._candidates(key)

@@ -8,28 +8,37 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, time
 from zoneinfo import ZoneInfo
 
+from core.names import fold
+
 _WILDCARD = re.compile(r"[*?\[]")
 _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class GlobSet:
-    """fnmatch-style patterns, case-sensitive. Literal patterns are compared by equality and the
-    rest share one compiled regex, so a list of globs costs one set lookup and one match."""
+    """fnmatch-style patterns that ignore letter case (``core.names.fold``): they are compiled
+    folded and compared with the folded value, so ``PAYMENTS-db`` meets ``payments-*``. Literal
+    patterns are compared by equality and the rest share one compiled regex, so a list of
+    globs costs one set lookup and one match. ``patterns`` keeps them as written."""
 
     __slots__ = ("_literals", "_regex", "patterns")
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)
-        self._literals = frozenset(p for p in self.patterns if not _WILDCARD.search(p))
-        wild = [p for p in self.patterns if p not in self._literals]
+        folded = tuple(dict.fromkeys(fold(p) for p in self.patterns))
+        self._literals = frozenset(p for p in folded if not _WILDCARD.search(p))
+        wild = [p for p in folded if p not in self._literals]
         self._regex: Callable[[str], re.Match[str] | None] | None = (
             re.compile("|".join(fnmatch.translate(p) for p in wild)).match if wild else None
         )
 
     def matches(self, value: str) -> bool:
-        if value in self._literals:
+        return self.matches_folded(fold(value))
+
+    def matches_folded(self, folded: str) -> bool:
+        """``matches`` for a value its caller has already folded (the engine's index key)."""
+        if folded in self._literals:
             return True
-        return self._regex is not None and self._regex(value) is not None
+        return self._regex is not None and self._regex(folded) is not None
 
     def describe(self) -> str:
         if len(self.patterns) == 1:

@@ -30,6 +30,7 @@ from core.policy.fields import (
     Duration,
     Email,
     Globs,
+    GroupId,
     GroupNames,
     Name,
     NotifyTarget,
@@ -42,6 +43,7 @@ from core.policy.fields import (
     TimeZoneName,
     Values,
     Weekday,
+    distinct_groups,
     empty_list,
     empty_mapping,
 )
@@ -162,7 +164,7 @@ class RuleSpec(_Strict):
     approval_timeout: Duration | None = None
     step_up: StrictBool | None = None
     escalate_after: Duration | None = None
-    escalate_to: Name | None = None
+    escalate_to: GroupId | None = None
     break_glass: StrictBool | None = None
     break_glass_ttl: Duration | None = None
 
@@ -185,9 +187,9 @@ GRANTING_FIELDS: tuple[str, ...] = ("max_ttl", "claim_window")
 class PolicySpec(_Strict):
     version: StrictInt
     defaults: DefaultsSpec = DefaultsSpec()
-    approver_groups: Annotated[dict[Name, ApproverGroupSpec], BeforeValidator(empty_mapping)] = (
-        Field(default_factory=dict)
-    )
+    approver_groups: Annotated[
+        dict[GroupId, ApproverGroupSpec], BeforeValidator(distinct_groups)
+    ] = Field(default_factory=dict)
     channels: Annotated[dict[Name, SlackChannelId], BeforeValidator(empty_mapping)] = Field(
         default_factory=dict
     )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound, Unauthenticated
@@ -36,6 +36,14 @@ def add_agent(session: Session, agent_id: str, owner_email: str, now: datetime) 
     """Register an agent and return its first key (shown once, stored only as a hash)."""
     if session.get(AgentRow, agent_id) is not None:
         raise Conflict(f"agent {agent_id} already exists")
+    # The policy ignores letter case, and so would a reader of an approval card.
+    same = session.execute(
+        select(AgentRow.id).where(func.lower(AgentRow.id) == agent_id.lower()).limit(1)
+    ).scalar_one_or_none()
+    if same is not None:
+        raise Conflict(
+            f"agent {agent_id} differs from the existing agent {same} only in letter case"
+        )
     session.add(AgentRow(id=agent_id, owner_email=owner_email, disabled=False, created_at=now))
     session.flush()  # the key row refers to it
     return add_agent_key(session, agent_id, now)

@@ -143,10 +143,10 @@ WRITE = ActionClass.WRITE
             id="secret-read-other-path",
         ),
         pytest.param(
-            {"action": "vault.read", "action_class": SECRET, "target": "VAULT:kv/prod/db"},
-            Outcome.DENY,
-            None,
-            id="globs-are-case-sensitive",
+            {"action": "vault.read", "action_class": SECRET, "target": "VAULT:kv/Prod/db"},
+            Outcome.APPROVE,
+            "prod-secrets",
+            id="globs-ignore-letter-case",
         ),
         pytest.param(
             {"action": "s3.export", "action_class": EXPORT, "data_volume_bytes": 2 * 10**9},
@@ -219,10 +219,16 @@ WRITE = ActionClass.WRITE
             id="later-deny-beats-earlier-allow",
         ),
         pytest.param(
-            {"environment": "Production", "action_class": DESTRUCTIVE},
+            {"environment": "production-eu", "action_class": DESTRUCTIVE},
             Outcome.DENY,
             None,
             id="environment-is-exact",
+        ),
+        pytest.param(
+            {"environment": "Production", "action_class": DESTRUCTIVE},
+            Outcome.APPROVE,
+            "prod-destructive",
+            id="environment-ignores-letter-case",
         ),
     ],
 )
@@ -398,8 +404,10 @@ rules:
         ("k8s.scale-[!0-9]", "k8s.scale-x", True),
         ("s3.get", "s3.get", True),
         ("s3.get", "s3.getobject", False),
-        ("s3.get", "S3.get", False),
-        ("S3.*", "s3.get", False),
+        ("s3.get", "S3.get", True),  # letter case is ignored, both ways
+        ("S3.*", "s3.get", True),
+        ("s3.[A-C]*", "s3.bucket", True),
+        ("s3.[!a-c]*", "s3.Bucket", False),
         ("*", "", True),
     ],
 )

@@ -1,4 +1,5 @@
-"""Property tests: random policies and requests against a naive reference of the semantics."""
+"""Property tests: random policies and requests against a naive reference of the semantics
+(names compared with letter case ignored)."""
 
 from __future__ import annotations
 
@@ -48,15 +49,15 @@ volumes = st.dictionaries(st.sampled_from(list(OPS)), st.integers(0, 2000), max_
 
 def matches(environment: st.SearchStrategy[Any] | None = None) -> st.SearchStrategy[Rule]:
     optional: dict[str, st.SearchStrategy[Any]] = {
-        "action": one_or_list([*ACTIONS, "db.*", "s3.*", "*", "k8s.?elete", "[di]*"]),
-        "target": one_or_list([*TARGETS, "payroll/*", "vault:*", "*"]),
-        "agent": one_or_list([*AGENTS, "ci-*"]),
+        "action": one_or_list([*ACTIONS, "db.*", "S3.*", "*", "k8s.?elete", "[Di]*"]),
+        "target": one_or_list([*TARGETS, "Payroll/*", "vault:*", "*"]),
+        "agent": one_or_list([*AGENTS, "CI-*"]),
         "action_class": one_or_list(CLASSES),
         "data_volume_bytes": volumes,
         "break_glass": st.booleans(),
     }
     if environment is None:
-        optional["environment"] = one_or_list(ENVS)
+        optional["environment"] = one_or_list([*ENVS, "Staging"])
         return st.fixed_dictionaries({}, optional=optional)
     return st.fixed_dictionaries({"environment": environment}, optional=optional)
 
@@ -77,13 +78,23 @@ def rules(draw: st.DrawFn, environment: st.SearchStrategy[Any] | None = None) ->
     return drawn
 
 
+CASES = (str, str.upper, str.title)
+
+
+def names(values: list[str]) -> st.SearchStrategy[str]:
+    """One of ``values``, as written or in another letter case."""
+    return st.builds(
+        lambda value, case: case(value), st.sampled_from(values), st.sampled_from(CASES)
+    )
+
+
 intents = st.builds(
     Intent,
-    agent=st.sampled_from([*AGENTS, "ci-", "stranger"]),
-    action=st.sampled_from([*ACTIONS, "unknown.op"]),
+    agent=names([*AGENTS, "ci-", "stranger"]),
+    action=names([*ACTIONS, "unknown.op"]),
     action_class=st.sampled_from(list(ActionClass)),
-    target=st.sampled_from([*TARGETS, "elsewhere"]),
-    environment=st.sampled_from([*ENVS, "qa"]),
+    target=names([*TARGETS, "elsewhere"]),
+    environment=names([*ENVS, "qa"]),
     data_volume_bytes=st.none() | st.integers(0, 2000),
     break_glass=st.booleans(),
 )
@@ -104,10 +115,14 @@ def reference_matches(match: Rule, intent: Intent) -> bool:
     for key, spec in match.items():
         wanted = [spec] if isinstance(spec, str) else spec
         if key in ("action", "target", "agent"):
-            if not any(fnmatch.fnmatchcase(getattr(intent, key), p) for p in wanted):
+            value = getattr(intent, key).lower()
+            if not any(fnmatch.fnmatchcase(value, p.lower()) for p in wanted):
                 return False
-        elif key in ("action_class", "environment"):
-            if str(getattr(intent, key)) not in wanted:
+        elif key == "environment":
+            if intent.environment.lower() not in [w.lower() for w in wanted]:
+                return False
+        elif key == "action_class":
+            if str(intent.action_class) not in wanted:
                 return False
         elif key == "data_volume_bytes":
             volume = intent.data_volume_bytes
@@ -145,7 +160,7 @@ def test_engine_agrees_with_the_reference(rule_list: list[Rule], requests: list[
 @given(rules(environment=one_or_list(ENVS)), intents)
 def test_no_matching_rule_means_deny(rule_list: list[Rule], intent: Intent) -> None:
     # every rule names its environments from ENVS, and the request comes from elsewhere
-    decision = build(rule_list).evaluate(replace(intent, environment="qa"), NOW)
+    decision = build(rule_list).evaluate(replace(intent, environment="QA"), NOW)
     assert decision.outcome is Outcome.DENY
     assert decision.rule is None
     assert decision.reasons == (NO_MATCH_REASON,)
@@ -214,3 +229,16 @@ def test_explain_agrees_with_evaluate(rule_list: list[Rule], intent: Intent) -> 
     assert all((t.failed is None) == t.matched for t in explanation.rules)
     decided = [t.name for t in explanation.rules if t.decided]
     assert decided == ([explanation.decision.rule] if explanation.decision.rule else [])
+
+
+@settings(max_examples=300, deadline=None)
+@given(rules(), intents, st.sampled_from(CASES), st.sampled_from(CASES))
+def test_letter_case_never_changes_the_decision(
+    rule_list: list[Rule], intent: Intent, case: Any, other: Any
+) -> None:
+    policy = build(rule_list)
+    decision = policy.evaluate(intent, NOW)
+    for field in ("action", "target", "environment", "agent"):
+        for variant in (case, other):
+            changed = replace(intent, **{field: variant(getattr(intent, field))})
+            assert policy.evaluate(changed, NOW) == decision
