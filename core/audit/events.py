@@ -31,6 +31,9 @@ class AuditKind(StrEnum):
     RESOURCE_SERVER_ADDED = "resource_server.added"
     # The chain signs itself: (seq, hash) of the entry before, with the service key.
     AUDIT_CHECKPOINT = "audit.checkpoint"
+    AGENT_KEY_ROTATED = "agent.key_rotated"
+    RESOURCE_SERVER_DISABLED = "resource_server.disabled"
+    RESOURCE_SERVER_KEY_ROTATED = "resource_server.key_rotated"
 
 
 class AuditAppender(Protocol):
@@ -209,3 +212,38 @@ class AuditLog:
         if audiences is not None:
             data["audiences"] = list(audiences)
         self._append(AuditKind.RESOURCE_SERVER_ADDED, at=at, request_id=None, actor=by, data=data)
+
+    def agent_key_rotated(
+        self, agent: str, by: str, at: datetime, *, old_keys: int, old_keys_until: datetime
+    ) -> None:
+        """A new key for ``agent``; its ``old_keys`` live keys stop at ``old_keys_until``."""
+        self._append(
+            AuditKind.AGENT_KEY_ROTATED,
+            at=at,
+            request_id=None,
+            actor=by,
+            data={
+                "agent": agent,
+                "old_keys": old_keys,
+                "old_keys_until": old_keys_until.isoformat(),
+            },
+        )
+
+    def resource_server_disabled(self, name: str, by: str, at: datetime) -> None:
+        self._append(
+            AuditKind.RESOURCE_SERVER_DISABLED,
+            at=at,
+            request_id=None,
+            actor=by,
+            data={"name": name},
+        )
+
+    def resource_server_key_rotated(self, name: str, by: str, at: datetime) -> None:
+        """A new introspection key for ``name``; the old one stopped at ``at``."""
+        self._append(
+            AuditKind.RESOURCE_SERVER_KEY_ROTATED,
+            at=at,
+            request_id=None,
+            actor=by,
+            data={"name": name},
+        )
