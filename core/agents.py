@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from core import names
 from core.audit.events import AuditLog
-from core.errors import IllegalTransition, ValidationFailed
+from core.durations import format_duration
+from core.errors import Conflict, IllegalTransition, ValidationFailed
 from core.model import AgentIdentity, Status
 from core.service import Stepup
 from core.storage import agents_repo
@@ -17,6 +18,8 @@ from core.storage.audit_store import SqlAuditAppender
 from core.storage.requests_repo import ids_of
 
 MAX_AGENT_ID = 128  # the column's size
+DEFAULT_KEY_GRACE = timedelta(minutes=10)  # old keys work this long after a rotation
+MAX_KEY_GRACE = timedelta(hours=24)
 
 
 def canonical_name(value: str, what: str, *, max_length: int) -> str:
@@ -36,6 +39,14 @@ class AgentSummary:
     owner_email: str
     disabled: bool
     created_at: datetime
+    live_keys: int = 0  # keys that work now (a rotation's old keys until their grace ends)
+
+
+@dataclass(frozen=True, slots=True)
+class RotatedKey:
+    key: str  # shown once, never stored
+    old_keys: int  # keys that worked before, and stop at ``old_keys_until``
+    old_keys_until: datetime
 
 
 class AgentRegistry:
@@ -52,14 +63,39 @@ class AgentRegistry:
             AuditLog(SqlAuditAppender(session)).agent_added(agent_id, owner_email, by, now)
         return key
 
-    def authenticate(self, key: str) -> AgentIdentity:
+    def authenticate(self, key: str, *, now: datetime | None = None) -> AgentIdentity:
+        """The key's agent at ``now`` (the API passes its clock; default: the wall clock)."""
         with self.db.query() as conn:
-            return agents_repo.authenticate_agent(conn, key)
+            return agents_repo.authenticate_agent(conn, key, now or datetime.now(UTC))
 
-    def list_agents(self) -> list[AgentSummary]:
+    def rotate_key(
+        self,
+        agent_id: str,
+        *,
+        by: str,
+        now: datetime,
+        grace: timedelta = DEFAULT_KEY_GRACE,
+    ) -> RotatedKey:
+        """A new key for the agent. Its keys that work now keep working until ``now + grace``
+        (none is extended; ``grace`` 0: they stop at once), then get what an unknown key gets."""
+        if not timedelta(0) <= grace <= MAX_KEY_GRACE:
+            raise ValidationFailed(f"grace: from 0s to {format_duration(MAX_KEY_GRACE)}")
+        until = now + grace
+        with self.db.write() as session:
+            if agents_repo.get_agent(session, agent_id).disabled:
+                raise Conflict(f"agent {agent_id} is disabled: it gets no new key")
+            old = agents_repo.end_agent_keys(session, agent_id, at=until, now=now)
+            key = agents_repo.add_agent_key(session, agent_id, now)
+            AuditLog(SqlAuditAppender(session)).agent_key_rotated(
+                agent_id, by, now, old_keys=old, old_keys_until=until
+            )
+        return RotatedKey(key, old, until)
+
+    def list_agents(self, *, now: datetime) -> list[AgentSummary]:
         with self.db.read() as session:
+            live = agents_repo.live_key_counts(session, now)
             return [
-                AgentSummary(a.id, a.owner_email, a.disabled, a.created_at)
+                AgentSummary(a.id, a.owner_email, a.disabled, a.created_at, live.get(a.id, 0))
                 for a in agents_repo.list_agents(session)
             ]
 
@@ -96,6 +132,21 @@ class AgentRegistry:
             AuditLog(SqlAuditAppender(session)).resource_server_added(
                 name, by, now, audiences=server.audiences
             )
+        return key
+
+    def disable_resource_server(self, name: str, *, by: str, now: datetime) -> bool:
+        """Its key gets 401 from now on; False (and nothing written) if it was disabled."""
+        with self.db.write() as session:
+            changed = agents_repo.disable_resource_server(session, name)
+            if changed:
+                AuditLog(SqlAuditAppender(session)).resource_server_disabled(name, by, now)
+        return changed
+
+    def rotate_resource_server_key(self, name: str, *, by: str, now: datetime) -> str:
+        """A new introspection key; the old one stops when this commits (no grace period)."""
+        with self.db.write() as session:
+            key = agents_repo.replace_resource_server_key(session, name)
+            AuditLog(SqlAuditAppender(session)).resource_server_key_rotated(name, by, now)
         return key
 
     def authenticate_resource_server(self, key: str) -> ResourceServer:

@@ -191,8 +191,9 @@ class StoreTx(Protocol):
         until the transaction ends (the pending cap holds across replicas)."""
         ...
 
-    def authenticate_agent(self, key: str) -> AgentIdentity:
-        """Unauthenticated for an unknown, revoked or disabled key."""
+    def authenticate_agent(self, key: str, *, now: datetime) -> AgentIdentity:
+        """Unauthenticated for an unknown or disabled key, or one whose end (a rotation's
+        grace period) is not after ``now``."""
         ...
 
 

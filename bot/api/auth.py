@@ -35,7 +35,7 @@ class AgentKey(str):
 
     def identity(self, request: Request) -> AgentIdentity:
         ctx: ApiContext = context_of(request)
-        return ctx.registry.authenticate(str(self))
+        return ctx.registry.authenticate(str(self), now=ctx.clock())
 
 
 async def agent_key(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -43,7 +45,9 @@ def _changes_published(service: Stepup) -> Iterator[None]:
         relay.stop()
 
 
-agents_app = typer.Typer(help="Register, list and disable agents.", no_args_is_help=True)
+agents_app = typer.Typer(
+    help="Register, list, rotate the keys of and disable agents.", no_args_is_help=True
+)
 servers_app = typer.Typer(
     help="Target systems allowed to call introspection.", no_args_is_help=True
 )
@@ -71,11 +75,60 @@ def agents_add(
 
 @agents_app.command("list")
 def agents_list() -> None:
+    """Each agent: id, owner, state, when it was added, how many of its keys work now."""
     from core.agents import AgentRegistry
 
-    for agent in AgentRegistry(_service()).list_agents():
+    for agent in AgentRegistry(_service()).list_agents(now=utc_now()):
         state = "disabled" if agent.disabled else "active"
-        typer.echo(f"{agent.id}\t{agent.owner_email}\t{state}\t{agent.created_at.isoformat()}")
+        typer.echo(
+            f"{agent.id}\t{agent.owner_email}\t{state}\t{agent.created_at.isoformat()}\t"
+            f"{agent.live_keys} live key{'' if agent.live_keys == 1 else 's'}"
+        )
+
+
+def _grace(text: str) -> timedelta:
+    """``10m``, ``90s``, ``1h``; ``0`` (any unit) for at once."""
+    from core.durations import parse_duration
+
+    if re.fullmatch(r"0+[smhd]?", text.strip()):
+        return timedelta(0)
+    try:
+        return parse_duration(text.strip())
+    except ValueError as exc:
+        raise fail(f"--grace: {exc}") from None
+
+
+@agents_app.command("rotate-key")
+def agents_rotate_key(
+    agent_id: Annotated[str, typer.Argument()],
+    grace: Annotated[
+        str,
+        typer.Option(
+            "--grace",
+            help="How long its current keys keep working (at most 24h); 0: they stop now",
+        ),
+    ] = "10m",
+) -> None:
+    """Give the agent a new key, printed once, alone on the last line."""
+    from core.agents import AgentRegistry
+    from core.durations import format_duration
+
+    period = _grace(grace)
+    try:
+        rotated = AgentRegistry(_service()).rotate_key(
+            agent_id, by="cli", now=utc_now(), grace=period
+        )
+    except StepupError as exc:
+        raise fail(exc.detail) from None
+    if not rotated.old_keys:
+        old = "it had no working key"
+    elif period:
+        until = rotated.old_keys_until.isoformat(timespec="seconds")
+        old = f"its {rotated.old_keys} old key(s) work until {until} ({format_duration(period)})"
+    else:
+        old = f"its {rotated.old_keys} old key(s) stopped now"
+    typer.echo(f"agent {agent_id}: new key; {old}; the new key, shown only now:")
+    typer.echo(rotated.key)
 
 
 @agents_app.command("disable")
@@ -120,6 +173,33 @@ def servers_add(
     typer.echo(
         f"resource server {name} registered (audiences: {audiences}); its key, shown only now:"
     )
+    typer.echo(key)
+
+
+@servers_app.command("disable")
+def servers_disable(name: Annotated[str, typer.Argument()]) -> None:
+    """Stop the target system's key: its introspection calls get 401 from now on."""
+    from core.agents import AgentRegistry
+
+    try:
+        changed = AgentRegistry(_service()).disable_resource_server(name, by="cli", now=utc_now())
+    except StepupError as exc:
+        raise fail(exc.detail) from None
+    typer.echo(f"resource server {name} {'disabled' if changed else 'was already disabled'}")
+
+
+@servers_app.command("rotate-key")
+def servers_rotate_key(name: Annotated[str, typer.Argument()]) -> None:
+    """Give the target system a new key, printed once, alone on the last line. The old key stops
+    at once (for a leaked key). Without a gap: add a second server with the same audiences,
+    deploy its key, then disable the first."""
+    from core.agents import AgentRegistry
+
+    try:
+        key = AgentRegistry(_service()).rotate_resource_server_key(name, by="cli", now=utc_now())
+    except StepupError as exc:
+        raise fail(exc.detail) from None
+    typer.echo(f"resource server {name}: new key (the old one stopped now); shown only now:")
     typer.echo(key)
 
 

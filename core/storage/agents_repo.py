@@ -8,9 +8,9 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Connection, Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound, Unauthenticated
@@ -60,19 +60,53 @@ def add_agent_key(session: Session, agent_id: str, now: datetime) -> str:
 
 _AGENTS = cast(Table, AgentRow.__table__)
 _AGENT_KEYS = cast(Table, AgentKeyRow.__table__)
+
+
+def _live_at(moment: Any) -> ColumnElement[bool]:
+    """An agent key works until its ``revoked_at`` (none: until it is rotated or disabled)."""
+    return or_(_AGENT_KEYS.c.revoked_at.is_(None), _AGENT_KEYS.c.revoked_at > moment)
+
+
 # Core, prebuilt: every agent call runs it, and the ORM's select path costs several times more.
 _AGENT_BY_KEY = (
     select(_AGENTS.c.id, _AGENTS.c.owner_email, _AGENTS.c.disabled)
     .join(_AGENT_KEYS, _AGENT_KEYS.c.agent_id == _AGENTS.c.id)
-    .where(_AGENT_KEYS.c.key_hash == bindparam("key_hash"), _AGENT_KEYS.c.revoked_at.is_(None))
+    .where(_AGENT_KEYS.c.key_hash == bindparam("key_hash"), _live_at(bindparam("now")))
 )
 
 
-def authenticate_agent(conn: Connection, key: str) -> AgentIdentity:
-    row = conn.execute(_AGENT_BY_KEY, {"key_hash": hash_key(key)}).one_or_none()
+def authenticate_agent(conn: Connection, key: str, now: datetime) -> AgentIdentity:
+    """The agent of ``key``; Unauthenticated if unknown, past its end, or its agent disabled."""
+    row = conn.execute(_AGENT_BY_KEY, {"key_hash": hash_key(key), "now": now}).one_or_none()
     if row is None or row.disabled:
         raise Unauthenticated()
     return AgentIdentity(row.id, row.owner_email)
+
+
+def end_agent_keys(session: Session, agent_id: str, *, at: datetime, now: datetime) -> int:
+    """Make every key of the agent still live at ``now`` stop at ``at`` (none is extended);
+    returns how many there were."""
+    live = live_key_counts(session, now, agent_id=agent_id).get(agent_id, 0)
+    session.execute(
+        update(AgentKeyRow)
+        .where(AgentKeyRow.agent_id == agent_id, _live_at(at))
+        .values(revoked_at=at)
+    )
+    return live
+
+
+def live_key_counts(
+    session: Session, now: datetime, *, agent_id: str | None = None
+) -> dict[str, int]:
+    """Agent id -> how many of its keys work at ``now`` (agents with none are left out)."""
+    query = (
+        select(_AGENT_KEYS.c.agent_id, func.count())
+        .where(_live_at(now))
+        .group_by(_AGENT_KEYS.c.agent_id)
+    )
+    if agent_id is not None:
+        query = query.where(_AGENT_KEYS.c.agent_id == agent_id)
+    return {found: int(count) for found, count in session.execute(query)}
 
 
 def get_agent(session: Session, agent_id: str) -> AgentRow:
@@ -90,11 +124,7 @@ def disable_agent(session: Session, agent_id: str, now: datetime) -> None:
     row = get_agent(session, agent_id)
     row.disabled = True
     row.disabled_at = now
-    session.execute(
-        update(AgentKeyRow)
-        .where(AgentKeyRow.agent_id == agent_id, AgentKeyRow.revoked_at.is_(None))
-        .values(revoked_at=now)
-    )
+    end_agent_keys(session, agent_id, at=now, now=now)  # keys in a rotation's grace too
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +159,33 @@ def add_resource_server(
             audiences=json.dumps(chosen),
         )
     )
+    session.flush()
+    return key
+
+
+def get_resource_server(session: Session, name: str) -> ResourceServerRow:
+    row = session.get(ResourceServerRow, name)
+    if row is None:
+        raise NotFound(f"no resource server {name}")
+    return row
+
+
+def disable_resource_server(session: Session, name: str) -> bool:
+    """Stop its key; False if it was disabled already."""
+    row = get_resource_server(session, name)
+    if row.disabled:
+        return False
+    row.disabled = True
+    return True
+
+
+def replace_resource_server_key(session: Session, name: str) -> str:
+    """A new key for an enabled server; the old one stops working with this transaction."""
+    row = get_resource_server(session, name)
+    if row.disabled:
+        raise Conflict(f"resource server {name} is disabled")
+    key = new_key(RESOURCE_SERVER_KEY_PREFIX)
+    row.key_hash = hash_key(key)
     session.flush()
     return key
 

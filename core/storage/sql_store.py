@@ -132,8 +132,8 @@ class SqlStoreTx:
     def pending_count(self, agent_id: str) -> int:
         return repo.pending_count(self.session, agent_id)
 
-    def authenticate_agent(self, key: str) -> AgentIdentity:
-        return agents_repo.authenticate_agent(self.session.connection(), key)
+    def authenticate_agent(self, key: str, *, now: datetime) -> AgentIdentity:
+        return agents_repo.authenticate_agent(self.session.connection(), key, now)
 
 
 class SqlStore:

@@ -89,7 +89,7 @@ class Submitting:
         first, so the key is checked on its own before."""
         if idempotency_key is not None:
             with self.parts.store.read() as tx:
-                agent = tx.authenticate_agent(key)
+                agent = tx.authenticate_agent(key, now=now)
             return self.submit(
                 agent,
                 draft(agent.id),
@@ -98,7 +98,7 @@ class Submitting:
                 before_commit=before_commit,
             )
         with self.parts.store.write() as tx:
-            agent = tx.authenticate_agent(key)
+            agent = tx.authenticate_agent(key, now=now)
             self.rate.take(agent.id, self.parts.limits.submit_rate_per_agent, now)
             intent = draft(agent.id)
             decision = self.parts.policy.current.evaluate(intent, now)

@@ -47,6 +47,7 @@ class State:
     credentials: dict[str, CredentialInfo] = field(default_factory=dict)
     revocations: dict[str, dict[str, Any]] = field(default_factory=dict)
     agents: dict[str, AgentIdentity] = field(default_factory=dict)  # key -> agent
+    key_ends: dict[str, datetime] = field(default_factory=dict)  # key -> when it stops
     audit: list[Entry] = field(default_factory=list)
     outbox: list[Notice] = field(default_factory=list)
 
@@ -254,8 +255,9 @@ class MemoryTx:
             if snap.agent_id == agent_id and snap.status is Status.PENDING
         )
 
-    def authenticate_agent(self, key: str) -> AgentIdentity:
-        if key not in self.state.agents:
+    def authenticate_agent(self, key: str, *, now: datetime) -> AgentIdentity:
+        ends = self.state.key_ends.get(key)
+        if key not in self.state.agents or (ends is not None and ends <= now):
             raise Unauthenticated()
         return self.state.agents[key]
 
