@@ -38,7 +38,8 @@ class Policy:
     ``evaluate`` only looks at the rules whose ``action_class``, ``environment`` and ``action``
     constraints admit the request (found once per distinct triple and memoised), split into
     deny rules and the rest, each in file order; then checks their remaining conditions.
-    Names are compared with letter case ignored (``core.names.fold``).
+    Names are compared with letter case ignored (``core.names.fold``): the scope memo is
+    keyed by the folded environment, and the triple memo's entries are found from folded names.
     """
 
     __slots__ = (
@@ -104,11 +105,13 @@ class Policy:
     def evaluate(self, intent: Intent, now: datetime) -> PolicyDecision:
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
-        # Folded: letter case never changes the decision, nor adds memo entries.
-        key = (intent.action_class, fold(intent.environment), fold(intent.action))
+        # The memo is keyed by the names as sent (no lowering on the warm path); what it holds
+        # is found from their folded form, so letter case never changes the decision.
+        key = (intent.action_class, intent.environment, intent.action)
         candidates = self._by_key.get(key)
         if candidates is None:
-            candidates = self._candidates(key)
+            folded = (intent.action_class, fold(intent.environment), fold(intent.action))
+            candidates = _remember(self._by_key, key, self._candidates(folded), _KEY_CACHE)
         denies, others = candidates
         for rule in denies:
             if rule.residual_holds(intent, now):
@@ -118,8 +121,9 @@ class Policy:
                 return rule.decide(intent)
         return self._no_match
 
-    def _candidates(self, key: tuple[ActionClass, str, str]) -> _Candidates:
-        action_class, environment, action = key
+    def _candidates(self, folded: tuple[ActionClass, str, str]) -> _Candidates:
+        """The rules that admit this action class, and environment and action folded."""
+        action_class, environment, action = folded
         scope = self._by_scope.get((action_class, environment))
         if scope is None:
             scope = _remember(
@@ -131,4 +135,4 @@ class Policy:
         admitted = [rule for rule in scope if rule.admits_action(action)]
         denies = tuple(rule for rule in admitted if rule.outcome is Outcome.DENY)
         others = tuple(rule for rule in admitted if rule.outcome is not Outcome.DENY)
-        return _remember(self._by_key, key, (denies, others), _KEY_CACHE)
+        return denies, others

@@ -32,7 +32,10 @@ class GlobSet:
         )
 
     def matches(self, value: str) -> bool:
-        return self.matches_folded(fold(value))
+        folded = fold(value)  # inlined matches_folded: this runs per residual condition
+        if folded in self._literals:
+            return True
+        return self._regex is not None and self._regex(folded) is not None
 
     def matches_folded(self, folded: str) -> bool:
         """``matches`` for a value its caller has already folded (the engine's index key)."""
