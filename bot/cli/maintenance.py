@@ -11,6 +11,7 @@ from bot.cli.common import fail, settings_or_exit
 
 if TYPE_CHECKING:
     from bot.settings import Settings
+    from core.keys import KeyRing
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 keys_app = typer.Typer(help="Signing keys.", no_args_is_help=True)
@@ -33,13 +34,12 @@ def keys_rotate() -> None:
     """Make a new signing key active; running replicas that share STEPUP_KEYS_DIR switch to it
     within seconds, and the old key stays in the JWKS until its credentials have expired."""
     from bot.clock import utc_now
-    from bot.wiring import open_keyring
     from core.errors import StepupError
     from core.keyretention import CLOCK_SKEW
     from core.keys import CHECK_INTERVAL_SECONDS
 
     settings = settings_or_exit()
-    ring = open_keyring(settings)
+    ring = _keyring_or_exit(settings)
     lifetime = _credential_lifetime(settings)
     ring.set_credential_lifetime(lambda: lifetime)
     old = ring.active_kid
@@ -65,14 +65,13 @@ def keys_rotate() -> None:
 def keys_list() -> None:
     """Each key: kid, created, active or retired, and when a retired key leaves the JWKS."""
     from bot.clock import utc_now
-    from bot.wiring import open_keyring
 
     settings = settings_or_exit()
     if not (settings.keys_dir / "active.key").is_file():
         raise fail(
             f"no signing keys at {settings.keys_dir}: point STEPUP_KEYS_DIR at the service's"
         )
-    ring = open_keyring(settings)
+    ring = _keyring_or_exit(settings)
     lifetime = _credential_lifetime(settings)
     ring.set_credential_lifetime(lambda: lifetime)
     now = utc_now()
@@ -90,6 +89,17 @@ def keys_list() -> None:
         else:
             jwks = f"left the JWKS at {_iso(status.jwks_until)}"
         typer.echo(f"{status.kid}\t{created}\t{retired}\t{jwks}")
+
+
+def _keyring_or_exit(settings: Settings) -> KeyRing:
+    """The keys in STEPUP_KEYS_DIR (a first key if there is none); an unusable one is a line."""
+    from bot.wiring import open_keyring
+    from core.errors import StepupError
+
+    try:
+        return open_keyring(settings)
+    except StepupError as exc:
+        raise fail(exc.detail) from None
 
 
 def _credential_lifetime(settings: Settings) -> timedelta:

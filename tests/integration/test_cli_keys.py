@@ -108,3 +108,20 @@ def test_list_without_keys_says_so_and_creates_none(env: dict[str, str]) -> None
 
     assert f"no signing keys at {env['STEPUP_KEYS_DIR']}" in err
     assert not Path(env["STEPUP_KEYS_DIR"]).exists()
+
+
+@pytest.mark.parametrize("command", ["list", "rotate"])
+def test_an_unusable_key_is_one_clear_line_and_nothing_changes(
+    env: dict[str, str], command: str
+) -> None:
+    keys_dir = Path(env["STEPUP_KEYS_DIR"])
+    KeyRing.load_or_create(keys_dir)
+    (keys_dir / "active.key").chmod(0o644)
+    before = sorted(p.name for p in keys_dir.rglob("*"))
+
+    result = CliRunner().invoke(app, ["keys", command], env=env)
+
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)  # a message and an exit, no traceback
+    assert result.stderr.startswith(f"error: private key {keys_dir / 'active.key'} is accessible")
+    assert sorted(p.name for p in keys_dir.rglob("*")) == before
