@@ -14,6 +14,7 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from core import names
 from core.errors import ValidationFailed
@@ -42,7 +43,12 @@ FreeText = Annotated[str, _refuse(_CONTROL_IN_TEXT)]
 
 
 def _canonical(value: Any) -> Any:
-    return names.canonical(value) if isinstance(value, str) else value
+    if not isinstance(value, str):
+        return value  # the str check that follows names the type
+    try:
+        return names.canonical(value)
+    except ValueError as exc:
+        raise PydanticCustomError("unsafe_name", str(exc)) from None
 
 
 # What the policy decides on: NFKC, then only the safe set of core/names.py (no look-alikes);
