@@ -22,6 +22,7 @@ from core.snapshots import RequestSnapshot
 logger = logging.getLogger(__name__)
 
 NEXT_DEADLINE_JOB = "next-deadline"
+CHECKPOINT_JOB = "audit-checkpoint"
 
 
 class Drain:
@@ -180,3 +181,27 @@ class DeadlineScheduler:
             misfire_grace_time=None,
             max_instances=instances,
         )
+
+
+def schedule_checkpoints(
+    scheduler: BackgroundScheduler, checkpoint: Callable[[], object], *, minutes: int
+) -> None:
+    """Every ``minutes``, ``checkpoint``: a signed checkpoint of the audit head, appended only
+    when entries came since the last one. Every replica runs it; the head lock makes replicas
+    that run at once append one checkpoint, so the job is idempotent."""
+
+    def run() -> None:
+        try:
+            checkpoint()
+        except Exception:  # the next run tries again; entries stay unanchored meanwhile
+            logger.exception("audit checkpoint failed; the next run retries")
+
+    scheduler.add_job(
+        run,
+        "interval",
+        minutes=minutes,
+        id=CHECKPOINT_JOB,
+        replace_existing=True,
+        max_instances=1,
+        coalesce=True,
+    )

@@ -14,7 +14,7 @@ from bot.api.app import create_app
 from bot.api.context import ApiContext
 from bot.clock import utc_now
 from bot.digest_job import schedule_digest
-from bot.scheduler import DeadlineScheduler
+from bot.scheduler import DeadlineScheduler, schedule_checkpoints
 from bot.settings import Settings
 from bot.slack.app import SlackRuntime, build_slack
 from bot.slack.digest_blocks import digest_message
@@ -22,6 +22,7 @@ from bot.slack.events_route import slack_router
 from bot.wiring import build_service
 from core.agents import AgentRegistry
 from core.errors import StepupError
+from core.storage.audit_store import checkpoint_head
 from core.storage.pg_changes import PgChangeRelay
 from core.usecases.digest import post_digest
 
@@ -84,6 +85,12 @@ def build_runtime(settings: Settings) -> Runtime:
             )
     app = create_app(context, extra_routers=routers)
     scheduler = DeadlineScheduler(service, sweep_interval_seconds=settings.sweep_interval_seconds)
+    if settings.audit_checkpoint_minutes > 0:
+        schedule_checkpoints(
+            scheduler.scheduler,
+            lambda: checkpoint_head(service.db, service.keyring, now=utc_now()),
+            minutes=settings.audit_checkpoint_minutes,
+        )
     if settings.security_channel:
         channel = settings.security_channel
 

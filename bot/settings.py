@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     submit_rate_per_agent: int = Field(
         120, ge=0, le=1_000_000, validation_alias="STEPUP_SUBMIT_RATE_PER_AGENT"
     )
+    # Signed checkpoints of the audit chain (0 turns one off): after every N entries, in the
+    # write that passes a multiple of N; and every M minutes when entries came since the last.
+    audit_checkpoint_entries: int = Field(
+        1000, ge=0, le=100_000_000, validation_alias="STEPUP_AUDIT_CHECKPOINT_ENTRIES"
+    )
+    audit_checkpoint_minutes: int = Field(
+        60, ge=0, le=100_000, validation_alias="STEPUP_AUDIT_CHECKPOINT_MINUTES"
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from bot.settings import Settings
+from core.audit.checkpoints import CheckpointSchedule
 from core.credentials import JwtIssuer
 from core.keyretention import longest_credential_ttl
 from core.keys import KeyRing
 from core.policy import PolicyHolder
 from core.service import Stepup
+from core.storage.audit_store import sign_checkpoints
 from core.storage.database import Database
 from core.storage.migrate import upgrade
 from core.usecases.limits import SubmitLimits
@@ -31,6 +33,8 @@ def build_service(settings: Settings, db: Database | None = None) -> Stepup:
     # Retired keys stay in the JWKS at least as long as the policy in force lets credentials live.
     keyring.set_credential_lifetime(lambda: longest_credential_ttl(holder.current))
     database = db or open_database(settings)
+    if settings.audit_checkpoint_entries > 0:
+        sign_checkpoints(database, CheckpointSchedule(keyring, settings.audit_checkpoint_entries))
     issuer = JwtIssuer(keyring, issuer_url=settings.public_url)
     return Stepup(
         database,

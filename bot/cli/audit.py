@@ -1,4 +1,5 @@
-"""``stepup audit verify`` and ``stepup audit export``: the audit log, read from the database."""
+"""``stepup audit verify``, ``audit export`` and ``audit keys``: checking the audit log, in
+the database or offline in an export, and the public keys an auditor needs for it."""
 
 from __future__ import annotations
 
@@ -6,42 +7,168 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bot.cli.common import fail, settings_or_exit
 
+if TYPE_CHECKING:
+    from core.audit.verification import Anchoring
+    from core.keys import KeyRing
+    from core.storage.audit_verify import AuditVerification
+
 audit_app = typer.Typer(help="Verify and export the audit log.", no_args_is_help=True)
+
+MISMATCHES_SHOWN = 100
 
 
 @audit_app.command("verify")
-def audit_verify() -> None:
-    """Walk the hash chain and every signed decision; exit 1 naming the first bad entry."""
-    from bot.wiring import open_database, open_keyring
-    from core.audit.signatures import decision_signature_check
-    from core.errors import AuditChainBroken
-    from core.storage.audit_store import verify_stored_chain
+def audit_verify(
+    checkpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--checkpoint",
+            help="A checkpoint (JWS) held outside the database, e.g. from a daily digest, or a "
+            "file of them, one a line; repeatable. The log must still hold each one's entry.",
+        ),
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(
+            help="Verify this export (stepup audit export) offline instead of the database: "
+            "needs --jwks, no database, no private key, no STEPUP_* settings."
+        ),
+    ] = None,
+    jwks: Annotated[
+        str | None,
+        typer.Option(
+            help="JWKS file or URL of the public keys (all of them: see stepup audit keys). "
+            "Default for the database: the keys in STEPUP_KEYS_DIR/public."
+        ),
+    ] = None,
+) -> None:
+    """Walk the hash chain, every signed decision and checkpoint, and compare every request
+    with its audit entries; exit 1 naming the first bad entry or each differing field."""
+    if export is not None:
+        if jwks is None:
+            raise fail("--export needs --jwks: the public keys to check signatures with")
+        _verify_export(export, jwks, checkpoint or [])
+        return
+    _verify_database(jwks, checkpoint or [])
+
+
+def _verify_database(jwks: str | None, checkpoint_values: list[str]) -> None:
+    from bot.cli.audit_inputs import load_checkpoints, load_jwks
+    from bot.wiring import open_database
+    from core.audit.keyset import public_keyring
+    from core.errors import AuditChainBroken, StepupError
+    from core.storage.audit_store import log_length
+    from core.storage.audit_verify import verify_database
 
     settings = settings_or_exit()
-    if not settings.keys_dir.is_dir():
-        # Verifying with a fresh key would call every signed decision forged.
-        raise fail(
-            f"no signing keys at {settings.keys_dir}: point STEPUP_KEYS_DIR at the service's"
-        )
-    db = open_database(settings)
-    check = decision_signature_check(open_keyring(settings))
     try:
-        # One snapshot for head and entries: on PostgreSQL an entry appended by the running
-        # service between the two reads would otherwise look like tampering.
-        report = verify_stored_chain(db, check_signature=check)
+        keyring = load_jwks(jwks) if jwks else public_keyring(settings.keys_dir)
+    except StepupError as exc:
+        raise fail(exc.detail) from None
+    anchors = load_checkpoints(checkpoint_values, keyring)
+    db = open_database(settings)
+    try:
+        entries = log_length(db)
+        if keyring is None and entries:
+            # Verifying with a fresh key would call every signed decision forged.
+            raise fail(
+                f"no signing keys at {settings.keys_dir}: point STEPUP_KEYS_DIR at the "
+                "service's (or give --jwks)"
+            )
+        result = verify_database(db, keyring, anchors=anchors)
     except AuditChainBroken as exc:
         raise fail(f"audit chain broken at {exc.detail}") from None
     finally:
         db.dispose()
+    _report_requests(result)
+    if keyring is None and result.requests.requests == 0:
+        typer.echo(
+            "the audit log is empty and there are no signing keys yet (a fresh install): "
+            "nothing to verify"
+        )
+        return
+    chain = result.chain
     typer.echo(
-        f"audit chain intact: {report.entries} entries, head {report.head_seq} {report.head_hash}"
+        f"audit chain intact: {chain.entries} entries, head {chain.head_seq} {chain.head_hash}"
     )
+    _report_anchoring(result.anchoring)
+    typer.echo(f"requests: {result.requests.requests} compared with their audit entries, all match")
+
+
+def _report_requests(result: AuditVerification) -> None:
+    """Each differing field on stderr, then exit 1; nothing when every request matches."""
+    report = result.requests
+    if report.ok:
+        return
+    for mismatch in report.mismatches[:MISMATCHES_SHOWN]:
+        typer.echo(f"error: {mismatch}", err=True)
+    shown = min(len(report.mismatches), MISMATCHES_SHOWN)
+    more = f" (the first {shown} shown)" if report.total > shown else ""
+    chain = result.chain
+    raise fail(
+        f"the database does not match its audit log: {report.total} differences{more}; "
+        f"the chain itself verifies ({chain.entries} entries, head {chain.head_seq} "
+        f"{chain.head_hash})"
+    )
+
+
+def _report_anchoring(anchoring: Anchoring) -> None:
+    from core.audit.verification import anchoring_note
+
+    typer.echo(
+        f"signatures: {anchoring.decisions} signed decisions and {anchoring.checkpoints} "
+        "checkpoints verified"
+    )
+    for anchor in anchoring.confirmed:
+        typer.echo(f"confirmed: the {anchor.describe()} matches entry {anchor.seq}")
+    for anchor in anchoring.before_start:
+        typer.echo(
+            f"note: the {anchor.describe()} is before the first entry verified: not checked",
+            err=True,
+        )
+    note = anchoring_note(anchoring)
+    if note is not None:
+        typer.echo(f"warning: {note}", err=True)
+
+
+def _verify_export(path: Path, jwks: str, checkpoint_values: list[str]) -> None:
+    from bot.cli.audit_inputs import load_checkpoints, load_jwks
+    from core.audit.export import verify_export
+    from core.errors import AuditChainBroken, StepupError
+
+    keyring: KeyRing = load_jwks(jwks)
+    anchors = load_checkpoints(checkpoint_values, keyring)
+    try:
+        with path.open(encoding="utf-8") as lines:
+            result = verify_export(lines, keyring, anchors=anchors)
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror or exc}") from None
+    except AuditChainBroken as exc:
+        raise fail(f"export broken at {exc.detail}") from None
+    except StepupError as exc:
+        raise fail(f"{path}: {exc.detail}") from None
+    chain = result.chain
+    if result.first_seq is None:
+        typer.echo(f"{path} holds no entries")
+        return
+    typer.echo(
+        f"export intact: {chain.entries} entries, seq {result.first_seq} to {chain.head_seq}, "
+        f"last hash {chain.head_hash}"
+    )
+    if result.starts_mid_chain:
+        typer.echo(
+            f"note: the export starts mid-chain at seq {result.first_seq} (exported with "
+            f"--since): verified from its first entry's prev_hash {result.first_prev_hash}; "
+            "entries before it are not covered",
+            err=True,
+        )
+    _report_anchoring(result.anchoring)
 
 
 @audit_app.command("export")
@@ -53,9 +180,10 @@ def audit_export(
         Path | None, typer.Option("--output", "-o", help="File to write (default stdout)")
     ] = None,
 ) -> None:
-    """Write the audit log as JSON Lines for a SIEM."""
+    """Write the audit log as JSON Lines for a SIEM (verifiable offline: audit verify
+    --export)."""
     from bot.wiring import open_database
-    from core.audit.chain import iso_utc
+    from core.audit.export import export_line
     from core.storage.audit_store import read_entries
 
     since_at = None
@@ -72,22 +200,7 @@ def audit_export(
     count = 0
     try:
         for entry in read_entries(db, since=since_at):
-            out.write(
-                json.dumps(
-                    {
-                        "seq": entry.seq,
-                        "at": iso_utc(entry.at),
-                        "kind": entry.kind,
-                        "request_id": entry.request_id,
-                        "actor": entry.actor,
-                        "data": json.loads(entry.data),
-                        "prev_hash": entry.prev_hash,
-                        "hash": entry.hash,
-                    },
-                    sort_keys=True,
-                )
-                + "\n"
-            )
+            out.write(export_line(entry))
             count += 1
     finally:
         if output:
@@ -95,3 +208,20 @@ def audit_export(
         db.dispose()
     if output:
         typer.echo(f"wrote {count} entries to {output}")
+
+
+@audit_app.command("keys")
+def audit_keys() -> None:
+    """Print a JWKS of every public key in STEPUP_KEYS_DIR/public, the active one first: all
+    an auditor needs to verify an export (the JWKS endpoint drops retired keys)."""
+    from core.audit.keyset import published_jwks
+    from core.errors import StepupError
+
+    settings = settings_or_exit()
+    try:
+        document = published_jwks(settings.keys_dir)
+    except StepupError as exc:
+        raise fail(exc.detail) from None
+    if not document["keys"]:
+        raise fail(f"no public keys in {settings.keys_dir / 'public'}")
+    typer.echo(json.dumps(document, indent=2))

@@ -27,6 +27,7 @@ from bot.slack.markup import (
 )
 from bot.slack.markup import MESSAGE_BLOCKS as MAX_BLOCKS
 from bot.slack.markup import TEXT_OBJECT as SECTION_TEXT
+from core.audit.checkpoints import Checkpoint
 from core.digest import (
     Digest,
     Item,
@@ -123,6 +124,21 @@ def _list_section(title: str, items: Sequence[T], line: Callable[[T], Item]) -> 
     return _section(bounded_list(f"*{title}* ({len(items)})", [line(i) for i in items]))
 
 
+CHECKPOINT_TEXT = 2_000  # a checkpoint JWS is about 300 characters
+
+
+def _checkpoint_text(checkpoint: Checkpoint | None) -> str:
+    """The latest signed checkpoint, whole, as the command that checks the database still
+    holds it: the channel keeps the chain's head outside the database."""
+    if checkpoint is None:
+        return "*Audit checkpoint*: none yet"
+    return (
+        f"*Audit checkpoint*: seq {checkpoint.seq}, signed {escape(minute_utc(checkpoint.at))}"
+        " — keep it; to check the database still holds it: "
+        f"{code(f'stepup audit verify --checkpoint {checkpoint.signed}', CHECKPOINT_TEXT)}"
+    )
+
+
 def digest_blocks(digest: Digest) -> list[dict[str, Any]]:
     d = digest
     audit = d.audit
@@ -145,6 +161,7 @@ def digest_blocks(digest: Digest) -> list[dict[str, Any]]:
             "elements": [md(f"{minute_utc(d.window_start)} to {minute_utc(d.window_end)}")],
         },
         _section(f"{mark} *Audit chain*: {escape(audit_line(audit))}"),
+        _section(_checkpoint_text(d.checkpoint)),
         {"type": "divider"},
         _section(summary),
         _list_section("Expired", d.expired, expired_item),

@@ -2,7 +2,8 @@
 
 Each entry's hash is SHA-256 over its own fields and the previous entry's hash, so changing,
 deleting, inserting or reordering an entry breaks every link after it. The head (last seq and
-hash) is kept apart from the entries, so deleting entries at the end is caught too.
+hash) is kept apart from the entries, so deleting entries at the end is caught too; signed
+checkpoints (``core/audit/checkpoints.py``) anchor it outside the database.
 """
 
 from __future__ import annotations
@@ -64,19 +65,25 @@ class ChainReport:
     head_hash: str
 
 
-SignatureCheck = Callable[[AuditEntry], None]
-"""Raises on an entry whose embedded signature (a signed decision) does not verify."""
+EntryCheck = Callable[[AuditEntry], None]
+"""Raises on an entry whose content is wrong beyond its hash (a signed decision or checkpoint
+that does not verify); the exception's text says what, and the entry is named with it."""
+SignatureCheck = EntryCheck
 
 
 def verify_chain(
     entries: Iterable[AuditEntry],
     *,
     head: tuple[int, str] | None,
-    check_signature: SignatureCheck | None = None,
+    check_signature: EntryCheck | None = None,
+    start: tuple[int, str] = (1, GENESIS_HASH),
 ) -> ChainReport:
-    """Walk ``entries`` in seq order; raise AuditChainBroken naming the first bad entry."""
-    expected_seq = 1
-    prev = GENESIS_HASH
+    """Walk ``entries`` in seq order; raise AuditChainBroken naming the first bad entry.
+
+    ``start`` is the first entry's seq and the hash it must link to: the genesis for a whole
+    chain, or what an export that begins mid-chain says of its first entry.
+    """
+    expected_seq, prev = start
     count = 0
     for entry in entries:
         if entry.seq != expected_seq:
@@ -102,7 +109,7 @@ def verify_chain(
             try:
                 check_signature(entry)
             except Exception as exc:  # any failure is a broken chain, named by entry
-                raise AuditChainBroken(f"bad decision signature ({exc})", seq=entry.seq) from exc
+                raise AuditChainBroken(str(exc) or type(exc).__name__, seq=entry.seq) from exc
         prev = entry.hash
         expected_seq += 1
         count += 1

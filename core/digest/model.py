@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from core.audit.checkpoints import Checkpoint
 from core.model import Tier
 
 DAY = timedelta(hours=24)
@@ -102,12 +103,16 @@ class ActiveCredential:
 
 @dataclass(frozen=True, slots=True)
 class AuditStatus:
+    """``stepup audit verify`` as of the digest: the chain (``broken_seq``/``problem`` name
+    its first bad entry) and the requests compared with their entries (``differences``)."""
+
     ok: bool
     entries: int
     head_seq: int
     head_hash: str
     broken_seq: int | None = None
     problem: str | None = None
+    differences: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +130,9 @@ class Digest:
     top_agents: tuple[tuple[str, int], ...]
     top_targets: tuple[tuple[str, int], ...]
     audit: AuditStatus
+    # The latest signed checkpoint of the chain: posting it holds the head outside the
+    # database (``stepup audit verify --checkpoint``).
+    checkpoint: Checkpoint | None = None
 
     @property
     def total_requests(self) -> int:

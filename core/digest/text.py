@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from core.audit.checkpoints import Checkpoint
 from core.digest.model import (
     TIERS,
     ActiveCredential,
@@ -172,9 +173,25 @@ def active_line(item: ActiveCredential) -> str:
 def audit_line(audit: AuditStatus) -> str:
     if audit.ok:
         return f"intact — {audit.entries} entries, head {audit.head_seq} {audit.head_hash}"
+    if audit.problem is not None:
+        return (
+            f"BROKEN at {audit.problem} — {audit.entries} entries, "
+            f"recorded head {audit.head_seq} {audit.head_hash}"
+        )
     return (
-        f"BROKEN at {audit.problem} — {audit.entries} entries, "
-        f"recorded head {audit.head_seq} {audit.head_hash}"
+        f"DATABASE DIFFERS from the audit log: {audit.differences} differences in requests "
+        f"(stepup audit verify names them) — chain intact, {audit.entries} entries, "
+        f"head {audit.head_seq} {audit.head_hash}"
+    )
+
+
+def checkpoint_line(checkpoint: Checkpoint | None) -> str:
+    """The latest checkpoint, and how to check the database still holds it."""
+    if checkpoint is None:
+        return "none yet"
+    return (
+        f"seq {checkpoint.seq}, signed {minute_utc(checkpoint.at)} — keep it; "
+        f"stepup audit verify --checkpoint {checkpoint.signed}"
     )
 
 
@@ -219,6 +236,7 @@ def render_text(digest: Digest, *, limit: int | None = None) -> str:
     lines = [
         f"stepup digest {minute_utc(d.window_start)} to {minute_utc(d.window_end)}",
         f"Audit chain: {audit_line(d.audit)}",
+        f"Audit checkpoint: {checkpoint_line(d.checkpoint)}",
         f"Requests: {d.total_requests}",
         *(f"  {line}" for line in request_lines(d)),
         f"Time to decision: {decision_line(d.decision_times)}",

@@ -10,13 +10,27 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, event, select
 from sqlalchemy.orm import Session, SessionTransaction
 
-from core.audit.chain import AuditEntry, ChainReport, SignatureCheck, entry_hash, verify_chain
+from core.audit.chain import AuditEntry, entry_hash
+from core.audit.checkpoints import (
+    CHECKPOINT_ACTOR,
+    Checkpoint,
+    CheckpointSchedule,
+    checkpoint_data,
+    parse_checkpoint_entry,
+    sign_checkpoint,
+    verify_checkpoint,
+)
 from core.audit.events import AuditKind
 from core.canonical import canonical_json
+from core.errors import InvalidToken
+from core.keys import KeyRing
 from core.storage.database import Database
 from core.storage.tables import AuditHeadRow, AuditRow
 
 _PENDING_KEY = "stepup.audit"  # in ``session.info``: entries appended, not yet written
+# In a write session's ``info`` (from ``Database.write_session_info``): the CheckpointSchedule.
+_CHECKPOINTS_KEY = "stepup.audit.checkpoints"
+_CHECKPOINT_KIND = AuditKind.AUDIT_CHECKPOINT.value
 
 _AUDIT = cast(Table, AuditRow.__table__)
 _HEAD = cast(Table, AuditHeadRow.__table__)
@@ -27,6 +41,16 @@ _WRITE_HEAD = (
     _HEAD.update()
     .where(_HEAD.c.id == 1)
     .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
+ENTRY_COLUMNS = (  # in AuditEntry's field order
+    _AUDIT.c.seq,
+    _AUDIT.c.at,
+    _AUDIT.c.kind,
+    _AUDIT.c.request_id,
+    _AUDIT.c.actor,
+    _AUDIT.c.data,
+    _AUDIT.c.prev_hash,
+    _AUDIT.c.hash,
 )
 
 
@@ -72,19 +96,45 @@ class SqlAuditAppender:
 
 def _write_pending(session: Session) -> None:
     """Before every commit: chain the queued entries onto the head, write them in one
-    statement and advance the head (nothing to do when nothing was queued)."""
+    statement and advance the head (nothing to do when nothing was queued). When the session
+    has a checkpoint schedule and these entries cross a multiple of its N, a signed
+    checkpoint of the last one follows them, in the same statement."""
     rows: list[dict[str, Any]] | None = session.info.pop(_PENDING_KEY, None)
     if not rows:
         return
     connection = session.connection()
     seq, prev_hash = connection.execute(_LOCK_HEAD).one()
+    start = seq
     for row in rows:
         seq += 1
         digest = entry_hash(seq=seq, prev_hash=prev_hash, **row)
         row.update(seq=seq, prev_hash=prev_hash, hash=digest)
         prev_hash = digest
+    schedule: CheckpointSchedule | None = session.info.get(_CHECKPOINTS_KEY)
+    if schedule is not None and schedule.due(start, seq):
+        checkpoint = sign_checkpoint(schedule.keyring, seq=seq, hash=prev_hash, at=rows[-1]["at"])
+        rows.append(_checkpoint_row(checkpoint))
+        seq, prev_hash = seq + 1, rows[-1]["hash"]
     connection.execute(_INSERT_ENTRIES, rows)
     connection.execute(_WRITE_HEAD, {"new_seq": seq, "new_hash": prev_hash})
+
+
+def _checkpoint_row(checkpoint: Checkpoint) -> dict[str, Any]:
+    """The entry that records ``checkpoint``, right after the entry it signs."""
+    row: dict[str, Any] = {
+        "at": checkpoint.at,
+        "kind": _CHECKPOINT_KIND,
+        "request_id": None,
+        "actor": CHECKPOINT_ACTOR,
+        "data": canonical_json(checkpoint_data(checkpoint)),
+    }
+    seq = checkpoint.seq + 1
+    row.update(
+        seq=seq,
+        prev_hash=checkpoint.hash,
+        hash=entry_hash(seq=seq, prev_hash=checkpoint.hash, **row),
+    )
+    return row
 
 
 def _forget(session: Session, transaction: SessionTransaction) -> None:
@@ -121,38 +171,74 @@ def read_head(session: Session) -> tuple[int, str]:
     return head.seq, head.hash
 
 
+def log_length(db: Database) -> int:
+    """How many entries the head records."""
+    with db.read() as session:
+        return read_head(session)[0]
+
+
 def iter_entries(
     session: Session, *, since: datetime | None = None, batch: int = 5000
 ) -> Iterator[AuditEntry]:
     """Entries in seq order, fetched in batches so memory stays flat for long chains."""
-    table = AuditRow.__table__
-    query = select(
-        table.c.seq,
-        table.c.at,
-        table.c.kind,
-        table.c.request_id,
-        table.c.actor,
-        table.c.data,
-        table.c.prev_hash,
-        table.c.hash,
-    ).order_by(table.c.seq)
+    query = select(*ENTRY_COLUMNS).order_by(_AUDIT.c.seq)
     if since is not None:
-        query = query.where(table.c.at >= since)
+        query = query.where(_AUDIT.c.at >= since)
     # Columns are selected in AuditEntry's field order; positional unpacking of the row is
     # several times cheaper than attribute access, which shows on long chains.
     for row in session.execute(query.execution_options(yield_per=batch)):
         yield AuditEntry(*row)
 
 
-def verify_stored_chain(db: Database, *, check_signature: SignatureCheck | None) -> ChainReport:
-    """``verify_chain`` over the stored entries and head, read in one snapshot."""
-    with chain_snapshot(db) as session:
-        return verify_chain(
-            iter_entries(session), head=read_head(session), check_signature=check_signature
-        )
-
-
 def read_entries(db: Database, *, since: datetime | None = None) -> Iterator[AuditEntry]:
     """The stored entries in seq order, from ``since`` on; the read lasts while they are read."""
     with db.read() as session:
         yield from iter_entries(session, since=since)
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
+def sign_checkpoints(db: Database, schedule: CheckpointSchedule) -> None:
+    """From now on, every write session of ``db`` appends a signed checkpoint each time the
+    chain passes a multiple of ``schedule.every`` entries."""
+    db.write_session_info[_CHECKPOINTS_KEY] = schedule
+
+
+def checkpoint_head(db: Database, keyring: KeyRing, *, now: datetime) -> Checkpoint | None:
+    """A signed checkpoint of the head, appended unless the head already is one: the
+    checkpoint now last in the log (None while the log is empty).
+
+    Under the head lock, so replicas that run this at once append one checkpoint, not one
+    each; a log with nothing new since its last checkpoint gets none.
+    """
+    with db.write() as session:
+        connection = session.connection()
+        seq, head_hash = connection.execute(_LOCK_HEAD).one()
+        if seq == 0:
+            return None
+        last = connection.execute(select(*ENTRY_COLUMNS).where(_AUDIT.c.seq == seq)).one_or_none()
+        if last is not None and last.kind == _CHECKPOINT_KIND:
+            try:
+                return verify_checkpoint(parse_checkpoint_entry(AuditEntry(*last)).signed, keyring)
+            except (InvalidToken, ValueError, KeyError):
+                pass  # not a checkpoint this service can vouch for: sign a fresh one
+        checkpoint = sign_checkpoint(keyring, seq=seq, hash=head_hash, at=now)
+        row = _checkpoint_row(checkpoint)
+        connection.execute(_INSERT_ENTRIES, [row])
+        connection.execute(_WRITE_HEAD, {"new_seq": row["seq"], "new_hash": row["hash"]})
+        return checkpoint
+
+
+def latest_checkpoint(session: Session) -> Checkpoint | None:
+    """The last checkpoint entry's checkpoint, as recorded (verifying is the chain's job).
+
+    A backward scan of the primary key that stops at the first checkpoint: with one every N
+    entries, it reads at most about N rows."""
+    row = session.execute(
+        select(*ENTRY_COLUMNS)
+        .where(_AUDIT.c.kind == _CHECKPOINT_KIND)
+        .order_by(_AUDIT.c.seq.desc())
+        .limit(1)
+    ).one_or_none()
+    return parse_checkpoint_entry(AuditEntry(*row)) if row is not None else None

@@ -131,6 +131,9 @@ class Database:
         self._write_lock: AbstractContextManager[Any] = (
             threading.RLock() if self.is_sqlite else nullcontext()
         )
+        # Given to every write session's ``info``: how the audit appender signs checkpoints
+        # (``core.storage.audit_store.sign_checkpoints``).
+        self.write_session_info: dict[str, Any] = {}
 
     @contextmanager
     def write(self) -> Iterator[Session]:
@@ -143,7 +146,7 @@ class Database:
         with (
             self._write_lock,
             self.engine.connect().execution_options(stepup_write=True) as conn,
-            Session(bind=conn, expire_on_commit=False) as session,
+            Session(bind=conn, expire_on_commit=False, info=self.write_session_info) as session,
             session.begin(),
         ):
             yield session

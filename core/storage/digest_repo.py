@@ -14,9 +14,8 @@ from sqlalchemy import exists, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from core.audit.chain import verify_chain
+from core.audit.checkpoints import Checkpoint, verify_checkpoint
 from core.audit.events import AuditKind
-from core.audit.signatures import decision_signature_check
 from core.digest.model import (
     DAY,
     OUTCOMES,
@@ -34,10 +33,11 @@ from core.digest.model import (
     RevocationFailure,
     TierOutcome,
 )
-from core.errors import AuditChainBroken
+from core.errors import AuditChainBroken, InvalidToken
 from core.keys import KeyRing
 from core.model import Status
-from core.storage.audit_store import chain_snapshot, iter_entries, read_head
+from core.storage.audit_store import chain_snapshot, latest_checkpoint, read_head
+from core.storage.audit_verify import verify_in_snapshot
 from core.storage.database import Database
 from core.storage.sql_store import SqlOutbox
 from core.storage.tables import AuditRow, DigestRow, RequestRow, RevocationRow, VoteRow
@@ -144,6 +144,7 @@ def build_digest(
         top_agents=_top(row.agent_id for row in created),
         top_targets=_top(row.target for row in created),
         audit=audit_status(session, keyring),
+        checkpoint=verified_checkpoint(session, keyring),
     )
 
 
@@ -252,18 +253,27 @@ def _active(session: Session, now: datetime) -> tuple[ActiveCredential, ...]:
 
 
 def audit_status(session: Session, keyring: KeyRing) -> AuditStatus:
-    """Verify the whole chain and every signed decision; report rather than raise."""
+    """``stepup audit verify`` in this snapshot: the chain, every signed decision and
+    checkpoint, and every request against its entries; report rather than raise."""
     head_seq, head_hash = read_head(session)
     entries = session.execute(select(func.count()).select_from(AuditRow)).scalar_one()
     try:
-        verify_chain(
-            iter_entries(session),
-            head=(head_seq, head_hash),
-            check_signature=decision_signature_check(keyring),
-        )
+        requests = verify_in_snapshot(session, keyring).requests
     except AuditChainBroken as broken:
         return AuditStatus(False, entries, head_seq, head_hash, broken.seq, broken.detail)
-    return AuditStatus(True, entries, head_seq, head_hash)
+    return AuditStatus(requests.ok, entries, head_seq, head_hash, differences=requests.total)
+
+
+def verified_checkpoint(session: Session, keyring: KeyRing) -> Checkpoint | None:
+    """The latest checkpoint entry's checkpoint, if its signature holds (a forged one is
+    not shown; the audit status reports it)."""
+    latest = latest_checkpoint(session)
+    if latest is None:
+        return None
+    try:
+        return verify_checkpoint(latest.signed, keyring)
+    except InvalidToken:
+        return None
 
 
 # -- text -------------------------------------------------------------------------------------

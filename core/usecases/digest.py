@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from core.digest import DAY, MAX_WINDOW, Digest, render_text
 from core.keys import KeyRing
 from core.notices import Notices
+from core.storage.audit_store import checkpoint_head
 from core.storage.database import Database
 from core.storage.digest_repo import already_posted, read_digest, record_posted
 
@@ -38,6 +39,8 @@ def post_digest(
 ) -> bool:
     """Queue the day's digest for ``channel``; False when this day's digest already exists.
 
+    The digest carries a signed checkpoint of the audit chain's head, appended just before
+    (unless the head is one already), so the channel holds the head outside the database.
     The day's row and the outbox entry are written in one transaction: the row's primary key
     lets exactly one replica commit, and a crash leaves either both or neither. By default the
     window starts where the previous digest ended (24 h when there is none), so days of 23 or
@@ -49,6 +52,8 @@ def post_digest(
         return False
     if window is None:
         window = min(now - previous, MAX_WINDOW) if previous is not None else DAY
+    # A fresh checkpoint of the head, so the digest posts the whole log's anchor.
+    checkpoint_head(db, keyring, now=now)
     digest = read_digest(db, keyring, now=now, window=window)
     text, blocks = render(digest)
     return record_posted(

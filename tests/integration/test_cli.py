@@ -29,7 +29,7 @@ from core.canonical import canonical_json
 from core.keys import KeyRing
 from core.model import ActionClass, Approver, SessionOutcome, Vote
 from core.policy import load_policy
-from core.storage import audit_store
+from core.storage import audit_verify
 from core.storage.audit_store import SqlAuditAppender
 from core.storage.database import Database
 from core.storage.migrate import alembic_config
@@ -297,12 +297,31 @@ def test_audit_verify_needs_the_service_keys(cli_db: Cli, db: Database, tmp_path
     assert f"entry {first_decision.seq}: bad decision signature" in out.stderr
 
 
+def test_audit_verify_on_a_fresh_install_says_so(cli_db: Cli, db: Database, tmp_path: Path) -> None:
+    """No entry and no keys yet: nothing to verify, said plainly, exit 0, no key invented.
+    One entry (an agent registered with the keys elsewhere) and no keys: refused."""
+    out = cli_db.run("audit", "verify")
+    assert out.code == 0, out.stderr
+    assert out.stdout == (
+        "the audit log is empty and there are no signing keys yet (a fresh install): "
+        "nothing to verify\n"
+    )
+    assert not (tmp_path / "keys").exists()
+    with db.write() as session:
+        SqlAuditAppender(session).append(
+            AuditKind.AGENT_ADDED, at=T0, request_id=None, actor="t", data={"agent": "a"}
+        )
+    refused = cli_db.run("audit", "verify")
+    assert refused.code == 1 and "no signing keys at" in refused.stderr
+    assert not (tmp_path / "keys").exists()
+
+
 def test_audit_verify_ignores_entries_appended_meanwhile(
     cli_db: Cli, db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     record_activity(db, tmp_path)
     entries = len(stored(db))
-    real_read_head = audit_store.read_head
+    real_read_head = audit_verify.read_head
 
     def head_then_service_appends(session: Session) -> tuple[int, str]:
         head = real_read_head(session)
@@ -316,7 +335,7 @@ def test_audit_verify_ignores_entries_appended_meanwhile(
             )
         return head
 
-    monkeypatch.setattr(audit_store, "read_head", head_then_service_appends)
+    monkeypatch.setattr(audit_verify, "read_head", head_then_service_appends)
     out = cli_db.invoke("audit", "verify")
     assert out.code == 0, out.stderr
     assert f"audit chain intact: {entries} entries" in out.stdout

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 
 from bot.slack.digest_blocks import digest_blocks, digest_message
 from bot.slack_emulator.server import SlackEmulator
@@ -39,7 +39,7 @@ from core.storage.agents_repo import AgentIdentity
 from core.storage.audit_store import chain_snapshot, read_head
 from core.storage.database import Database
 from core.storage.digest_repo import build_digest
-from core.storage.tables import AuditRow, DigestRow, OutboxRow, RequestRow, RevocationRow
+from core.storage.tables import AuditRow, DigestRow, OutboxRow, RevocationRow
 from core.usecases.digest import post_digest
 from tests.conftest import T0
 from tests.support import OWNER, SPONSOR, Engine, build_engine, intent
@@ -47,6 +47,7 @@ from tests.support import OWNER, SPONSOR, Engine, build_engine, intent
 STEPUP = Path(sys.executable).parent / "stepup"
 NOW = T0 + timedelta(days=1)  # the digest covers [T0, NOW)
 MIN = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
 OPS_OWNER = "otto@example.com"
 SECURITY = "C0SECURITY"
 
@@ -168,15 +169,7 @@ def drive(db: Database, tmp_path: Path) -> Traffic:
     # Break-glass granted twice (one reviewed since), once asked for where not permitted.
     submit("bg1", ops, T0 + timedelta(hours=8), target="orders-db", break_glass=True)
     bg2 = submit("bg2", ops, T0 + timedelta(hours=9), target="orders-db", break_glass=True)
-    with db.write() as session:
-        session.execute(
-            update(RequestRow)
-            .where(RequestRow.id == bg2)
-            .values(
-                break_glass_reviewed_by="sec@example.com",
-                break_glass_reviewed_at=T0 + timedelta(hours=10),
-            )
-        )
+    svc.review_break_glass(bg2, Approver("U0CAROL", "sec@example.com"), now=T0 + 10 * HOUR)
     submit(
         "bg_refused",
         ops,

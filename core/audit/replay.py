@@ -1,0 +1,174 @@
+"""A request as its audit entries tell it: replayed through the service's transition table.
+
+The request row is what the service acts on (a claim succeeds when the row says
+``approved``); the log is the evidence. Whoever can write to the database can change a row
+without writing an entry, so verifying replays each request's entries and compares the result
+with the row (``core/audit/crosscheck.py``). The replay reads only what entries record:
+
+- ``intent.submitted``: the submitted fields (action, target, environment, agent, digest...);
+- ``policy.decided``: the first status (pending, approved or denied);
+- ``request.*``, ``credential.issued``, ``session.completed``: one lifecycle event each;
+- ``credential.revoked``: the credential is off the list, and an active request ends
+  (revoked, or completed when ``session.completed`` follows, as written in one step);
+- ``decision.recorded``: one signed vote; ``break_glass.reviewed``: who reviewed it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from core.audit.chain import AuditEntry
+from core.audit.events import AuditKind
+from core.errors import IllegalTransition
+from core.lifecycle import Event, next_status
+from core.model import Status
+
+_EVENTS = {
+    AuditKind.REQUEST_APPROVED.value: Event.APPROVE,
+    AuditKind.REQUEST_DENIED.value: Event.DENY,
+    AuditKind.REQUEST_EXPIRED.value: Event.EXPIRE,
+    AuditKind.REQUEST_CANCELLED.value: Event.CANCEL,
+    AuditKind.REQUEST_REVOKED.value: Event.REVOKE,
+    AuditKind.CREDENTIAL_ISSUED.value: Event.CLAIM,
+    AuditKind.SESSION_COMPLETED.value: Event.COMPLETE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedVote:
+    seq: int
+    who: str  # the entry's actor: the approver's email, else Slack id
+    vote: str
+    signed: str  # the signed decision (JWS), as the vote row must hold it
+
+
+@dataclass(slots=True)
+class LoggedCredential:
+    jti: str
+    expires_at: datetime | None
+    scope: str | None
+    audience: str | None
+    revoked: bool = False
+
+
+@dataclass(slots=True)
+class Replayed:
+    """One request as its entries tell it; ``problems`` are entries the lifecycle forbids."""
+
+    request_id: str
+    first_seq: int
+    intent: dict[str, Any] | None = None
+    status: Status | None = None
+    votes: list[LoggedVote] = field(default_factory=list)
+    credentials: dict[str, LoggedCredential] = field(default_factory=dict)
+    current_jti: str | None = None
+    reviewed_by: str | None = None
+    problems: list[str] = field(default_factory=list)
+    _ended_by_revocation: bool = False
+
+    def apply(self, entry: AuditEntry) -> None:
+        kind = entry.kind
+        if kind in _EVENTS:
+            self._transition(entry, _EVENTS[kind])
+            if kind == AuditKind.CREDENTIAL_ISSUED.value:
+                self._issued(entry)
+        elif kind == AuditKind.CREDENTIAL_REVOKED.value:
+            self._credential_revoked(entry)
+        elif kind == AuditKind.INTENT_SUBMITTED.value:
+            self.intent = _data(entry)
+        elif kind == AuditKind.POLICY_DECIDED.value:
+            self._policy_decided(entry)
+        elif kind == AuditKind.DECISION_RECORDED.value:
+            data = _data(entry)
+            self.votes.append(
+                LoggedVote(
+                    entry.seq,
+                    entry.actor or "",
+                    str(data.get("vote")),
+                    str(data.get("signed_decision")),
+                )
+            )
+        elif kind == AuditKind.BREAK_GLASS_REVIEWED.value:
+            self.reviewed_by = entry.actor
+
+    def _policy_decided(self, entry: AuditEntry) -> None:
+        if self.status is not None:
+            self.problems.append(f"entry {entry.seq}: a second policy decision")
+            return
+        try:
+            self.status = Status(str(_data(entry).get("status")))
+        except ValueError:
+            self.problems.append(f"entry {entry.seq}: a policy decision without a status")
+
+    def _transition(self, entry: AuditEntry, event: Event) -> None:
+        if event is Event.COMPLETE and self._ended_by_revocation and self.status is Status.REVOKED:
+            # complete writes the credential's revocation, then the outcome, in one step
+            self.status = Status.COMPLETED
+            self._ended_by_revocation = False
+            return
+        self._ended_by_revocation = False
+        if self.status is None:
+            self.problems.append(f"entry {entry.seq}: {entry.kind} before any policy decision")
+            return
+        try:
+            self.status = next_status(self.status, event)
+        except IllegalTransition:
+            self.problems.append(
+                f"entry {entry.seq}: {entry.kind} while the request was {self.status.value}"
+            )
+
+    def _issued(self, entry: AuditEntry) -> None:
+        data = _data(entry)
+        jti = str(data.get("jti"))
+        self.credentials[jti] = LoggedCredential(
+            jti,
+            _time(data.get("expires_at")),
+            _text(data.get("scope")),
+            _text(data.get("aud")),
+        )
+        self.current_jti = jti
+
+    def _credential_revoked(self, entry: AuditEntry) -> None:
+        jti = str(_data(entry).get("jti"))
+        credential = self.credentials.get(jti)
+        if credential is None:
+            self.problems.append(f"entry {entry.seq}: revokes credential {jti!r}, never issued")
+            return
+        credential.revoked = True
+        # Every exit from active revokes the credential first; only that entry tells of it
+        # when the request is revoked or its TTL ran out.
+        if self.status is Status.ACTIVE:
+            self.status = Status.REVOKED
+            self._ended_by_revocation = True
+
+
+def replay(request_id: str, entries: Iterable[AuditEntry]) -> Replayed | None:
+    """The request as ``entries`` (its own, in seq order) tell it; None when there are none."""
+    replayed: Replayed | None = None
+    for entry in entries:
+        if replayed is None:
+            replayed = Replayed(request_id, entry.seq)
+        replayed.apply(entry)
+    return replayed
+
+
+def _data(entry: AuditEntry) -> dict[str, Any]:
+    value = json.loads(entry.data)
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None

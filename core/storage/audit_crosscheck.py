@@ -1,0 +1,161 @@
+"""The requests, their votes and credentials, and their audit entries, read in batches for
+the cross-check (``core/audit/crosscheck.py``): memory stays one batch of requests.
+
+Requests are read in id order a batch at a time (keyset, so the database orders and
+compares the ids), each batch with its entries, votes and credentials in three more
+queries; one last query finds entries whose request does not exist. Run it in the read
+snapshot the chain was verified in, so rows and entries are of one moment.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, exists, func, select
+from sqlalchemy.orm import Session
+
+from core.audit.chain import AuditEntry
+from core.audit.crosscheck import (
+    INTENT_FIELDS,
+    Mismatch,
+    StoredCredential,
+    StoredRequest,
+    StoredVote,
+    compare,
+)
+from core.audit.replay import Replayed, replay
+from core.keys import KeyRing
+from core.storage.audit_store import ENTRY_COLUMNS
+from core.storage.tables import AuditRow, CredentialRow, RequestRow, VoteRow
+
+REQUEST_BATCH = 500
+KEEP = 100  # mismatches kept for the report; the rest are counted
+
+_REQUESTS = cast(Table, RequestRow.__table__)
+_AUDIT = cast(Table, AuditRow.__table__)
+_VOTES = cast(Table, VoteRow.__table__)
+_CREDENTIALS = cast(Table, CredentialRow.__table__)
+_COLUMN = {name: ("agent_id" if name == "agent" else name) for name in INTENT_FIELDS}
+_REQUEST_COLUMNS = [
+    _REQUESTS.c.id,
+    _REQUESTS.c.status,
+    _REQUESTS.c.parameters,
+    _REQUESTS.c.credential_jti,
+    _REQUESTS.c.credential_expires_at,
+    _REQUESTS.c.break_glass_reviewed_by,
+    *(_REQUESTS.c[column] for column in _COLUMN.values()),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CrossCheckReport:
+    requests: int  # requests compared
+    mismatches: tuple[Mismatch, ...]  # the first ``KEEP``
+    total: int  # mismatches in all
+
+    @property
+    def ok(self) -> bool:
+        return self.total == 0
+
+
+def crosscheck_requests(
+    session: Session, keyring: KeyRing | None, *, batch: int = REQUEST_BATCH, keep: int = KEEP
+) -> CrossCheckReport:
+    """Compare every stored request with its replayed entries, and report entries of
+    requests that do not exist."""
+    kept: list[Mismatch] = []
+    total = requests = 0
+
+    def found(mismatch: Mismatch) -> None:
+        nonlocal total
+        total += 1
+        if len(kept) < keep:
+            kept.append(mismatch)
+
+    last = ""
+    while True:
+        rows = session.execute(
+            select(*_REQUEST_COLUMNS)
+            .where(_REQUESTS.c.id > last)
+            .order_by(_REQUESTS.c.id)
+            .limit(batch)
+        ).all()
+        if not rows:
+            break
+        requests += len(rows)
+        for mismatch in _check_batch(session, rows, keyring):
+            found(mismatch)
+        last = rows[-1].id
+    for request_id, first_seq in session.execute(_orphans()):
+        for mismatch in compare(Replayed(request_id, first_seq), None, keyring):
+            found(mismatch)
+    return CrossCheckReport(requests, tuple(kept), total)
+
+
+def _check_batch(session: Session, rows: Sequence[Any], keyring: KeyRing | None) -> list[Mismatch]:
+    ids = [row.id for row in rows]
+    entries: dict[str, list[AuditEntry]] = defaultdict(list)
+    for entry in session.execute(
+        select(*ENTRY_COLUMNS).where(_AUDIT.c.request_id.in_(ids)).order_by(_AUDIT.c.seq)
+    ):
+        entries[entry.request_id].append(AuditEntry(*entry))
+    votes: dict[str, list[StoredVote]] = defaultdict(list)
+    for vote in session.execute(
+        select(
+            _VOTES.c.request_id,
+            _VOTES.c.approver_slack_id,
+            _VOTES.c.approver_email,
+            _VOTES.c.vote,
+            _VOTES.c.signature,
+        )
+        .where(_VOTES.c.request_id.in_(ids))
+        .order_by(_VOTES.c.id)
+    ):
+        votes[vote.request_id].append(StoredVote(*vote[1:]))
+    credentials: dict[str, list[StoredCredential]] = defaultdict(list)
+    for credential in session.execute(
+        select(
+            _CREDENTIALS.c.request_id,
+            _CREDENTIALS.c.jti,
+            _CREDENTIALS.c.agent_id,
+            _CREDENTIALS.c.scope,
+            _CREDENTIALS.c.audience,
+            _CREDENTIALS.c.expires_at,
+            _CREDENTIALS.c.revoked_at,
+        ).where(_CREDENTIALS.c.request_id.in_(ids))
+    ):
+        credentials[credential.request_id].append(
+            StoredCredential(*credential[1:6], revoked=credential.revoked_at is not None)
+        )
+    found: list[Mismatch] = []
+    for row in rows:
+        stored = StoredRequest(
+            id=row.id,
+            status=row.status,
+            intent={name: row._mapping[column] for name, column in _COLUMN.items()},
+            parameters=row.parameters,
+            credential_jti=row.credential_jti,
+            credential_expires_at=row.credential_expires_at,
+            reviewed_by=row.break_glass_reviewed_by,
+            votes=tuple(votes.get(row.id, ())),
+            credentials=tuple(credentials.get(row.id, ())),
+        )
+        found.extend(compare(replay(row.id, entries.get(row.id, ())), stored, keyring))
+    return found
+
+
+def _orphans() -> Any:
+    """Each request id the log names that no request row has, with its first entry."""
+    first = func.min(_AUDIT.c.seq)
+    return (
+        select(_AUDIT.c.request_id, first)
+        .where(
+            _AUDIT.c.request_id.is_not(None),
+            ~exists().where(_REQUESTS.c.id == _AUDIT.c.request_id),
+        )
+        .group_by(_AUDIT.c.request_id)
+        .order_by(first)
+    )
