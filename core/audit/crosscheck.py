@@ -97,8 +97,7 @@ def shown(value: object) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, str):
-        text = value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "…"
-        return ascii(text)
+        return ascii(value[:_SHOWN_CHARS]) + ("…" if len(value) > _SHOWN_CHARS else "")
     return str(value)
 
 

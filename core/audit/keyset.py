@@ -19,20 +19,22 @@ from core.keyfiles import ACTIVE_KEY_FILE, PUBLIC_DIR, jwk_thumbprint
 from core.keys import KeyRing, public_jwk
 
 
-def published_jwks(keys_dir: Path) -> dict[str, list[dict[str, str]]]:
-    """A JWKS of every public key in ``keys_dir/public`` (empty when there is none)."""
+def published_jwks(keys_dir: Path, *, active_first: bool = True) -> dict[str, list[dict[str, str]]]:
+    """A JWKS of every public key in ``keys_dir/public`` (empty when there is none): the
+    active one first when ``active_first`` (which reads ``active.key``), then the newest."""
     found: list[tuple[float, str, Ed25519PublicKey]] = []
     for path in (keys_dir / PUBLIC_DIR).glob("*.pem"):
         key = _read_public(path)
         found.append((path.stat().st_mtime, path.stem, key))
-    active = _active_kid(keys_dir)
+    active = _active_kid(keys_dir) if active_first else None
     found.sort(key=lambda item: (item[1] != active, -item[0], item[1]))
     return {"keys": [public_jwk(key) for _, _, key in found]}
 
 
 def public_keyring(keys_dir: Path) -> KeyRing | None:
-    """A verification-only ring of every published key; None when there is none."""
-    jwks = published_jwks(keys_dir)
+    """A verification-only ring of every published key, read without touching the private
+    key; None when there is none."""
+    jwks = published_jwks(keys_dir, active_first=False)
     return KeyRing.from_jwks(jwks) if jwks["keys"] else None
 
 

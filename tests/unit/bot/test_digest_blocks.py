@@ -161,3 +161,23 @@ def test_one_huge_item_is_shortened_not_dropped() -> None:
     assert body.startswith("T\n• denied — `req_1` — reason `yyy") and len(body) < 500
     assert body.endswith(f"` … ({10_000 - body.count('y'):,} more characters)")
     assert bounded_list("T", []) == "T\nnone"
+
+
+def test_the_latest_checkpoint_is_posted_whole_as_the_command_that_checks_it() -> None:
+    from core.audit.checkpoints import Checkpoint
+
+    signed = "eyJhbGciOiJFZERTQSJ9." + "e" * 200 + "." + "s" * 86
+    checkpoint = Checkpoint(41, HEAD, NOW - timedelta(minutes=1), signed)
+    digest = replace(make_digest(1), checkpoint=checkpoint)
+    shown = section(digest_blocks(digest), "Audit checkpoint")
+    assert shown == (
+        "*Audit checkpoint*: seq 41, signed 2026-11-03 08:59 UTC — keep it; to check the "
+        f"database still holds it: `stepup audit verify --checkpoint {signed}`"
+    )
+    assert section(digest_blocks(make_digest(1)), "Audit checkpoint") == (
+        "*Audit checkpoint*: none yet"
+    )
+    audit = replace(make_digest(1).audit, ok=False, differences=3)
+    [line] = [t for t in texts(digest_blocks(make_digest(1, audit=audit))) if "*Audit chain*" in t]
+    assert line.startswith(":rotating_light: *Audit chain*: DATABASE DIFFERS from the audit log")
+    assert "3 differences in requests (stepup audit verify names them)" in line
