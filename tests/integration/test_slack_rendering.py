@@ -182,12 +182,13 @@ def deep(depth: int, width: int) -> Any:
 
 
 def long_fields() -> dict[str, Any]:
-    """Every agent field at its API maximum, made of what escaping makes longest."""
+    """Every agent field at its API maximum, made of what escaping makes longest (names: of
+    their safe set, which is all the API accepts in them — core/names.py)."""
     worst = "&<>`*" * 1000
     fields = submit_body(
-        action=("a&<" * 100)[:256],
-        target=("t&<`" * 200)[:512],
-        environment=("e&" * 40)[:64],
+        action=("a_@" * 100)[:256],
+        target=("t_/=" * 200)[:512],
+        environment=("e+" * 40)[:64],
         justification=worst[:4000],
         parameters={"cmd": worst[:3000] + "```", "deep": deep(30, 18_000)},
         on_behalf_of=("s&" * 200)[:300] + "@example.com",
