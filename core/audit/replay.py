@@ -11,6 +11,9 @@ with the row (``core/audit/crosscheck.py``). The replay reads only what entries 
 - ``credential.revoked``: the credential is off the list, and an active request ends
   (revoked, or completed when ``session.completed`` follows, as written in one step);
 - ``decision.recorded``: one signed vote; ``break_glass.reviewed``: who reviewed it.
+
+People decide by signed decisions only: an approval (``request.approved``) must name
+approvers who each signed an approval before it, a denial must come from a signed denial.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from core.audit.chain import AuditEntry
 from core.audit.events import AuditKind
 from core.errors import IllegalTransition
 from core.lifecycle import Event, next_status
-from core.model import Status
+from core.model import Status, Vote
 
 _EVENTS = {
     AuditKind.REQUEST_APPROVED.value: Event.APPROVE,
@@ -76,6 +79,10 @@ class Replayed:
             self._transition(entry, _EVENTS[kind])
             if kind == AuditKind.CREDENTIAL_ISSUED.value:
                 self._issued(entry)
+            elif kind == AuditKind.REQUEST_APPROVED.value:
+                self._check_signed(entry, Vote.APPROVE, _data(entry).get("approvers"))
+            elif kind == AuditKind.REQUEST_DENIED.value:
+                self._check_signed(entry, Vote.DENY, [entry.actor])
         elif kind == AuditKind.CREDENTIAL_REVOKED.value:
             self._credential_revoked(entry)
         elif kind == AuditKind.INTENT_SUBMITTED.value:
@@ -119,6 +126,19 @@ class Replayed:
         except IllegalTransition:
             self.problems.append(
                 f"entry {entry.seq}: {entry.kind} while the request was {self.status.value}"
+            )
+
+    def _check_signed(self, entry: AuditEntry, vote: Vote, people: object) -> None:
+        """People decide only by signed decisions: an approval must name approvers, each
+        with a signed approval of this request before it; a denial its signed denial. (An
+        entry added with the chain recomputed holds no signature: it is caught here.)"""
+        signed = {v.who.strip().lower() for v in self.votes if v.vote == vote.value}
+        named = [str(p).strip().lower() for p in people] if isinstance(people, list) else []
+        unsigned = [p for p in named if p not in signed]
+        if not named or unsigned:
+            self.problems.append(
+                f"entry {entry.seq}: {entry.kind} names no one, or someone without a signed "
+                f"{vote.value} in the log ({', '.join(ascii(p) for p in unsigned) or 'nobody'})"
             )
 
     def _issued(self, entry: AuditEntry) -> None:

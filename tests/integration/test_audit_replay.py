@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import insert, select, text, update
 
+from core.audit.chain import entry_hash
 from core.canonical import canonical_json, parameters_digest
 from core.model import ActionClass, AgentIdentity, Approver, SessionOutcome, Status, Vote
+from core.storage.audit_store import read_head
 from core.storage.database import Database
-from core.storage.tables import AuditRow, CredentialRow, RequestRow, VoteRow
+from core.storage.tables import AuditHeadRow, AuditRow, CredentialRow, RequestRow, VoteRow
 from tests.conftest import T0
 from tests.integration import test_cli
 from tests.integration.test_cli import Cli
@@ -363,3 +365,35 @@ def credential_jti(db: Database, request_id: str) -> str:
                 select(CredentialRow.jti).where(CredentialRow.request_id == request_id)
             ).scalar_one()
         )
+
+
+def test_an_approval_appended_to_the_log_without_signatures_is_named(
+    cli_db: Cli, db: Database, requests: Requests
+) -> None:
+    """The careful attacker: the request set to approved *and* a well-formed request.approved
+    entry chained onto the head (the chain has no secret). The log and the row agree; the
+    approval names someone who never signed one."""
+    with db.read() as session:
+        seq, head = read_head(session)
+    at = T0 + timedelta(hours=1)
+    fields = {
+        "seq": seq + 1,
+        "at": at,
+        "kind": "request.approved",
+        "request_id": requests.pending,
+        "actor": None,
+        "data": canonical_json({"approvers": ["alice@example.com", "bob@example.com"]}),
+        "prev_hash": head,
+    }
+    forged = entry_hash(**fields)  # type: ignore[arg-type]
+    with db.engine.begin() as conn:
+        conn.execute(insert(AuditRow).values(**fields, hash=forged))
+        conn.execute(update(AuditHeadRow).values(seq=seq + 1, hash=forged))
+        conn.execute(
+            update(RequestRow).where(RequestRow.id == requests.pending).values(status="approved")
+        )
+    assert verify_fails(cli_db) == [
+        f"request {requests.pending}: the audit log is not a valid lifecycle: entry {seq + 1}: "
+        "request.approved names no one, or someone without a signed approve in the log "
+        "('bob@example.com')"
+    ]

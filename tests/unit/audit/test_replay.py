@@ -120,11 +120,51 @@ def test_a_lifecycle_replays_to_its_status(
 
 def test_an_event_the_lifecycle_forbids_is_named(ring: KeyRing) -> None:
     log, _ = lifecycle(ring, end="complete")
-    log.add("request.approved", {"approvers": []})
+    log.add("request.approved", {"approvers": ["alice@x.test", "bob@x.test"]})
     replayed = replay(RID, log.entries)
     assert replayed is not None
     assert replayed.status is Status.COMPLETED
     assert replayed.problems == ["entry 9: request.approved while the request was completed"]
+
+
+@pytest.mark.parametrize(
+    ("approvers", "named"),
+    [(["alice@x.test", "mallory@x.test"], "'mallory@x.test'"), ([], "nobody"), (None, "nobody")],
+)
+def test_an_approval_without_signed_approvals_is_named(
+    ring: KeyRing, approvers: object, named: str
+) -> None:
+    """An entry added with the chain recomputed carries no signature: a request.approved
+    must name people who each signed an approval before it."""
+    log = Log()
+    log.add("intent.submitted", INTENT, "deploy-bot")
+    log.add("policy.decided", {"status": "pending"}, "policy")
+    jws = decision(ring, "alice")
+    log.add("decision.recorded", {"vote": "approve", "signed_decision": jws}, "Alice@x.test")
+    log.add("request.approved", {"approvers": approvers})
+    replayed = replay(RID, log.entries)
+    assert replayed is not None and replayed.status is Status.APPROVED
+    assert replayed.problems == [
+        "entry 4: request.approved names no one, or someone without a signed approve in the "
+        f"log ({named})"
+    ]
+    ok = Log()
+    ok.entries = log.entries[:3]
+    ok.add("request.approved", {"approvers": ["alice@x.test"]})  # its person id: lowercased
+    assert replay(RID, ok.entries).problems == []  # type: ignore[union-attr]
+
+
+def test_a_denial_needs_the_deniers_signed_denial(ring: KeyRing) -> None:
+    log = Log()
+    log.add("intent.submitted", INTENT, "deploy-bot")
+    log.add("policy.decided", {"status": "pending"}, "policy")
+    log.add("request.denied", {"reason": "no"}, "carol@x.test")
+    replayed = replay(RID, log.entries)
+    assert replayed is not None and replayed.status is Status.DENIED
+    assert replayed.problems == [
+        "entry 3: request.denied names no one, or someone without a signed deny in the log "
+        "('carol@x.test')"
+    ]
 
 
 def test_no_policy_decision_leaves_no_status(ring: KeyRing) -> None:
