@@ -97,6 +97,7 @@ def test_rotate_an_agent_key_with_the_default_grace_then_with_none(
     ]
     text = every_audit_text(live_api)
     assert second not in text and third not in text
+    assert run("audit", "verify").returncode == 0  # the new kinds keep the chain verifiable
 
 
 def test_bad_rotations_say_why_and_change_nothing(live_api: LiveApi, run: Run) -> None:
@@ -134,6 +135,7 @@ def test_a_disabled_resource_server_gets_401(live_api: LiveApi, run: Run) -> Non
     assert audited(live_api, "resource_server.key_rotated") == []
     missing = run("resource-servers", "disable", "nowhere", ok=False)
     assert missing.returncode == 1 and "no resource server nowhere" in missing.stderr
+    assert run("audit", "verify").returncode == 0
 
 
 def test_a_rotated_resource_server_key_replaces_the_old_one_at_once(
