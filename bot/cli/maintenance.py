@@ -59,6 +59,31 @@ def keys_rotate() -> None:
         f"running replicas that share {settings.keys_dir} sign with the new key within "
         f"{CHECK_INTERVAL_SECONDS:g} seconds, no restart needed"
     )
+    _audit_rotation(settings, new, old, until, now)
+
+
+def _audit_rotation(
+    settings: Settings, new: str, old: str, until: datetime | None, now: datetime
+) -> None:
+    """The rotation in the audit log. The key has changed by now whatever happens here, so a
+    database that cannot take the entry is an error that says exactly that."""
+    from bot.wiring import open_database
+    from core.audit.events import AuditLog
+    from core.storage.audit_store import SqlAuditAppender
+
+    try:
+        db = open_database(settings)
+        try:
+            with db.write() as session:
+                AuditLog(SqlAuditAppender(session)).signing_key_rotated(new, old, until, "cli", now)
+        finally:
+            db.dispose()
+    except Exception as exc:  # the database's own error type varies with the driver
+        raise fail(
+            f"the key WAS rotated, but the rotation is not in the audit log ({type(exc).__name__});"
+            " record it by hand"
+        ) from None
+    typer.echo("recorded in the audit log")
 
 
 @keys_app.command("list")

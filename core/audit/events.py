@@ -34,6 +34,7 @@ class AuditKind(StrEnum):
     AGENT_KEY_ROTATED = "agent.key_rotated"
     RESOURCE_SERVER_DISABLED = "resource_server.disabled"
     RESOURCE_SERVER_KEY_ROTATED = "resource_server.key_rotated"
+    SIGNING_KEY_ROTATED = "signing_key.rotated"
 
 
 class AuditAppender(Protocol):
@@ -246,4 +247,21 @@ class AuditLog:
             request_id=None,
             actor=by,
             data={"name": name},
+        )
+
+    def signing_key_rotated(
+        self, new_kid: str, old_kid: str, old_leaves_jwks: datetime | None, by: str, at: datetime
+    ) -> None:
+        """The service's signing key changed; the old public key stays in the JWKS until
+        ``old_leaves_jwks`` (never the private key, of course)."""
+        self._append(
+            AuditKind.SIGNING_KEY_ROTATED,
+            at=at,
+            request_id=None,
+            actor=by,
+            data={
+                "new_kid": new_kid,
+                "old_kid": old_kid,
+                "old_leaves_jwks": old_leaves_jwks.isoformat() if old_leaves_jwks else None,
+            },
         )

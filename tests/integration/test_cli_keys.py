@@ -6,6 +6,7 @@ rotation as a separate process next to running replicas is in test_key_rotation_
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -52,11 +53,33 @@ def test_rotate_names_both_keys_and_says_when_replicas_and_verifiers_follow(
         "plus 5m of clock skew); its public key stays on disk for audit verification",
         f"running replicas that share {env['STEPUP_KEYS_DIR']} sign with the new key within "
         "2 seconds, no restart needed",
+        "recorded in the audit log",
     ]
     assert err == ""
     record = read_manifest(Path(env["STEPUP_KEYS_DIR"]))[old]
     assert record.retired_at == NOW
     assert record.jwks_until == NOW + timedelta(minutes=20)
+    # The rotation is an audit entry (kids only, never key material), and the chain verifies.
+    entries = [json.loads(line) for line in stepup(env, "audit", "export")[0].splitlines()]
+    rotations = [e for e in entries if e["kind"] == "signing_key.rotated"]
+    assert [(e["actor"], e["data"]) for e in rotations] == [
+        ("cli", {"new_kid": new, "old_kid": old, "old_leaves_jwks": "2026-11-02T09:50:00+00:00"})
+    ]
+    assert "intact" in stepup(env, "audit", "verify")[0]
+
+
+def test_a_rotation_the_database_cannot_record_says_the_key_changed_anyway(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    old = KeyRing.load_or_create(Path(env["STEPUP_KEYS_DIR"])).active_kid
+    (tmp_path / "not-a-dir").write_text("")
+    env["STEPUP_DATABASE_URL"] = f"sqlite:///{tmp_path / 'not-a-dir' / 'stepup.db'}"
+
+    out, err = stepup(env, "keys", "rotate", code=1)
+
+    assert f"(was {old})" in out  # the rotation happened, and is said first
+    assert "the key WAS rotated, but the rotation is not in the audit log" in err
+    assert KeyRing.load_or_create(Path(env["STEPUP_KEYS_DIR"])).active_kid != old
 
 
 def test_rotate_without_a_readable_policy_assumes_the_api_cap(
