@@ -74,7 +74,11 @@ def parse_policy(text: str, source: str = "<policy>") -> Policy:
 
 
 def load_policy(path: str | PathLike[str]) -> Policy:
-    """Read, parse and check a policy file. The digest is over the file's exact bytes."""
+    """Read, parse and check a policy file. The digest is over the file's exact bytes.
+
+    Every error names the file first (``policy.yaml: rules[1] (prod).approvers: ...``): at
+    start-up or on a reload, the reader may not know which file was read.
+    """
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
@@ -85,7 +89,16 @@ def load_policy(path: str | PathLike[str]) -> Policy:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PolicyError("the policy file is not UTF-8 text", location=str(path)) from exc
-    return _parse(text, _digest(raw), str(path))
+    try:
+        return _parse(text, _digest(raw), str(path))
+    except PolicyError as exc:
+        raise _in_file(exc, str(path)) from None
+
+
+def _in_file(error: PolicyError, path: str) -> PolicyError:
+    """``error`` with the file's name in front of its location."""
+    detail = error.detail.removeprefix(f"{error.location}: ") if error.location else error.detail
+    return PolicyError(detail, location=f"{path}: {error.location}" if error.location else path)
 
 
 class PolicyHolder:

@@ -115,3 +115,27 @@ def test_holder_wraps_unexpected_failures(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(PolicyError, match="disk on fire"):
         holder.reload(write(tmp_path / "p.yaml", GOOD))
     assert holder.current is old
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        pytest.param("version: 1\nrules: [\n", ": line 3: YAML syntax error", id="yaml-syntax"),
+        pytest.param("", ": the policy is empty", id="empty"),
+        pytest.param(
+            "version: 1\nrules:\n  - { name: x, match: {}, decision: approve, approvers: nobody }\n",
+            ": rules[0] (x).approvers: undefined approver group 'nobody'",
+            id="undefined-group",
+        ),
+    ],
+)
+def test_an_invalid_file_is_named_in_the_error(tmp_path: Path, text: str, where: str) -> None:
+    """At start-up the error is all the operator sees: it starts with the file's path."""
+    path = write(tmp_path / "policy.yaml", text)
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    assert str(caught.value).startswith(f"{path}{where}")
+    assert caught.value.detail == str(caught.value)
+    with pytest.raises(PolicyError) as from_holder:
+        PolicyHolder.from_file(path)
+    assert str(from_holder.value) == str(caught.value)
