@@ -158,6 +158,20 @@ class StepupClient:
             request = Request.from_json(answer.body)
         return settled(request)
 
+    def poll(self, request_id: str, *, since: Status | str, wait: int) -> Request:
+        """One long-poll: the request as soon as its status is not ``since``, else after
+        ``wait`` seconds (1 to 60) as it is then. ``wait`` watches one status step at a time."""
+        if not 1 <= wait <= MAX_POLL_SECONDS:
+            raise ValueError(f"wait must be between 1 and {MAX_POLL_SECONDS}")
+        answer = self._http.call(
+            "GET",
+            _path(request_id),
+            params={"wait": wait, "since": Status(since).value},
+            timeout=wait + self._timeout,
+            retry=Retry.SAFE,
+        )
+        return Request.from_json(answer.body)
+
     def claim(self, request_id: str) -> Credential:
         """Mint the credential of an approved request. It is returned once: keep it."""
         # Never re-sent once it may have reached the server: a second claim cannot return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from bot.cli import admin, digest
+from bot.cli import admin, demo, digest
 from bot.cli.audit import audit_app
 from bot.cli.maintenance import db_app, keys_app
 from bot.cli.policy import policy_app
@@ -19,6 +19,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 admin.register(app)
 digest.register(app)
+demo.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point
