@@ -63,6 +63,14 @@ def demo(
         float,
         typer.Option("--timeout", min=1, help="Seconds to wait for a decision on one request"),
     ] = 600.0,
+    pause: Annotated[
+        float,
+        typer.Option(
+            "--pause",
+            min=0,
+            help="Seconds the agent works with each credential before it completes",
+        ),
+    ] = 2.0,
 ) -> None:
     """Run a demo agent: a pre-authorised read, a denied action, a break-glass secret read and a
     production change that waits for two approvers (in Slack, or the sandbox page when no Slack
@@ -80,6 +88,7 @@ def demo(
             base,
             say=typer.echo,
             timeout=timeout,
+            pause=pause,
             hint=f"approve it in Slack, or at {base}/sandbox when the service runs without Slack",
         )
         typer.echo(f"stepup demo: agent {agent if not key else '(from --key)'} at {base}")

@@ -80,13 +80,21 @@ class Demo:
     """Runs ``STEPS`` one after the other. ``current`` is the request in hand, for Ctrl-C."""
 
     def __init__(
-        self, client: StepupClient, base_url: str, *, say: Say, timeout: float, hint: str
+        self,
+        client: StepupClient,
+        base_url: str,
+        *,
+        say: Say,
+        timeout: float,
+        hint: str,
+        pause: float = 0.0,
     ) -> None:
         self.client = client
         self.base_url = base_url.rstrip("/")
         self.say = say
         self.timeout = timeout
         self.hint = hint  # where a person can approve, printed once a request waits for them
+        self.pause = pause  # seconds the agent "works" with a credential (a watcher sees it live)
         self.current: Request | None = None
         self.finals: list[Request] = []
 
@@ -142,6 +150,7 @@ class Demo:
         self.current = request
         self._show(request)
         self.say(f"   using it: {self._check(credential, request)}")
+        time.sleep(self.pause)
         request = self.client.complete(request.id, Outcome.SUCCEEDED, "done by the stepup demo")
         self.current = request
         self._show(request)

@@ -73,7 +73,18 @@ def test_demo_registers_itself_and_goes_on_once_two_people_approve(
     env = {**os.environ, **example_api.env, "PYTHONUNBUFFERED": "1"}
     env.pop("STEPUP_AGENT_KEY", None)
     demo = subprocess.Popen(
-        [sys.executable, "-m", "bot.cli", "demo", "--server", example_api.url, "--timeout", "60"],
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "demo",
+            "--server",
+            example_api.url,
+            "--timeout",
+            "60",
+            "--pause",
+            "0",
+        ],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -139,7 +150,7 @@ def test_demo_cancels_what_is_still_pending_when_its_wait_runs_out(
     )
     result = CliRunner().invoke(
         app,
-        ["demo", "--server", example_api.url, "--timeout", "1"],
+        ["demo", "--server", example_api.url, "--timeout", "1", "--pause", "0"],
         env={"STEPUP_AGENT_KEY": key},
     )
     assert result.exit_code == 1, result.output
