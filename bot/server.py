@@ -37,6 +37,7 @@ class Runtime:
     slack: SlackRuntime | None = None
     socket_mode: Any = field(default=None)
     relay: PgChangeRelay | None = None  # PostgreSQL: long-polls hear other replicas' changes
+    sandbox: Any = field(default=None)  # bot.sandbox.mode.Sandbox, when sandbox mode is on
 
     def start(self) -> None:
         if self.relay is not None:
@@ -55,6 +56,8 @@ class Runtime:
         self.scheduler.shutdown()
         if self.relay is not None:
             self.relay.stop()
+        if self.sandbox is not None:
+            self.sandbox.stop()
         self.context.service.db.dispose()
 
 
@@ -66,7 +69,18 @@ def build_runtime(settings: Settings) -> Runtime:
     routers: list[APIRouter] = []
     slack = None
     socket_mode = None
-    if settings.slack_bot_token is not None and settings.slack_signing_secret is not None:
+    sandbox = None
+    security_channel = settings.security_channel
+    if settings.sandbox_off_because is None:
+        # The one production path that loads the Slack emulator (DESIGN §15).
+        from bot.sandbox.mode import build_sandbox
+
+        sandbox = build_sandbox(service, security_channel=security_channel)
+        slack = sandbox.slack
+        routers.extend(sandbox.routers)
+        security_channel = sandbox.security_channel
+        service.security_channel = security_channel
+    elif settings.slack_bot_token is not None and settings.slack_signing_secret is not None:
         slack = build_slack(
             service,
             bot_token=settings.slack_bot_token.get_secret_value(),
@@ -91,8 +105,8 @@ def build_runtime(settings: Settings) -> Runtime:
             lambda: checkpoint_head(service.db, service.keyring, now=utc_now()),
             minutes=settings.audit_checkpoint_minutes,
         )
-    if settings.security_channel:
-        channel = settings.security_channel
+    if security_channel:
+        channel = security_channel
 
         def post() -> bool:
             return post_digest(
@@ -117,7 +131,7 @@ def build_runtime(settings: Settings) -> Runtime:
     if not service.db.is_sqlite:
         relay = PgChangeRelay(service.db.url, context.hub.notify_id, context.hub.wake_all)
         service.subscribe(relay.publish)
-    return Runtime(app, scheduler, context, slack, socket_mode, relay)
+    return Runtime(app, scheduler, context, slack, socket_mode, relay, sandbox)
 
 
 def reload_policy(runtime: Runtime, path: Path) -> bool:
@@ -134,6 +148,10 @@ def reload_policy(runtime: Runtime, path: Path) -> bool:
     return True
 
 
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
@@ -142,12 +160,20 @@ def serve(settings: Settings) -> None:
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     runtime = build_runtime(settings)
+    if runtime.sandbox is not None:
+        logger.info(
+            "Slack sandbox: http://%s:%s/sandbox (a stand-in workspace; no Slack token is set)",
+            _url_host(settings.host),
+            settings.port,
+        )
+    elif not settings.slack_enabled:
+        logger.info("Slack sandbox off: %s", settings.sandbox_off_because)
     if runtime.slack is None:
         logger.warning(
             "Slack is not configured (SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET unset): approval "
             "cards will not be posted; pre-authorised and denied requests still work"
         )
-    else:
+    elif runtime.sandbox is None:
         mode = "Socket Mode" if runtime.socket_mode is not None else "HTTP mode at /slack/events"
         logger.info("Slack enabled (%s), Web API at %s", mode, settings.slack_api_url)
     policy = runtime.context.service.policy.current

@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     timezone: str = Field("UTC", validation_alias="STEPUP_TIMEZONE")
     sweep_interval_seconds: float = Field(10.0, validation_alias="STEPUP_SWEEP_INTERVAL_SECONDS")
     log_level: str = Field("INFO", validation_alias="STEPUP_LOG_LEVEL")
+    # With no Slack token, serve the local Slack sandbox at /sandbox (loopback only).
+    sandbox: bool = Field(True, validation_alias="STEPUP_SANDBOX")
     # Limits per agent (0 turns one off): requests pending at once, counted in the database so
     # it holds across replicas; submissions a minute, counted by each replica on its own.
     max_pending_per_agent: int = Field(
@@ -102,6 +104,24 @@ class Settings(BaseSettings):
     @property
     def slack_enabled(self) -> bool:
         return self.slack_bot_token is not None and self.slack_signing_secret is not None
+
+    @property
+    def sandbox_off_because(self) -> str | None:
+        """Why sandbox mode is off (None: it is on). Never on with a Slack token."""
+        if self.slack_bot_token is not None:
+            return "a Slack bot token is configured"
+        if not self.sandbox:
+            return "STEPUP_SANDBOX is off"
+        from ipaddress import ip_address
+
+        host = self.host.strip().strip("[]").lower()
+        try:
+            loopback = host == "localhost" or ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            return f"STEPUP_HOST {self.host} is not a loopback address"
+        return None
 
 
 def load_settings() -> Settings:

@@ -99,13 +99,26 @@ def test_serve_on_embedded_defaults(tmp_path: Path) -> None:
     port = free_port()
     with serving(tmp_path, env_for(tmp_path, port)) as proc:
         assert httpx.get(f"http://127.0.0.1:{port}/.well-known/jwks.json").json()["keys"]
+        assert httpx.get(f"http://127.0.0.1:{port}/sandbox").status_code == 200
         proc.send_signal(signal.SIGTERM)
         output = proc.stdout.read() if proc.stdout else ""
         proc.wait(timeout=10)
     assert f"listening on http://127.0.0.1:{port}" in output
-    assert "Slack is not configured" in output
+    # No Slack token on loopback: the Slack sandbox (docs/sandbox.md).
+    assert f"Slack sandbox: http://127.0.0.1:{port}/sandbox" in output
     assert (tmp_path / ".stepup" / "stepup.db").exists()
     assert (tmp_path / ".stepup" / "keys").stat().st_mode & 0o077 == 0
+
+
+def test_serve_with_the_sandbox_switched_off(tmp_path: Path) -> None:
+    port = free_port()
+    with serving(tmp_path, env_for(tmp_path, port, STEPUP_SANDBOX="0")) as proc:
+        assert httpx.get(f"http://127.0.0.1:{port}/sandbox").status_code == 404
+        proc.send_signal(signal.SIGTERM)
+        output = proc.stdout.read() if proc.stdout else ""
+        proc.wait(timeout=10)
+    assert "Slack sandbox off: STEPUP_SANDBOX is off" in output
+    assert "Slack sandbox:" not in output
 
 
 def test_serve_refuses_an_invalid_policy(tmp_path: Path) -> None:
