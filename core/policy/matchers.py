@@ -15,8 +15,9 @@ _DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class GlobSet:
-    """fnmatch-style patterns that ignore letter case (``core.names.fold``): they are compiled
-    folded and compared with the folded value, so ``PAYMENTS-db`` meets ``payments-*``. Literal
+    """fnmatch-style patterns that ignore letter case (``core.names.fold``): literals are
+    compared folded, wildcards compiled case-blind (``re.IGNORECASE``, ASCII), so
+    ``PAYMENTS-db`` meets ``payments-*`` and a range such as ``[A-_]`` keeps its meaning. Literal
     patterns are compared by equality and the rest share one compiled regex, so a list of
     globs costs one set lookup and one match. ``patterns`` keeps them as written."""
 
@@ -24,11 +25,14 @@ class GlobSet:
 
     def __init__(self, patterns: Iterable[str]) -> None:
         self.patterns = tuple(patterns)
-        folded = tuple(dict.fromkeys(fold(p) for p in self.patterns))
-        self._literals = frozenset(p for p in folded if not _WILDCARD.search(p))
-        wild = [p for p in folded if p not in self._literals]
+        self._literals = frozenset(fold(p) for p in self.patterns if not _WILDCARD.search(p))
+        wild = list(dict.fromkeys(p for p in self.patterns if _WILDCARD.search(p)))
+        # Wildcards are compiled as written, case-blind: folding the pattern's text instead
+        # would change what a range means ("[A-_]" would become the empty "[a-_]").
         self._regex: Callable[[str], re.Match[str] | None] | None = (
-            re.compile("|".join(fnmatch.translate(p) for p in wild)).match if wild else None
+            re.compile("|".join(fnmatch.translate(p) for p in wild), re.IGNORECASE | re.ASCII).match
+            if wild
+            else None
         )
 
     def matches(self, value: str) -> bool:

@@ -100,3 +100,25 @@ def test_a_reference_in_another_letter_case_is_named() -> None:
     error = refused(text)
     assert error.location == "rules[0] (prod).approvers"
     assert "letter case differs from 'sre-leads'" in error.detail
+
+
+@pytest.mark.parametrize(
+    ("pattern", "value", "expected"),
+    [
+        ("tbl[A-_]*", "tbl_users", True),  # folding the text would make "[a-_]": empty
+        ("tbl[A-_]*", "tblXusers", True),
+        ("tbl[A-_]*", "tblxusers", True),  # letter case ignored
+        ("tbl[A-b]*", "tbl_users", True),  # "[a-b]" would lose "_" and C-Z
+        ("tbl[A-b]*", "tblzusers", True),
+        ("tbl[0-Z]*", "tbl_users", False),  # "[0-z]" would widen it to "_"
+        ("tbl[0-Z]*", "tblqusers", True),
+        ("PAY*", "payments", True),
+        ("pay*", "PAYMENTS", True),
+    ],
+)
+def test_glob_ranges_keep_their_meaning_when_letter_case_is_ignored(
+    pattern: str, value: str, expected: bool
+) -> None:
+    from core.policy.matchers import GlobSet
+
+    assert GlobSet([pattern]).matches(value) is expected
