@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import queue
-import re
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,6 +24,7 @@ import httpx
 import pytest
 
 from tests.integration.live import free_port
+from tests.processes import Lines
 
 REPO = Path(__file__).parents[2]
 EXAMPLE_POLICY = REPO / "manifests" / "policy.example.yaml"
@@ -44,42 +42,6 @@ def chromium_path() -> str | None:
     if wanted:
         return wanted if Path(wanted).exists() else None
     return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-class Lines:
-    """A subprocess's output, read as it comes; ``until`` waits for a line matching."""
-
-    def __init__(self, process: subprocess.Popen[str], what: str) -> None:
-        self.process, self.what = process, what
-        self.seen: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        assert process.stdout is not None
-        stream = process.stdout
-
-        def pump() -> None:
-            for line in stream:
-                self._queue.put(line)
-            self._queue.put(None)
-
-        threading.Thread(target=pump, daemon=True, name=f"read-{what}").start()
-
-    def until(self, pattern: str, timeout: float = 60.0) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self._queue.get(timeout=max(0.05, deadline - time.monotonic()))
-            except queue.Empty:
-                line = None if time.monotonic() < deadline else ""
-            if line is None or line == "":
-                ended = "ended" if line is None else f"printed nothing new for {timeout:g}s"
-                pytest.fail(f"{self.what} {ended} before {pattern!r}:\n{self.text}")
-            self.seen.append(line)
-            if match := re.search(pattern, line):
-                return match
-
-    @property
-    def text(self) -> str:
-        return "".join(self.seen)
 
 
 @dataclass

@@ -4,11 +4,10 @@ the service (as the Slack layer records them), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import os
-import queue
 import re
+import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from core.agents import AgentRegistry
 from core.model import Approver, Status, Vote
 from core.storage.database import Database
 from tests.integration.live import running
+from tests.processes import Lines
 from tests.support import Engine, build_engine
 
 EXAMPLE_POLICY = Path(__file__).parents[2] / "manifests" / "policy.example.yaml"
@@ -67,64 +67,45 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def test_demo_registers_itself_and_goes_on_once_two_people_approve(
-    example_api: ExampleApi, tmp_path: Path
-) -> None:
-    env = {**os.environ, **example_api.env, "PYTHONUNBUFFERED": "1"}
+def _demo(api: ExampleApi, cwd: Path, *options: str) -> tuple[subprocess.Popen[str], Lines]:
+    """``stepup demo`` in a process of its own, with the service's settings (no key given)."""
+    env = {**os.environ, **api.env, "PYTHONUNBUFFERED": "1"}
     env.pop("STEPUP_AGENT_KEY", None)
-    demo = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bot.cli",
-            "demo",
-            "--server",
-            example_api.url,
-            "--timeout",
-            "60",
-            "--pause",
-            "0",
-        ],
-        cwd=tmp_path,
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "demo", "--server", api.url, *options],
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    lines: queue.Queue[str] = queue.Queue()
-    assert demo.stdout is not None
-    stdout = demo.stdout
-    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
-    seen: list[str] = []
+    return process, Lines(process, "the demo")
 
-    def until(pattern: str) -> re.Match[str]:
-        while True:
-            try:
-                line = lines.get(timeout=30)
-            except queue.Empty:
-                demo.kill()
-                pytest.fail(f"the demo never printed {pattern!r}; it printed:\n{''.join(seen)}")
-            seen.append(line)
-            if match := re.search(pattern, line):
-                return match
 
-    try:
-        pending = until(r"(req_\w+) pending \(rule prod-destructive\) approvals 0/2").group(1)
-        service = example_api.engine.service
-        assert (
-            service.vote(
-                pending, ALICE, Vote.APPROVE, now=_now(), confirmation="payments-api"
-            ).snapshot.status
-            is Status.PENDING
-        )
-        until(rf"{pending} pending approvals 1/2")
-        service.vote(pending, BOB, Vote.APPROVE, now=_now(), confirmation="payments-api")
-        until(r"^done: ")
-        assert demo.wait(timeout=30) == 0
-    finally:
-        if demo.poll() is None:
-            demo.kill()
-    output = "".join(seen)
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_demo_registers_itself_and_goes_on_once_two_people_approve(
+    example_api: ExampleApi, tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    demo, lines = _demo(example_api, tmp_path, "--timeout", "60", "--pause", "0")
+    processes.append(demo)
+    pending = lines.until(r"(req_\w+) pending \(rule prod-destructive\) approvals 0/2").group(1)
+    service = example_api.engine.service
+    first = service.vote(pending, ALICE, Vote.APPROVE, now=_now(), confirmation="payments-api")
+    assert first.snapshot.status is Status.PENDING
+    lines.until(rf"{pending} pending approvals 1/2")
+    service.vote(pending, BOB, Vote.APPROVE, now=_now(), confirmation="payments-api")
+    lines.until(r"^done: ")
+    assert demo.wait(timeout=30) == 0
+    output = lines.text
     assert "registering agent demo-agent" in output
     assert _statuses(output) == [
         ["approved", "active", "completed"],
@@ -140,6 +121,20 @@ def test_demo_registers_itself_and_goes_on_once_two_people_approve(
     assert final.status is Status.COMPLETED
     assert final.agent_id == "demo-agent"
     assert {a.slack_user_id for a in final.approvals} == {"U0ALICE", "U0BOB"}
+
+
+def test_ctrl_c_cancels_the_request_waiting_for_approvers(
+    example_api: ExampleApi, tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    demo, lines = _demo(example_api, tmp_path, "--pause", "0")
+    processes.append(demo)
+    pending = lines.until(r"(req_\w+) pending \(rule prod-destructive\)").group(1)
+    lines.until(r"waiting for approvers: ")
+    demo.send_signal(signal.SIGINT)
+    assert demo.wait(timeout=30) == 130
+    lines.until(rf"^{pending} cancelled$")
+    assert "interrupted" in lines.text
+    assert example_api.engine.service.get(pending).status is Status.CANCELLED
 
 
 def test_demo_cancels_what_is_still_pending_when_its_wait_runs_out(
