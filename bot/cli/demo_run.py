@@ -72,6 +72,10 @@ STEPS = (
 )
 
 
+class CredentialRefused(Exception):
+    """The token did not pass the checks a target system makes (the request ends failed)."""
+
+
 class DemoTimeout(Exception):
     """A request was still undecided when the demo's wait ran out (it has been cancelled)."""
 
@@ -145,13 +149,18 @@ class Demo:
         return request
 
     def _use(self, request: Request) -> Request:
-        credential = self.client.claim(request.id)
+        """Claims, checks and "uses" the credential. The client's session reports the outcome,
+        which revokes it however the block ends: succeeded, failed, or aborted on Ctrl-C."""
+        try:
+            with self.client.session(request) as credential:
+                active = self.client.get(request.id)
+                self.current = active
+                self._show(active)
+                self.say(f"   using it: {self._check(credential, active)}")
+                time.sleep(self.pause)
+        except CredentialRefused as exc:
+            self.say(f"   the credential does not check out: {exc}")
         request = self.client.get(request.id)
-        self.current = request
-        self._show(request)
-        self.say(f"   using it: {self._check(credential, request)}")
-        time.sleep(self.pause)
-        request = self.client.complete(request.id, Outcome.SUCCEEDED, "done by the stepup demo")
         self.current = request
         self._show(request)
         return request
@@ -159,17 +168,22 @@ class Demo:
     def _check(self, credential: Credential, request: Request) -> str:
         """What a target system does with the token: its signature against the service's
         published keys, and its arguments digest against what the agent asked for."""
-        jwks = httpx.get(f"{self.base_url}/.well-known/jwks.json", timeout=10).json()
-        kid = jwt.get_unverified_header(credential.token).get("kid")
-        key = next(k for k in jwks["keys"] if k.get("kid") == kid)
-        claims = jwt.decode(
-            credential.token,
-            jwt.PyJWK(key).key,
-            algorithms=["EdDSA"],
-            options={"verify_aud": False},
-        )
+        try:
+            jwks = httpx.get(f"{self.base_url}/.well-known/jwks.json", timeout=10).json()
+            kid = jwt.get_unverified_header(credential.token).get("kid")
+            keys = [k for k in jwks["keys"] if k.get("kid") == kid]
+            if not keys:
+                raise CredentialRefused(f"no published key has the token's kid {kid!r}")
+            claims = jwt.decode(
+                credential.token,
+                jwt.PyJWK(keys[0]).key,
+                algorithms=["EdDSA"],
+                options={"verify_aud": False},
+            )
+        except (httpx.HTTPError, ValueError, KeyError, jwt.PyJWTError) as exc:
+            raise CredentialRefused(f"{type(exc).__name__}: {exc}") from None
         if claims.get("args_digest") != request.parameters_digest:
-            raise RuntimeError(f"{request.id}: the credential is bound to other arguments")
+            raise CredentialRefused("it is bound to other arguments")
         return (
             f"token for {claims['scope']} on {claims['aud']}, signature and arguments "
             f"digest checked, expires {credential.expires_at:%H:%M:%S}Z"
@@ -206,6 +220,8 @@ class Demo:
                 return f"{request.id} cancelled"
             if latest.status is Status.ACTIVE:
                 self.client.complete(request.id, Outcome.ABORTED, "the stepup demo was interrupted")
+                latest = self.client.get(request.id)
+            if latest.status is Status.COMPLETED and latest.outcome == Outcome.ABORTED.value:
                 return f"{request.id} completed (aborted), its credential revoked"
         except Exception as exc:  # the service may be the thing that went away
             return f"{request.id} left as it was: {exc}"

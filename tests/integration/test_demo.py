@@ -137,6 +137,22 @@ def test_ctrl_c_cancels_the_request_waiting_for_approvers(
     assert example_api.engine.service.get(pending).status is Status.CANCELLED
 
 
+def test_ctrl_c_while_the_agent_works_reports_aborted_and_revokes(
+    example_api: ExampleApi, tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    demo, lines = _demo(example_api, tmp_path, "--pause", "60")
+    processes.append(demo)
+    active = lines.until(r"(req_\w+) active credential expires").group(1)
+    lines.until(r"using it: token for db.query on orders-db")
+    demo.send_signal(signal.SIGINT)
+    assert demo.wait(timeout=30) == 130
+    lines.until(rf"^{active} completed \(aborted\), its credential revoked$")
+    final = example_api.engine.service.get(active)
+    assert (final.status, final.outcome) == (Status.COMPLETED, "aborted")
+    assert final.credential is not None
+    assert final.credential.revoked_at is not None
+
+
 def test_demo_cancels_what_is_still_pending_when_its_wait_runs_out(
     example_api: ExampleApi,
 ) -> None:
