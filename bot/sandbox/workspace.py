@@ -20,6 +20,7 @@ from core.policy.engine import Policy
 OUTSIDER_ID = "U0OUTSIDER"
 OUTSIDER_EMAIL = "outsider@example.com"
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+MAX_CALLS = 1_000  # the emulator's call log is for tests; the sandbox keeps only the newest
 
 
 def is_loopback(host: str) -> bool:
@@ -129,7 +130,9 @@ def start_workspace(policy: Policy, security_channel: str | None) -> SandboxWork
     """Seed and start the emulator on 127.0.0.1 with a fresh bot token and signing secret."""
     bot_token = "xoxb-sandbox-" + secrets.token_hex(16)
     signing_secret = secrets.token_hex(32)
-    emulator = SlackEmulator(host="127.0.0.1", port=0, token=bot_token, seed=False)
+    emulator = SlackEmulator(
+        host="127.0.0.1", port=0, token=bot_token, seed=False, max_calls=MAX_CALLS
+    )
     people = people_of(policy)
     for person in people:
         emulator.add_user(person.user_id, person.email, real_name=person.name)

@@ -14,13 +14,16 @@ CallMatch = str | Callable[[Call], bool]
 class CallLog:
     """Shares the server's condition, so a call is logged in the same step as its effects."""
 
-    def __init__(self, cond: threading.Condition) -> None:
+    def __init__(self, cond: threading.Condition, limit: int | None = None) -> None:
         self._cond = cond
         self._calls: list[Call] = []
+        self._limit = limit  # keep only the newest calls (a long-running sandbox); None: all
 
     def record(self, call: Call) -> None:
         with self._cond:
             self._calls.append(call)
+            if self._limit is not None and len(self._calls) > self._limit:
+                del self._calls[: len(self._calls) - self._limit]
             self._cond.notify_all()
 
     def calls(self, method: str | None = None) -> list[Call]:

@@ -45,12 +45,13 @@ class SlackEmulator:
         token: str | None = None,
         app_token: str | None = None,
         seed: bool = True,
+        max_calls: int | None = None,
     ) -> None:
         self._cond = threading.Condition()
         self._closing = threading.Event()
         self._workspace = Workspace()
         self._faults = Faults()
-        self._log = CallLog(self._cond)
+        self._log = CallLog(self._cond, max_calls)  # None: every call is kept
         self._listener = Listener(self._answer, host, port)
         self._socket_mode: SocketModeServer | None = None
         self._views = ViewStore()
