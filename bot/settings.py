@@ -106,6 +106,11 @@ class Settings(BaseSettings):
         return self.slack_bot_token is not None and self.slack_signing_secret is not None
 
     @property
+    def slack_delivers(self) -> bool:
+        """Whether anything takes Slack messages: a real workspace or the sandbox's stand-in."""
+        return self.slack_enabled or self.sandbox_off_because is None
+
+    @property
     def sandbox_off_because(self) -> str | None:
         """Why sandbox mode is off (None: it is on). Never on with a Slack token."""
         if self.slack_bot_token is not None:

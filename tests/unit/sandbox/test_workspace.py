@@ -105,11 +105,15 @@ def test_loopback_only(
 ) -> None:
     quiet(tmp_path, monkeypatch)
     assert is_loopback(host) is loopback
-    off = Settings(STEPUP_HOST=host or "0.0.0.0").sandbox_off_because
-    assert (off is None) is loopback
+    settings = Settings(STEPUP_HOST=host or "0.0.0.0")
+    assert (settings.sandbox_off_because is None) is loopback
+    assert settings.slack_delivers is loopback  # no token: only the sandbox takes messages
 
 
 def test_never_with_a_slack_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     quiet(tmp_path, monkeypatch)
     settings = Settings(SLACK_BOT_TOKEN="xoxb-1-0123456789")
     assert settings.sandbox_off_because == "a Slack bot token is configured"
+    assert settings.slack_delivers is False  # a token without its signing secret: no Slack
+    both = Settings(SLACK_BOT_TOKEN="xoxb-1-0123456789", SLACK_SIGNING_SECRET="0123456789abcdef")
+    assert both.slack_delivers and both.sandbox_off_because is not None
