@@ -240,3 +240,20 @@ def test_no_sandbox_off_loopback_or_when_switched_off(
         assert runtime.sandbox is None and runtime.slack is None
     finally:
         runtime.context.service.db.dispose()
+
+
+def test_app_home_and_the_approvers_dm(sandbox: Sandboxed) -> None:
+    request_id = submit_destructive(sandbox, "ledger-api")
+    sandbox.card("U0ALICE", request_id)
+    opened = sandbox.page.post("/sandbox/api/home", json={"user": "U0ALICE"})
+    assert opened.status_code == 200 and opened.json()["status"] == 200
+
+    def home() -> str:
+        [found] = [c for c in sandbox.state("U0ALICE")["conversations"] if c["id"] == "home"]
+        return str(found["html"])
+
+    eventually(lambda: "Waiting for your decision" in home() and "ledger-api" in home())
+    assert "sk-unsupported" not in home()
+    # The rule notifies approvers by DM too: Alice's DM holds it, the outsider's does not.
+    eventually(lambda: request_id in sandbox.channel_html("U0ALICE", "dm"))
+    assert request_id not in sandbox.channel_html("U0OUTSIDER", "dm")
