@@ -27,7 +27,11 @@ def open_keyring(settings: Settings) -> KeyRing:
 
 
 def build_service(settings: Settings, db: Database | None = None) -> Stepup:
-    """The engine with everything it needs; refuses to start on a bad policy."""
+    """The engine with everything it needs; refuses to start on a bad policy.
+
+    With Slack neither configured nor sandboxed (``settings.slack_delivers`` false), nothing
+    would ever deliver a Slack message, so the engine queues none.
+    """
     holder = PolicyHolder.from_file(settings.policy_file)
     keyring = open_keyring(settings)
     # Retired keys stay in the JWKS at least as long as the policy in force lets credentials live.
@@ -47,4 +51,5 @@ def build_service(settings: Settings, db: Database | None = None) -> Stepup:
             max_pending_per_agent=settings.max_pending_per_agent,
             submit_rate_per_agent=settings.submit_rate_per_agent,
         ),
+        slack=settings.slack_delivers,
     )

@@ -25,6 +25,17 @@ class NoticeKind(StrEnum):
     DELIVERY_FAILED = "alert.delivery_failed"  # security channel: a message could not be delivered
 
 
+class NoSlack:
+    """The outbox of an install with no Slack at all (neither a workspace nor the sandbox):
+    nothing would ever deliver a notice, so none is written — the backlog stays empty instead
+    of growing for ever. Audit entries and everything else are written as always."""
+
+    def add(
+        self, kind: str, request_id: str | None, payload: dict[str, Any], now: datetime
+    ) -> None:
+        return None
+
+
 class Notices:
     """Typed front of the outbox, one method per kind of message."""
 

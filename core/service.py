@@ -47,9 +47,12 @@ class Stepup:
         issuer_url: str,
         security_channel: str | None = None,
         limits: SubmitLimits | None = None,
+        slack: bool = True,
     ) -> None:
+        """``slack=False`` when nothing delivers to Slack: no notice is queued."""
         self.db = db
-        parts = Parts(SqlStore(db), policy, keyring, issuer, issuer_url, security_channel)
+        store = SqlStore(db, slack=slack)
+        parts = Parts(store, policy, keyring, issuer, issuer_url, security_channel)
         if limits is not None:
             parts.limits = limits
         self._wire(parts)

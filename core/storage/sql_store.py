@@ -12,13 +12,14 @@ from sqlalchemy.orm import Session
 
 from core.audit.events import AuditLog
 from core.model import AgentIdentity
+from core.notices import NoSlack
 from core.snapshots import RequestSnapshot
 from core.storage import agents_repo, revocations_repo
 from core.storage import requests_repo as repo
 from core.storage.audit_store import SqlAuditAppender
 from core.storage.database import Database
 from core.storage.tables import OutboxRow
-from core.store import LeasedRevocation, NewCredential, NewVote
+from core.store import LeasedRevocation, NewCredential, NewVote, OutboxSink
 
 
 class SqlOutbox:
@@ -44,10 +45,11 @@ class SqlOutbox:
 
 
 class SqlStoreTx:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, *, slack: bool = True) -> None:
         self.session = session
+        self._slack = slack
         self._audit: AuditLog | None = None
-        self._outbox: SqlOutbox | None = None
+        self._outbox: OutboxSink | None = None
 
     @property
     def audit(self) -> AuditLog:
@@ -56,9 +58,9 @@ class SqlStoreTx:
         return self._audit
 
     @property
-    def outbox(self) -> SqlOutbox:
+    def outbox(self) -> OutboxSink:
         if self._outbox is None:
-            self._outbox = SqlOutbox(self.session)
+            self._outbox = SqlOutbox(self.session) if self._slack else NoSlack()
         return self._outbox
 
     def load(
@@ -137,15 +139,18 @@ class SqlStoreTx:
 
 
 class SqlStore:
-    def __init__(self, db: Database) -> None:
+    """``slack=False``: nothing delivers to Slack, so no notice is queued (``NoSlack``)."""
+
+    def __init__(self, db: Database, *, slack: bool = True) -> None:
         self.db = db
+        self.slack = slack
 
     @contextmanager
     def write(self) -> Iterator[SqlStoreTx]:
         with self.db.write() as session:
-            yield SqlStoreTx(session)
+            yield SqlStoreTx(session, slack=self.slack)
 
     @contextmanager
     def read(self) -> Iterator[SqlStoreTx]:
         with self.db.read() as session:
-            yield SqlStoreTx(session)
+            yield SqlStoreTx(session, slack=self.slack)
