@@ -20,7 +20,7 @@ import pytest
 
 from bot.server import Runtime, build_runtime
 from bot.settings import Settings
-from bot.slack.cards import APPROVE, CONFIRM_MODAL, DENY, DENY_MODAL
+from bot.slack.cards import APPROVE, CONFIRM_MODAL, DENY, DENY_MODAL, FULL_VIEW, SHOW_ALL
 from core.storage.database import Database
 from tests.integration.live import running
 from tests.support import eventually, submit_body
@@ -257,3 +257,23 @@ def test_app_home_and_the_approvers_dm(sandbox: Sandboxed) -> None:
     # The rule notifies approvers by DM too: Alice's DM holds it, the outsider's does not.
     eventually(lambda: request_id in sandbox.channel_html("U0ALICE", "dm"))
     assert request_id not in sandbox.channel_html("U0OUTSIDER", "dm")
+
+
+def test_show_all_opens_the_whole_request_and_close_closes_it(sandbox: Sandboxed) -> None:
+    long = "word " * 800  # 4,000 characters: more than the card shows
+    created = sandbox.agent.post(
+        "/v1/requests", json=submit_body(target="search-api", justification=long)
+    )
+    assert created.status_code in (201, 202), created.text
+    request_id = created.json()["id"]
+    channel, ts, html = sandbox.card("U0ALICE", request_id)
+    assert ">Show all</button>" in html
+    sandbox.click("U0ALICE", SHOW_ALL, value_of(html, SHOW_ALL), channel, ts)
+    modal = sandbox.modal("U0ALICE", FULL_VIEW)
+    assert "The request in full" in modal["html"] and "sk-view-close" in modal["html"]
+    assert "sk-view-submit" not in modal["html"] and "sk-unsupported" not in modal["html"]
+    closed = sandbox.page.post(
+        "/sandbox/api/close", json={"user": "U0ALICE", "view_id": modal["id"]}
+    )
+    assert closed.status_code == 200
+    assert sandbox.state("U0ALICE")["modal"] is None
