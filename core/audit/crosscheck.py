@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +40,9 @@ INTENT_FIELDS = (
     "data_volume_bytes",
     "justification",
 )
+# The policy decision's fields as ``policy.decided`` records them; each is a request column
+# (``reasons`` and ``terms`` as JSON). The terms are what the service holds the request to.
+DECISION_FIELDS = ("rule", "tier", "reasons", "policy_digest", "terms")
 _SHOWN_CHARS = 80
 
 
@@ -78,6 +81,7 @@ class StoredRequest:
     reviewed_by: str | None
     votes: tuple[StoredVote, ...]
     credentials: tuple[StoredCredential, ...]
+    decision: Mapping[str, Any] = field(default_factory=dict)  # DECISION_FIELDS, parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,9 @@ def compare(
     logged_status = replayed.status.value if replayed.status is not None else None
     check.differ("status", stored.status, logged_status)
     _compare_intent(check, replayed.intent, stored)
+    for name in DECISION_FIELDS:
+        if replayed.decision is not None and name in replayed.decision:
+            check.differ(name, stored.decision.get(name), replayed.decision[name])
     _compare_votes(check, replayed.votes, stored.votes, keyring)
     _compare_credentials(check, replayed, stored)
     check.differ("break_glass_reviewed_by", stored.reviewed_by, replayed.reviewed_by)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from core.audit.chain import AuditEntry
@@ -70,6 +70,7 @@ class Replayed:
     credentials: dict[str, LoggedCredential] = field(default_factory=dict)
     current_jti: str | None = None
     reviewed_by: str | None = None
+    decision: dict[str, Any] | None = None  # the policy decision as logged (rule, terms...)
     problems: list[str] = field(default_factory=list)
     _ended_by_revocation: bool = False
 
@@ -106,8 +107,9 @@ class Replayed:
         if self.status is not None:
             self.problems.append(f"entry {entry.seq}: a second policy decision")
             return
+        self.decision = _data(entry)
         try:
-            self.status = Status(str(_data(entry).get("status")))
+            self.status = Status(str(self.decision.get("status")))
         except ValueError:
             self.problems.append(f"entry {entry.seq}: a policy decision without a status")
 
@@ -140,17 +142,37 @@ class Replayed:
                 f"entry {entry.seq}: {entry.kind} names no one, or someone without a signed "
                 f"{vote.value} in the log ({', '.join(ascii(p) for p in unsigned) or 'nobody'})"
             )
+        quorum = self._term("quorum")
+        if vote is Vote.APPROVE and isinstance(quorum, int) and len(set(named)) < quorum:
+            self.problems.append(
+                f"entry {entry.seq}: approved by {len(set(named))} of the {quorum} people "
+                "the logged policy decision requires"
+            )
+
+    def _term(self, name: str) -> object:
+        """One of the terms the policy decision logged (None for entries logged before terms
+        were part of the decision)."""
+        terms = (self.decision or {}).get("terms")
+        return terms.get(name) if isinstance(terms, dict) else None
 
     def _issued(self, entry: AuditEntry) -> None:
         data = _data(entry)
         jti = str(data.get("jti"))
+        expires_at = _time(data.get("expires_at"))
         self.credentials[jti] = LoggedCredential(
-            jti,
-            _time(data.get("expires_at")),
-            _text(data.get("scope")),
-            _text(data.get("aud")),
+            jti, expires_at, _text(data.get("scope")), _text(data.get("aud"))
         )
         self.current_jti = jti
+        longest = self._term("max_ttl_seconds")
+        if (
+            isinstance(longest, int)
+            and expires_at is not None
+            and expires_at > entry.at + timedelta(seconds=longest + 1)
+        ):
+            self.problems.append(
+                f"entry {entry.seq}: a credential living past the {longest} s the logged "
+                "policy decision allows"
+            )
 
     def _credential_revoked(self, entry: AuditEntry) -> None:
         jti = str(_data(entry).get("jti"))

@@ -9,6 +9,7 @@ snapshot the chain was verified in, so rows and entries are of one moment.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ _REQUEST_COLUMNS = [
     _REQUESTS.c.credential_jti,
     _REQUESTS.c.credential_expires_at,
     _REQUESTS.c.break_glass_reviewed_by,
+    _REQUESTS.c.rule,
+    _REQUESTS.c.tier,
+    _REQUESTS.c.reasons,
+    _REQUESTS.c.policy_digest,
+    _REQUESTS.c.terms,
     *(_REQUESTS.c[column] for column in _COLUMN.values()),
 ]
 
@@ -142,6 +148,13 @@ def _check_batch(session: Session, rows: Sequence[Any], keyring: KeyRing | None)
             reviewed_by=row.break_glass_reviewed_by,
             votes=tuple(votes.get(row.id, ())),
             credentials=tuple(credentials.get(row.id, ())),
+            decision={
+                "rule": row.rule,
+                "tier": row.tier,
+                "reasons": _parsed(row.reasons),
+                "policy_digest": row.policy_digest,
+                "terms": _parsed(row.terms),
+            },
         )
         found.extend(compare(replay(row.id, entries.get(row.id, ())), stored, keyring))
     return found
@@ -159,3 +172,13 @@ def _orphans() -> Any:
         .group_by(_AUDIT.c.request_id)
         .order_by(first)
     )
+
+
+def _parsed(text: str | None) -> Any:
+    """A JSON column's value; the text itself when it is not JSON (then it differs)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -142,6 +142,9 @@ class Submitting:
                 "tier": decision.tier.value,
                 "reasons": list(decision.reasons),
                 "policy_digest": decision.policy_digest,
+                # What the service will hold the request to (quorum, groups, TTL, step-up...):
+                # in the log, so an edit of the stored terms is caught by audit verify.
+                "terms": json.loads(values["terms"]),
             },
             now,
         )

@@ -397,3 +397,46 @@ def test_an_approval_appended_to_the_log_without_signatures_is_named(
         "request.approved names no one, or someone without a signed approve in the log "
         "('bob@example.com')"
     ]
+
+
+def test_weakened_terms_are_named_and_the_approval_they_allowed_is_refused(
+    cli_db: Cli, db: Database, tmp_path: Path, requests: Requests
+) -> None:
+    """The service holds a request to its stored terms (quorum, approvers, TTL): an insider
+    who lowers the quorum to one and raises the TTL gets a one-person approval and a day-long
+    credential — each named, because the policy decision logged the terms."""
+    engine = build_engine(db, tmp_path)
+    agent = AgentIdentity("deploy-bot", OWNER)
+    now = T0 + timedelta(minutes=5)
+    snap, _ = engine.service.submit(agent, intent(agent, parameters={"n": 1}), now=now)
+    terms = json.loads(snap.terms.to_json())
+    assert (terms["quorum"], terms["max_ttl_seconds"]) == (2, 600)
+    weak = canonical_json(terms | {"quorum": 1, "max_ttl_seconds": 86_400})
+    sql(db, "UPDATE requests SET terms = :t WHERE id = :id", t=weak, id=snap.id)
+    (line,) = verify_fails(cli_db)
+    assert line.startswith(f"request {snap.id}: terms is ")
+    assert "'quorum': 1" in line.split("the audit log says")[0]
+    assert "'quorum': 2" in line.split("the audit log says")[1]
+
+    # The attack is real: Alice alone approves, and the credential lives a day.
+    approved = engine.service.vote(snap.id, ALICE, Vote.APPROVE, now=now + timedelta(seconds=1))
+    assert engine.service.get(snap.id).status is Status.APPROVED, approved
+    _, issued = engine.service.claim(snap.id, agent, now=now + timedelta(seconds=2))
+    assert issued.expires_at - now > timedelta(hours=23)
+    found = "\n".join(verify_fails(cli_db))
+    assert f"request {snap.id}: terms is " in found
+    assert "approved by 1 of the 2 people the logged policy decision requires" in found
+    assert "a credential living past the 600 s the logged policy decision allows" in found
+
+
+def test_a_rule_or_tier_edited_in_the_database_is_named(
+    cli_db: Cli, db: Database, requests: Requests
+) -> None:
+    sql(
+        db,
+        "UPDATE requests SET rule = 'reads', tier = 'low' WHERE id = :id",
+        id=requests.active,
+    )
+    lines = verify_fails(cli_db)
+    assert any(line.startswith(f"request {requests.active}: rule is 'reads'") for line in lines)
+    assert any(line.startswith(f"request {requests.active}: tier is 'low'") for line in lines)
