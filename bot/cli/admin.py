@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from bot.cli.common import fail, settings_or_exit
+from bot.cli.common import JsonFlag, Table, fail, settings_or_exit
 from bot.clock import utc_now
 from core.errors import StepupError
 
@@ -74,16 +74,26 @@ def agents_add(
 
 
 @agents_app.command("list")
-def agents_list() -> None:
+def agents_list(as_json: JsonFlag = False) -> None:
     """Each agent: id, owner, state, when it was added, how many of its keys work now."""
     from core.agents import AgentRegistry
 
+    table = Table(("ID", "OWNER", "STATE", "ADDED", "LIVE KEYS"))
     for agent in AgentRegistry(_service()).list_agents(now=utc_now()):
         state = "disabled" if agent.disabled else "active"
-        typer.echo(
-            f"{agent.id}\t{agent.owner_email}\t{state}\t{agent.created_at.isoformat()}\t"
-            f"{agent.live_keys} live key{'' if agent.live_keys == 1 else 's'}"
+        added = agent.created_at.isoformat()
+        keys = f"{agent.live_keys} live key{'' if agent.live_keys == 1 else 's'}"
+        table.add(
+            (agent.id, agent.owner_email, state, added, keys),
+            {
+                "id": agent.id,
+                "owner": agent.owner_email,
+                "state": state,
+                "added": added,
+                "live_keys": agent.live_keys,
+            },
         )
+    table.echo(as_json=as_json)
 
 
 def _grace(text: str) -> timedelta:
@@ -100,7 +110,7 @@ def _grace(text: str) -> timedelta:
 
 @agents_app.command("rotate-key")
 def agents_rotate_key(
-    agent_id: Annotated[str, typer.Argument()],
+    agent_id: Annotated[str, typer.Argument(help="The agent's id")],
     grace: Annotated[
         str,
         typer.Option(
@@ -132,7 +142,7 @@ def agents_rotate_key(
 
 
 @agents_app.command("disable")
-def agents_disable(agent_id: Annotated[str, typer.Argument()]) -> None:
+def agents_disable(agent_id: Annotated[str, typer.Argument(help="The agent's id")]) -> None:
     """Stop the agent's keys and revoke its live credentials."""
     from core.agents import AgentRegistry
 
@@ -177,7 +187,9 @@ def servers_add(
 
 
 @servers_app.command("disable")
-def servers_disable(name: Annotated[str, typer.Argument()]) -> None:
+def servers_disable(
+    name: Annotated[str, typer.Argument(help="Name of the target system")],
+) -> None:
     """Stop the target system's key: its introspection calls get 401 from now on."""
     from core.agents import AgentRegistry
 
@@ -189,7 +201,9 @@ def servers_disable(name: Annotated[str, typer.Argument()]) -> None:
 
 
 @servers_app.command("rotate-key")
-def servers_rotate_key(name: Annotated[str, typer.Argument()]) -> None:
+def servers_rotate_key(
+    name: Annotated[str, typer.Argument(help="Name of the target system")],
+) -> None:
     """Give the target system a new key, printed once, alone on the last line. The old key stops
     at once (for a leaked key). Without a gap: add a second server with the same audiences,
     deploy its key, then disable the first."""
@@ -204,34 +218,71 @@ def servers_rotate_key(name: Annotated[str, typer.Argument()]) -> None:
 
 
 @servers_app.command("list")
-def servers_list() -> None:
+def servers_list(as_json: JsonFlag = False) -> None:
     """Each target system: name, audiences (comma-separated), state, when it was added."""
     from core.agents import AgentRegistry
 
+    table = Table(("NAME", "AUDIENCES", "STATE", "ADDED"))
     for server in AgentRegistry(_service()).list_resource_servers():
         state = "disabled" if server.disabled else "active"
-        added = server.created_at.isoformat() if server.created_at else "-"
-        typer.echo(f"{server.name}\t{','.join(server.audiences)}\t{state}\t{added}")
+        added = server.created_at.isoformat() if server.created_at else None
+        table.add(
+            (server.name, ",".join(server.audiences), state, added or "-"),
+            {
+                "name": server.name,
+                "audiences": list(server.audiences),
+                "state": state,
+                "added": added,
+            },
+        )
+    table.echo(as_json=as_json)
 
 
 @requests_app.command("list")
 def requests_list(
     status: Annotated[str | None, typer.Option("--status", help="Only this status")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 50,
+    as_json: JsonFlag = False,
 ) -> None:
+    """The newest requests: id, status, agent, action, target, environment, rule, created."""
     from core.model import Status
 
     if status is not None and status not in {s.value for s in Status}:
         raise fail(f"--status must be one of {', '.join(s.value for s in Status)}")
+    table = Table(("ID", "STATUS", "AGENT", "ACTION", "TARGET", "ENVIRONMENT", "RULE", "CREATED"))
     for snap in _service().list_requests(status=[status] if status else None, limit=limit):
-        typer.echo(
-            f"{snap.id}\t{snap.status.value}\t{snap.agent_id}\t{snap.action}\t{snap.target}\t"
-            f"{snap.environment}\t{snap.rule or '-'}\t{snap.created_at.isoformat()}"
+        created = snap.created_at.isoformat()
+        table.add(
+            (
+                snap.id,
+                snap.status.value,
+                snap.agent_id,
+                snap.action,
+                snap.target,
+                snap.environment,
+                snap.rule or "-",
+                created,
+            ),
+            {
+                "id": snap.id,
+                "status": snap.status.value,
+                "agent": snap.agent_id,
+                "action": snap.action,
+                "target": snap.target,
+                "environment": snap.environment,
+                "rule": snap.rule,
+                "created": created,
+            },
         )
+    table.echo(as_json=as_json)
 
 
 @requests_app.command("show")
-def requests_show(request_id: Annotated[str, typer.Argument()]) -> None:
+def requests_show(
+    request_id: Annotated[str, typer.Argument(help="The request's id, e.g. req_…")],
+) -> None:
+    """One request as JSON: what the agent API shows, plus its Slack messages and their state
+    (slack_deliveries: sent, pending with the last error, or given up on)."""
     try:
         service = _service()
         snap = service.get(request_id)
@@ -246,7 +297,7 @@ def requests_show(request_id: Annotated[str, typer.Argument()]) -> None:
 
 
 def revoke(
-    request_id: Annotated[str, typer.Argument()],
+    request_id: Annotated[str, typer.Argument(help="The request's id, e.g. req_…")],
     reason: Annotated[
         str, typer.Option("--reason", help="Why (recorded in the audit log)")
     ] = "revoked by admin",

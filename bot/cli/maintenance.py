@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from bot.cli.common import fail, settings_or_exit
+from bot.cli.common import JsonFlag, Table, fail, settings_or_exit
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -87,7 +87,7 @@ def _audit_rotation(
 
 
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(as_json: JsonFlag = False) -> None:
     """Each key: kid, created, active or retired, and when a retired key leaves the JWKS."""
     from bot.clock import utc_now
 
@@ -100,11 +100,20 @@ def keys_list() -> None:
     lifetime = _credential_lifetime(settings)
     ring.set_credential_lifetime(lambda: lifetime)
     now = utc_now()
-    typer.echo("KID\tCREATED\tSTATE\tJWKS")
+    table = Table(("KID", "CREATED", "STATE", "JWKS"))
     for status in ring.key_statuses():
         created = _iso(status.created_at)
+        record = {
+            "kid": status.kid,
+            "created": None if status.created_at is None else created,
+            "active": status.active,
+            "retired": None if status.active else _iso(status.retired_at),
+            "retired_estimated": status.estimated,
+            "in_jwks": status.published(now),
+            "jwks_until": None if status.jwks_until is None else _iso(status.jwks_until),
+        }
         if status.active:
-            typer.echo(f"{status.kid}\t{created}\tactive\tlisted, signs new credentials")
+            table.add((status.kid, created, "active", "listed, signs new credentials"), record)
             continue
         retired = f"retired {'by' if status.estimated else 'at'} {_iso(status.retired_at)}"
         if status.jwks_until is None:
@@ -113,7 +122,8 @@ def keys_list() -> None:
             jwks = f"leaves the JWKS at {_iso(status.jwks_until)}"
         else:
             jwks = f"left the JWKS at {_iso(status.jwks_until)}"
-        typer.echo(f"{status.kid}\t{created}\t{retired}\t{jwks}")
+        table.add((status.kid, created, retired, jwks), record)
+    table.echo(as_json=as_json)
 
 
 def _keyring_or_exit(settings: Settings) -> KeyRing:

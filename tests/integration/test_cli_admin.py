@@ -172,3 +172,46 @@ def test_unreachable_database_and_missing_keys_are_one_clear_line(tmp_path: Path
     fresh = stepup(env, "audit", "verify", ok=False)  # no entries, no keys: a fresh install
     assert fresh.returncode == 0 and "a fresh install" in fresh.stdout
     assert not (tmp_path / "no-keys-here").exists()  # verify never invents a key
+
+
+def test_list_commands_print_a_header_and_json(
+    cli_env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    """Each list: a header row over tab-separated columns; with --json an array of objects."""
+    assert stepup(cli_env, "agents", "list", "--json").stdout.strip() == "[]"
+    added = stepup(cli_env, "agents", "add", "deploy-bot", "--owner", "olga@example.com")
+    stepup(cli_env, "resource-servers", "add", "gateway", "--audience", "orders")
+    db = Database(database_url)
+    engine = build_engine(db, tmp_path)
+    agent = engine.registry.authenticate(added.stdout.strip().splitlines()[-1])
+    snap, _ = engine.service.submit(
+        agent, intent(agent, action_class=ActionClass.READ), now=datetime.now(UTC)
+    )
+    db.dispose()
+
+    agents = stepup(cli_env, "agents", "list").stdout.splitlines()
+    assert agents[0] == "ID\tOWNER\tSTATE\tADDED\tLIVE KEYS"
+    assert agents[1].startswith("deploy-bot\tolga@example.com\tactive\t")
+    [listed] = json.loads(stepup(cli_env, "agents", "list", "--json").stdout)
+    assert listed == {
+        "id": "deploy-bot",
+        "owner": "olga@example.com",
+        "state": "active",
+        "added": agents[1].split("\t")[3],
+        "live_keys": 1,
+    }
+
+    servers = stepup(cli_env, "resource-servers", "list").stdout.splitlines()
+    assert servers[0] == "NAME\tAUDIENCES\tSTATE\tADDED"
+    assert servers[1].startswith("gateway\torders\tactive\t")
+    [server] = json.loads(stepup(cli_env, "resource-servers", "list", "--json").stdout)
+    assert server["name"] == "gateway" and server["audiences"] == ["orders"]
+    assert server["state"] == "active"
+
+    requests = stepup(cli_env, "requests", "list").stdout.splitlines()
+    assert requests[0] == "ID\tSTATUS\tAGENT\tACTION\tTARGET\tENVIRONMENT\tRULE\tCREATED"
+    assert requests[1].startswith(f"{snap.id}\tapproved\tdeploy-bot\t")
+    [request] = json.loads(stepup(cli_env, "requests", "list", "--json").stdout)
+    assert request["id"] == snap.id and request["status"] == "approved"
+    assert request["agent"] == "deploy-bot" and request["rule"] == snap.rule
+    assert request["created"] == requests[1].split("\t")[7]

@@ -124,6 +124,15 @@ def test_list_shows_each_key_and_when_it_leaves_or_left_the_jwks(env: dict[str, 
             "left the JWKS at 2026-10-23T09:50:00Z",
         ],
     ]
+    as_json, _ = stepup(env, "keys", "list", "--json")
+    listed = json.loads(as_json)
+    assert [(key["kid"], key["active"], key["in_jwks"]) for key in listed] == [
+        (third, True, True),
+        (second, False, True),
+        (first, False, False),
+    ]
+    assert listed[1]["retired"] == "2026-11-02T09:30:00Z"
+    assert listed[1]["jwks_until"] == "2026-11-02T09:50:00Z"
 
 
 def test_list_without_keys_says_so_and_creates_none(env: dict[str, str]) -> None:

@@ -92,6 +92,7 @@ def test_the_cli_registers_and_lists_audiences(database_url: str, tmp_path: Path
     assert multi.strip().splitlines()[-1].startswith("stpr_")
     listed = stepup(cli_env, "resource-servers", "list").stdout.splitlines()
     assert [line.split("\t")[:3] for line in listed] == [
+        ["NAME", "AUDIENCES", "STATE"],
         ["gateway", "orders,refunds", "active"],
         ["payments-api", "payments-api", "active"],
     ]
