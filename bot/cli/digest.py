@@ -35,11 +35,12 @@ def digest(
     if not (post_now or show):
         raise fail("say --print to show the digest, --now to post it (or both)")
     settings = settings_or_exit()
-    if post_now and not settings.security_channel:
+    if post_now and settings.slack_delivers and not settings.security_channel:
         raise fail("--now needs STEPUP_SECURITY_CHANNEL, the channel the digest goes to")
     from bot.wiring import open_database, open_keyring
     from core.digest import render_text
     from core.storage.digest_repo import read_digest
+    from core.usecases.digest import digest_day
 
     when = utc_now()
     db = open_database(settings)
@@ -47,7 +48,16 @@ def digest(
         keyring = open_keyring(settings)
         if show:
             typer.echo(render_text(read_digest(db, keyring, now=when)), nl=False)
-        if post_now:
+        if post_now and not settings.slack_delivers:
+            # Nothing would ever deliver it: show it here instead of queueing it for no one.
+            if not show:
+                typer.echo(render_text(read_digest(db, keyring, now=when)), nl=False)
+            typer.echo(
+                f"digest for {digest_day(when, settings.timezone)} printed above, not posted: "
+                "Slack is not configured (no SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET) and the "
+                "sandbox is off"
+            )
+        elif post_now:
             _post(settings, db, keyring, when)
     except StepupError as exc:
         raise fail(exc.detail) from None
@@ -74,8 +84,8 @@ def _post(settings: Settings, db: Database, keyring: KeyRing, when: datetime) ->
         return
     if not settings.slack_enabled:
         typer.echo(
-            f"digest for {day} queued for {channel}; Slack is not configured here, "
-            "the running service delivers it"
+            f"digest for {day} queued for {channel} in the Slack sandbox; the running "
+            "`stepup serve` shows it at /sandbox"
         )
         return
     error = _deliver(settings, db, when)

@@ -561,17 +561,29 @@ def test_the_command_needs_an_option_and_a_channel(
     assert digest_rows(engine.db) == [] and channel_messages(engine.db) == []
 
 
-def test_now_without_slack_queues_for_the_service(
+def test_now_in_sandbox_mode_queues_for_the_service(
     live_traffic: tuple[Engine, dict[str, str], Path],
 ) -> None:
     engine, env, work = live_traffic
     out = stepup(env | {"STEPUP_SECURITY_CHANNEL": SECURITY}, work, "digest", "--now")
     assert out.code == 0, out.stderr
-    assert "queued for C0SECURITY" in out.stdout
+    assert "queued for C0SECURITY in the Slack sandbox" in out.stdout
     [message] = channel_messages(engine.db)
     assert message.status == "pending"
     assert json.loads(message.payload)["blocks"]  # Block Kit queued with the text
     assert len(digest_rows(engine.db)) == 1
+
+
+def test_now_without_any_slack_prints_the_digest_and_says_it_was_not_posted(
+    live_traffic: tuple[Engine, dict[str, str], Path],
+) -> None:
+    engine, env, work = live_traffic
+    out = stepup(env | {"STEPUP_SANDBOX": "0"}, work, "digest", "--now")
+    assert out.code == 0, out.stderr
+    assert "Requests: 3" in out.stdout  # the digest itself, here
+    assert "printed above, not posted: Slack is not configured" in out.stdout
+    assert "queued" not in out.stdout
+    assert digest_rows(engine.db) == [] and channel_messages(engine.db) == []
 
 
 def test_now_posts_to_slack_once(live_traffic: tuple[Engine, dict[str, str], Path]) -> None:
