@@ -1,4 +1,4 @@
-"""The one settings object (DESIGN §9), read from the environment and ``.env``."""
+"""The one settings object (every name in ``.env.example``), from the environment and ``.env``."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ def jcs(value: Any) -> bytes:
 
 
 def parameters_digest(parameters: Any) -> str:
-    """``sha256:`` + hex of the RFC 8785 canonical form of ``parameters`` (DESIGN §4).
+    """``sha256:`` + hex of the RFC 8785 canonical form of ``parameters``.
 
     Identical to the earlier ``sha256(canonical_json(...))`` for strings, integers, booleans,
     null and ASCII keys; any JCS implementation in any language gets the same value."""

@@ -1,4 +1,5 @@
-"""Just-in-time credentials: the issuer interface and the built-in JWT issuer (DESIGN §5).
+"""Just-in-time credentials: the issuer interface and the built-in JWT issuer
+(docs/security-model.md).
 
 A credential is a compact JWS (alg EdDSA, ``typ: at+jwt``, ``kid``) bound to one approved
 request: its agent (``sub``), target (``aud``), action (``scope``) and exact arguments

@@ -1,4 +1,4 @@
-"""Signed decisions (DESIGN §6): each approver click as a JWS anyone can check with the JWKS.
+"""Signed decisions (docs/audit.md): each approver click as a JWS anyone can check with the JWKS.
 
 The signature binds who decided, what, when, and on which exact arguments
 (``parameters_digest``). Decisions do not expire: they are evidence in the audit log, which is

@@ -1,4 +1,5 @@
-"""The request lifecycle (DESIGN §2) as pure functions of (state, event, now).
+"""The request lifecycle as pure functions of (state, event, now); how a change is applied:
+docs/architecture.md, "The one transition path".
 
 Nothing here touches the database: the store applies the result with a compare-and-set on
 the request's version, so a transition happens once however many callers race for it.

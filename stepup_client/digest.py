@@ -1,4 +1,5 @@
-"""The canonical JSON of ``parameters`` and its digest, as the server computes them (DESIGN §4).
+"""The canonical JSON of ``parameters`` and its digest, as the server computes them
+(``core/canonical.py``).
 
 ``parameters_digest`` is ``sha256:`` + hex SHA-256 of the RFC 8785 (JSON Canonicalization
 Scheme) form of the parameters, through the ``rfc8785`` package, exactly as the server does, so

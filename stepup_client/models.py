@@ -1,4 +1,4 @@
-"""What the server returns, parsed once into frozen values (DESIGN §4)."""
+"""What the server returns, parsed once into frozen values."""
 
 from __future__ import annotations
 

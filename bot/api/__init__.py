@@ -1,1 +1,2 @@
-"""The agent webhook API (DESIGN §4): FastAPI routes that translate HTTP to core calls."""
+"""The agent webhook API: FastAPI routes that translate HTTP to core calls (described at
+``/docs`` and ``/openapi.json``)."""

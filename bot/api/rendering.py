@@ -1,4 +1,4 @@
-"""A request as agents see it (DESIGN §4): the dict every request route answers.
+"""A request as agents see it: the dict every request route answers.
 
 Built by hand, JSON-ready, because submit is the hottest route; ``bot.api.schemas.RequestView``
 declares the same shape and a test holds the two together. Never contains a credential secret.

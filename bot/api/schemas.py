@@ -1,4 +1,4 @@
-"""What the agent API answers (DESIGN §4-5), declared so that ``/openapi.json`` describes it.
+"""What the agent API answers, declared so that ``/openapi.json`` describes it.
 
 The request routes answer a prebuilt dict (``bot.api.rendering.request_json``) without
 validating it on the way out; ``tests/integration/test_api_documents.py`` proves that every

@@ -1,4 +1,4 @@
-"""The ``stepup`` command line (DESIGN §10): ``app`` is the Typer tree, ``main`` the entry point."""
+"""The ``stepup`` command line: ``app`` is the Typer tree, ``main`` the entry point."""
 
 from bot.cli.root import app, main
 

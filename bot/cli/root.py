@@ -1,4 +1,4 @@
-"""The ``stepup`` command tree (DESIGN §10), assembled from the command groups."""
+"""The ``stepup`` command tree, assembled from the command groups."""
 
 from __future__ import annotations
 

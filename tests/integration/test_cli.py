@@ -1,4 +1,4 @@
-"""The ``stepup`` command line (DESIGN §10), on SQLite and PostgreSQL.
+"""The ``stepup`` command line, on SQLite and PostgreSQL.
 
 Some tests run the installed console script in a subprocess, exactly as an operator would; the
 rest call the typer app in-process (same code, no interpreter start-up). Both get their

@@ -2,7 +2,7 @@
 
 Importing the entry points and building the runtime leaves ``bot.slack_emulator`` unloaded with
 real Slack configured, with the sandbox switched off, and when the API listens beyond loopback.
-Sandbox mode (DESIGN §15) is the one path that loads it, and only when it is on: no Slack token
+Sandbox mode (docs/sandbox.md) is the one path that loads it, and only when it is on: no Slack token
 and a loopback address.
 """
 

@@ -1,4 +1,4 @@
-"""The built-in JWT issuer (DESIGN §5): claims, lifetime, verification, introspection."""
+"""The built-in JWT issuer (core/credentials.py): claims, lifetime, verification, introspection."""
 
 from __future__ import annotations
 

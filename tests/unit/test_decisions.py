@@ -1,4 +1,4 @@
-"""Signed decisions (DESIGN §6): round trip, tamper evidence, survival across key rotation."""
+"""Signed decisions (docs/audit.md): round trip, tamper evidence, survival across key rotation."""
 
 from __future__ import annotations
 

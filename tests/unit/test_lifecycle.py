@@ -1,4 +1,4 @@
-"""Every (status, event) pair: the legal ones move as DESIGN §2 says, the rest are refused."""
+"""Every (status, event) pair: the legal ones move as core/lifecycle.py's table says, the rest are refused."""
 
 from __future__ import annotations
 

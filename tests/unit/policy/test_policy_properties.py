@@ -134,7 +134,8 @@ def reference_matches(match: Rule, intent: Intent) -> bool:
 
 
 def reference(rule_list: list[Rule], intent: Intent) -> tuple[str | None, Outcome]:
-    """DESIGN §3 read literally: any matching deny wins, else the first match, else deny."""
+    """The evaluation order read literally (the header of manifests/policy.example.yaml): any
+    matching deny wins, else the first match, else deny."""
     matching = [r for r in rule_list if reference_matches(r["match"], intent)]
     denies = [r for r in matching if r["decision"] == "deny"]
     if denies:
