@@ -61,6 +61,17 @@ class NewVote:
 
 
 @dataclass(frozen=True, slots=True)
+class LiveCredential:
+    """A credential as the database holds it, for introspection to hold a token's claims to:
+    a token signed with a leaked key cannot borrow a live jti for another audience or scope."""
+
+    agent_id: str
+    scope: str
+    audience: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class NewCredential:
     request_id: str
     agent_id: str
@@ -154,8 +165,8 @@ class StoreTx(Protocol):
 
     def add_credential(self, credential: NewCredential) -> None: ...
 
-    def credential_live(self, jti: str) -> bool:
-        """Known to stepup and not on the revocation list."""
+    def live_credential(self, jti: str) -> LiveCredential | None:
+        """What stepup issued as ``jti``, if it is not on the revocation list."""
         ...
 
     def revoke_credentials(

@@ -19,7 +19,7 @@ from core.errors import Conflict, DuplicateIdempotencyKey, DuplicateVote, NotFou
 from core.model import ActionClass, Status, Tier
 from core.snapshots import CredentialInfo, RequestSnapshot, VoteInfo
 from core.storage.tables import AgentRow, CredentialRow, RequestRow, RevocationRow, VoteRow
-from core.store import NewCredential, NewVote
+from core.store import LiveCredential, NewCredential, NewVote
 from core.terms import Terms
 
 _REQUESTS = cast(Table, RequestRow.__table__)
@@ -193,13 +193,17 @@ def add_credential(session: Session, credential: NewCredential) -> None:
     )
 
 
-def credential_live(session: Session, jti: str) -> bool:
-    revoked_at = (
-        session.connection()
-        .execute(select(_CREDENTIALS.c.revoked_at).where(_CREDENTIALS.c.jti == jti))
-        .one_or_none()
-    )
-    return revoked_at is not None and revoked_at[0] is None
+_LIVE_CREDENTIAL = select(
+    _CREDENTIALS.c.agent_id,
+    _CREDENTIALS.c.scope,
+    _CREDENTIALS.c.audience,
+    _CREDENTIALS.c.expires_at,
+).where(_CREDENTIALS.c.jti == bindparam("jti"), _CREDENTIALS.c.revoked_at.is_(None))
+
+
+def live_credential(session: Session, jti: str) -> LiveCredential | None:
+    row = session.connection().execute(_LIVE_CREDENTIAL, {"jti": jti}).one_or_none()
+    return None if row is None else LiveCredential(*row)
 
 
 def revoke_credentials(

@@ -19,7 +19,7 @@ from core.storage import requests_repo as repo
 from core.storage.audit_store import SqlAuditAppender
 from core.storage.database import Database
 from core.storage.tables import OutboxRow
-from core.store import LeasedRevocation, NewCredential, NewVote, OutboxSink
+from core.store import LeasedRevocation, LiveCredential, NewCredential, NewVote, OutboxSink
 
 
 class SqlOutbox:
@@ -108,8 +108,8 @@ class SqlStoreTx:
     def add_credential(self, credential: NewCredential) -> None:
         repo.add_credential(self.session, credential)
 
-    def credential_live(self, jti: str) -> bool:
-        return repo.credential_live(self.session, jti)
+    def live_credential(self, jti: str) -> LiveCredential | None:
+        return repo.live_credential(self.session, jti)
 
     def revoke_credentials(
         self, credentials: Sequence[tuple[str, str]], *, reason: str, now: datetime

@@ -16,6 +16,7 @@ from core.errors import InvalidToken, NotEligible, NotFound
 from core.model import Approver, Status
 from core.policy.compiled import ApproverGroup
 from core.snapshots import RequestSnapshot
+from core.store import LiveCredential
 from core.usecases.parts import Parts
 
 
@@ -125,8 +126,23 @@ class Reading:
         if bound is not None and not _meant_for(claims.get("aud"), bound):
             return introspection_response(None, revoked=False, now=now)
         with self.parts.store.read() as tx:
-            live = tx.credential_live(str(claims.get("jti", "")))
-        return introspection_response(claims, revoked=not live, now=now)
+            issued = tx.live_credential(str(claims.get("jti", "")))
+        return introspection_response(claims, revoked=not _as_issued(claims, issued), now=now)
+
+
+def _as_issued(claims: Mapping[str, Any], issued: LiveCredential | None) -> bool:
+    """The token says what stepup issued under its jti: same agent, scope and audience, and no
+    later expiry. Only a token signed with a leaked key can differ."""
+    if issued is None:
+        return False
+    exp = claims.get("exp")
+    return (
+        claims.get("sub") == issued.agent_id
+        and claims.get("scope") == issued.scope
+        and claims.get("aud") == issued.audience
+        and isinstance(exp, int)
+        and exp <= int(issued.expires_at.timestamp()) + 1
+    )
 
 
 def _meant_for(aud: object, audiences: Collection[str]) -> bool:

@@ -20,7 +20,7 @@ from core.errors import Conflict, DuplicateIdempotencyKey, DuplicateVote, NotFou
 from core.model import AgentIdentity, Status
 from core.snapshots import CredentialInfo, RequestSnapshot
 from core.storage.requests_repo import new_snapshot
-from core.store import LeasedRevocation, NewCredential, NewVote, advance
+from core.store import LeasedRevocation, LiveCredential, NewCredential, NewVote, advance
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class State:
         default_factory=dict
     )  # id -> agent, key, digest
     credentials: dict[str, CredentialInfo] = field(default_factory=dict)
+    issued: dict[str, NewCredential] = field(default_factory=dict)
     revocations: dict[str, dict[str, Any]] = field(default_factory=dict)
     agents: dict[str, AgentIdentity] = field(default_factory=dict)  # key -> agent
     key_ends: dict[str, datetime] = field(default_factory=dict)  # key -> when it stops
@@ -190,10 +191,14 @@ class MemoryTx:
 
     def add_credential(self, credential: NewCredential) -> None:
         self.state.credentials[credential.jti] = credential.info
+        self.state.issued[credential.jti] = credential
 
-    def credential_live(self, jti: str) -> bool:
+    def live_credential(self, jti: str) -> LiveCredential | None:
         info = self.state.credentials.get(jti)
-        return info is not None and info.revoked_at is None
+        issued = self.state.issued.get(jti)
+        if info is None or info.revoked_at is not None or issued is None:
+            return None
+        return LiveCredential(issued.agent_id, issued.scope, issued.audience, issued.expires_at)
 
     def revoke_credentials(
         self, credentials: Sequence[tuple[str, str]], *, reason: str, now: datetime
