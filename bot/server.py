@@ -72,7 +72,7 @@ def build_runtime(settings: Settings) -> Runtime:
     sandbox = None
     security_channel = settings.security_channel
     if settings.sandbox_off_because is None:
-        # The one production path that loads the Slack emulator (DESIGN §15).
+        # The one production path that loads the Slack emulator (docs/sandbox.md).
         from bot.sandbox.mode import build_sandbox
 
         sandbox = build_sandbox(service, security_channel=security_channel)
@@ -105,7 +105,7 @@ def build_runtime(settings: Settings) -> Runtime:
             lambda: checkpoint_head(service.db, service.keyring, now=utc_now()),
             minutes=settings.audit_checkpoint_minutes,
         )
-    if security_channel:
+    if security_channel and settings.slack_delivers:
         channel = security_channel
 
         def post() -> bool:
@@ -125,7 +125,7 @@ def build_runtime(settings: Settings) -> Runtime:
             timezone=settings.timezone,
             now=utc_now(),
         )
-    else:
+    elif settings.slack_delivers:
         logger.warning("STEPUP_SECURITY_CHANNEL is unset: no daily digest and no alerts in Slack")
     relay = None
     if not service.db.is_sqlite:
@@ -153,13 +153,19 @@ def _url_host(host: str) -> str:
 
 
 def serve(settings: Settings) -> None:
-    import uvicorn
+    from bot.serving import bound_url, listen_socket, run_on, started_line
 
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    runtime = build_runtime(settings)
+    logger.info(started_line())
+    sock = listen_socket(settings.host, settings.port)  # a busy port: ConfigError naming it
+    try:
+        runtime = build_runtime(settings)
+    except BaseException:
+        sock.close()
+        raise
     if runtime.sandbox is not None:
         logger.info(
             "Slack sandbox: http://%s:%s/sandbox (a stand-in workspace; no Slack token is set)",
@@ -170,8 +176,9 @@ def serve(settings: Settings) -> None:
         logger.info("Slack sandbox off: %s", settings.sandbox_off_because)
     if runtime.slack is None:
         logger.warning(
-            "Slack is not configured (SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET unset): approval "
-            "cards will not be posted; pre-authorised and denied requests still work"
+            "Slack is not configured (SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET unset) and the "
+            "sandbox is off: nothing is queued for Slack (no cards, DMs, alerts or digest); "
+            "pre-authorised and denied requests still work"
         )
     elif runtime.sandbox is None:
         mode = "Socket Mode" if runtime.socket_mode is not None else "HTTP mode at /slack/events"
@@ -190,9 +197,10 @@ def serve(settings: Settings) -> None:
         reload_policy(runtime, settings.policy_file)
 
     signal.signal(signal.SIGHUP, on_hup)
-    where = f"http://{settings.host}:{settings.port}"
-    print(f"stepup listening on {where} (public URL {settings.public_url})", flush=True)
+    # The socket is bound and listening: connections queue from now on, so this line is true.
+    print(f"stepup listening on {bound_url(sock)} (public URL {settings.public_url})", flush=True)
     try:
-        uvicorn.run(runtime.app, host=settings.host, port=settings.port, log_level="warning")
+        run_on(runtime.app, sock)
     finally:
+        sock.close()
         runtime.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -215,3 +216,54 @@ def test_sighup_reloads_the_policy_and_a_bad_reload_keeps_the_old_one(tmp_path: 
     reader.join(timeout=10)
     output = "".join(lines)
     assert "policy reload refused" in output and "policy reloaded" in output
+
+
+def test_a_busy_port_exits_non_zero_naming_it(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        result = subprocess.run(
+            [STEPUP, "serve"],
+            cwd=tmp_path,
+            env=env_for(tmp_path, port),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"error: cannot listen on 127.0.0.1:{port}: port {port} is already in use" in (
+        result.stderr
+    )
+    assert "listening on" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_pid_comes_first_and_listening_only_once_bound(tmp_path: Path) -> None:
+    port = free_port()
+    env = env_for(tmp_path, port, STEPUP_SANDBOX="0", STEPUP_SECURITY_CHANNEL="C0SECURITY")
+    with serving(tmp_path, env) as proc:
+        key = add_agent(env, tmp_path, "probe-bot")
+        headers = {"Authorization": f"Bearer {key}"}
+        pending = submit_body(
+            action="k8s.rollout_restart",
+            action_class="destructive",
+            target="payments-api",
+            environment="production",
+            justification="a card nobody would deliver",
+        )
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/requests", json=pending, headers=headers, timeout=10
+        )
+        assert answer.json()["status"] == "pending"
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert "\nstepup_outbox_pending 0.0\n" in metrics  # no Slack: nothing queued for it
+        proc.send_signal(signal.SIGTERM)
+        output = proc.stdout.read() if proc.stdout else ""
+        proc.wait(timeout=10)
+    lines = output.splitlines()
+    assert f"stepup starting, pid {proc.pid} (kill -HUP {proc.pid}" in lines[0]
+    assert "nothing is queued for Slack" in output
+    assert "no daily digest" not in output
+    [listening] = [line for line in lines if "listening on" in line]
+    assert listening.startswith(f"stepup listening on http://127.0.0.1:{port} ")
