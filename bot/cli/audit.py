@@ -127,14 +127,18 @@ def _report_anchoring(anchoring: Anchoring) -> None:
     )
     for anchor in anchoring.confirmed:
         typer.echo(f"confirmed: the {anchor.describe()} matches entry {anchor.seq}")
-    for anchor in anchoring.before_start:
-        typer.echo(
-            f"note: the {anchor.describe()} is before the first entry verified: not checked",
-            err=True,
-        )
     note = anchoring_note(anchoring)
     if note is not None:
         typer.echo(f"warning: {note}", err=True)
+    if anchoring.before_start:
+        # A checkpoint the log cannot be held to proves nothing: an export that starts after
+        # it could be made up from there on. Not "intact" for the auditor who asked.
+        first = anchoring.before_start[0]
+        raise fail(
+            f"the {first.describe()} is before the first entry verified, so it was not "
+            f"checked ({len(anchoring.before_start)} checkpoint(s) given in all): verify a log "
+            "or export that holds its entry"
+        )
 
 
 def _verify_export(path: Path, jwks: str, checkpoint_values: list[str]) -> None:

@@ -309,3 +309,34 @@ def test_the_digest_checkpoint_checks_against_an_export(exported: Exported, tmp_
         f"error: export broken at entry {anchored.seq}: missing: the checkpoint of seq "
         f"{anchored.seq}"
     ) in out.stderr
+
+
+def test_a_checkpoint_before_the_export_starts_fails_the_check(
+    exported: Exported, tmp_path: Path
+) -> None:
+    """An auditor holding a checkpoint from an earlier digest is handed an export that starts
+    after it: whatever follows could be made up, so the check must not pass."""
+    entries = [x for x in exported.lines if x["kind"] == "audit.checkpoint"]
+    assert entries, "the traffic writes checkpoints"
+    early = entries[0]
+    signed = early["data"]["signed"]
+    later = write_lines(
+        tmp_path / "later.jsonl", [x for x in exported.lines if x["seq"] > early["seq"]]
+    )
+    checked = offline(
+        tmp_path, "--export", str(later), "--jwks", str(exported.jwks), "--checkpoint", signed
+    )
+    assert checked.code == 1, checked.stdout
+    assert "is before the first entry verified, so it was not checked" in checked.stderr
+    # The same checkpoint against the whole export is confirmed.
+    whole = offline(
+        tmp_path,
+        "--export",
+        str(exported.log),
+        "--jwks",
+        str(exported.jwks),
+        "--checkpoint",
+        signed,
+    )
+    assert whole.code == 0, whole.stderr
+    assert "confirmed: the " in whole.stdout
