@@ -6,7 +6,9 @@ without writing an entry, so verifying replays each request's entries and compar
 with the row (``core/audit/crosscheck.py``). The replay reads only what entries record:
 
 - ``intent.submitted``: the submitted fields (action, target, environment, agent, digest...);
-- ``policy.decided``: the first status (pending, approved or denied);
+- ``policy.decided``: the first status (pending, approved or denied), and the rule, tier and
+  terms the request is held to (an approval needs the logged quorum of signed approvers, a
+  credential may not outlive the logged max TTL);
 - ``request.*``, ``credential.issued``, ``session.completed``: one lifecycle event each;
 - ``credential.revoked``: the credential is off the list, and an active request ends
   (revoked, or completed when ``session.completed`` follows, as written in one step);
