@@ -9,24 +9,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
 import bot.api.routes
 from core.audit.events import AuditLog
 from core.notices import Notices
-from core.storage.tables import AuditRow, OutboxRow, RequestRow
 from tests.integration.conftest import LiveApi
+from tests.integration.test_api_strict_input import written
 from tests.support import submit_body
 
 BODY = submit_body()  # needs approval: a request row, two audit entries and a Slack card
-
-
-def written(api: LiveApi) -> tuple[int, int, int]:
-    with api.engine.db.read() as session:
-        return tuple(  # type: ignore[return-value]
-            int(session.execute(select(func.count()).select_from(table)).scalar_one())
-            for table in (RequestRow, AuditRow, OutboxRow)
-        )
 
 
 class Injected(RuntimeError):
