@@ -62,6 +62,13 @@ RESERVED_HEADERS = frozenset(
 GRANT_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]+")
+# Worth another attempt: no answer, or an answer cut off.
+_TRANSIENT = (
+    requests.Timeout,
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 
 
 def require_https_or_loopback(url: str) -> str:
@@ -275,9 +282,13 @@ class HttpIssuer:
                     timeout=self._settings.timeout_seconds,
                     allow_redirects=False,
                 )
-            except (requests.Timeout, requests.ConnectionError) as exc:
+            except _TRANSIENT as exc:
                 failure = type(exc).__name__
                 continue
+            except requests.RequestException as exc:  # a request that cannot work as configured
+                raise IssuerUnavailable(
+                    f"broker {self.name} {op} could not be sent: {type(exc).__name__}"
+                ) from None
             if response.status_code >= 500:
                 failure = f"HTTP {response.status_code}"
                 continue
