@@ -73,6 +73,13 @@ class NotEligible(StepupError):
         self.why = why  # "ineligible" | "sponsor" | "owner" | "already_decided"
 
 
+class IssuerFailed(StepupError):
+    """A credential issuer (PostgreSQL, Vault, AWS...) could not mint the credential. Nothing
+    was claimed: the request is still approved and the claim can be retried."""
+
+    title = "Credential issuer unavailable"
+
+
 class Unauthenticated(StepupError):
     """A key or token was missing, unknown, disabled or malformed. Deliberately vague."""
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-from core.credentials import CredentialIssuer, IssuedCredential
+from core.credentials import CredentialIssuer
 from core.keys import KeyRing
 from core.model import AgentIdentity, Approver, Intent, SessionOutcome, Vote
 from core.policy import PolicyHolder
@@ -27,7 +27,7 @@ from core.usecases.limits import SubmitLimits
 from core.usecases.parts import ChangeListener, Parts
 from core.usecases.reading import Reading
 from core.usecases.revoking import Revoking
-from core.usecases.sessions import Sessions
+from core.usecases.sessions import Claimed, Sessions
 from core.usecases.submitting import BeforeCommit, Submitting, intent_fields, terms_from
 
 __all__ = ["ChangeListener", "ExpiryResult", "Stepup", "VoteResult", "intent_fields", "terms_from"]
@@ -74,6 +74,8 @@ class Stepup:
         self.escalating = Escalating(parts)
         self.breakglass = BreakGlass(parts)
         self.revoking = Revoking(parts)
+        if parts.revoke_soon is None:
+            parts.revoke_soon = self.revoking.revoke_soon
 
     # -- parts -----------------------------------------------------------------------------
 
@@ -149,9 +151,7 @@ class Stepup:
             key, draft, now=now, idempotency_key=idempotency_key, before_commit=before_commit
         )
 
-    def claim(
-        self, request_id: str, agent: AgentIdentity, *, now: datetime
-    ) -> tuple[RequestSnapshot, IssuedCredential]:
+    def claim(self, request_id: str, agent: AgentIdentity, *, now: datetime) -> Claimed:
         return self.sessions.claim(request_id, agent, now=now)
 
     def complete(

@@ -80,6 +80,8 @@ class NewCredential:
     audience: str
     issued_at: datetime
     expires_at: datetime
+    issuer: str | None = None  # None: the built-in JWT
+    handle: str | None = None  # the issuer's handle (a role name, a lease id)
 
     @property
     def info(self) -> CredentialInfo:
@@ -93,6 +95,8 @@ class LeasedRevocation:
     jti: str
     request_id: str
     attempts: int
+    issuer: str | None = None  # None: the built-in JWT (nothing to call)
+    handle: str | None = None
 
 
 class OutboxSink(Protocol):
@@ -179,9 +183,15 @@ class StoreTx(Protocol):
     # -- issuer-side revocations -----------------------------------------------------------
 
     def lease_revocations(
-        self, now: datetime, *, limit: int, until: datetime
+        self, now: datetime, *, limit: int, until: datetime, jtis: Sequence[str] | None = None
     ) -> list[LeasedRevocation]:
-        """Take due issuer revocations (no other worker takes them before ``until``)."""
+        """Take due issuer revocations (no other worker takes them before ``until``); only
+        those of ``jtis`` when given."""
+        ...
+
+    def queue_revocation(self, request_id: str, issuer: str, handle: str, now: datetime) -> str:
+        """Queue the revocation of a credential an issuer minted but no claim recorded (a
+        lost race); returns the id it is queued under."""
         ...
 
     def revocations_done(self, jtis: Sequence[str], now: datetime) -> dict[str, datetime | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from datetime import timedelta
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,12 @@ class Terms:
     break_glass: bool = False
     escalate_after_seconds: int | None = None
     escalate_to: str | None = None
+    # The credential (docs/issuers.md): the issuer's name and type and the grant with the
+    # request's values filled in, and what will be issued in words; None: the built-in JWT.
+    issuer: str | None = None
+    issuer_type: str | None = None
+    grant: dict[str, Any] | None = None
+    issues: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -36,6 +43,11 @@ class Terms:
     def has_card(self) -> bool:
         """Requests that waited for approvers have a Slack card (break-glass ones an alert)."""
         return bool(self.approver_groups) and not self.break_glass
+
+    @property
+    def credential_type(self) -> str:
+        """``jwt`` for the built-in credential, else the issuer's type (``postgres``)."""
+        return self.issuer_type or "jwt"
 
     @property
     def max_ttl(self) -> timedelta:

@@ -16,6 +16,7 @@ from core.errors import (
     Conflict,
     IllegalTransition,
     InvalidToken,
+    IssuerFailed,
     NotEligible,
     NotFound,
     PolicyError,
@@ -38,6 +39,7 @@ _STATUS: dict[type[StepupError], int] = {
     InvalidToken: 401,
     PolicyError: 422,
     TooManyRequests: 429,
+    IssuerFailed: 502,
 }
 
 _TYPES = {
@@ -51,6 +53,7 @@ _TYPES = {
     415: "unsupported-media-type",
     422: "invalid-input",
     429: "too-many-requests",
+    502: "issuer-unavailable",
     500: "internal-error",
 }
 

@@ -150,7 +150,8 @@ def claim(request_id: RequestId, request: Request, key: Agent) -> ClaimAnswer:
     """Mint the credential of an approved request. Returned once; any other status is 409."""
     ctx = context_of(request)
     agent = key.identity(request)
-    _, issued = ctx.service.claim(request_id, agent, now=ctx.clock())
+    claimed = ctx.service.claim(request_id, agent, now=ctx.clock())
+    issued = claimed.credential
     return ClaimAnswer(
         token=issued.token,
         token_type=issued.token_type,

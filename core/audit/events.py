@@ -25,6 +25,8 @@ class AuditKind(StrEnum):
     BREAK_GLASS_REVIEWED = "break_glass.reviewed"
     REQUEST_ESCALATED = "request.escalated"
     ISSUER_REVOKE_FAILED = "credential.issuer_revoke_failed"
+    # The issuer could not mint the credential: the request stays approved, claimable again.
+    ISSUE_FAILED = "credential.issue_failed"
     ISSUER_REVOKED = "credential.issuer_revoked"
     AGENT_ADDED = "agent.added"
     AGENT_DISABLED = "agent.disabled"
@@ -172,6 +174,17 @@ class AuditLog:
             request_id=request_id,
             actor="scheduler",
             data={"stage": stage, "to": to},
+        )
+
+    def issue_failed(
+        self, request_id: str, agent: str, issuer: str, error: str, at: datetime
+    ) -> None:
+        self._append(
+            AuditKind.ISSUE_FAILED,
+            at=at,
+            request_id=request_id,
+            actor=agent,
+            data={"issuer": issuer, "error": error[:500]},
         )
 
     def issuer_revoke_failed(self, request_id: str, jti: str, attempts: int, at: datetime) -> None:

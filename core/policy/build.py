@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 from core.durations import format_duration
 from core.errors import PolicyError
+from core.issuers.base import GrantRefused
+from core.issuers.catalog import IssuerConfig
 from core.model import Outcome, Tier
 from core.names import fold
 from core.policy.compiled import ApproverGroup, CompiledRule, PolicyDefaults
@@ -45,6 +48,7 @@ def build_policy(spec: PolicySpec, *, digest: str, source: str = "<policy>") -> 
         )
         for name, group in spec.approver_groups.items()
     }
+    issuers = _issuers(spec)
     first_use: dict[str, int] = {}
     rules: list[CompiledRule] = []
     for index, rule in enumerate(spec.rules):
@@ -55,7 +59,7 @@ def build_policy(spec: PolicySpec, *, digest: str, source: str = "<policy>") -> 
                 location=f"{where}.name",
             )
         first_use[rule.name] = index
-        builder = _RuleBuilder(index, rule, where, defaults, groups, spec.channels, digest)
+        builder = _RuleBuilder(index, rule, where, defaults, groups, spec.channels, digest, issuers)
         rules.append(builder.build())
     return Policy(
         digest=digest,
@@ -64,7 +68,18 @@ def build_policy(spec: PolicySpec, *, digest: str, source: str = "<policy>") -> 
         channels=spec.channels,
         rules=rules,
         source=source,
+        issuers=issuers,
     )
+
+
+def _issuers(spec: PolicySpec) -> dict[str, IssuerConfig]:
+    issuers: dict[str, IssuerConfig] = {}
+    for name, raw in spec.issuers.items():
+        try:
+            issuers[name] = IssuerConfig.parse(name, raw)
+        except ValueError as exc:
+            raise PolicyError(str(exc), location=f"issuers.{name}") from None
+    return issuers
 
 
 class _RuleBuilder:
@@ -79,6 +94,7 @@ class _RuleBuilder:
         groups: Mapping[str, ApproverGroup],
         channels: Mapping[str, str],
         digest: str,
+        issuers: Mapping[str, IssuerConfig],
     ) -> None:
         self.index = index
         self.rule = rule
@@ -87,6 +103,7 @@ class _RuleBuilder:
         self.groups = groups
         self.channels = channels
         self.digest = digest
+        self.issuers = issuers
 
     def fail(self, field: str, detail: str) -> PolicyError:
         return PolicyError(detail, location=f"{self.where}.{field}")
@@ -150,7 +167,36 @@ class _RuleBuilder:
             break_glass=False,
             escalate_after=None,
             escalate_to=None,
+            **self._credential(max_ttl),
         )
+
+    def _credential(self, max_ttl: timedelta) -> dict[str, Any]:
+        """The rule's issuer and grant template, checked against the issuer's type."""
+        rule = self.rule
+        if rule.issuer is None:
+            if rule.grant is not None:
+                raise self.fail("grant", "grant needs issuer: the name of an issuers: entry")
+            return {}
+        config = self.issuers.get(rule.issuer)
+        if config is None:
+            known = ", ".join(sorted(self.issuers)) or "none is defined"
+            raise self.fail("issuer", f"unknown issuer {rule.issuer!r} (issuers: {known})")
+        grant = rule.grant or {}
+        try:
+            config.check_template(grant)
+        except GrantRefused as exc:
+            raise PolicyError(exc.detail, location=f"{self.where}.{exc.field}") from None
+        self._check_min_ttl(config, max_ttl, "max_ttl")
+        return {"issuer": config, "grant": grant}
+
+    def _check_min_ttl(self, config: IssuerConfig, ttl: timedelta, field: str) -> None:
+        shortest = config.kind.min_ttl
+        if ttl < shortest:
+            raise self.fail(
+                field,
+                f"{field} {format_duration(ttl)} is shorter than the {config.type} issuer's "
+                f"minimum of {format_duration(shortest)}: its credentials cannot live less",
+            )
 
     def _decision(self) -> PolicyDecision:
         rule, base = self.rule, self._base()
@@ -190,6 +236,10 @@ class _RuleBuilder:
             note = f"break-glass not permitted by rule {rule.name}"
             return replace(decision, reasons=(*decision.reasons, note))
         ttl = rule.break_glass_ttl or min(DEFAULT_BREAK_GLASS_TTL, decision.max_ttl)
+        if decision.issuer is not None:
+            config = decision.issuer
+            ttl = max(ttl, config.kind.min_ttl) if rule.break_glass_ttl is None else ttl
+            self._check_min_ttl(config, ttl, "break_glass_ttl")
         if ttl > decision.max_ttl:
             raise self.fail(
                 "break_glass_ttl",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+from core.issuers.catalog import IssuerConfig
 from core.model import Outcome, Tier
 
 
@@ -33,3 +36,6 @@ class PolicyDecision:
     break_glass: bool
     escalate_after: timedelta | None
     escalate_to: str | None
+    # The rule's credential issuer (``issuers:``) and its grant template; None: the built-in JWT
+    issuer: IssuerConfig | None = None
+    grant: Mapping[str, Any] | None = None

@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from core.errors import NotFound
+from core.issuers.catalog import IssuerConfig
 from core.model import ActionClass, Intent, Outcome, Tier
 from core.names import fold
 from core.policy.compiled import ApproverGroup, CompiledRule, PolicyDefaults
@@ -50,6 +51,7 @@ class Policy:
         "defaults",
         "digest",
         "groups",
+        "issuers",
         "rule_names",
         "rules",
         "source",
@@ -64,8 +66,10 @@ class Policy:
         channels: Mapping[str, str],
         rules: Sequence[CompiledRule],
         source: str = "<policy>",
+        issuers: Mapping[str, IssuerConfig] | None = None,
     ) -> None:
         self.digest = digest
+        self.issuers: Mapping[str, IssuerConfig] = MappingProxyType(dict(issuers or {}))
         self.source = source
         self.defaults = defaults
         self.groups: Mapping[str, ApproverGroup] = MappingProxyType(dict(groups))

@@ -167,6 +167,9 @@ class RuleSpec(_Strict):
     escalate_to: GroupId | None = None
     break_glass: StrictBool | None = None
     break_glass_ttl: Duration | None = None
+    # allow and approve: the credential (docs/issuers.md); without issuer, the built-in JWT
+    issuer: Name | None = None
+    grant: dict[str, Any] | None = None
 
 
 APPROVE_ONLY_FIELDS: tuple[str, ...] = (
@@ -181,7 +184,7 @@ APPROVE_ONLY_FIELDS: tuple[str, ...] = (
     "break_glass",
     "break_glass_ttl",
 )
-GRANTING_FIELDS: tuple[str, ...] = ("max_ttl", "claim_window")
+GRANTING_FIELDS: tuple[str, ...] = ("max_ttl", "claim_window", "issuer", "grant")
 
 
 class PolicySpec(_Strict):
@@ -191,6 +194,9 @@ class PolicySpec(_Strict):
         dict[GroupId, ApproverGroupSpec], BeforeValidator(distinct_groups)
     ] = Field(default_factory=dict)
     channels: Annotated[dict[Name, SlackChannelId], BeforeValidator(empty_mapping)] = Field(
+        default_factory=dict
+    )
+    issuers: Annotated[dict[Name, dict[str, Any]], BeforeValidator(empty_mapping)] = Field(
         default_factory=dict
     )
     rules: Annotated[list[RuleSpec], BeforeValidator(empty_list)] = Field(default_factory=list)

@@ -189,6 +189,8 @@ def add_credential(session: Session, credential: NewCredential) -> None:
             "audience": credential.audience,
             "issued_at": credential.issued_at,
             "expires_at": credential.expires_at,
+            "issuer": credential.issuer,
+            "handle": credential.handle,
         },
     )
 
@@ -213,18 +215,19 @@ def revoke_credentials(
     revocation queued, retried until it succeeds. Returns the jtis not yet on the list."""
     if not credentials:
         return set()
-    revoked = set(
-        session.execute(
+    revoked = {
+        jti: (issuer, handle)
+        for jti, issuer, handle in session.execute(
             update(CredentialRow)
             .where(
                 CredentialRow.jti.in_([jti for _, jti in credentials]),
                 CredentialRow.revoked_at.is_(None),
             )
             .values(revoked_at=now, revoke_reason=reason)
-            .returning(CredentialRow.jti)
+            .returning(CredentialRow.jti, CredentialRow.issuer, CredentialRow.handle)
             .execution_options(synchronize_session=False)
-        ).scalars()
-    )
+        ).all()
+    }
     queued = [
         {
             "jti": jti,
@@ -233,13 +236,15 @@ def revoke_credentials(
             "attempts": 0,
             "next_attempt_at": now,
             "created_at": now,
+            "issuer": revoked[jti][0],
+            "handle": revoked[jti][1],
         }
         for request_id, jti in credentials
         if jti in revoked
     ]
     if queued:
         session.connection().execute(insert(RevocationRow), queued)
-    return revoked
+    return set(revoked)
 
 
 def list_snapshots(

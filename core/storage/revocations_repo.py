@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -13,13 +14,21 @@ from core.store import LeasedRevocation
 
 
 def lease(
-    session: Session, now: datetime, *, limit: int, until: datetime
+    session: Session,
+    now: datetime,
+    *,
+    limit: int,
+    until: datetime,
+    jtis: Sequence[str] | None = None,
 ) -> list[LeasedRevocation]:
+    query = select(RevocationRow).where(
+        RevocationRow.status == "pending", RevocationRow.next_attempt_at <= now
+    )
+    if jtis is not None:
+        query = query.where(RevocationRow.jti.in_(list(jtis)))
     rows = list(
         session.execute(
-            select(RevocationRow)
-            .where(RevocationRow.status == "pending", RevocationRow.next_attempt_at <= now)
-            .order_by(RevocationRow.next_attempt_at)
+            query.order_by(RevocationRow.next_attempt_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).scalars()
@@ -27,7 +36,26 @@ def lease(
     for row in rows:  # leased: another worker or replica leaves them alone
         row.next_attempt_at = until
         row.attempts += 1
-    return [LeasedRevocation(r.jti, r.request_id, r.attempts) for r in rows]
+    return [LeasedRevocation(r.jti, r.request_id, r.attempts, r.issuer, r.handle) for r in rows]
+
+
+def queue(session: Session, request_id: str, issuer: str, handle: str, now: datetime) -> str:
+    """An unrecorded credential's revocation, under an id of its own (no credential row)."""
+    jti = "unclaimed_" + secrets.token_urlsafe(12)
+    session.add(
+        RevocationRow(
+            jti=jti,
+            request_id=request_id,
+            status="pending",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            issuer=issuer,
+            handle=handle,
+        )
+    )
+    session.flush()
+    return jti
 
 
 def done(session: Session, jtis: Sequence[str], now: datetime) -> dict[str, datetime | None]:

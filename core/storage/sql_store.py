@@ -117,9 +117,12 @@ class SqlStoreTx:
         return repo.revoke_credentials(self.session, credentials, reason=reason, now=now)
 
     def lease_revocations(
-        self, now: datetime, *, limit: int, until: datetime
+        self, now: datetime, *, limit: int, until: datetime, jtis: Sequence[str] | None = None
     ) -> list[LeasedRevocation]:
-        return revocations_repo.lease(self.session, now, limit=limit, until=until)
+        return revocations_repo.lease(self.session, now, limit=limit, until=until, jtis=jtis)
+
+    def queue_revocation(self, request_id: str, issuer: str, handle: str, now: datetime) -> str:
+        return revocations_repo.queue(self.session, request_id, issuer, handle, now)
 
     def revocations_done(self, jtis: Sequence[str], now: datetime) -> dict[str, datetime | None]:
         return revocations_repo.done(self.session, jtis, now)

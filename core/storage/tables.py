@@ -140,6 +140,10 @@ class CredentialRow(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoke_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Who minted the credential the agent uses (NULL: the built-in JWT, the jti is all) and
+    # its handle there (a role name, a lease id; never the secret itself).
+    issuer: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    handle: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AuditRow(Base):
@@ -230,6 +234,8 @@ class RevocationRow(Base):
     alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    issuer: Mapped[str | None] = mapped_column(String(100), nullable=True)  # NULL: built-in JWT
+    handle: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class DigestRow(Base):

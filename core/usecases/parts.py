@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from core.credentials import CredentialIssuer
+from core.issuers.base import BuildContext
+from core.issuers.catalog import Issuers
 from core.keys import KeyRing
 from core.policy import PolicyHolder
 from core.snapshots import RequestSnapshot
@@ -48,3 +52,18 @@ class Parts:
     security_channel: str | None = None  # break-glass and revocation alerts
     feed: ChangeFeed = field(default_factory=ChangeFeed)
     limits: SubmitLimits = field(default_factory=SubmitLimits)  # per agent
+    # The policy's credential issuers (PostgreSQL, Vault...), built on first use.
+    issuers: Issuers = None  # type: ignore[assignment]  # set in __post_init__
+    # Called after a commit that revoked issuer-backed credentials (their jtis): revokes them
+    # at their issuers at once instead of at the next sweep. Must not raise.
+    revoke_soon: Callable[[list[str], datetime], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.issuers is None:
+            keyring = self.keyring
+            context = BuildContext(
+                environ=os.environ,
+                sign=lambda claims, typ: keyring.sign(claims, typ=typ),
+                issuer_url=self.issuer_url,
+            )
+            self.issuers = Issuers(lambda: self.policy.current.issuers, context)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from core.facts import Fact, FactKind
+from core.issuers.base import IssuerUnavailable
 from core.notices import Notices
 from core.store import LeasedRevocation
 from core.usecases.parts import Parts
@@ -31,15 +32,18 @@ class Revoking:
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
 
-    def process_revocations(self, *, now: datetime, limit: int = 200) -> int:
-        """Call the issuer for each due revocation; returns how many succeeded."""
+    def process_revocations(
+        self, *, now: datetime, limit: int = 200, jtis: Sequence[str] | None = None
+    ) -> int:
+        """Call the issuer for each due revocation (of ``jtis`` only, when given); returns how
+        many succeeded."""
         with self.parts.store.write() as tx:
-            leased = tx.lease_revocations(now, limit=limit, until=now + LEASE)
+            leased = tx.lease_revocations(now, limit=limit, until=now + LEASE, jtis=jtis)
         succeeded = 0
         done: list[LeasedRevocation] = []  # successes not yet recorded
         for revocation in leased:
             try:
-                self.parts.issuer.revoke(revocation.jti, now)
+                self._revoke(revocation, now)
             except Exception as exc:  # any failure is retried; the reason is kept, not raised
                 self._revocations_done(done, now)  # recorded in the order the calls were made
                 done.clear()
@@ -52,6 +56,22 @@ class Revoking:
                     done.clear()
         self._revocations_done(done, now)
         return succeeded
+
+    def _revoke(self, revocation: LeasedRevocation, now: datetime) -> None:
+        if revocation.issuer is None:  # the built-in JWT
+            self.parts.issuer.revoke(revocation.jti, now)
+            return
+        if not revocation.handle:
+            raise IssuerUnavailable(f"no handle recorded for issuer {revocation.issuer!r}")
+        self.parts.issuers.get(revocation.issuer).revoke(revocation.handle)
+
+    def revoke_soon(self, jtis: list[str], now: datetime) -> None:
+        """Right after a commit that revoked issuer-backed credentials: call their issuers now
+        rather than at the next sweep. A failure is recorded and retried like any other."""
+        try:
+            self.process_revocations(now=now, jtis=jtis)
+        except Exception:  # the sweep retries whatever was not done
+            logger.exception("immediate issuer revocation failed; the sweep retries")
 
     def _revocations_done(self, done: Sequence[LeasedRevocation], now: datetime) -> None:
         """Mark successful issuer calls done, in one transaction and one statement."""

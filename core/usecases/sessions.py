@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime, timedelta
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from core.approvals import approver_emails, check_party
 from core.credentials import CredentialGrant, IssuedCredential
+from core.errors import IssuerFailed
+from core.issuers.base import Issued, Issuer, IssueRequest, IssuerUnavailable
 from core.lifecycle import Event
 from core.model import AgentIdentity, Approver, SessionOutcome
 from core.snapshots import RequestSnapshot
@@ -14,21 +19,130 @@ from core.store import NewCredential
 from core.usecases.parts import Parts
 from core.usecases.transition import Step, changing
 
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A claim's outcome: the request, stepup's JWT (the proof of approval) and, for a rule
+    with an issuer, what that issuer minted (its secret is in no log and no table)."""
+
+    request: RequestSnapshot
+    credential: IssuedCredential
+    minted: Issued | None = None
+
+    def __iter__(self) -> Iterator[Any]:  # ``request, credential = claim(...)`` still reads
+        return iter((self.request, self.credential))
+
+
+def _ttl(snap: RequestSnapshot, shortest: timedelta) -> timedelta:
+    """The rule's max TTL, shortened to what the agent asked, never below what the issuer can
+    mint (the policy check guarantees the max TTL is not below that)."""
+    ttl = snap.terms.max_ttl
+    if snap.requested_ttl_seconds:
+        ttl = min(ttl, timedelta(seconds=snap.requested_ttl_seconds))
+    return min(max(ttl, shortest), snap.terms.max_ttl) if shortest else ttl
+
+
+def _whole_seconds(at: datetime) -> datetime:
+    """The JWT's ``exp`` is a whole second, rounded down: the issuer is given the same."""
+    return datetime.fromtimestamp(int(at.timestamp()), UTC)
+
+
+class _IssuerBacked(Exception):
+    """The request's rule has an issuer: the claim leaves its transaction to mint first."""
+
+    def __init__(self, snapshot: RequestSnapshot) -> None:
+        super().__init__(snapshot.id)
+        self.snapshot = snapshot
+
 
 class Sessions:
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
 
-    def claim(
-        self, request_id: str, agent: AgentIdentity, *, now: datetime
-    ) -> tuple[RequestSnapshot, IssuedCredential]:
-        """Mint the credential of an approved request, once."""
+    def claim(self, request_id: str, agent: AgentIdentity, *, now: datetime) -> Claimed:
+        """Mint the credential of an approved request, once.
+
+        A rule with an issuer (docs/issuers.md) has that issuer mint the real credential first,
+        outside any transaction (a slow issuer must hold no lock); the claim is then recorded
+        only if the request is still claimable, else the new credential is revoked at once. A
+        failed issue records nothing but an audit entry: the request stays approved."""
+        try:
+            return self._record_claim(request_id, agent, now, None)  # the built-in JWT alone
+        except _IssuerBacked as backed:
+            snap = backed.snapshot
+        issuer = self.parts.issuers.get(snap.terms.issuer)
+        ttl = _ttl(snap, issuer.min_ttl)
+        minted = self._mint(snap, agent, issuer, _whole_seconds(now + ttl), now)
+        try:
+            return self._record_claim(request_id, agent, now, (issuer, minted))
+        except BaseException:
+            self._discard(snap, issuer.name, minted, now)  # lost a race, or the write failed
+            raise
+
+    def _mint(
+        self,
+        snap: RequestSnapshot,
+        agent: AgentIdentity,
+        issuer: Issuer,
+        expires_at: datetime,
+        now: datetime,
+    ) -> Issued:
+        try:
+            return issuer.issue(
+                self.parts.issuers.config(issuer.name).grant(snap.terms.grant or {}),
+                IssueRequest(
+                    request_id=snap.id,
+                    agent=snap.agent_id,
+                    action=snap.action,
+                    target=snap.target,
+                    environment=snap.environment,
+                    args_digest=snap.parameters_digest,
+                ),
+                expires_at,
+            )
+        except Exception as exc:  # any failure: nothing claimed, the agent may retry
+            error = (str(exc) if isinstance(exc, IssuerUnavailable) else "") or type(exc).__name__
+            logger.warning("issuer %s could not issue for %s: %s", issuer.name, snap.id, error)
+            with self.parts.store.write() as tx:
+                tx.audit.issue_failed(snap.id, agent.id, issuer.name, error, now)
+            raise IssuerFailed(
+                f"the credential issuer {issuer.name!r} could not issue the credential "
+                f"({error}); the request is still approved: claim again"
+            ) from None
+
+    def _discard(self, snap: RequestSnapshot, issuer: str, minted: Issued, now: datetime) -> None:
+        """A minted credential that was not recorded: queued for revocation at its issuer."""
+        try:
+            with self.parts.store.write() as tx:
+                jti = tx.queue_revocation(snap.id, issuer, minted.handle, now)
+        except Exception:
+            logger.exception(
+                "credential %s at issuer %s for %s was minted but could not be recorded or "
+                "queued for revocation; it lapses at %s",
+                minted.handle,
+                issuer,
+                snap.id,
+                minted.expires_at.isoformat(),
+            )
+            return
+        if self.parts.revoke_soon is not None:
+            self.parts.revoke_soon([jti], now)
+
+    def _record_claim(
+        self,
+        request_id: str,
+        agent: AgentIdentity,
+        now: datetime,
+        minted: tuple[Issuer, Issued] | None,
+    ) -> Claimed:
         with changing(self.parts, now) as unit:
             snap = unit.load(request_id, agent_id=agent.id)
-            ttl = snap.terms.max_ttl
-            if snap.requested_ttl_seconds:
-                ttl = min(ttl, timedelta(seconds=snap.requested_ttl_seconds))
             unit.check(Step(snap, Event.CLAIM, agent.id))  # refuse before minting anything
+            if minted is None and snap.terms.issuer is not None:
+                raise _IssuerBacked(snap)  # rolled back: its issuer mints first, unlocked
+            ttl = _ttl(snap, minted[0].min_ttl if minted else timedelta(0))
             issued = self.parts.issuer.issue(
                 CredentialGrant(
                     request_id=snap.id,
@@ -51,26 +165,34 @@ class Sessions:
                 audience=snap.target,
                 issued_at=now,
                 expires_at=issued.expires_at,
+                issuer=minted[0].name if minted else None,
+                handle=minted[1].handle if minted else None,
             )
             unit.tx.add_credential(credential)
+            recorded: dict[str, Any] = {
+                "jti": issued.handle,
+                "expires_at": issued.expires_at.isoformat(),
+                "scope": issued.scope,
+                "aud": snap.target,
+                "ttl_seconds": int(ttl.total_seconds()),
+            }
+            if minted is not None:
+                recorded.update(
+                    credential_type=minted[0].type,
+                    issuer=minted[0].name,
+                    handle=minted[1].handle,
+                    issuer_expires_at=minted[1].expires_at.isoformat(),
+                )
             (claimed,) = unit.apply(
                 Step(
                     snap,
                     Event.CLAIM,
                     agent.id,
                     {"credential": credential.info, "expires_at": None},
-                    detail={
-                        "credential": {
-                            "jti": issued.handle,
-                            "expires_at": issued.expires_at.isoformat(),
-                            "scope": issued.scope,
-                            "aud": snap.target,
-                            "ttl_seconds": int(ttl.total_seconds()),
-                        }
-                    },
+                    detail={"credential": recorded},
                 )
             )
-        return claimed, issued
+        return Claimed(claimed, issued, minted[1] if minted else None)
 
     def complete(
         self,

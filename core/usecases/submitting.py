@@ -11,6 +11,8 @@ from typing import Any
 
 from core.canonical import canonical_digest, canonical_json, parameters_digest
 from core.errors import Conflict, DuplicateIdempotencyKey, ValidationFailed
+from core.issuers.base import GrantRefused
+from core.issuers.grants import fill
 from core.model import AgentIdentity, Intent, Outcome, Status
 from core.notices import Notices
 from core.policy import PolicyDecision
@@ -198,12 +200,13 @@ class Submitting:
             status, expires_at, decided_at = Status.APPROVED, now + decision.claim_window, now
         else:
             status, expires_at, decided_at = Status.PENDING, now + decision.approval_timeout, None
-        terms = terms_from(decision)
+        request_id = "req_" + uuid.uuid4().hex
+        terms = terms_from(decision, intent, request_id)
         # The intent's fields as the audit records them (``fields``) are the request's columns
         # of the same names; the agent is the key's (``agent_id``), not a column of its own.
         intent_columns = {name: value for name, value in fields.items() if name != "agent"}
         return intent_columns | {
-            "id": "req_" + uuid.uuid4().hex,
+            "id": request_id,
             "agent_id": agent.id,
             "owner_email": agent.owner_email,
             "status": status.value,
@@ -232,8 +235,13 @@ def _body_digest(intent: Intent) -> str:
     return canonical_digest(intent_fields(intent) | {"parameters": intent.parameters})
 
 
-def terms_from(decision: PolicyDecision) -> Terms:
+def terms_from(
+    decision: PolicyDecision, intent: Intent | None = None, request_id: str = ""
+) -> Terms:
+    """The terms a request is held to; the rule's grant filled from ``intent`` (422 naming the
+    request's field whose value the issuer cannot take)."""
     return Terms(
+        **_credential_terms(decision, intent, request_id),
         approver_groups=decision.approver_groups,
         quorum=decision.quorum,
         channel=decision.channel,
@@ -248,6 +256,42 @@ def terms_from(decision: PolicyDecision) -> Terms:
         else None,
         escalate_to=decision.escalate_to,
     )
+
+
+def _credential_terms(
+    decision: PolicyDecision, intent: Intent | None, request_id: str
+) -> dict[str, Any]:
+    config = decision.issuer
+    if config is None or decision.outcome is Outcome.DENY or intent is None:
+        return {}
+    kind = config.kind
+    values = {
+        "target": intent.target,
+        "action": intent.action,
+        "environment": intent.environment,
+        "agent": intent.agent,
+        "request_id": request_id,
+    }
+    try:
+        filled = fill(
+            decision.grant or {},
+            values,
+            intent.parameters,
+            safe=kind.safe_value,
+            safe_text=kind.safe_value_text,
+            issuer_type=config.type,
+        )
+        grant = config.grant(filled)
+    except GrantRefused as exc:
+        raise ValidationFailed(
+            f"{exc.field}: {exc.detail} (rule {decision.rule}, issuer {config.name})"
+        ) from None
+    return {
+        "issuer": config.name,
+        "issuer_type": config.type,
+        "grant": grant.model_dump(mode="json", exclude_none=True),
+        "issues": config.describe(grant),
+    }
 
 
 def intent_fields(intent: Intent) -> dict[str, Any]:

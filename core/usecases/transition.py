@@ -75,6 +75,7 @@ class UnitOfWork:
         self.now = now
         self.notices = Notices(tx.outbox, now)
         self.changed: dict[str, RequestSnapshot] = {}
+        self.revoked_at_issuers: list[str] = []  # jtis whose issuer must be called
 
     @property
     def audit(self) -> AuditLog:
@@ -141,6 +142,13 @@ class UnitOfWork:
         revoked: set[str] = set()
         for reason, credentials in by_reason.items():
             revoked |= self.tx.revoke_credentials(credentials, reason=reason, now=self.now)
+        self.revoked_at_issuers.extend(
+            step.snapshot.credential.jti
+            for step in steps
+            if step.snapshot.credential is not None
+            and step.snapshot.credential.jti in revoked
+            and step.snapshot.terms.issuer is not None
+        )
         return revoked
 
     def _write_audit(self, step: Step, new: RequestSnapshot, revoked: set[str]) -> None:
@@ -206,3 +214,5 @@ def changing(parts: Parts, now: datetime) -> Iterator[UnitOfWork]:
         unit = UnitOfWork(parts, tx, now)
         yield unit
     parts.feed.publish(unit.changed.values())
+    if unit.revoked_at_issuers and parts.revoke_soon is not None:
+        parts.revoke_soon(unit.revoked_at_issuers, now)

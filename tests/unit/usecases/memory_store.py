@@ -210,7 +210,10 @@ class MemoryTx:
                 self.state.credentials[jti] = dataclasses.replace(
                     info, revoked_at=now, revoke_reason=reason
                 )
+                issued = self.state.issued.get(jti)
                 self.state.revocations[jti] = {
+                    "issuer": issued.issuer if issued else None,
+                    "handle": issued.handle if issued else None,
                     "request_id": request_id,
                     "status": "pending",
                     "attempts": 0,
@@ -222,15 +225,35 @@ class MemoryTx:
         return revoked
 
     def lease_revocations(
-        self, now: datetime, *, limit: int, until: datetime
+        self, now: datetime, *, limit: int, until: datetime, jtis: Sequence[str] | None = None
     ) -> list[LeasedRevocation]:
         leased: list[LeasedRevocation] = []
         for jti, r in self.state.revocations.items():
+            if jtis is not None and jti not in jtis:
+                continue
             if r["status"] == "pending" and r["next_attempt_at"] <= now and len(leased) < limit:
                 r["next_attempt_at"] = until
                 r["attempts"] += 1
-                leased.append(LeasedRevocation(jti, r["request_id"], r["attempts"]))
+                leased.append(
+                    LeasedRevocation(
+                        jti, r["request_id"], r["attempts"], r.get("issuer"), r.get("handle")
+                    )
+                )
         return leased
+
+    def queue_revocation(self, request_id: str, issuer: str, handle: str, now: datetime) -> str:
+        jti = f"unclaimed_{len(self.state.revocations)}"
+        self.state.revocations[jti] = {
+            "issuer": issuer,
+            "handle": handle,
+            "request_id": request_id,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "alerted_at": None,
+            "last_error": None,
+        }
+        return jti
 
     def revocations_done(self, jtis: Sequence[str], now: datetime) -> dict[str, datetime | None]:
         marked: dict[str, datetime | None] = {}
