@@ -38,10 +38,12 @@ SEAL_PURPOSE = b"stepup github_app handle v1"
 MAX_HANDLE = 4000
 _REPO = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 _PERMISSION = re.compile(r"[a-z_]{1,64}")
-_LEVELS = {"read": 1, "write": 2, "admin": 3}
-_API_HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
-
 Level = Literal["read", "write", "admin"]
+_LEVELS = {"read": 1, "write": 2, "admin": 3}
+# GitHub adds read access to repository metadata (names, collaborators) to every token that
+# has a repository permission; it is not a widening.
+_IMPLIED: dict[str, Level] = {"metadata": "read"}
+_API_HEADERS = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
 
 
 class GitHubAppSettings(IssuerSettings):
@@ -113,7 +115,7 @@ def _wider(asked: GitHubAppGrant, body: Mapping[str, Any]) -> str | None:
     if not isinstance(permissions, dict):
         return "the answer lists no permissions"
     for key, level in permissions.items():
-        wanted = asked.permissions.get(key)
+        wanted = asked.permissions.get(key, _IMPLIED.get(key))
         if wanted is None or _LEVELS.get(str(level), 99) > _LEVELS[wanted]:
             return f"permission {key}: {level} was not asked for"
     if body.get("repository_selection") == "all":

@@ -144,6 +144,16 @@ def test_the_handle_is_sealed_and_opens_only_with_the_app_key() -> None:
 
 
 @responses.activate
+def test_the_metadata_read_github_adds_is_not_a_widening() -> None:
+    implied = {"contents": "read", "pull_requests": "write", "metadata": "read"}
+    responses.post(TOKENS_URL, status=201, json=token_body(permissions=implied))
+
+    issued = issuer().issue(grant(), REQUEST, NOW + timedelta(minutes=10))
+
+    assert issued.secret["permissions"] == implied  # what the token really holds
+
+
+@responses.activate
 def test_expiry_is_githubs_hour_when_the_approval_is_longer() -> None:
     responses.post(TOKENS_URL, status=201, json=token_body(expires_at="2026-12-02T16:00:00Z"))
 
@@ -160,6 +170,9 @@ def test_expiry_is_githubs_hour_when_the_approval_is_longer() -> None:
         {"repository_selection": "all"},
         {"repositories": [{"name": "orders-api"}, {"name": "billing"}]},
         {"repositories": []},
+        {"permissions": {"contents": "read", "pull_requests": "write", "metadata": "write"}},
+        {"permissions": None},
+        {"repositories": None},
     ],
 )
 @responses.activate
