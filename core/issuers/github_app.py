@@ -130,12 +130,18 @@ def _wider(asked: GitHubAppGrant, body: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _object(response: requests.Response) -> dict[str, Any]:
+    """The JSON object of an answer, or an empty one (a proxy's HTML page, a truncated body)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def _github_error(response: requests.Response) -> str:
     """GitHub's own ``message`` (it never echoes a token), shortened."""
-    try:
-        message = response.json().get("message", "")
-    except ValueError:
-        message = ""
+    message = _object(response).get("message", "")
     return f"HTTP {response.status_code}" + (f" ({str(message)[:200]})" if message else "")
 
 
@@ -210,7 +216,7 @@ class GitHubAppIssuer:
                 timeout=self.settings.timeout_seconds,
                 allow_redirects=False,
             )
-        except requests.RequestException as exc:
+        except OSError as exc:  # requests' errors derive from it
             raise IssuerUnavailable(
                 f"{self.name}: GitHub API unreachable ({type(exc).__name__})"
             ) from None
@@ -225,8 +231,8 @@ class GitHubAppIssuer:
             raise IssuerUnavailable(
                 f"{self.name}: installation token refused: {_github_error(response)}"
             )
-        body = response.json()
-        token = body.get("token") if isinstance(body, dict) else None
+        body = _object(response)
+        token = body.get("token")
         if not isinstance(token, str) or not token:
             raise IssuerUnavailable(f"{self.name}: GitHub's answer holds no token")
         why = _wider(grant, body)
@@ -294,6 +300,6 @@ class GitHubAppIssuer:
             raise IssuerUnavailable(
                 f"{self.name}: installation {installation} not reachable: {_github_error(response)}"
             )
-        account = response.json().get("account") or {}
+        account = _object(response).get("account") or {}
         login = account.get("login", "?") if isinstance(account, dict) else "?"
         return f"installation {installation} on account {login} reachable"

@@ -175,6 +175,20 @@ def _errors(response: requests.Response, secrets: Iterable[str] = ()) -> str:
     return f"HTTP {response.status_code}" + (f" ({text})" if text else "")
 
 
+def _object(response: requests.Response) -> dict[str, Any]:
+    """The JSON object of an answer, or an empty one (a proxy's HTML page, a truncated body)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _number(value: object) -> int:
+    """A duration field of Vault's answer; 0 if absent or not a whole number."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
 class VaultIssuer:
     """One configured Vault (or OpenBao) server and the identity stepup logs in with."""
 
@@ -259,7 +273,7 @@ class VaultIssuer:
         response = self._send("POST", f"auth/{mount}/login", "", body)
         token = None
         if response.status_code == 200:
-            token = (response.json().get("auth") or {}).get("client_token")
+            token = (_object(response).get("auth") or {}).get("client_token")
         if not isinstance(token, str) or not token:
             raise IssuerUnavailable(
                 f"{self.name}: {method} login failed: {_errors(response, self._secrets)}"
@@ -295,6 +309,10 @@ class VaultIssuer:
         except requests.RequestException as exc:
             raise IssuerUnavailable(
                 f"{self.name}: Vault unreachable ({type(exc).__name__})"
+            ) from None
+        except OSError:  # requests checks the CA bundle before connecting
+            raise IssuerUnavailable(
+                f"{self.name}: ca_cert {self.settings.ca_cert} cannot be read"
             ) from None
         if 300 <= response.status_code < 400:
             raise IssuerUnavailable(
@@ -332,14 +350,16 @@ class VaultIssuer:
             raise IssuerUnavailable(
                 f"{self.name}: reading {grant.path} failed: {_errors(response, self._secrets)}"
             )
-        answer = response.json()
+        answer = _object(response)
+        if not answer:
+            raise IssuerUnavailable(f"{self.name}: Vault's answer for {grant.path} is not JSON")
         lease_id = answer.get("lease_id")
         if not isinstance(lease_id, str) or not lease_id:
             raise IssuerUnavailable(
                 f"{self.name}: {grant.path} is a static secret (no lease): it cannot be "
                 "revoked, so it is not issued; use a dynamic secrets engine"
             )
-        vault_duration = int(answer.get("lease_duration") or 0)
+        vault_duration = _number(answer.get("lease_duration"))
         lease_duration = min(vault_duration, remaining) if vault_duration > 0 else remaining
         if len(lease_id) > MAX_HANDLE:
             self.revoke(lease_id)
@@ -371,8 +391,8 @@ class VaultIssuer:
             raise IssuerUnavailable(
                 f"{self.name}: token lookup failed: {_errors(response, self._secrets)}"
             )
-        data = response.json().get("data") or {}
+        data = _object(response).get("data") or {}
         policies = ", ".join(str(p) for p in data.get("policies") or [])
-        ttl = int(data.get("ttl") or 0)
+        ttl = _number(data.get("ttl"))
         lasting = f"ttl {ttl} s" if ttl else "no expiry"
         return f"token valid, policies [{policies}], {lasting}"

@@ -420,3 +420,21 @@ def test_a_non_rsa_key_is_refused() -> None:
     )
     with pytest.raises(IssuerUnavailable, match="not an RSA key"):
         issuer(environ={"GH_APP_KEY": ec_pem.decode()}).check()
+
+
+@responses.activate
+def test_a_201_that_is_not_json_is_unavailable() -> None:
+    responses.post(TOKENS_URL, status=201, body="<html>proxy</html>")
+
+    with pytest.raises(IssuerUnavailable, match="holds no token"):
+        issuer().issue(grant(), REQUEST, NOW + timedelta(minutes=10))
+
+
+@responses.activate
+def test_requests_carry_the_timeout() -> None:
+    responses.get(f"{API}/app/installations/678", json={"account": {"login": "o"}})
+
+    issuer(timeout_seconds=4).check()
+
+    recorded: Any = responses.calls[0].request  # responses keeps the send() arguments
+    assert recorded.req_kwargs["timeout"] == 4

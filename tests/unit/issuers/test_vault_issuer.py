@@ -508,3 +508,36 @@ def test_build_and_describe() -> None:
         VaultType.describe("vault", settings(), grant())
         == "Vault secret from vault, database/creds/orders-reader"
     )
+
+
+@responses.activate
+def test_an_answer_that_is_not_json_is_unavailable() -> None:
+    responses.get(f"{VAULT}/v1/database/creds/orders-reader", body="<html>proxy</html>")
+
+    with pytest.raises(IssuerUnavailable, match="is not JSON"):
+        issuer().issue(grant(), REQUEST, NOW + timedelta(minutes=5))
+
+
+@responses.activate
+def test_requests_carry_the_timeout_and_the_ca_bundle(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    responses.get(f"{VAULT}/v1/database/creds/orders-reader", json=creds_body())
+
+    config = settings(ca_cert=str(ca), timeout_seconds=3)
+    issuer(config).issue(grant(), REQUEST, NOW + timedelta(minutes=5))
+
+    recorded: Any = responses.calls[0].request  # responses keeps the send() arguments
+    sent = recorded.req_kwargs
+    assert sent["timeout"] == 3
+    assert sent["verify"] == str(ca)
+
+
+def test_an_unreadable_ca_cert_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "missing-ca.pem"
+    config = VaultSettings.model_validate(
+        {"url": "https://vault.invalid:8200", "token_env": "VAULT_TOKEN", "ca_cert": str(missing)}
+    )
+
+    with pytest.raises(IssuerUnavailable, match=r"ca_cert .* cannot be read"):
+        issuer(config).check()
