@@ -268,20 +268,24 @@ class PostgresIssuer:
             )
         with self._connect("revoke a login") as conn:
             try:
-                self._drop(conn, handle)
+                # Replicas revoking the same role take turns (catalog updates of one role
+                # collide: "tuple concurrently updated"); closing the connection unlocks.
+                conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [handle])
+                dropped = self._drop(conn, handle)
             except psycopg.Error as exc:
-                if not _exists(conn, handle):  # another replica dropped it meanwhile
+                if not _exists(conn, handle):  # dropped meanwhile, by someone else
                     return
                 raise IssuerUnavailable(_safe_message(f"revoke {handle}", exc)) from None
-        log.info("issuer %s: dropped role %s", self.name, handle)
+        if dropped:
+            log.info("issuer %s: dropped role %s", self.name, handle)
 
-    def _drop(self, conn: psycopg.Connection[Any], role: str) -> None:
+    def _drop(self, conn: psycopg.Connection[Any], role: str) -> bool:
         """NOLOGIN first, so no new session can start while the open ones are ended."""
         row = conn.execute(
             "SELECT oid, rolsuper FROM pg_roles WHERE rolname = %s", [role]
         ).fetchone()
         if row is None:
-            return
+            return False
         oid, is_superuser = row
         if is_superuser:
             raise IssuerUnavailable(f"refusing to drop role {role}: it is a superuser")
@@ -294,6 +298,7 @@ class PostgresIssuer:
             conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
             conn.execute(sql.SQL("DROP ROLE {}").format(ident))
         _terminate(conn, oid)  # a session that slipped in between: its role is gone now
+        return True
 
     @staticmethod
     def _adopt(conn: psycopg.Connection[Any], role: str) -> None:

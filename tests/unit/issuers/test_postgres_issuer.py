@@ -348,14 +348,17 @@ def test_two_replicas_revoking_at_once_both_succeed(
 ) -> None:
     issued = issuer.issue(PostgresGrant(member_of=[cluster.reader]), REQUEST, soon())
     errors: list[BaseException] = []
+    replicas = [make_issuer(cluster) for _ in range(4)]
+    start = threading.Barrier(len(replicas), timeout=30)
 
-    def replica() -> None:
+    def replica(issuer: PostgresIssuer) -> None:
         try:
-            make_issuer(cluster).revoke(issued.handle)
+            start.wait()
+            issuer.revoke(issued.handle)
         except BaseException as exc:  # pragma: no cover - reported by the assertion
             errors.append(exc)
 
-    threads = [threading.Thread(target=replica) for _ in range(2)]
+    threads = [threading.Thread(target=replica, args=(r,)) for r in replicas]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -644,3 +647,15 @@ def test_the_catalog_finds_the_type_and_parses_the_policy_entry() -> None:
     assert config.settings == PostgresSettings(admin_dsn_env="DSN")
     config.check_template({"member_of": ["{parameters.role}"]})
     assert PostgresType.min_ttl == timedelta(0)
+
+
+def test_error_messages_keep_the_server_message_but_never_the_statement(cluster: Cluster) -> None:
+    """psycopg's own text quotes the statement (``LINE 1: … PASSWORD '…'``)."""
+    with (
+        psycopg.connect(cluster.db_url, autocommit=True) as conn,
+        pytest.raises(psycopg.Error) as caught,
+    ):
+        conn.execute("CREATE ROLE never_made PASSWORD 'plain-secret-1234' BOGUS")
+    assert "plain-secret-1234" in str(caught.value)
+    message = pg_module._safe_message("issue a login", caught.value)
+    assert message == 'issue a login failed [42601]: unrecognized role option "bogus"'
