@@ -424,3 +424,90 @@ def test_build_and_describe() -> None:
         described == "Credential from broker broker (role=reader, schemas=[orders], ttl_hint=600)"
     )
     assert HttpType.describe("b", HttpSettings(url=URL), HttpGrant()) == "Credential from broker b"
+
+
+class _DocsJwks:
+    """Stands in for PyJWKClient (which fetches with urllib): stepup's JWKS holds one key."""
+
+    def __init__(self, url: str) -> None:
+        assert url == "https://stepup.example.com/.well-known/jwks.json"
+
+    def get_signing_key_from_jwt(self, token: str) -> Any:
+        assert jwt.get_unverified_header(token)["kid"] == "k1"
+        return jwt.PyJWK.from_dict(
+            {
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "kid": "k1",
+                "x": json.loads(jwt.algorithms.OKPAlgorithm.to_jwk(PUBLIC))["x"],
+            }
+        )
+
+
+def docs_broker(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The broker sketched in docs/issuers/http.md, run as written."""
+    from tests.test_docs_snippets import REPO, fenced_blocks
+
+    (sketch,) = [
+        block
+        for block in fenced_blocks(REPO / "docs" / "issuers" / "http.md")
+        if block.language == "python"
+    ]
+    monkeypatch.setattr(jwt, "PyJWKClient", _DocsJwks)
+    minted: dict[str, Any] = {}
+
+    def mint_credential(grant: Any, expires_at: int, agent: str) -> tuple[str, dict[str, Any]]:
+        handle = f"login-{len(minted) + 1}"
+        minted[handle] = grant
+        return handle, {"password": "docs-broker-pa55", "grant": grant}
+
+    def delete_credential(handle: str) -> bool:
+        return minted.pop(handle, None) is not None
+
+    namespace: dict[str, Any] = {
+        "mint_credential": mint_credential,
+        "delete_credential": delete_credential,
+        "minted": minted,
+    }
+    exec(compile(sketch.text, str(sketch.path), "exec"), namespace)  # noqa: S102 - our own docs
+    return namespace
+
+
+@responses.activate
+def test_the_broker_sketched_in_the_docs_works_with_this_issuer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = docs_broker(monkeypatch)
+    bodies: list[bytes] = []
+
+    def serve(request: Any) -> tuple[int, dict[str, str], str]:
+        bodies.append(request.body)
+        status, answer = broker["handle"](request.body, request.headers["Idempotency-Key"])
+        return status, {"Content-Type": "application/json"}, json.dumps(answer)
+
+    responses.add(responses.POST, broker["ME"], status=503)  # the first attempt is lost
+    responses.add_callback(responses.POST, broker["ME"], callback=serve)
+    settings = HttpSettings(url=broker["ME"])
+    context = BuildContext(environ={}, sign=sign, issuer_url=broker["STEPUP"])
+    live = HttpIssuer("broker", settings, context, sleep=lambda _: None)
+    asked = datetime.now(UTC) + timedelta(minutes=10)
+
+    issued = live.issue(grant(), REQUEST, asked)
+
+    assert issued.secret["password"] == "docs-broker-pa55"
+    assert issued.secret["grant"] == grant().as_dict()
+    assert issued.handle == "login-1"
+    assert issued.expires_at <= asked
+    assert live.check().endswith("(HTTP 200)")
+    live.revoke(issued.handle)
+    assert broker["minted"] == {}
+    live.revoke(issued.handle)  # 404 from the sketch: already gone
+    replayed = broker["handle"](bodies[0], "any")
+    assert replayed == (401, {"error": "replayed request"})
+    forged = jwt.encode(
+        {"iss": broker["STEPUP"], "aud": broker["ME"], "op": "check"},
+        Ed25519PrivateKey.generate(),
+        algorithm="EdDSA",
+        headers={"kid": "k1", "typ": "stepup-check+jwt"},
+    )
+    assert broker["handle"](forged.encode(), "x")[0] == 401
