@@ -304,11 +304,7 @@ class PostgresIssuer:
     def _adopt(conn: psycopg.Connection[Any], role: str) -> None:
         """A non-superuser admin needs the role's privileges to end its sessions and take over
         what it owns (REASSIGN/DROP OWNED); CREATEROLE lets it grant them to itself."""
-        (has,) = conn.execute(
-            "SELECT pg_has_role(current_user, %s, 'USAGE') FROM pg_roles"
-            " WHERE rolname = current_user",
-            [role],
-        ).fetchone() or (True,)
+        (has,) = conn.execute("SELECT pg_has_role(%s, 'USAGE')", [role]).fetchone() or (True,)
         if not has:
             conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))
 
@@ -384,7 +380,9 @@ class PostgresIssuer:
         params["connect_timeout"] = max(1, round(timeout))
         try:
             conn = psycopg.connect(**params, autocommit=True)
-            conn.execute("SELECT set_config('statement_timeout', %s, false)", [f"{timeout}s"])
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, false)", [f"{round(timeout * 1000)}ms"]
+            )
         except psycopg.Error as exc:
             raise IssuerUnavailable(
                 _safe_message(f"{doing}: cannot connect", exc, params.get("password"))
