@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from stepup_client.errors import (
@@ -167,6 +168,10 @@ class Credential:
     scope: str
     jti: str
     request_id: str
+    # ``jwt``, or the rule's issuer type (postgres, vault, aws_sts, github_app, http) with the
+    # credential it minted in ``secret`` (docs/issuers.md); kept out of ``repr`` too.
+    credential_type: str = "jwt"
+    secret: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @property
     def authorization(self) -> str:
@@ -183,7 +188,17 @@ class Credential:
             scope=_get(body, "scope", str),
             jti=_get(body, "jti", str),
             request_id=_get(body, "request_id", str),
+            credential_type=str(body.get("credential_type", "jwt")),
+            secret=_secret(body.get("secret")),
         )
+
+
+def _secret(raw: Any) -> Mapping[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ProtocolError("credential.secret: expected an object")
+    return MappingProxyType(raw)
 
 
 _NOT_GRANTED: dict[Status, type[RequestNotGranted]] = {

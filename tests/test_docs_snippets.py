@@ -1,4 +1,4 @@
-"""Every snippet in the README and ``docs/*.md`` that a reader may copy is checked.
+"""Every snippet in the README and ``docs/**/*.md`` that a reader may copy is checked.
 
 * a ```` ```yaml ```` block parses; one that looks like a policy (a top-level ``version``,
   ``rules`` or ``approver_groups``) passes ``stepup policy check``, unless its info string says
@@ -71,7 +71,7 @@ def fenced_blocks(path: Path) -> list[Snippet]:
 
 
 def documents() -> list[Path]:
-    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
 
 
 def snippets(*languages: str) -> list[Any]:

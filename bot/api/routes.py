@@ -144,14 +144,18 @@ async def get_request(
     "/v1/requests/{request_id}/credential",
     tags=["requests"],
     response_model=ClaimAnswer,
-    responses=problem_responses(401, 404, 409),
+    response_model_exclude_none=True,
+    responses=problem_responses(401, 404, 409, 502),
 )
 def claim(request_id: RequestId, request: Request, key: Agent) -> ClaimAnswer:
-    """Mint the credential of an approved request. Returned once; any other status is 409."""
+    """Mint the credential of an approved request. Returned once; any other status is 409.
+    A rule with an issuer adds ``secret``; an issuer that fails answers 502 and the request
+    stays approved (claim again)."""
     ctx = context_of(request)
     agent = key.identity(request)
     claimed = ctx.service.claim(request_id, agent, now=ctx.clock())
     issued = claimed.credential
+    minted = {} if claimed.minted is None else {"secret": dict(claimed.minted.secret)}
     return ClaimAnswer(
         token=issued.token,
         token_type=issued.token_type,
@@ -159,6 +163,8 @@ def claim(request_id: RequestId, request: Request, key: Agent) -> ClaimAnswer:
         scope=issued.scope,
         jti=issued.handle,
         request_id=request_id,
+        credential_type=claimed.request.terms.credential_type,
+        **minted,
     )
 
 

@@ -104,6 +104,18 @@ class ClaimAnswer(BaseModel):
     scope: str = Field(description="The request's action")
     jti: str
     request_id: str
+    credential_type: str = Field(
+        default="jwt",
+        description="``jwt`` (the token above is the credential), or the type of the rule's "
+        "issuer: postgres, vault, aws_sts, github_app, http (docs/issuers.md)",
+        examples=["jwt", "postgres"],
+    )
+    secret: dict[str, Any] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="The credential the issuer minted (shape per credential_type), shown once "
+        "and stored nowhere; absent for jwt. The token above stays the proof of approval.",
+        json_schema_extra=_absent_not_null,
+    )
 
 
 class Introspection(BaseModel):
@@ -198,6 +210,7 @@ _PROBLEMS = {
     413: "Body over 64 KiB",
     422: "Invalid input: each bad field is named",
     429: "Too many pending requests or submissions for this agent; see Retry-After",
+    502: "The rule's credential issuer failed; nothing was claimed, claim again",
 }
 
 

@@ -6,6 +6,7 @@ import typer
 
 from bot.cli import admin, demo, digest
 from bot.cli.audit import audit_app
+from bot.cli.issuers import issuers_app
 from bot.cli.maintenance import db_app, keys_app
 from bot.cli.policy import policy_app
 
@@ -17,6 +18,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
+app.add_typer(issuers_app, name="issuers")
 admin.register(app)
 digest.register(app)
 demo.register(app)

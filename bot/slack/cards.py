@@ -25,8 +25,10 @@ from bot.slack.markup import (
     when,
 )
 from core.approvals import tally
+from core.durations import format_duration
 from core.model import Status
 from core.snapshots import RequestSnapshot
+from core.usecases.sessions import credential_ttl
 
 __all__ = ["when"]
 
@@ -105,6 +107,19 @@ def approvals_text(snapshot: RequestSnapshot, limit: int = FIELD_VALUE) -> str:
         if len(line) + len(sep) + len(name) + 20 > limit:
             return f"{line}, and {len(names) - index} more"
         line += sep + name
+    return line
+
+
+def credential_text(snapshot: RequestSnapshot, shown: Shown) -> str:
+    """What an approval will issue, for how long: the issuer's account of the grant (its
+    values may come from the agent, so shown as code) or stepup's own token."""
+    terms = snapshot.terms
+    ttl = credential_ttl(snapshot)
+    if terms.issuer is None or not terms.issues:
+        return f"stepup token (JWT), {format_duration(ttl)}"
+    line = f"{shown.code(terms.issues, FIELD_VALUE - 60)}, {format_duration(ttl)}"
+    if terms.issuer_type == "aws_sts":
+        line += " (an AWS session cannot be cut short)"
     return line
 
 
@@ -196,6 +211,7 @@ def card_blocks(snapshot: RequestSnapshot) -> list[dict[str, Any]]:
                 label("Tier", s.tier.value),
                 label("Rule", code(s.rule or EMPTY)),
                 label("Approvals", approvals_text(s)),
+                label("Credential", credential_text(s, shown)),
             ],
         },
         *long_sections(s, shown),

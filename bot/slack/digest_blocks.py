@@ -37,6 +37,7 @@ from core.digest import (
     decision_line,
     denial_item,
     expired_item,
+    issuer_line,
     minute_utc,
     refused_item,
     render_text,
@@ -169,6 +170,7 @@ def digest_blocks(digest: Digest) -> list[dict[str, Any]]:
         _list_section(f"Refused clicks [{refused}]", d.refused_clicks, refused_item),
         _list_section("Break-glass uses", d.break_glass, break_glass_item),
         _list_section("Revocation failures", d.revocation_failures, revocation_item),
+        _section(f"*Live credentials by issuer*: {escape(issuer_line(d.live_by_issuer))}"),
         _list_section("Active credentials now", d.active_credentials, active_item),
         {
             "type": "section",

@@ -99,6 +99,7 @@ class ActiveCredential:
     expires_at: datetime
     rule: str | None
     approvers: tuple[str, ...]  # empty when the policy allowed it without approval
+    issuer: str = "jwt"  # the rule's issuer (``orders-db``), or ``jwt``: stepup's own token
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,14 @@ class Digest:
     @property
     def total_requests(self) -> int:
         return sum(c.count for c in self.requests)
+
+    @property
+    def live_by_issuer(self) -> dict[str, int]:
+        """Credentials alive now per issuer (``jwt``: stepup's own token), busiest first."""
+        counts: dict[str, int] = {}
+        for item in self.active_credentials:
+            counts[item.issuer] = counts.get(item.issuer, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     @property
     def refused_by_kind(self) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -170,6 +171,11 @@ def active_line(item: ActiveCredential) -> str:
     return active_item(item).text()
 
 
+def issuer_line(counts: Mapping[str, int]) -> str:
+    """``orders-db 2, jwt 1``: live credentials per issuer (``jwt`` is stepup's own token)."""
+    return ", ".join(f"{name} {count}" for name, count in counts.items()) or "none"
+
+
 def audit_line(audit: AuditStatus) -> str:
     if audit.ok:
         return f"intact — {audit.entries} entries, head {audit.head_seq} {audit.head_hash}"
@@ -245,6 +251,7 @@ def render_text(digest: Digest, *, limit: int | None = None) -> str:
         *_listed(f"Refused clicks [{refused}]", [refused_line(e) for e in d.refused_clicks], limit),
         *_listed("Break-glass uses", [break_glass_line(e) for e in d.break_glass], limit),
         *_listed("Revocation failures", [revocation_line(e) for e in d.revocation_failures], limit),
+        f"Live credentials by issuer: {issuer_line(d.live_by_issuer)}",
         *_listed("Active credentials now", [active_line(e) for e in d.active_credentials], limit),
         f"Top agents: {top_line(d.top_agents)}",
         f"Top targets: {top_line(d.top_targets)}",

@@ -247,6 +247,7 @@ def _active(session: Session, now: datetime) -> tuple[ActiveCredential, ...]:
             row.credential_expires_at or now,
             row.rule,
             tuple(sorted(approvers.get(row.id, ()))),
+            Terms.from_json(row.terms).issuer or "jwt",
         )
         for row in rows
     )

@@ -12,6 +12,7 @@ from core.approvals import approver_emails, check_party
 from core.credentials import CredentialGrant, IssuedCredential
 from core.errors import IssuerFailed
 from core.issuers.base import Issued, Issuer, IssueRequest, IssuerUnavailable
+from core.issuers.catalog import issuer_type
 from core.lifecycle import Event
 from core.model import AgentIdentity, Approver, SessionOutcome
 from core.snapshots import RequestSnapshot
@@ -35,13 +36,17 @@ class Claimed:
         return iter((self.request, self.credential))
 
 
-def _ttl(snap: RequestSnapshot, shortest: timedelta) -> timedelta:
-    """The rule's max TTL, shortened to what the agent asked, never below what the issuer can
-    mint (the policy check guarantees the max TTL is not below that)."""
-    ttl = snap.terms.max_ttl
+def credential_ttl(snap: RequestSnapshot) -> timedelta:
+    """The lifetime a claim gets: the rule's max TTL, shortened to what the agent asked, never
+    below what the rule's issuer can mint (AWS STS: 15 minutes; the policy check guarantees
+    the max TTL is not below that)."""
+    terms = snap.terms
+    ttl = terms.max_ttl
     if snap.requested_ttl_seconds:
         ttl = min(ttl, timedelta(seconds=snap.requested_ttl_seconds))
-    return min(max(ttl, shortest), snap.terms.max_ttl) if shortest else ttl
+    if terms.issuer_type is not None:
+        ttl = min(max(ttl, issuer_type(terms.issuer_type).min_ttl), terms.max_ttl)
+    return ttl
 
 
 def _whole_seconds(at: datetime) -> datetime:
@@ -72,8 +77,8 @@ class Sessions:
             return self._record_claim(request_id, agent, now, None)  # the built-in JWT alone
         except _IssuerBacked as backed:
             snap = backed.snapshot
-        issuer = self.parts.issuers.get(snap.terms.issuer)
-        ttl = _ttl(snap, issuer.min_ttl)
+        issuer = self.parts.issuers.get(str(snap.terms.issuer))
+        ttl = credential_ttl(snap)
         minted = self._mint(snap, agent, issuer, _whole_seconds(now + ttl), now)
         try:
             return self._record_claim(request_id, agent, now, (issuer, minted))
@@ -142,7 +147,7 @@ class Sessions:
             unit.check(Step(snap, Event.CLAIM, agent.id))  # refuse before minting anything
             if minted is None and snap.terms.issuer is not None:
                 raise _IssuerBacked(snap)  # rolled back: its issuer mints first, unlocked
-            ttl = _ttl(snap, minted[0].min_ttl if minted else timedelta(0))
+            ttl = credential_ttl(snap)
             issued = self.parts.issuer.issue(
                 CredentialGrant(
                     request_id=snap.id,
