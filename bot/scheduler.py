@@ -99,6 +99,7 @@ class DeadlineScheduler:
             ("expiry", self._expiry),
             ("escalation", lambda: len(self.service.escalate_due(now=self.clock()))),
             ("revocation", self._revocations_pass),
+            ("orphan credential", lambda: self.service.sweep_orphans(now=self.clock())),
         ]
         done = 0
         for name, step in steps:

@@ -242,6 +242,9 @@ class Stepup:
     def process_revocations(self, *, now: datetime, limit: int = 200) -> int:
         return self.revoking.process_revocations(now=now, limit=limit)
 
+    def sweep_orphans(self, *, now: datetime) -> int:
+        return self.revoking.sweep_orphans(now)
+
     # -- reads -----------------------------------------------------------------------------
 
     def get(self, request_id: str, *, agent_id: str | None = None) -> RequestSnapshot:
