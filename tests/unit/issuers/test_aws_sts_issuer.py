@@ -394,3 +394,30 @@ def test_the_policy_is_data_even_for_odd_condition_values() -> None:
 
     assert document["Statement"][0]["Condition"] == {"StringEquals": {"s3:prefix": 'a"b'}}
     assert document["Statement"][0]["Resource"] == ["arn:aws:s3:::reports/prod/*"]
+
+
+def test_an_unreachable_endpoint_is_unavailable() -> None:
+    closed = issuer(endpoint_url="http://127.0.0.1:9", timeout_seconds=1)
+
+    with pytest.raises(IssuerUnavailable, match="STS did not answer"):
+        closed.issue(grant(), REQUEST, datetime.now(UTC) + timedelta(minutes=30))
+
+
+def test_a_malformed_external_id_is_named_not_quoted() -> None:
+    recorder = Recorder()
+    environ = {"AWS_PROD_EXTERNAL_ID": "two words"}
+    chosen = issuer(recorder, environ, external_id_env="AWS_PROD_EXTERNAL_ID")
+
+    with pytest.raises(IssuerUnavailable, match="AWS_PROD_EXTERNAL_ID is not an external id") as e:
+        chosen.issue(grant(), REQUEST, datetime.now(UTC) + timedelta(minutes=30))
+
+    assert "two words" not in str(e.value)
+    assert recorder.calls == []
+
+
+def test_describe_mentions_conditions() -> None:
+    chosen = grant(conditions={"Bool": {"aws:SecureTransport": "true"}})
+
+    described = AwsStsType.describe("aws-prod", settings(), chosen)
+
+    assert described.endswith("on arn:aws:s3:::reports/prod/*, with conditions)")
