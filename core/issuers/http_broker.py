@@ -259,7 +259,9 @@ class HttpIssuer:
 
     # -- the wire --------------------------------------------------------------------------
 
-    def _post(self, op: str, fields: Mapping[str, Any], *, idempotency_key: str) -> Any:
+    def _post(
+        self, op: str, fields: Mapping[str, Any], *, idempotency_key: str
+    ) -> requests.Response:
         """POST a freshly signed request per attempt (a new jti, the same idempotency key);
         timeouts, connection errors and 5xx are retried, anything else is the answer."""
         headers = {
