@@ -215,6 +215,8 @@ def test_member_of_reads_the_granted_table_and_nothing_else(
                 agent.execute("SELECT value FROM secrets")
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 agent.execute("CREATE ROLE sneaky")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):  # cannot outlive revoke
+                agent.execute("ALTER ROLE CURRENT_USER VALID UNTIL 'infinity'")
     finally:
         issuer.revoke(issued.handle)
 
@@ -454,14 +456,17 @@ def test_valid_until_is_only_a_backstop_so_the_sweep_closes_the_door(
 # -- refusals ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("suffix", ["super", "via_super", "files", "maker", "creator"])
+@pytest.mark.parametrize(
+    "role",
+    ["postgres", "{tag}_super", "{tag}_via_super", "{tag}_files", "{tag}_maker", "{tag}_creator"],
+)
 def test_membership_that_reaches_an_administrator_is_refused(
-    cluster: Cluster, issuer: PostgresIssuer, suffix: str
+    cluster: Cluster, issuer: PostgresIssuer, role: str
 ) -> None:
     """An approval must not mint an admin: not by a superuser (directly or through a group),
     a pg_* predefined role, CREATEDB or CREATEROLE."""
     before = prefixed_roles(cluster)
-    grant = PostgresGrant(member_of=[cluster.reader, f"{cluster.tag}_{suffix}"])
+    grant = PostgresGrant(member_of=[cluster.reader, role.format(tag=cluster.tag)])
     with pytest.raises(IssuerUnavailable, match="refusing membership"):
         issuer.issue(grant, REQUEST, soon())
     assert prefixed_roles(cluster) == before
@@ -563,7 +568,7 @@ def test_check_fails_for_an_admin_that_may_not_create_roles(cluster: Cluster) ->
         issuer.check()
 
 
-def test_check_names_a_missing_variable(cluster: Cluster) -> None:
+def test_check_names_a_missing_variable() -> None:
     settings = PostgresSettings(admin_dsn_env="NOT_SET_ANYWHERE")
     issuer = PostgresType.build("orders-db", settings, BuildContext(environ={}))
     with pytest.raises(IssuerUnavailable, match=r"NOT_SET_ANYWHERE .* is not set"):
