@@ -201,6 +201,7 @@ class PostgresIssuer:
             )
         role = _new_role_name(self.settings.role_prefix)
         password = _new_password()
+        secret = self._secret(role, password)  # before the role exists: nothing left to fail
         with self._connect("issue a login") as conn, self._failures("issue a login"):
             verifier = conn.pgconn.encrypt_password(
                 password.encode(), role.encode(), b"scram-sha-256"
@@ -212,9 +213,7 @@ class PostgresIssuer:
                 for statement in _grants(role, grant):
                     conn.execute(statement)
         log.info("issuer %s: created role %s for request %s", self.name, role, request.request_id)
-        return Issued(
-            secret=self._secret(role, password), handle=role, expires_at=expires_at.astimezone(UTC)
-        )
+        return Issued(secret=secret, handle=role, expires_at=expires_at.astimezone(UTC))
 
     def _refuse_dangerous_roles(self, conn: psycopg.Connection[Any], roles: list[str]) -> None:
         """An approval must not mint an administrator: no role reachable through ``member_of``

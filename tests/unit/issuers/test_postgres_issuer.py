@@ -188,15 +188,14 @@ def scram_matches(verifier: str, password: str) -> bool:
     return method == "SCRAM-SHA-256" and hmac.compare_digest(expected, stored_key)
 
 
-def hba_method(cluster: Cluster) -> str:
-    with psycopg.connect(cluster.server_url) as conn:
-        rows = conn.execute(
-            "SELECT type, address, auth_method FROM pg_hba_file_rules ORDER BY line_number"
-        ).fetchall()
-    for kind, address, method in rows:  # first matching line wins, as in the server
-        if kind in ("host", "hostnossl") and address in (None, "all", "127.0.0.1", "0.0.0.0"):
-            return str(method)
-    return "unknown"
+def passwords_checked(cluster: Cluster) -> bool:
+    """Whether the server asks this client for a password (not under ``trust``)."""
+    wrong = make_url(cluster.db_url).set(username=f"{cluster.tag}_nocreate", password="wrong")
+    try:
+        psycopg.connect(wrong.render_as_string(hide_password=False), connect_timeout=5).close()
+    except psycopg.OperationalError:
+        return True
+    return False
 
 
 # -- the door: what the login can and cannot do ------------------------------------------
@@ -337,6 +336,28 @@ def test_revoke_ends_the_open_session_and_a_new_login_fails(
     assert role_row(cluster, issued.handle) is None
 
 
+def test_revoke_shuts_the_door_before_ending_sessions(
+    cluster: Cluster, issuer: PostgresIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A login racing the revoke must not slip in after its sessions were ended: when the
+    sessions are terminated, the role already refuses new logins."""
+    issued = issuer.issue(PostgresGrant(member_of=[cluster.reader]), REQUEST, soon())
+    racing: list[str] = []
+    terminate = pg_module._terminate
+
+    def racing_login_then_terminate(conn: psycopg.Connection[Any], oid: int) -> None:
+        try:
+            login(dict(issued.secret)).close()
+            racing.append("logged in")
+        except psycopg.OperationalError as exc:
+            racing.append(str(exc))
+        terminate(conn, oid)
+
+    monkeypatch.setattr(pg_module, "_terminate", racing_login_then_terminate)
+    issuer.revoke(issued.handle)
+    assert racing and "is not permitted to log in" in racing[0]
+
+
 def test_revoke_is_idempotent(cluster: Cluster, issuer: PostgresIssuer) -> None:
     issued = issuer.issue(PostgresGrant(member_of=[cluster.reader]), REQUEST, soon())
     issuer.revoke(issued.handle)
@@ -440,7 +461,7 @@ def test_valid_until_is_only_a_backstop_so_the_sweep_closes_the_door(
     past = datetime.now(UTC) - timedelta(minutes=1)
     issued = issuer.issue(PostgresGrant(member_of=[cluster.reader]), REQUEST, past)
     try:
-        if hba_method(cluster) == "trust":
+        if not passwords_checked(cluster):
             with login(dict(issued.secret)) as agent:  # VALID UNTIL is not enforced
                 assert agent.execute("SELECT 1").fetchone() == (1,)
         else:
