@@ -278,6 +278,7 @@ def test_revoke_5xx_raises_for_the_scheduler_to_retry() -> None:
         TOKEN,
         "",
     ],
+    ids=["tampered", "other-issuer", "other-app-key", "unknown-version", "bare-token", "empty"],
 )
 @responses.activate
 def test_a_handle_that_does_not_open_is_unavailable(handle: str) -> None:

@@ -1,0 +1,355 @@
+"""Claiming through a credential issuer, on SQLite and PostgreSQL: the secret in the claim
+answer and nowhere else, a failed issue that leaves the request approved, a lost race that
+revokes what was minted, revocation at the issuer on complete with retries and alerts, the
+grant filled from the request (and refused, naming the field, when a value is unsafe).
+
+The issuer here is the ``http`` broker, its far end played by ``responses`` (it speaks
+``requests``); the PostgreSQL issuer's own end-to-end test is test_postgres_credentials.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import responses
+from sqlalchemy import func, select
+
+from bot.api.app import create_app
+from bot.api.context import ApiContext
+from bot.slack.cards import card_blocks
+from core.audit.events import AuditKind
+from core.errors import IllegalTransition, IssuerFailed, ValidationFailed
+from core.model import AgentIdentity, SessionOutcome, Status
+from core.storage.database import Database
+from core.storage.tables import AuditRow, CredentialRow, RequestRow, RevocationRow
+from tests.integration.live import running
+from tests.support import OWNER, Engine, build_engine, intent
+
+BROKER = "https://broker.test/stepup"
+SECRET_TOKEN = "s3cr3t-broker-token-" + "x" * 20
+
+POLICY = f"""\
+version: 1
+defaults: {{max_ttl: 15m, claim_window: 5m}}
+approver_groups:
+  leads: {{slack_users: [U0ALICE]}}
+channels: {{approvals: C0APPROVALS}}
+issuers:
+  broker:
+    type: http
+    url: {BROKER}
+    retries: 0
+rules:
+  - name: reads-through-broker
+    match: {{action: db.query}}
+    decision: allow
+    max_ttl: 10m
+    issuer: broker
+    grant: {{role: "reader-{{parameters.schema}}", database: "{{target}}"}}
+  - name: prod-writes
+    match: {{action: db.write}}
+    decision: approve
+    approvers: leads
+    channel: approvals
+    issuer: broker
+    grant: {{role: writer}}
+  - name: jwt-only
+    match: {{action: k8s.get}}
+    decision: allow
+"""
+
+
+@dataclass
+class Broker:
+    """The broker's end: what it was asked, and what it answers next."""
+
+    calls: list[dict[str, Any]]
+    issue_status: int = 200
+    revoke_status: int = 204
+
+    def ops(self, op: str) -> list[dict[str, Any]]:
+        return [c for c in self.calls if c["op"] == op]
+
+
+@pytest.fixture
+def broker(keys_of: Any) -> Iterator[Broker]:
+    state = Broker(calls=[])
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+
+        def answer(request: Any) -> tuple[int, dict[str, str], str]:
+            claims = jwt.decode(
+                request.body,
+                key=keys_of(),
+                algorithms=["EdDSA"],
+                audience=BROKER,
+            )
+            state.calls.append(claims)
+            if claims["op"] == "issue":
+                if state.issue_status != 200:
+                    return state.issue_status, {}, json.dumps({"error": "down"})
+                body = {
+                    "handle": f"lease-{claims['request_id']}-{len(state.calls)}",
+                    "secret": {"token": SECRET_TOKEN, "role": claims["grant"]["role"]},
+                    "expires_at": claims["expires_at"],
+                }
+                return 200, {"Content-Type": "application/json"}, json.dumps(body)
+            if claims["op"] == "revoke":
+                return state.revoke_status, {}, ""
+            return 200, {}, "{}"
+
+        mock.add_callback(responses.POST, BROKER, callback=answer)
+        mock.add_passthru("http://127.0.0.1")
+        yield state
+
+
+@pytest.fixture
+def engine(db: Database, tmp_path: Path) -> Engine:
+    return build_engine(db, tmp_path, POLICY)
+
+
+@pytest.fixture
+def keys_of(engine: Engine) -> Any:
+    """The public key the broker verifies with (stepup's active signing key)."""
+
+    def current() -> Any:
+        (key,) = engine.keyring.jwks()["keys"]
+        return jwt.PyJWK(key)
+
+    return current
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def agent_of(engine: Engine) -> AgentIdentity:
+    key = engine.registry.add("deploy-bot", OWNER, by="test", now=now())
+    return engine.registry.authenticate(key, now=now())
+
+
+def audit_kinds(engine: Engine, request_id: str) -> list[str]:
+    with engine.db.read() as session:
+        return list(
+            session.execute(
+                select(AuditRow.kind)
+                .where(AuditRow.request_id == request_id)
+                .order_by(AuditRow.seq)
+            ).scalars()
+        )
+
+
+def read_query(**parameters: Any) -> Any:
+    return intent(
+        action="db.query",
+        action_class="read",
+        target="orders-db",
+        parameters=parameters or {"schema": "sales"},
+    )
+
+
+def test_the_claim_carries_the_brokers_secret_and_nothing_stores_it(
+    engine: Engine, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = agent_of(engine)
+    request, _ = engine.service.submit(agent, read_query(), now=now())
+    assert request.terms.issuer == "broker" and request.terms.issuer_type == "http"
+    assert request.terms.grant == {"role": "reader-sales", "database": "orders-db"}
+
+    claimed = engine.service.claim(request.id, agent, now=now())
+
+    assert claimed.minted is not None and claimed.minted.secret["token"] == SECRET_TOKEN
+    assert claimed.request.status is Status.ACTIVE
+    (issue,) = broker.ops("issue")
+    assert issue["request_id"] == request.id and issue["grant"]["role"] == "reader-sales"
+    assert issue["args_digest"] == request.parameters_digest
+    with engine.db.read() as session:
+        row = session.execute(select(CredentialRow)).scalar_one()
+        assert row.issuer == "broker" and row.handle == claimed.minted.handle
+        everything = json.dumps(
+            [str(r) for r in session.execute(select(AuditRow.data)).scalars()]
+        ) + json.dumps([r.handle for r in session.execute(select(CredentialRow)).scalars()])
+    assert SECRET_TOKEN not in everything
+    assert SECRET_TOKEN not in caplog.text
+    assert SECRET_TOKEN not in repr(claimed)
+
+
+def test_complete_revokes_at_the_broker_before_it_answers(engine: Engine, broker: Broker) -> None:
+    agent = agent_of(engine)
+    request, _ = engine.service.submit(agent, read_query(), now=now())
+    claimed = engine.service.claim(request.id, agent, now=now())
+    assert claimed.minted is not None
+
+    engine.service.complete(request.id, agent, SessionOutcome.SUCCEEDED, "", now=now())
+
+    (revoke,) = broker.ops("revoke")
+    assert revoke["handle"] == claimed.minted.handle
+    assert AuditKind.ISSUER_REVOKED.value in audit_kinds(engine, request.id)
+    with engine.db.read() as session:
+        row = session.execute(select(RevocationRow)).scalar_one()
+    assert (row.status, row.attempts, row.issuer) == ("done", 1, "broker")
+
+
+def test_a_failing_revoke_is_retried_alerted_and_then_recovers(
+    engine: Engine, broker: Broker
+) -> None:
+    engine.service.parts.security_channel = "C0SECURITY"
+    agent = agent_of(engine)
+    request, _ = engine.service.submit(agent, read_query(), now=now())
+    engine.service.claim(request.id, agent, now=now())
+    broker.revoke_status = 503
+
+    engine.service.complete(request.id, agent, SessionOutcome.SUCCEEDED, "", now=now())
+    later = now()
+    for _ in range(3):  # the scheduler's retries, each once its backoff is due
+        later += timedelta(minutes=10)
+        engine.service.process_revocations(now=later)
+
+    with engine.db.read() as session:
+        row = session.execute(select(RevocationRow)).scalar_one()
+    assert row.status == "pending" and row.attempts == 4 and row.alerted_at is not None
+    assert "503" in (row.last_error or "")
+    broker.revoke_status = 204
+    assert engine.service.process_revocations(now=later + timedelta(hours=1)) == 1
+    kinds = audit_kinds(engine, request.id)
+    assert kinds.count(AuditKind.ISSUER_REVOKE_FAILED.value) == 4
+    assert kinds[-1] == AuditKind.ISSUER_REVOKED.value
+
+
+def test_a_failed_issue_leaves_the_request_approved_and_claimable(
+    engine: Engine, broker: Broker
+) -> None:
+    agent = agent_of(engine)
+    request, _ = engine.service.submit(agent, read_query(), now=now())
+    broker.issue_status = 503
+
+    with pytest.raises(IssuerFailed, match="still approved"):
+        engine.service.claim(request.id, agent, now=now())
+
+    assert engine.service.get(request.id).status is Status.APPROVED
+    assert audit_kinds(engine, request.id)[-1] == AuditKind.ISSUE_FAILED.value
+    with engine.db.read() as session:
+        assert session.execute(select(func.count()).select_from(CredentialRow)).scalar() == 0
+    broker.issue_status = 200
+    claimed = engine.service.claim(request.id, agent, now=now())
+    assert claimed.request.status is Status.ACTIVE and claimed.minted is not None
+
+
+def test_a_claim_that_loses_the_race_revokes_what_its_issuer_minted(
+    engine: Engine, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request is cancelled while the broker mints: the claim is refused and the minted
+    credential is revoked at the broker, not left alive."""
+    agent = agent_of(engine)
+    request, _ = engine.service.submit(agent, read_query(), now=now())
+    issuer = engine.service.parts.issuers.get("broker")
+    real_issue = issuer.issue
+
+    def issue_then_lose(*args: Any) -> Any:
+        minted = real_issue(*args)
+        engine.service.cancel(request.id, agent, now=now())  # meanwhile, elsewhere
+        return minted
+
+    monkeypatch.setattr(issuer, "issue", issue_then_lose)
+    with pytest.raises(IllegalTransition):
+        engine.service.claim(request.id, agent, now=now())
+
+    assert len(broker.ops("issue")) == 1
+    (revoked,) = broker.ops("revoke")
+    assert revoked["handle"].startswith(f"lease-{request.id}")
+    assert engine.service.get(request.id).status is Status.CANCELLED
+    with engine.db.read() as session:
+        row = session.execute(select(RevocationRow)).scalar_one()
+        assert row.status == "done" and row.jti.startswith("unclaimed_")
+        assert session.execute(select(func.count()).select_from(CredentialRow)).scalar() == 0
+
+
+def test_an_unsafe_parameter_is_refused_naming_it_and_nothing_is_written(
+    engine: Engine, broker: Broker
+) -> None:
+    agent = agent_of(engine)
+    for bad in ("sales; drop", "../etc", "a*", "x y", "a'b"):
+        with pytest.raises(ValidationFailed, match=r"^parameters\.schema: "):
+            engine.service.submit(agent, read_query(schema=bad), now=now())
+    with pytest.raises(ValidationFailed, match=r"^parameters\.schema: missing"):
+        engine.service.submit(agent, read_query(other="x"), now=now())
+    with engine.db.read() as session:
+        assert session.execute(select(func.count()).select_from(RequestRow)).scalar() == 0
+    assert broker.calls == []
+
+
+def test_a_rule_without_issuer_keeps_the_built_in_jwt(engine: Engine, broker: Broker) -> None:
+    agent = agent_of(engine)
+    request, _ = engine.service.submit(
+        agent, intent(action="k8s.get", action_class="read"), now=now()
+    )
+    claimed = engine.service.claim(request.id, agent, now=now())
+    assert claimed.minted is None and claimed.request.terms.credential_type == "jwt"
+    engine.service.complete(request.id, agent, SessionOutcome.SUCCEEDED, "", now=now())
+    assert broker.calls == []
+
+
+def test_the_card_says_what_an_approval_will_issue(engine: Engine, broker: Broker) -> None:
+    agent = agent_of(engine)
+    request, _ = engine.service.submit(
+        agent,
+        intent(action="db.write", action_class="write", parameters={}),
+        now=now(),
+    )
+    assert request.status is Status.PENDING
+    fields = [f["text"] for b in card_blocks(request) for f in b.get("fields", [])]
+    (credential,) = [f for f in fields if f.startswith("*Credential*")]
+    assert "broker" in credential and "role" in credential and credential.endswith(", 15m")
+
+
+def test_the_api_answers_the_secret_once_and_a_502_when_the_issuer_fails(
+    engine: Engine, broker: Broker
+) -> None:
+    key = engine.registry.add("deploy-bot", OWNER, by="test", now=now())
+    context = ApiContext(service=engine.service, registry=engine.registry)
+    body = {
+        "action": "db.query",
+        "action_class": "read",
+        "target": "orders-db",
+        "environment": "production",
+        "justification": "look up order 42",
+        "parameters": {"schema": "sales"},
+    }
+    with (
+        running(create_app(context)) as url,
+        httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as client,
+    ):
+        first = client.post("/v1/requests", json=body).json()
+        broker.issue_status = 500
+        failed = client.post(f"/v1/requests/{first['id']}/credential")
+        assert failed.status_code == 502, failed.text
+        assert failed.headers["content-type"].startswith("application/problem+json")
+        assert "still approved" in failed.json()["detail"]
+        broker.issue_status = 200
+        answer = client.post(f"/v1/requests/{first['id']}/credential")
+        assert answer.status_code == 200, answer.text
+        claim = answer.json()
+        assert claim["credential_type"] == "http"
+        assert claim["secret"] == {"token": SECRET_TOKEN, "role": "reader-sales"}
+        assert claim["token"].count(".") == 2  # the JWT stays the proof of approval
+        again = client.post(f"/v1/requests/{first['id']}/credential")
+        assert again.status_code == 409 and SECRET_TOKEN not in again.text
+        shown = client.get(f"/v1/requests/{first['id']}").text
+        assert SECRET_TOKEN not in shown
+        unsafe = client.post("/v1/requests", json=body | {"parameters": {"schema": "a b"}})
+        assert unsafe.status_code == 422
+        assert unsafe.json()["detail"].startswith("parameters.schema: ")
+        jwt_rule = client.post(
+            "/v1/requests", json=body | {"action": "k8s.get", "parameters": {}}
+        ).json()
+        plain = client.post(f"/v1/requests/{jwt_rule['id']}/credential").json()
+        assert plain["credential_type"] == "jwt" and "secret" not in plain
