@@ -28,6 +28,7 @@ from bot.slack.cards import card_blocks
 from core.audit.events import AuditKind
 from core.errors import IllegalTransition, IssuerFailed, ValidationFailed
 from core.model import AgentIdentity, SessionOutcome, Status
+from core.storage.audit_verify import verify_database
 from core.storage.database import Database
 from core.storage.tables import AuditRow, CredentialRow, RequestRow, RevocationRow
 from tests.integration.live import running
@@ -146,6 +147,12 @@ def audit_kinds(engine: Engine, request_id: str) -> list[str]:
         )
 
 
+def assert_audit_verifies(engine: Engine) -> None:
+    """The log stays exact: chain intact and every request as its entries tell it."""
+    report = verify_database(engine.db, engine.keyring)
+    assert report.requests.ok, report.requests.mismatches
+
+
 def read_query(**parameters: Any) -> Any:
     return intent(
         action="db.query",
@@ -221,6 +228,7 @@ def test_a_failing_revoke_is_retried_alerted_and_then_recovers(
     kinds = audit_kinds(engine, request.id)
     assert kinds.count(AuditKind.ISSUER_REVOKE_FAILED.value) == 4
     assert kinds[-1] == AuditKind.ISSUER_REVOKED.value
+    assert_audit_verifies(engine)
 
 
 def test_a_failed_issue_leaves_the_request_approved_and_claimable(
@@ -240,6 +248,7 @@ def test_a_failed_issue_leaves_the_request_approved_and_claimable(
     broker.issue_status = 200
     claimed = engine.service.claim(request.id, agent, now=now())
     assert claimed.request.status is Status.ACTIVE and claimed.minted is not None
+    assert_audit_verifies(engine)
 
 
 def test_a_claim_that_loses_the_race_revokes_what_its_issuer_minted(
@@ -269,6 +278,7 @@ def test_a_claim_that_loses_the_race_revokes_what_its_issuer_minted(
         row = session.execute(select(RevocationRow)).scalar_one()
         assert row.status == "done" and row.jti.startswith("unclaimed_")
         assert session.execute(select(func.count()).select_from(CredentialRow)).scalar() == 0
+    assert_audit_verifies(engine)
 
 
 def test_an_unsafe_parameter_is_refused_naming_it_and_nothing_is_written(
