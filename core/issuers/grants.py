@@ -74,7 +74,13 @@ def fill(
         if isinstance(node, list | tuple):
             return [walk(item) for item in node]
         if isinstance(node, Mapping):
-            return {key: walk(item) for key, item in node.items()}
+            filled: dict[Any, Any] = {}
+            for key, item in node.items():
+                name = walk(key)  # a key may be filled too: ``tables: {"{parameters.t}": …}``
+                if name in filled:
+                    raise GrantRefused(f"grant.{key}", f"fills to {name!r}, a key given twice")
+                filled[name] = walk(item)
+            return filled
         return node
 
     placeholders(template)
@@ -87,8 +93,6 @@ def _strings(node: Any, where: str) -> list[tuple[str, str]]:
     if isinstance(node, list | tuple):
         return [s for i, item in enumerate(node) for s in _strings(item, f"{where}[{i}]")]
     if isinstance(node, Mapping):
-        for key in node:
-            if isinstance(key, str) and "{" in key:
-                raise GrantRefused(f"{where}.{key}", "placeholders are allowed in values only")
-        return [s for key, item in node.items() for s in _strings(item, f"{where}.{key}")]
+        keys = [(f"{where}.{key}", key) for key in node if isinstance(key, str)]
+        return keys + [s for key, item in node.items() for s in _strings(item, f"{where}.{key}")]
     return []

@@ -90,6 +90,18 @@ def test_a_value_that_looks_like_a_placeholder_is_not_filled_again() -> None:
     ) == {"r": "{target}"}
 
 
+def test_a_key_is_filled_and_held_to_the_pattern_like_a_value() -> None:
+    template = {"tables": {"{parameters.table}": ["SELECT"], "audit": ["SELECT"]}}
+    assert filled(template, table="orders") == {
+        "tables": {"orders": ["SELECT"], "audit": ["SELECT"]}
+    }
+    with pytest.raises(GrantRefused) as caught:
+        filled(template, table="orders; drop table audit")
+    assert caught.value.field == "parameters.table"
+    with pytest.raises(GrantRefused, match="a key given twice"):
+        filled(template, table="audit")
+
+
 def test_placeholders_lists_where_each_one_is() -> None:
     assert placeholders({"a": ["{target}", "x{parameters.y}"]}) == [
         ("grant.a[0]", "target"),

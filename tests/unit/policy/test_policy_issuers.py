@@ -84,10 +84,10 @@ def test_a_rule_with_an_issuer_carries_it_and_its_grant_template() -> None:
             id="unbalanced-brace",
         ),
         pytest.param(
-            ISSUERS + rule("issuer: orders-db", 'grant: { tables: { "{target}": [SELECT] } }'),
-            "rules[0] (r).grant.tables.{target}",
-            "placeholders are allowed in values only",
-            id="placeholder-in-a-key",
+            ISSUERS + rule("issuer: orders-db", 'grant: { tables: { "{tabel}": [SELECT] } }'),
+            "rules[0] (r).grant.tables.{tabel}",
+            "unknown placeholder {tabel}",
+            id="unknown-placeholder-in-a-key",
         ),
         pytest.param(
             ISSUERS + rule("issuer: orders-db", "grant: { member_of: [Robert'); DROP] }"),
