@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +40,8 @@ from bot.api.app import create_app
 from bot.api.context import ApiContext
 from bot.scheduler import DeadlineScheduler
 from core.agents import AgentRegistry
+from core.issuers.base import Grant, Issued, IssueRequest
+from core.issuers.postgres import PostgresGrant, PostgresIssuer, PostgresSettings
 from core.storage.database import Database
 from tests.conftest import POSTGRES_ADMIN_URL, REQUIRE_POSTGRES, T0, _postgres_unavailable
 from tests.integration.live import free_port, running
@@ -438,8 +440,12 @@ def test_the_restart_after_a_kill_9_drops_the_login_that_expired_meanwhile(
             assert conn.execute("SELECT count(*) FROM orders").fetchone() == (2,)
             wait = (expires_at - datetime.now(UTC)).total_seconds() + 0.5
             time.sleep(min(max(wait, 0.0), 5.0))
+            # A crash between the issuer's answer and the claim's commit leaves a login that
+            # no request knows: the restart's orphan sweep drops it once expired, too.
+            orphan = _mint_directly(issuing, expires_at)
             assert datetime.now(UTC) > expires_at
-            assert issuing.logins() == [role]  # nobody dropped it while stepup was down
+            # Nobody dropped them while stepup was down.
+            assert sorted(issuing.logins()) == sorted([role, orphan])
             with serving(tmp_path, env):
                 eventually(
                     issuing.logins,
@@ -460,11 +466,30 @@ def test_the_restart_after_a_kill_9_drops_the_login_that_expired_meanwhile(
             if conn is not None:
                 conn.close()
         assert_login_fails(answer["secret"]["dsn"])
-    with sqlite3.connect(tmp_path / ".stepup" / "stepup.db") as store:
+    with closing(sqlite3.connect(tmp_path / ".stepup" / "stepup.db")) as store:
         rows = store.execute(
             "SELECT data FROM audit_log WHERE kind = 'credential.issuer_revoked'"
         ).fetchall()
     assert [json.loads(data)["jti"] for (data,) in rows] == [answer["jti"]]
+
+
+def _mint_directly(issuing: Issuing, expires_at: datetime) -> str:
+    """A login made by the issuer as a claim would, that no request records."""
+    settings = PostgresSettings(admin_dsn_env=issuing.env, role_prefix=issuing.prefix)
+    issuer = PostgresIssuer("orders-db", settings, {issuing.env: issuing.target.admin_dsn})
+    minted = issuer.issue(
+        PostgresGrant(member_of=[issuing.target.reader]),
+        IssueRequest(
+            request_id="req_crashed",
+            agent="orders-bot",
+            action="db.query",
+            target="orders-db",
+            environment="production",
+            args_digest="sha256:" + "0" * 64,
+        ),
+        expires_at,
+    )
+    return minted.handle
 
 
 # -- 3. two replicas: each role dropped once ----------------------------------------------------
@@ -603,6 +628,47 @@ def sweep_at(replica: Live, now: datetime) -> Callable[[], None]:
             time.sleep(0.01)
 
     return run
+
+
+# -- a lost race: the loser's login is revoked at once -----------------------------------------
+
+
+def test_two_claims_at_once_leave_one_login_and_drop_the_losers(
+    db: Database, tmp_path: Path, issuing: Issuing
+) -> None:
+    with live(db, tmp_path, issuing.policy()) as api, api.client() as http:
+        request_id = approved(http, read_body())
+        built = api.engine.service.parts.issuers.get("orders-db")
+        issue, both_minted = built.issue, threading.Barrier(2)
+
+        def issue_then_wait(grant: Grant, request: IssueRequest, expires_at: datetime) -> Issued:
+            minted = issue(grant, request, expires_at)
+            both_minted.wait(timeout=20)  # neither records before both have a login
+            return minted
+
+        built.issue = issue_then_wait  # type: ignore[method-assign]
+        answers: list[httpx.Response] = []
+
+        def claim() -> None:
+            with api.client() as own:
+                answers.append(own.post(f"/v1/requests/{request_id}/credential"))
+
+        _together(claim, claim)
+        assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+        (winner,) = [a.json() for a in answers if a.status_code == 200]
+        # The loser's login was revoked right after its claim failed; the winner's works.
+        assert issuing.logins() == [winner["secret"]["username"]]
+        with connect(winner["secret"]["dsn"]) as conn:
+            assert conn.execute("SELECT count(*) FROM orders").fetchone() == (2,)
+        with db.engine.connect() as c:
+            queued = c.execute(
+                text("SELECT jti, status, attempts FROM revocations WHERE jti LIKE 'unclaimed_%'")
+            ).all()
+        assert [(status, attempts) for _, status, attempts in queued] == [("done", 1)]
+        assert issuer_revoked(audit_rows(db.engine, request_id), queued[0][0]) == 1
+        done = http.post(f"/v1/requests/{request_id}/complete", json={"outcome": "succeeded"})
+        assert done.status_code == 200
+    assert issuing.logins() == []
 
 
 # -- 4. an issuer that cannot issue ----------------------------------------------------------
