@@ -387,6 +387,11 @@ def test_a_request_left_to_its_ttl_loses_its_login(
             conn = connect(secret["dsn"])
             try:
                 assert conn.execute("SELECT count(*) FROM orders").fetchone() == (2,)
+                early = (expires_at - datetime.now(UTC)).total_seconds() - 0.4
+                time.sleep(min(max(early, 0.0), 2.0))
+                logins, seen_at = issuing.logins(), datetime.now(UTC)
+                if seen_at < expires_at - timedelta(seconds=0.1):  # not dropped before its time
+                    assert logins == [secret["username"]]
                 eventually(
                     issuing.logins,
                     until=lambda roles: roles == [],
@@ -709,6 +714,72 @@ def test_an_issuer_that_fails_answers_502_and_the_request_stays_approved(
         cancelled = http.post(f"/v1/requests/{request_id}/complete", json={"outcome": "aborted"})
         assert cancelled.status_code == 200
     assert issuing.logins() == []
+
+
+def _alerts(engine: Any, channel: str) -> list[str]:
+    """The kinds of the facts queued for ``channel`` (the security channel's alerts)."""
+    with engine.connect() as conn:
+        payloads = conn.execute(text("SELECT payload FROM outbox ORDER BY id")).scalars().all()
+    found = []
+    for payload in payloads:
+        notice = json.loads(payload)
+        if notice.get("channel") == channel and "fact" in notice:
+            fact = notice["fact"]
+            found.append(str((json.loads(fact) if isinstance(fact, str) else fact)["kind"]))
+    return found
+
+
+def test_a_revoke_the_server_refuses_is_retried_alerted_and_done_once_it_can(
+    db: Database, tmp_path: Path, issuing: Issuing
+) -> None:
+    with live(db, tmp_path, issuing.policy()) as api, api.client() as http:
+        service = api.engine.service
+        service.security_channel = "C0SECURITY"
+        request_id = approved(http, read_body())
+        answer = claimed(http, request_id)
+        jti, role = answer["jti"], answer["secret"]["username"]
+        conn = connect(answer["secret"]["dsn"])
+        try:
+            # The admin lost its rights: the request completes, the login cannot be dropped.
+            issuing.set_dsn(issuing.target.dsn_as(issuing.target.powerless))
+            done = http.post(f"/v1/requests/{request_id}/complete", json={"outcome": "succeeded"})
+            assert done.status_code == 200 and done.json()["status"] == "completed"
+            assert issuing.logins() == [role]
+            assert conn.execute("SELECT count(*) FROM orders").fetchone() == (2,)
+
+            def revocation() -> tuple[Any, ...]:
+                with db.engine.connect() as c:
+                    row = c.execute(
+                        text("SELECT status, attempts, last_error FROM revocations WHERE jti = :j"),
+                        {"j": jti},
+                    ).one()
+                return tuple(row)
+
+            status, attempts, error = revocation()
+            assert (status, attempts) == ("pending", 1)
+            assert "permission denied" in error and answer["secret"]["password"] not in error
+            later = datetime.now(UTC)
+            for _ in range(2):  # past each backoff: the second and third attempts fail too
+                later += timedelta(minutes=10)
+                assert service.process_revocations(now=later) == 0
+            assert revocation()[:2] == ("pending", 3)
+            assert _alerts(db.engine, "C0SECURITY") == ["issuer_revoke.failing"]
+
+            issuing.set_dsn(issuing.target.admin_dsn)
+            assert service.process_revocations(now=later + timedelta(minutes=10)) == 1
+            assert_cut_off(conn)
+        finally:
+            conn.close()
+        assert issuing.logins() == []
+        assert revocation() == ("done", 4, None)
+    rows = audit_rows(db.engine, request_id)
+    failed = [data for kind, data in rows if kind == "credential.issuer_revoke_failed"]
+    assert [f["attempts"] for f in failed] == [1, 2, 3]
+    assert [data["attempts"] for kind, data in rows if kind == "credential.issuer_revoked"] == [4]
+    assert _alerts(db.engine, "C0SECURITY") == [
+        "issuer_revoke.failing",
+        "issuer_revoke.recovered",
+    ]
 
 
 # -- 5. a grant filled from the request: no injection ------------------------------------------
