@@ -6,8 +6,13 @@ login of its own through the real HTTP API, and every way a request ends drops t
 - a request left to its TTL: the scheduler drops the role, also across ``kill -9`` of
   ``stepup serve`` and a restart after the TTL (the start-up sweep);
 - two replicas sweeping the same revocations: each role is dropped exactly once;
-- an issuer that cannot issue: 502, the request stays approved, claim again once fixed;
-- a grant filled from the request: an unsafe parameter is refused at submit (422).
+- two claims at once: one login kept, the loser's revoked at once; a reload that removes the
+  issuer still lets its logins be dropped;
+- an issuer that cannot issue: 502, the request stays approved, claim again once fixed; one
+  that cannot revoke: retried with backoff, alerted, done once it can;
+- a grant filled from the request: an unsafe parameter is refused at submit (422). (Only
+  values take placeholders, not keys: ``tables: {"{parameters.table}": …}`` fails the policy
+  check, so the parameter here names the role joined.)
 
 The module gets a database of its own on the server (tables ``orders`` and ``secrets``, a role
 that may only read ``orders``); every role name starts with the run's tag and each test's
@@ -674,6 +679,23 @@ def test_two_claims_at_once_leave_one_login_and_drop_the_losers(
         done = http.post(f"/v1/requests/{request_id}/complete", json={"outcome": "succeeded"})
         assert done.status_code == 200
     assert issuing.logins() == []
+
+
+def test_a_login_is_still_dropped_after_a_reload_removed_its_issuer(
+    db: Database, tmp_path: Path, issuing: Issuing
+) -> None:
+    with live(db, tmp_path, issuing.policy()) as api, api.client() as http:
+        request_id = approved(http, read_body())
+        answer = claimed(http, request_id)
+        policy = api.engine.policy_path
+        policy.write_text("version: 1\nrules: []\n")  # the issuer left the policy
+        api.engine.service.policy.reload(policy)
+        assert http.post("/v1/requests", json=read_body()).json()["status"] == "denied"
+        done = http.post(f"/v1/requests/{request_id}/complete", json={"outcome": "succeeded"})
+        assert done.status_code == 200
+        assert issuing.logins() == []  # revoked with the settings it was issued under
+        assert_login_fails(answer["secret"]["dsn"])
+    assert issuer_revoked(audit_rows(db.engine, request_id), answer["jti"]) == 1
 
 
 # -- 4. an issuer that cannot issue ----------------------------------------------------------
