@@ -293,7 +293,9 @@ class PostgresIssuer:
         self._adopt(conn, role)
         _terminate(conn, oid)
         with conn.transaction():
-            conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(ident))
+            # What the login created is dropped with it, never handed to the admin: a
+            # SECURITY DEFINER function it left behind would otherwise run as the admin.
+            # Something else depending on it makes DROP OWNED fail: retried and alerted.
             conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
             conn.execute(sql.SQL("DROP ROLE {}").format(ident))
         _terminate(conn, oid)  # a session that slipped in between: its role is gone now
@@ -301,8 +303,8 @@ class PostgresIssuer:
 
     @staticmethod
     def _adopt(conn: psycopg.Connection[Any], role: str) -> None:
-        """A non-superuser admin needs the role's privileges to end its sessions and take over
-        what it owns (REASSIGN/DROP OWNED); CREATEROLE lets it grant them to itself."""
+        """A non-superuser admin needs the role's privileges to end its sessions and drop what
+        it owns (DROP OWNED); CREATEROLE lets it grant them to itself."""
         (has,) = conn.execute("SELECT pg_has_role(%s, 'USAGE')", [role]).fetchone() or (True,)
         if not has:
             conn.execute(sql.SQL("GRANT {} TO CURRENT_USER").format(sql.Identifier(role)))

@@ -403,17 +403,30 @@ def test_revoke_refuses_a_role_it_did_not_create(
     assert role_row(cluster, handle) == existed
 
 
-def test_revoke_takes_over_what_the_login_created(cluster: Cluster, issuer: PostgresIssuer) -> None:
+def test_revoke_drops_what_the_login_created_and_hands_nothing_to_the_admin(
+    cluster: Cluster, issuer: PostgresIssuer
+) -> None:
+    """A SECURITY DEFINER function the agent leaves behind must not end up owned by the admin
+    (it would then run as the admin for anyone who may call it)."""
     grant = PostgresGrant(tables={"orders": ["SELECT"]}, schemas={"scratch": ["USAGE", "CREATE"]})
     issued = issuer.issue(grant, REQUEST, soon())
     with login(dict(issued.secret)) as agent:
         agent.execute("CREATE TABLE scratch.notes (n int)")
+        agent.execute(
+            "CREATE FUNCTION scratch.backdoor() RETURNS text LANGUAGE sql SECURITY DEFINER"
+            " AS 'SELECT current_user::text'"
+        )
     issuer.revoke(issued.handle)
     with psycopg.connect(cluster.db_url) as conn:
-        owner = conn.execute(
-            "SELECT tableowner FROM pg_tables WHERE schemaname = 'scratch' AND tablename = 'notes'"
+        left = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'scratch' AND c.relname = 'notes'"
         ).fetchone()
-    assert owner == ("postgres",)
+        functions = conn.execute(
+            "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = 'scratch' AND p.proname = 'backdoor'"
+        ).fetchone()
+    assert left == (0,) and functions == (0,)
     assert role_row(cluster, issued.handle) is None
 
 
