@@ -82,6 +82,7 @@ class NewCredential:
     expires_at: datetime
     issuer: str | None = None  # None: the built-in JWT
     handle: str | None = None  # the issuer's handle (a role name, a lease id)
+    issuer_config: str | None = None  # the issuer's settings record it was minted under
 
     @property
     def info(self) -> CredentialInfo:
@@ -97,6 +98,7 @@ class LeasedRevocation:
     attempts: int
     issuer: str | None = None  # None: the built-in JWT (nothing to call)
     handle: str | None = None
+    issuer_config: str | None = None  # revoke with these settings (IssuerConfig.record)
 
 
 class OutboxSink(Protocol):
@@ -189,7 +191,13 @@ class StoreTx(Protocol):
         those of ``jtis`` when given."""
         ...
 
-    def queue_revocation(self, request_id: str, issuer: str, handle: str, now: datetime) -> str:
+    def logged_terms(self, request_id: str) -> dict[str, Any] | None:
+        """The terms the audit log recorded for the request when the policy decided it."""
+        ...
+
+    def queue_revocation(
+        self, request_id: str, issuer: str, handle: str, issuer_config: str, now: datetime
+    ) -> str:
         """Queue the revocation of a credential an issuer minted but no claim recorded (a
         lost race); returns the id it is queued under."""
         ...

@@ -27,6 +27,7 @@ class Terms:
     # request's values filled in, and what will be issued in words; None: the built-in JWT.
     issuer: str | None = None
     issuer_type: str | None = None
+    issuer_settings: dict[str, Any] | None = None  # as approved: a claim refuses others
     grant: dict[str, Any] | None = None
     issues: str | None = None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import json
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -112,6 +113,25 @@ class IssuerConfig:
     def describe(self, grant: Grant) -> str:
         return self.kind.describe(self.name, self.settings, grant)
 
+    @property
+    def settings_record(self) -> dict[str, Any]:
+        """The settings as JSON values (no secret: secrets are only named, ``*_env``)."""
+        return self.settings.model_dump(mode="json")
+
+    def record(self) -> str:
+        """What a credential keeps to be revoked with exactly these settings later, even after
+        the policy changed them, renamed the issuer or dropped it."""
+        return json.dumps(
+            {"name": self.name, "type": self.type, "settings": self.settings_record},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_record(cls, text: str) -> IssuerConfig:
+        raw = json.loads(text)
+        return cls.parse(str(raw["name"]), {"type": raw["type"], **raw["settings"]})
+
 
 class _SampleParameters(dict[str, Any]):
     """Every parameter name answers the sample value (policy check knows no request)."""
@@ -131,36 +151,47 @@ def _first_error(exc: ValidationError) -> str:
 
 
 class Issuers:
-    """The current policy's issuers, each built once (thread-safe). An issuer that left the
-    policy in a reload keeps its last settings, so what it issued can still be revoked."""
+    """Issuers built once per name and settings (thread-safe): the current policy's, and
+    those a credential's record names (what it was minted with, to revoke it with)."""
 
     def __init__(
         self, configured: Callable[[], Mapping[str, IssuerConfig]], context: BuildContext
     ) -> None:
         self._configured = configured  # the current policy's ``issuers:``
         self._context = context
-        self._configs: dict[str, IssuerConfig] = {}
-        self._built: dict[str, tuple[IssuerConfig, Issuer]] = {}
+        self._built: dict[str, Issuer] = {}  # by record
         self._lock = threading.Lock()
 
     def config(self, name: str) -> IssuerConfig:
-        current = self._configured().get(name)
-        with self._lock:
-            if current is not None:
-                self._configs[name] = current
-            config = self._configs.get(name)
+        """The current policy's issuer ``name``; IssuerUnavailable when it has none."""
+        config = self._configured().get(name)
         if config is None:
             raise IssuerUnavailable(f"issuer {name!r} is not configured")
         return config
 
     def get(self, name: str) -> Issuer:
-        config = self.config(name)
+        """The current policy's issuer ``name``."""
+        return self.build(self.config(name))
+
+    def build(self, config: IssuerConfig) -> Issuer:
+        key = config.record()
         with self._lock:
-            built = self._built.get(name)
-            if built is None or built[0] != config:  # new, or its settings changed
-                built = (config, config.kind.build(config.name, config.settings, self._context))
-                self._built[name] = built
-            return built[1]
+            issuer = self._built.get(key)
+            if issuer is None:
+                issuer = config.kind.build(config.name, config.settings, self._context)
+                self._built[key] = issuer
+            return issuer
+
+    def recorded(self, name: str, record: str | None) -> Issuer:
+        """The issuer a credential was minted by, with the settings it was minted under
+        (``record``); the current policy's ``name`` for a credential without one."""
+        if not record:
+            return self.get(name)
+        try:
+            config = IssuerConfig.from_record(record)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IssuerUnavailable(f"issuer {name!r}: unreadable settings record") from exc
+        return self.build(config)
 
     def names(self) -> list[str]:
         """The current policy's issuers."""

@@ -2,8 +2,11 @@
 
 stepup POSTs a JWS signed with its own key (verifiable with its JWKS) to the broker's URL; the
 broker mints the credential and answers with a handle, the secret and the expiry. Later a
-signed revoke carries the handle back. Transport failures and 5xx are retried with backoff and
-one ``Idempotency-Key`` per operation, so a broker can tell a retry from a second request.
+signed revoke carries the handle back. Transport failures and 5xx are retried with backoff
+under one ``Idempotency-Key``, so a broker can tell a retry of one attempt from a new attempt.
+Every ``issue`` call has a key of its own: two claims of one request (at once, or again after
+stepup discarded an answer) are two credentials, never one shared handle that revoking the
+loser's would take from the winner.
 """
 
 from __future__ import annotations
@@ -42,6 +45,10 @@ BACKOFF_BASE_SECONDS = 0.2
 REQUEST_LIFETIME_SECONDS = 60  # exp - iat of every signed request
 MAX_HANDLE_CHARS = 1000
 MAX_EXCERPT_CHARS = 200
+MAX_DESCRIBED_CHARS = 200  # the grant as the approver's card shows it
+# The longest cut a value gets, tried from the first down: short values stay whole, long ones
+# share what is left.
+DESCRIBED_VALUE_CAPS = range(60, 7, -1)
 MAX_GRANT_JSON_CHARS = 16_384
 MAX_GRANT_DEPTH = 5
 
@@ -73,13 +80,17 @@ _TRANSIENT = (
 
 def require_https_or_loopback(url: str) -> str:
     """A URL stepup sends credentials or signed requests to: https, or plain http only to this
-    machine (a broker sidecar, a test), and no user:password in it (it would end up in logs)."""
+    machine (a broker sidecar, a test), and nothing secret-looking in it: no user:password, no
+    ?query, no #fragment (the URL is printed by ``stepup issuers check``, logged and, for a
+    broker, signed as the ``aud`` every broker log keeps)."""
     parts = urlsplit(url)
     if parts.scheme not in {"https", "http"} or not parts.hostname:
         raise ValueError("must be an https:// URL with a host")
     if parts.username is not None or parts.password is not None:
         raise ValueError("must not hold a user or password: use headers_env for credentials")
-    if parts.fragment:
+    if parts.query or url.rstrip().endswith("?"):
+        raise ValueError("must not hold a ?query: use headers_env for credentials")
+    if parts.fragment or "#" in url:
         raise ValueError("must not hold a #fragment")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise ValueError("plain http:// is allowed only for localhost; use https://")
@@ -220,7 +231,10 @@ class HttpIssuer:
             "grant": grant.as_dict(),
             "expires_at": asked,
         }
-        response = self._post("issue", fields, idempotency_key=f"{request.request_id}:issue")
+        # New per call, the same across this call's retries: a broker de-duplicates retries
+        # of one attempt, while another claim is another credential with a handle of its own.
+        key = f"{request.request_id}:{secrets.token_hex(8)}:issue"
+        response = self._post("issue", fields, idempotency_key=key)
         if response.status_code not in (200, 201):
             raise self._refusal("issue", response)
         handle, secret, answered = self._read_issued(response)
@@ -241,6 +255,7 @@ class HttpIssuer:
         return Issued(secret=secret, handle=handle, expires_at=expiry)
 
     def revoke(self, handle: str) -> None:
+        # Keyed by the handle alone: every revoke of one handle asks for the same thing.
         digest = hashlib.sha256(handle.encode()).hexdigest()[:32]
         response = self._post("revoke", {"handle": handle}, idempotency_key=f"{digest}:revoke")
         if response.status_code in (404, 410):
@@ -426,17 +441,33 @@ class HttpType:
     @classmethod
     def describe(cls, name: str, settings: IssuerSettings, grant: Grant) -> str:
         fields = grant.as_dict() if isinstance(grant, HttpGrant) else {}
-        shown = ", ".join(_describe_field(key, value) for key, value in fields.items())
+        shown = _describe_fields(fields)
         return f"Credential from broker {name}" + (f" ({shown})" if shown else "")
 
 
-def _describe_field(key: str, value: Any) -> str:
-    """Short scalars are shown with their value (what the approver decides on); the rest by
-    key only."""
-    if isinstance(value, str | int) and len(str(value)) <= 40:
-        return f"{key}={str(value).lower() if isinstance(value, bool) else value}"
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        joined = " ".join(value)
-        if len(joined) <= 60:
-            return f"{key}=[{joined}]"
-    return key
+def _describe_fields(fields: Mapping[str, Any]) -> str:
+    """Every key with its value: an agent may have chosen a value, and the approver decides on
+    what it says. A long value is cut (with an ellipsis, so it shows it was), never hidden; the
+    whole stays within MAX_DESCRIBED_CHARS for the card."""
+    rendered = [(key, _describe_value(value)) for key, value in fields.items()]
+    shown = ""
+    for cap in DESCRIBED_VALUE_CAPS:
+        shown = ", ".join(f"{key}={_clip(text, cap)}" for key, text in rendered)
+        if len(shown) <= MAX_DESCRIBED_CHARS:
+            return shown
+    return _clip(shown, MAX_DESCRIBED_CHARS)
+
+
+def _describe_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + " ".join(_describe_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        inner = " ".join(f"{key}={_describe_value(item)}" for key, item in value.items())
+        return "{" + inner + "}"
+    return _CONTROL.sub(" ", str(value))
+
+
+def _clip(text: str, cap: int) -> str:
+    return text if len(text) <= cap else text[: cap - 1] + "…"

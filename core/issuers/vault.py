@@ -1,6 +1,11 @@
 """The ``vault`` issuer: a dynamic secret read from HashiCorp Vault or OpenBao (a database login,
 cloud keys, ...) whose lease stepup revokes through ``sys/leases/revoke`` (docs/issuers/vault.md).
 
+The lease is held to the approval at Vault itself, not only in what stepup reports: a lease
+Vault grants for longer (a role's default TTL) is shortened with ``sys/leases/renew`` and a
+smaller increment, or revoked at once and the claim refused. So a secret does not outlive its
+approval even if stepup crashes before it records the lease, or cannot revoke it later.
+
 Requests go through hvac's ``RawAdapter`` built by hand rather than ``hvac.Client``: the client
 reads ``VAULT_TOKEN``, ``VAULT_ADDR`` and ``~/.vault-token`` when not told otherwise, and stepup
 must use exactly the policy's settings. Redirects are never followed (the token would go along).
@@ -42,6 +47,7 @@ _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600}
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _GONE = ("invalid lease", "lease not found")  # older Vault's 400 for a lease already revoked
+LEASE_SLACK_SECONDS = 2  # what a lease may outlast the approval by (clocks, the round trip)
 
 
 class AppRoleAuth(IssuerSettings):
@@ -83,7 +89,14 @@ class VaultSettings(IssuerSettings):
         if (self.token_env is None) == (self.auth is None):
             raise ValueError("name exactly one of token_env or auth")
         parts = urlsplit(self.url)
-        if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+            raise ValueError(
+                "url: no user:password@ in the address (it would be printed and logged); "
+                "use token_env or auth"
+            )
+        if "?" in self.url or "#" in self.url:
+            raise ValueError("url: no ?query or #fragment, only the Vault address")
+        if not parts.hostname or parts.path not in ("", "/"):
             raise ValueError("url: the Vault address, like https://vault.example.com:8200")
         if parts.scheme == "http" and self.allow_http and parts.hostname in _LOOPBACK:
             return self
@@ -359,11 +372,10 @@ class VaultIssuer:
                 f"{self.name}: {grant.path} is a static secret (no lease): it cannot be "
                 "revoked, so it is not issued; use a dynamic secrets engine"
             )
-        vault_duration = _number(answer.get("lease_duration"))
-        lease_duration = min(vault_duration, remaining) if vault_duration > 0 else remaining
         if len(lease_id) > MAX_HANDLE:
             self.revoke(lease_id)
             raise IssuerUnavailable(f"{self.name}: the lease id is too long to keep")
+        lease_duration = self._held_to_approval(grant.path, lease_id, answer, expires_at)
         log.info("vault %s: lease on %s for request %s", self.name, grant.path, request.request_id)
         return Issued(
             secret={
@@ -374,6 +386,57 @@ class VaultIssuer:
             handle=lease_id,
             expires_at=min(expires_at, now + timedelta(seconds=lease_duration)),
         )
+
+    def _held_to_approval(
+        self, path: str, lease_id: str, answer: Mapping[str, Any], expires_at: datetime
+    ) -> int:
+        """The lease's real duration, once it ends by the approval's expiry at Vault itself.
+
+        A lease longer than that (GET, or POST without ``ttl``: the role's default TTL) is
+        renewed with the time left as increment; Vault takes the increment from now, capped by
+        the role's max TTL, and answers the duration it set. If the lease cannot be renewed,
+        the renew fails or Vault still answers longer, the lease is revoked at once and the
+        claim refused: a secret that outlives its approval must not be handed out."""
+        remaining = int((expires_at - self._clock()).total_seconds())
+        duration = _number(answer.get("lease_duration"))
+        if 0 < duration <= remaining + LEASE_SLACK_SECONDS:
+            return duration
+        why = ""
+        if remaining <= 0:
+            why = "the approval expired while Vault answered"
+        elif answer.get("renewable") is False:
+            why = "the lease is not renewable, so it cannot be shortened"
+        else:
+            renewed = self._authorized(
+                "PUT", "sys/leases/renew", {"lease_id": lease_id, "increment": remaining}
+            )
+            duration = _number(_object(renewed).get("lease_duration"))
+            if renewed.status_code != 200:
+                why = f"shortening it failed: {_errors(renewed, self._secrets)}"
+            elif not 0 < duration <= remaining + LEASE_SLACK_SECONDS:
+                why = f"Vault kept it at {duration} s when asked for {remaining} s"
+            else:
+                return duration
+        revoked = (
+            "it was revoked"
+            if self._revoke_unissued(lease_id)
+            else f"revoking it failed too, so revoke lease {lease_id} by hand"
+        )
+        raise IssuerUnavailable(
+            f"{self.name}: the lease Vault gave for {path} outlasts the approval "
+            f"({remaining} s left; {why}); {revoked}. The Vault role's TTL is longer than the "
+            "approval: set the role's default_ttl and max_ttl no longer than the rule's max_ttl"
+        )
+
+    def _revoke_unissued(self, lease_id: str) -> bool:
+        """Revoke a lease stepup will not hand out. A failure is logged with the lease id (not
+        a secret) for an operator to finish; the refusal that follows matters more."""
+        try:
+            self.revoke(lease_id)
+        except IssuerUnavailable as exc:
+            log.warning("vault %s: could not revoke refused lease %s: %s", self.name, lease_id, exc)
+            return False
+        return True
 
     def revoke(self, handle: str) -> None:
         response = self._authorized("PUT", "sys/leases/revoke", {"lease_id": handle})

@@ -15,10 +15,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
+from core.audit.events import AuditKind
 from core.errors import Conflict, DuplicateIdempotencyKey, DuplicateVote, NotFound
 from core.model import ActionClass, Status, Tier
 from core.snapshots import CredentialInfo, RequestSnapshot, VoteInfo
-from core.storage.tables import AgentRow, CredentialRow, RequestRow, RevocationRow, VoteRow
+from core.storage.tables import (
+    AgentRow,
+    AuditRow,
+    CredentialRow,
+    RequestRow,
+    RevocationRow,
+    VoteRow,
+)
 from core.store import LiveCredential, NewCredential, NewVote
 from core.terms import Terms
 
@@ -191,6 +199,7 @@ def add_credential(session: Session, credential: NewCredential) -> None:
             "expires_at": credential.expires_at,
             "issuer": credential.issuer,
             "handle": credential.handle,
+            "issuer_config": credential.issuer_config,
         },
     )
 
@@ -216,15 +225,20 @@ def revoke_credentials(
     if not credentials:
         return set()
     revoked = {
-        jti: (issuer, handle)
-        for jti, issuer, handle in session.execute(
+        jti: (issuer, handle, config)
+        for jti, issuer, handle, config in session.execute(
             update(CredentialRow)
             .where(
                 CredentialRow.jti.in_([jti for _, jti in credentials]),
                 CredentialRow.revoked_at.is_(None),
             )
             .values(revoked_at=now, revoke_reason=reason)
-            .returning(CredentialRow.jti, CredentialRow.issuer, CredentialRow.handle)
+            .returning(
+                CredentialRow.jti,
+                CredentialRow.issuer,
+                CredentialRow.handle,
+                CredentialRow.issuer_config,
+            )
             .execution_options(synchronize_session=False)
         ).all()
     }
@@ -238,6 +252,7 @@ def revoke_credentials(
             "created_at": now,
             "issuer": revoked[jti][0],
             "handle": revoked[jti][1],
+            "issuer_config": revoked[jti][2],
         }
         for request_id, jti in credentials
         if jti in revoked
@@ -245,6 +260,19 @@ def revoke_credentials(
     if queued:
         session.connection().execute(insert(RevocationRow), queued)
     return set(revoked)
+
+
+def logged_terms(session: Session, request_id: str) -> dict[str, Any] | None:
+    data = session.execute(
+        select(AuditRow.data)
+        .where(AuditRow.request_id == request_id, AuditRow.kind == AuditKind.POLICY_DECIDED.value)
+        .order_by(AuditRow.seq)
+        .limit(1)
+    ).scalar_one_or_none()
+    if data is None:
+        return None
+    terms = json.loads(data).get("terms")
+    return terms if isinstance(terms, dict) else None
 
 
 def list_snapshots(

@@ -36,10 +36,20 @@ def lease(
     for row in rows:  # leased: another worker or replica leaves them alone
         row.next_attempt_at = until
         row.attempts += 1
-    return [LeasedRevocation(r.jti, r.request_id, r.attempts, r.issuer, r.handle) for r in rows]
+    return [
+        LeasedRevocation(r.jti, r.request_id, r.attempts, r.issuer, r.handle, r.issuer_config)
+        for r in rows
+    ]
 
 
-def queue(session: Session, request_id: str, issuer: str, handle: str, now: datetime) -> str:
+def queue(
+    session: Session,
+    request_id: str,
+    issuer: str,
+    handle: str,
+    issuer_config: str,
+    now: datetime,
+) -> str:
     """An unrecorded credential's revocation, under an id of its own (no credential row)."""
     jti = "unclaimed_" + secrets.token_urlsafe(12)
     session.add(
@@ -52,6 +62,7 @@ def queue(session: Session, request_id: str, issuer: str, handle: str, now: date
             created_at=now,
             issuer=issuer,
             handle=handle,
+            issuer_config=issuer_config,
         )
     )
     session.flush()

@@ -121,8 +121,13 @@ class SqlStoreTx:
     ) -> list[LeasedRevocation]:
         return revocations_repo.lease(self.session, now, limit=limit, until=until, jtis=jtis)
 
-    def queue_revocation(self, request_id: str, issuer: str, handle: str, now: datetime) -> str:
-        return revocations_repo.queue(self.session, request_id, issuer, handle, now)
+    def queue_revocation(
+        self, request_id: str, issuer: str, handle: str, issuer_config: str, now: datetime
+    ) -> str:
+        return revocations_repo.queue(self.session, request_id, issuer, handle, issuer_config, now)
+
+    def logged_terms(self, request_id: str) -> dict[str, Any] | None:
+        return repo.logged_terms(self.session, request_id)
 
     def revocations_done(self, jtis: Sequence[str], now: datetime) -> dict[str, datetime | None]:
         return revocations_repo.done(self.session, jtis, now)

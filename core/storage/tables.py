@@ -144,6 +144,8 @@ class CredentialRow(Base):
     # its handle there (a role name, a lease id; never the secret itself).
     issuer: Mapped[str | None] = mapped_column(String(100), nullable=True)
     handle: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The issuer's type and settings it was minted under (JSON, no secret): revoked with those.
+    issuer_config: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class AuditRow(Base):
@@ -236,6 +238,7 @@ class RevocationRow(Base):
     done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     issuer: Mapped[str | None] = mapped_column(String(100), nullable=True)  # NULL: built-in JWT
     handle: Mapped[str | None] = mapped_column(Text, nullable=True)
+    issuer_config: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class DigestRow(Base):

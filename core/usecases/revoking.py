@@ -63,7 +63,8 @@ class Revoking:
             return
         if not revocation.handle:
             raise IssuerUnavailable(f"no handle recorded for issuer {revocation.issuer!r}")
-        self.parts.issuers.get(revocation.issuer).revoke(revocation.handle)
+        issuers = self.parts.issuers
+        issuers.recorded(revocation.issuer, revocation.issuer_config).revoke(revocation.handle)
 
     def sweep_orphans(self, now: datetime) -> int:
         """Issuers that can list what they minted (PostgreSQL) drop what has expired: orphans of

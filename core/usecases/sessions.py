@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -10,17 +9,15 @@ from typing import Any
 
 from core.approvals import approver_emails, check_party
 from core.credentials import CredentialGrant, IssuedCredential
-from core.errors import IssuerFailed
-from core.issuers.base import Issued, Issuer, IssueRequest, IssuerUnavailable
+from core.issuers.base import Issued
 from core.issuers.catalog import issuer_type
 from core.lifecycle import Event
 from core.model import AgentIdentity, Approver, SessionOutcome
 from core.snapshots import RequestSnapshot
 from core.store import NewCredential
+from core.usecases.minting import Minted, Minting
 from core.usecases.parts import Parts
 from core.usecases.transition import Step, changing
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,8 +29,12 @@ class Claimed:
     credential: IssuedCredential
     minted: Issued | None = None
 
-    def __iter__(self) -> Iterator[Any]:  # ``request, credential = claim(...)`` still reads
+    # Read as the pair it used to be: ``request, credential = claim(...)``, ``claim(...)[1]``.
+    def __iter__(self) -> Iterator[Any]:
         return iter((self.request, self.credential))
+
+    def __getitem__(self, index: int) -> Any:
+        return (self.request, self.credential)[index]
 
 
 def credential_ttl(snap: RequestSnapshot) -> timedelta:
@@ -65,6 +66,7 @@ class _IssuerBacked(Exception):
 class Sessions:
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
+        self.minting = Minting(parts)
 
     def claim(self, request_id: str, agent: AgentIdentity, *, now: datetime) -> Claimed:
         """Mint the credential of an approved request, once.
@@ -77,70 +79,20 @@ class Sessions:
             return self._record_claim(request_id, agent, now, None)  # the built-in JWT alone
         except _IssuerBacked as backed:
             snap = backed.snapshot
-        issuer = self.parts.issuers.get(str(snap.terms.issuer))
-        ttl = credential_ttl(snap)
-        minted = self._mint(snap, agent, issuer, _whole_seconds(now + ttl), now)
+        expires_at = _whole_seconds(now + credential_ttl(snap))
+        minted = self.minting.mint(snap, agent, expires_at, now)
         try:
-            return self._record_claim(request_id, agent, now, (issuer, minted))
+            return self._record_claim(request_id, agent, now, minted)
         except BaseException:
-            self._discard(snap, issuer.name, minted, now)  # lost a race, or the write failed
+            self.minting.discard(snap, minted, now)  # lost a race, or the write failed
             raise
-
-    def _mint(
-        self,
-        snap: RequestSnapshot,
-        agent: AgentIdentity,
-        issuer: Issuer,
-        expires_at: datetime,
-        now: datetime,
-    ) -> Issued:
-        try:
-            return issuer.issue(
-                self.parts.issuers.config(issuer.name).grant(snap.terms.grant or {}),
-                IssueRequest(
-                    request_id=snap.id,
-                    agent=snap.agent_id,
-                    action=snap.action,
-                    target=snap.target,
-                    environment=snap.environment,
-                    args_digest=snap.parameters_digest,
-                ),
-                expires_at,
-            )
-        except Exception as exc:  # any failure: nothing claimed, the agent may retry
-            error = (str(exc) if isinstance(exc, IssuerUnavailable) else "") or type(exc).__name__
-            logger.warning("issuer %s could not issue for %s: %s", issuer.name, snap.id, error)
-            with self.parts.store.write() as tx:
-                tx.audit.issue_failed(snap.id, agent.id, issuer.name, error, now)
-            raise IssuerFailed(
-                f"the credential issuer {issuer.name!r} could not issue the credential "
-                f"({error}); the request is still approved: claim again"
-            ) from None
-
-    def _discard(self, snap: RequestSnapshot, issuer: str, minted: Issued, now: datetime) -> None:
-        """A minted credential that was not recorded: queued for revocation at its issuer."""
-        try:
-            with self.parts.store.write() as tx:
-                jti = tx.queue_revocation(snap.id, issuer, minted.handle, now)
-        except Exception:
-            logger.exception(
-                "credential %s at issuer %s for %s was minted but could not be recorded or "
-                "queued for revocation; it lapses at %s",
-                minted.handle,
-                issuer,
-                snap.id,
-                minted.expires_at.isoformat(),
-            )
-            return
-        if self.parts.revoke_soon is not None:
-            self.parts.revoke_soon([jti], now)
 
     def _record_claim(
         self,
         request_id: str,
         agent: AgentIdentity,
         now: datetime,
-        minted: tuple[Issuer, Issued] | None,
+        minted: Minted | None,
     ) -> Claimed:
         with changing(self.parts, now) as unit:
             snap = unit.load(request_id, agent_id=agent.id)
@@ -170,8 +122,9 @@ class Sessions:
                 audience=snap.target,
                 issued_at=now,
                 expires_at=issued.expires_at,
-                issuer=minted[0].name if minted else None,
-                handle=minted[1].handle if minted else None,
+                issuer=minted.config.name if minted else None,
+                handle=minted.issued.handle if minted else None,
+                issuer_config=minted.config.record() if minted else None,
             )
             unit.tx.add_credential(credential)
             recorded: dict[str, Any] = {
@@ -183,10 +136,10 @@ class Sessions:
             }
             if minted is not None:
                 recorded.update(
-                    credential_type=minted[0].type,
-                    issuer=minted[0].name,
-                    handle=minted[1].handle,
-                    issuer_expires_at=minted[1].expires_at.isoformat(),
+                    credential_type=minted.config.type,
+                    issuer=minted.config.name,
+                    handle=minted.issued.handle,
+                    issuer_expires_at=minted.issued.expires_at.isoformat(),
                 )
             (claimed,) = unit.apply(
                 Step(
@@ -197,7 +150,7 @@ class Sessions:
                     detail={"credential": recorded},
                 )
             )
-        return Claimed(claimed, issued, minted[1] if minted else None)
+        return Claimed(claimed, issued, minted.issued if minted else None)
 
     def complete(
         self,

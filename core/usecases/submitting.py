@@ -289,6 +289,7 @@ def _credential_terms(
     return {
         "issuer": config.name,
         "issuer_type": config.type,
+        "issuer_settings": config.settings_record,
         "grant": grant.model_dump(mode="json", exclude_none=True),
         "issues": config.describe(grant),
     }

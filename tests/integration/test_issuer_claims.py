@@ -26,7 +26,7 @@ from bot.api.app import create_app
 from bot.api.context import ApiContext
 from bot.slack.cards import card_blocks
 from core.audit.events import AuditKind
-from core.errors import IllegalTransition, IssuerFailed, ValidationFailed
+from core.errors import Conflict, IllegalTransition, IssuerFailed, ValidationFailed
 from core.model import AgentIdentity, SessionOutcome, Status
 from core.storage.audit_verify import verify_database
 from core.storage.database import Database
@@ -363,3 +363,84 @@ def test_the_api_answers_the_secret_once_and_a_502_when_the_issuer_fails(
         ).json()
         plain = client.post(f"/v1/requests/{jwt_rule['id']}/credential").json()
         assert plain["credential_type"] == "jwt" and "secret" not in plain
+
+
+# -- the approval holds the issuer it named (review findings) --------------------------------
+
+MOVED = "https://broker-moved.test/stepup"
+
+
+def reload_policy(engine: Engine, text: str) -> None:
+    engine.policy_path.write_text(text)
+    engine.service.parts.policy.reload(engine.policy_path)
+
+
+def test_a_claim_after_the_issuers_settings_changed_is_refused_and_nothing_is_issued(
+    engine: Engine, broker: Broker
+) -> None:
+    """Approved for the broker at one address: the policy now points the name elsewhere. The
+    approval was not for that, so the claim is refused (409), audited, and nothing minted."""
+    agent = agent_of(engine)
+    request, _ = engine.service.submit(agent, read_query(), now=now())
+    reload_policy(engine, POLICY.replace(BROKER, MOVED))
+
+    with pytest.raises(Conflict, match="changed its settings since this request was approved"):
+        engine.service.claim(request.id, agent, now=now())
+
+    assert broker.calls == []
+    assert engine.service.get(request.id).status is Status.APPROVED
+    assert audit_kinds(engine, request.id)[-1] == AuditKind.ISSUE_FAILED.value
+
+
+def test_a_claim_after_the_issuer_left_the_policy_is_a_409_not_a_500(
+    engine: Engine, broker: Broker
+) -> None:
+    agent = agent_of(engine)
+    request, _ = engine.service.submit(agent, read_query(), now=now())
+    reload_policy(
+        engine,
+        POLICY.replace("  broker:", "  other-broker:", 1).replace(
+            "issuer: broker", "issuer: other-broker"
+        ),
+    )
+    with pytest.raises(Conflict, match="no longer in the policy"):
+        engine.service.claim(request.id, agent, now=now())
+    assert broker.calls == []
+
+
+def test_a_credential_is_revoked_with_the_settings_it_was_minted_under(
+    engine: Engine, broker: Broker
+) -> None:
+    """The policy moves the issuer after the claim (or drops it, then the service restarts):
+    the revoke still goes to where the credential lives, from the record on the credential."""
+    agent = agent_of(engine)
+    request, _ = engine.service.submit(agent, read_query(), now=now())
+    claimed = engine.service.claim(request.id, agent, now=now())
+    assert claimed.minted is not None
+    reload_policy(engine, POLICY.replace(BROKER, MOVED))
+    engine.service.parts.issuers = type(engine.service.parts.issuers)(  # a fresh process
+        lambda: engine.service.parts.policy.current.issuers,
+        engine.service.parts.issuers._context,
+    )
+
+    engine.service.complete(request.id, agent, SessionOutcome.SUCCEEDED, "", now=now())
+
+    (revoke,) = broker.ops("revoke")  # at the original address (MOVED is not mocked)
+    assert revoke["handle"] == claimed.minted.handle
+    with engine.db.read() as session:
+        assert session.execute(select(RevocationRow.status)).scalar_one() == "done"
+
+
+def test_a_grant_edited_in_the_database_is_refused_at_claim(engine: Engine, broker: Broker) -> None:
+    """An insider widens the frozen grant of an approved request: the stored terms no longer
+    match the audit log's, so nothing is issued."""
+    agent = agent_of(engine)
+    request, _ = engine.service.submit(agent, read_query(), now=now())
+    with engine.db.write() as session:
+        row = session.get(RequestRow, request.id)
+        assert row is not None
+        row.terms = row.terms.replace("reader-sales", "admin")
+
+    with pytest.raises(Conflict, match="differ from what the audit log recorded"):
+        engine.service.claim(request.id, agent, now=now())
+    assert broker.calls == []

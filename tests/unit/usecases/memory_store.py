@@ -214,6 +214,7 @@ class MemoryTx:
                 self.state.revocations[jti] = {
                     "issuer": issued.issuer if issued else None,
                     "handle": issued.handle if issued else None,
+                    "issuer_config": issued.issuer_config if issued else None,
                     "request_id": request_id,
                     "status": "pending",
                     "attempts": 0,
@@ -236,16 +237,31 @@ class MemoryTx:
                 r["attempts"] += 1
                 leased.append(
                     LeasedRevocation(
-                        jti, r["request_id"], r["attempts"], r.get("issuer"), r.get("handle")
+                        jti,
+                        r["request_id"],
+                        r["attempts"],
+                        r.get("issuer"),
+                        r.get("handle"),
+                        r.get("issuer_config"),
                     )
                 )
         return leased
 
-    def queue_revocation(self, request_id: str, issuer: str, handle: str, now: datetime) -> str:
+    def logged_terms(self, request_id: str) -> dict[str, Any] | None:
+        for entry in self.state.audit:
+            if entry.kind is AuditKind.POLICY_DECIDED and entry.request_id == request_id:
+                terms = entry.data.get("terms")
+                return terms if isinstance(terms, dict) else None
+        return None
+
+    def queue_revocation(
+        self, request_id: str, issuer: str, handle: str, issuer_config: str, now: datetime
+    ) -> str:
         jti = f"unclaimed_{len(self.state.revocations)}"
         self.state.revocations[jti] = {
             "issuer": issuer,
             "handle": handle,
+            "issuer_config": issuer_config,
             "request_id": request_id,
             "status": "pending",
             "attempts": 0,
