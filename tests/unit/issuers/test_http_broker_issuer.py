@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -119,7 +120,71 @@ def test_issue_sends_a_signed_request_and_returns_the_brokers_credential() -> No
     assert claims["grant"] == {"role": "reader", "schemas": ["orders"], "ttl_hint": 600}
     assert claims["expires_at"] == NOW + 600
     assert len(claims["jti"]) >= 16
-    assert headers["Idempotency-Key"] == f"{REQUEST.request_id}:issue"
+    assert re.fullmatch(rf"{REQUEST.request_id}:[0-9a-f]{{16}}:issue", headers["Idempotency-Key"])
+
+
+class ReplayingBroker:
+    """A broker that de-duplicates on the Idempotency-Key, as docs/issuers/http.md asks: a
+    repeated key is answered the credential already minted for it."""
+
+    def __init__(self) -> None:
+        self.answered: dict[str, dict[str, Any]] = {}
+        self.live: set[str] = set()
+
+    def __call__(self, request: Any) -> tuple[int, dict[str, str], str]:
+        _, claims = verified(request)
+        key = request.headers["Idempotency-Key"]
+        if claims["op"] == "revoke":
+            self.live.discard(claims["handle"])
+            return 204, {}, ""
+        if key not in self.answered:
+            handle = f"login-{len(self.answered) + 1}"
+            self.live.add(handle)
+            self.answered[key] = {"handle": handle, "secret": {"password": f"pw-{handle}"}}
+        return 201, {"Content-Type": "application/json"}, json.dumps(self.answered[key])
+
+
+@responses.activate
+def test_two_claims_of_one_request_get_two_credentials_and_revoking_one_spares_the_other() -> None:
+    # Two claims at once (or a claim again after stepup discarded an answer): stepup keeps one
+    # and revokes the other. Under one key per request the broker answered both with the same
+    # handle, and that revoke ended the credential the winner holds.
+    broker = ReplayingBroker()
+    responses.add_callback(responses.POST, URL, callback=broker)
+    issuer = make()
+
+    winner = issuer.issue(grant(), REQUEST, ASKED)
+    loser = issuer.issue(grant(), REQUEST, ASKED)
+    issuer.revoke(loser.handle)
+
+    assert winner.handle != loser.handle
+    assert broker.live == {winner.handle}
+    keys = [call.request.headers["Idempotency-Key"] for call in responses.calls[:2]]
+    assert keys[0] != keys[1]
+    assert all(key.startswith(f"{REQUEST.request_id}:") for key in keys)
+
+
+@responses.activate
+def test_a_retry_within_one_claim_gets_the_credential_already_minted() -> None:
+    # The broker minted, but its answer was lost (a 503 from a proxy after it): the retry
+    # carries the same key, so the broker answers that credential rather than a second one.
+    broker = ReplayingBroker()
+    lost: list[bool] = []
+
+    def flaky(request: Any) -> tuple[int, dict[str, str], str]:
+        answer = broker(request)
+        if not lost:
+            lost.append(True)
+            return 503, {}, ""
+        return answer
+
+    responses.add_callback(responses.POST, URL, callback=flaky)
+
+    issued = make().issue(grant(), REQUEST, ASKED)
+
+    assert len(responses.calls) == 2
+    assert issued.handle == "login-1"
+    assert broker.live == {"login-1"}
 
 
 @responses.activate
@@ -368,6 +433,11 @@ def test_without_a_signing_key_nothing_is_sent() -> None:
         ({"url": "http://broker.example.com/x"}, "url"),
         ({"url": "https://user:pw@broker.example.com/x"}, "url"),
         ({"url": "ftp://broker.example.com/x"}, "url"),
+        ({"url": "https://broker.example.com/x?token=s3cret"}, "query"),
+        ({"url": "https://broker.example.com/x?"}, "query"),
+        ({"url": "https://broker.example.com/x#s3cret"}, "fragment"),
+        ({"url": "https://broker.example.com/x#"}, "fragment"),
+        ({"url": "https://s3cret@broker.example.com/x"}, "user or password"),
         ({"headers_env": {"Idempotency-Key": "X"}}, "headers_env"),
         ({"headers_env": {"Content-Type": "X"}}, "headers_env"),
         ({"headers_env": {"Bad Header": "X"}}, "headers_env"),
@@ -424,6 +494,44 @@ def test_build_and_describe() -> None:
         described == "Credential from broker broker (role=reader, schemas=[orders], ttl_hint=600)"
     )
     assert HttpType.describe("b", HttpSettings(url=URL), HttpGrant()) == "Credential from broker b"
+
+
+def test_describe_shows_a_long_value_an_agent_chose_instead_of_hiding_it() -> None:
+    chosen = "readonly-orders-but-actually-admin-everything"  # 45 characters, fits safe_value
+    assert HttpType.safe_value.fullmatch(chosen)
+    described = HttpType.describe(
+        "broker", HttpSettings(url=URL), HttpGrant.model_validate({"role": chosen})
+    )
+    assert described == f"Credential from broker broker (role={chosen})"
+
+    longer = "readonly-" + "x" * 200 + "-admin"
+    described = HttpType.describe(
+        "broker", HttpSettings(url=URL), HttpGrant.model_validate({"role": longer, "db": "o"})
+    )
+    role = re.search(r"role=([^,)]*)", described)
+    assert role is not None and role[1].endswith("…")
+    assert longer.startswith(role[1][:-1])
+    assert "db=o" in described
+
+
+def test_describe_shows_every_key_and_value_within_a_bound() -> None:
+    fields: dict[str, Any] = {f"key{n}": f"value-{n}-" + "v" * 50 for n in range(8)}
+    fields["nested"] = {"mode": "admin", "flags": [True, 3]}
+    described = HttpType.describe("broker", HttpSettings(url=URL), HttpGrant.model_validate(fields))
+    shown = described.removeprefix("Credential from broker broker (").removesuffix(")")
+    assert len(shown) <= 200
+    for n in range(8):
+        assert f"key{n}=value-{n}-" in shown
+    assert "nested={mode=admin" in shown  # a map is shown too, cut like the rest
+    short = HttpGrant.model_validate({"nested": {"mode": "admin", "flags": [True, 3]}})
+    assert "(nested={mode=admin flags=[true 3]})" in HttpType.describe(
+        "b", HttpSettings(url=URL), short
+    )
+
+    many: dict[str, Any] = {f"k{n:02}": "x" * 40 for n in range(40)}
+    described = HttpType.describe("b", HttpSettings(url=URL), HttpGrant.model_validate(many))
+    assert len(described) <= len("Credential from broker b ()") + 200
+    assert described.endswith("…)")
 
 
 class _DocsJwks:
@@ -498,6 +606,10 @@ def test_the_broker_sketched_in_the_docs_works_with_this_issuer(
     assert issued.secret["grant"] == grant().as_dict()
     assert issued.handle == "login-1"
     assert issued.expires_at <= asked
+    second = live.issue(grant(), REQUEST, asked)  # another claim of the same request
+    assert second.handle == "login-2"
+    live.revoke(second.handle)
+    assert list(broker["minted"]) == ["login-1"]
     assert live.check().endswith("(HTTP 200)")
     live.revoke(issued.handle)
     assert broker["minted"] == {}

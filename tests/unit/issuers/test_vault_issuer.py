@@ -37,7 +37,7 @@ REQUEST = IssueRequest(
 SECRETS = (TOKEN, APPROLE_TOKEN, APPROLE_TOKEN_2, SECRET_ID, K8S_JWT, DB_PASSWORD)
 
 
-def creds_body(lease_id: str = LEASE_ID, duration: int = 3600) -> dict[str, Any]:
+def creds_body(lease_id: str = LEASE_ID, duration: int = 300) -> dict[str, Any]:
     """Vault's answer to ``GET /v1/database/creds/:name`` (database secrets engine docs)."""
     return {
         "request_id": "75b2b1d5-2b4b-a8f3-fc94-7c5e10c3e8a2",
@@ -98,9 +98,23 @@ def assert_no_secret(*texts: str) -> None:
 # -- issuing -------------------------------------------------------------------------------
 
 
+def renew_body(duration: int, lease_id: str = LEASE_ID) -> dict[str, Any]:
+    """Vault's answer to ``PUT /v1/sys/leases/renew``: the lease and the duration it now has."""
+    return {
+        "request_id": "5c1d1b0a-8f2e-4f2c-9a8e-0b9a3c2d1e0f",
+        "lease_id": lease_id,
+        "renewable": True,
+        "lease_duration": duration,
+        "data": None,
+        "wrap_info": None,
+        "warnings": None,
+        "auth": None,
+    }
+
+
 @responses.activate
-def test_token_auth_reads_the_secret_and_caps_the_lease_by_the_approval() -> None:
-    responses.get(f"{VAULT}/v1/database/creds/orders-reader", json=creds_body(duration=3600))
+def test_token_auth_reads_the_secret_within_the_approval() -> None:
+    responses.get(f"{VAULT}/v1/database/creds/orders-reader", json=creds_body(duration=300))
 
     issued = issuer().issue(grant(), REQUEST, NOW + timedelta(minutes=5))
 
@@ -109,11 +123,12 @@ def test_token_auth_reads_the_secret_and_caps_the_lease_by_the_approval() -> Non
     assert sent.headers["X-Vault-Request"] == "true"
     assert issued.secret == {
         "lease_id": LEASE_ID,
-        "lease_duration": 300,  # Vault's 3600 s capped by the approval's 5 minutes
+        "lease_duration": 300,
         "data": {"username": "v-token-orders-r-8Jdl3", "password": DB_PASSWORD},
     }
     assert issued.handle == LEASE_ID
     assert issued.expires_at == NOW + timedelta(minutes=5)
+    assert len(responses.calls) == 1  # the lease already ends in time: no renew
 
 
 @responses.activate
@@ -124,6 +139,156 @@ def test_a_lease_shorter_than_the_approval_sets_the_real_expiry() -> None:
 
     assert issued.secret["lease_duration"] == 60
     assert issued.expires_at == NOW + timedelta(seconds=60)
+    assert [c.request.url for c in responses.calls] == [f"{VAULT}/v1/database/creds/orders-reader"]
+
+
+@responses.activate
+def test_a_lease_a_few_seconds_over_is_within_the_slack() -> None:
+    responses.get(f"{VAULT}/v1/database/creds/orders-reader", json=creds_body(duration=302))
+
+    issued = issuer().issue(grant(), REQUEST, NOW + timedelta(minutes=5))
+
+    assert issued.secret["lease_duration"] == 302
+    assert issued.expires_at == NOW + timedelta(minutes=5)
+    assert len(responses.calls) == 1
+
+
+# -- the lease held to the approval at Vault -----------------------------------------------
+
+
+@responses.activate
+def test_a_longer_lease_is_shortened_at_vault_with_a_renew() -> None:
+    # the role's default TTL (768 h) would let the login outlive a 5-minute approval
+    responses.get(f"{VAULT}/v1/database/creds/orders-reader", json=creds_body(duration=2764800))
+    renew = responses.put(f"{VAULT}/v1/sys/leases/renew", json=renew_body(300))
+
+    issued = issuer().issue(grant(), REQUEST, NOW + timedelta(minutes=5))
+
+    assert renew.call_count == 1
+    sent = responses.calls[1].request
+    assert sent.method == "PUT"
+    assert json.loads(sent.body or b"{}") == {"lease_id": LEASE_ID, "increment": 300}
+    assert sent.headers["X-Vault-Token"] == TOKEN
+    assert issued.secret["lease_duration"] == 300  # what Vault now says, not a local min()
+    assert issued.expires_at == NOW + timedelta(minutes=5)
+    assert issued.handle == LEASE_ID
+
+
+@responses.activate
+def test_the_renewed_duration_vault_answers_is_the_one_reported() -> None:
+    # Vault may give less than asked (the role's max_ttl): that is the real lease
+    responses.get(f"{VAULT}/v1/database/creds/orders-reader", json=creds_body(duration=3600))
+    responses.put(f"{VAULT}/v1/sys/leases/renew", json=renew_body(120))
+
+    issued = issuer().issue(grant(), REQUEST, NOW + timedelta(minutes=5))
+
+    assert issued.secret["lease_duration"] == 120
+    assert issued.expires_at == NOW + timedelta(seconds=120)
+
+
+@responses.activate
+def test_a_lease_without_a_duration_is_renewed_to_the_approval() -> None:
+    body = creds_body()
+    del body["lease_duration"]
+    responses.get(f"{VAULT}/v1/database/creds/orders-reader", json=body)
+    responses.put(f"{VAULT}/v1/sys/leases/renew", json=renew_body(300))
+
+    issued = issuer().issue(grant(), REQUEST, NOW + timedelta(minutes=5))
+
+    assert issued.secret["lease_duration"] == 300
+    assert len(responses.calls) == 2
+
+
+def refused_lease(caplog: pytest.LogCaptureFixture) -> tuple[str, list[Any]]:
+    """Issue with a 5-minute approval; the claim must fail. The message and the calls made."""
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(IssuerUnavailable) as caught:
+        issuer().issue(grant(), REQUEST, NOW + timedelta(minutes=5))
+    message = str(caught.value)
+    assert "default_ttl" in message and "max_ttl" in message
+    assert_no_secret(message, caplog.text)
+    return message, list(responses.calls)
+
+
+@responses.activate
+def test_a_lease_that_cannot_be_renewed_is_revoked_and_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    body = {**creds_body(duration=2764800), "renewable": False}
+    responses.get(f"{VAULT}/v1/database/creds/orders-reader", json=body)
+    renew = responses.put(f"{VAULT}/v1/sys/leases/renew", json=renew_body(300))
+    revoke = responses.put(f"{VAULT}/v1/sys/leases/revoke", status=204)
+
+    message, calls = refused_lease(caplog)
+
+    assert "not renewable" in message and "it was revoked" in message
+    assert renew.call_count == 0
+    assert revoke.call_count == 1
+    assert json.loads(calls[-1].request.body or b"{}") == {"lease_id": LEASE_ID}
+
+
+@responses.activate
+def test_a_renew_vault_refuses_revokes_the_lease_and_refuses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    responses.get(f"{VAULT}/v1/database/creds/orders-reader", json=creds_body(duration=2764800))
+    responses.put(f"{VAULT}/v1/sys/leases/renew", status=500, json={"errors": ["internal error"]})
+    revoke = responses.put(f"{VAULT}/v1/sys/leases/revoke", status=204)
+
+    message, calls = refused_lease(caplog)
+
+    assert "HTTP 500" in message and "it was revoked" in message
+    assert revoke.call_count == 1
+    assert [c.request.url.rsplit("/v1/", 1)[1] for c in calls] == [
+        "database/creds/orders-reader",
+        "sys/leases/renew",
+        "sys/leases/revoke",
+    ]
+
+
+@responses.activate
+def test_a_renew_without_permission_revokes_the_lease_and_refuses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    responses.get(f"{VAULT}/v1/database/creds/orders-reader", json=creds_body(duration=3600))
+    responses.put(
+        f"{VAULT}/v1/sys/leases/renew", status=403, json={"errors": ["permission denied"]}
+    )
+    revoke = responses.put(f"{VAULT}/v1/sys/leases/revoke", status=204)
+
+    message, _ = refused_lease(caplog)
+
+    assert "HTTP 403" in message
+    assert revoke.call_count == 1
+
+
+@responses.activate
+def test_a_renew_vault_answers_still_too_long_revokes_the_lease_and_refuses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # an engine may ignore the increment: the lease would still outlive the approval
+    responses.get(f"{VAULT}/v1/database/creds/orders-reader", json=creds_body(duration=2764800))
+    responses.put(f"{VAULT}/v1/sys/leases/renew", json=renew_body(2764800))
+    revoke = responses.put(f"{VAULT}/v1/sys/leases/revoke", status=204)
+
+    message, _ = refused_lease(caplog)
+
+    assert "kept it at 2764800 s" in message
+    assert revoke.call_count == 1
+
+
+@responses.activate
+def test_a_refused_lease_vault_will_not_revoke_is_named_for_an_operator(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    body = {**creds_body(duration=2764800), "renewable": False}
+    responses.get(f"{VAULT}/v1/database/creds/orders-reader", json=body)
+    responses.put(f"{VAULT}/v1/sys/leases/revoke", status=503, json={"errors": ["sealed"]})
+
+    message, _ = refused_lease(caplog)
+
+    assert f"revoke lease {LEASE_ID} by hand" in message
+    assert LEASE_ID in caplog.text
 
 
 @responses.activate
@@ -492,6 +657,23 @@ def test_safe_value_accepts_role_names() -> None:
 def test_settings_refused(raw: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         VaultSettings.model_validate(raw)
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("https://admin:s3cret@vault.example.com:8200", "user:password@"),
+        ("https://s3cret@vault.example.com:8200", "user:password@"),
+        ("https://:s3cret@vault.example.com:8200", "user:password@"),
+        ("https://vault.example.com:8200?token=s3cret", "query"),
+        ("https://vault.example.com:8200/?", "query"),
+        ("https://vault.example.com:8200#s3cret", "fragment"),
+    ],
+)
+def test_settings_refuse_credentials_and_extras_in_the_url(url: str, said: str) -> None:
+    with pytest.raises(ValidationError, match=said) as caught:
+        VaultSettings.model_validate({"url": url, "token_env": "T"})
+    assert "s3cret" not in str(caught.value).split("input_value")[0]
 
 
 def test_plain_http_only_to_a_loopback_dev_server() -> None:
