@@ -105,7 +105,6 @@ class ClaimAnswer(BaseModel):
     jti: str
     request_id: str
     credential_type: str = Field(
-        default="jwt",
         description="``jwt`` (the token above is the credential), or the type of the rule's "
         "issuer: postgres, vault, aws_sts, github_app, http (docs/issuers.md)",
         examples=["jwt", "postgres"],
