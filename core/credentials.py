@@ -34,7 +34,16 @@ REQUIRED_CLAIMS = (
 )
 _STRING_CLAIMS = ("iss", "sub", "scope", "jti", "request_id", "args_digest", "env")
 _TIME_CLAIMS = ("exp", "iat", "nbf")
-_EXTENSION_CLAIMS = ("request_id", "args_digest", "env", "approvers", "on_behalf_of")
+_EXTENSION_CLAIMS = (
+    "request_id",
+    "args_digest",
+    "env",
+    "approvers",
+    "on_behalf_of",
+    "cnf",  # RFC 9449: the DPoP key the token is bound to ({"jkt": thumbprint})
+    "act",  # RFC 8693: the delegation chain, current actor outermost
+    "parent_request_id",
+)
 
 
 def _require_aware(now: datetime) -> None:
@@ -55,6 +64,12 @@ class CredentialGrant:
     approvers: tuple[str, ...]  # emails
     on_behalf_of: str | None
     ttl: timedelta
+    # RFC 9449: bind the token to the agent's DPoP key (its RFC 7638 thumbprint)
+    jkt: str | None = None
+    # RFC 8693: for a delegated request, ``agent`` is the root agent and these are the actors
+    # from the current one back to the first delegate; ``act`` nests them in that order.
+    actors: tuple[str, ...] = ()
+    parent_request_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.ttl <= timedelta(0):
@@ -115,11 +130,18 @@ class JwtIssuer:
         }
         if grant.on_behalf_of is not None:
             claims["on_behalf_of"] = grant.on_behalf_of
+        if grant.jkt is not None:
+            claims["cnf"] = {"jkt": grant.jkt}
+        if grant.actors:
+            claims["act"] = actor_claim(grant.actors)
+        if grant.parent_request_id is not None:
+            claims["parent_request_id"] = grant.parent_request_id
         return IssuedCredential(
             token=self._keyring.sign(claims, typ=CREDENTIAL_TYP),
             handle=jti,
             expires_at=datetime.fromtimestamp(expires, UTC),
             scope=grant.scope,
+            token_type="DPoP" if grant.jkt is not None else "Bearer",
         )
 
     def revoke(self, handle: str, now: datetime) -> None:
@@ -129,6 +151,14 @@ class JwtIssuer:
         layer in the same transaction as the status change); introspection consults that list,
         and the short ``exp`` bounds how long a target that only checks signatures may accept it.
         """
+
+
+def actor_claim(actors: tuple[str, ...]) -> dict[str, Any]:
+    """RFC 8693 ``act``: ``{"sub": current, "act": {"sub": the one before, …}}``."""
+    claim: dict[str, Any] = {"sub": actors[-1]}
+    for actor in reversed(actors[:-1]):
+        claim = {"sub": actor, "act": claim}
+    return claim
 
 
 def verify_credential(
@@ -210,7 +240,7 @@ def introspection_response(
         "iat": claims["iat"],
         "nbf": claims["nbf"],
         "jti": claims["jti"],
-        "token_type": "Bearer",
+        "token_type": "DPoP" if isinstance(claims.get("cnf"), dict) else "Bearer",
     }
     body.update({name: claims[name] for name in _EXTENSION_CLAIMS if name in claims})
     return body

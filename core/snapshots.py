@@ -67,6 +67,8 @@ class RequestSnapshot:
     escalation_stage: int = 0
     break_glass_reviewed_at: datetime | None = None
     break_glass_reviewed_by: str | None = None
+    delegation_id: str | None = None  # the delegation a child request was submitted under
+    sponsor_verified: bool = False  # on_behalf_of from the workload token, not only stated
 
     @property
     def approvals(self) -> tuple[VoteInfo, ...]:

@@ -30,6 +30,9 @@ class Terms:
     issuer_settings: dict[str, Any] | None = None  # as approved: a claim refuses others
     grant: dict[str, Any] | None = None
     issues: str | None = None
+    require_dpop: bool = False  # a claim must prove the agent's DPoP key (RFC 9449)
+    delegable: bool = False  # may be delegated in part (docs/delegation.md)
+    max_depth: int = 3  # the longest chain of delegations from the root request
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

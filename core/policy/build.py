@@ -167,8 +167,18 @@ class _RuleBuilder:
             break_glass=False,
             escalate_after=None,
             escalate_to=None,
+            require_dpop=bool(rule.require_dpop),
+            **self._delegation(),
             **self._credential(max_ttl),
         )
+
+    def _delegation(self) -> dict[str, Any]:
+        rule = self.rule
+        if not rule.delegable:
+            if rule.max_depth is not None:
+                raise self.fail("max_depth", "max_depth needs delegable: true")
+            return {}
+        return {"delegable": True, "max_depth": rule.max_depth or 3}
 
     def _credential(self, max_ttl: timedelta) -> dict[str, Any]:
         """The rule's issuer and grant template, checked against the issuer's type."""

@@ -39,3 +39,6 @@ class PolicyDecision:
     # The rule's credential issuer (``issuers:``) and its grant template; None: the built-in JWT
     issuer: IssuerConfig | None = None
     grant: Mapping[str, Any] | None = None
+    require_dpop: bool = False  # a claim without a DPoP proof is refused
+    delegable: bool = False  # the request may be delegated in part, to max_depth levels
+    max_depth: int = 3

@@ -170,6 +170,12 @@ class RuleSpec(_Strict):
     # allow and approve: the credential (docs/issuers.md); without issuer, the built-in JWT
     issuer: Name | None = None
     grant: dict[str, Any] | None = None
+    # allow and approve: a claim must carry a DPoP proof (docs/identity.md)
+    require_dpop: StrictBool | None = None
+    # allow and approve: the agent of an active request may delegate part of it
+    # (docs/delegation.md), to chains of at most max_depth delegations (default 3)
+    delegable: StrictBool | None = None
+    max_depth: Annotated[StrictInt, Field(ge=1, le=10)] | None = None
 
 
 APPROVE_ONLY_FIELDS: tuple[str, ...] = (
@@ -184,7 +190,15 @@ APPROVE_ONLY_FIELDS: tuple[str, ...] = (
     "break_glass",
     "break_glass_ttl",
 )
-GRANTING_FIELDS: tuple[str, ...] = ("max_ttl", "claim_window", "issuer", "grant")
+GRANTING_FIELDS: tuple[str, ...] = (
+    "max_ttl",
+    "claim_window",
+    "issuer",
+    "grant",
+    "require_dpop",
+    "delegable",
+    "max_depth",
+)
 
 
 class PolicySpec(_Strict):

@@ -382,6 +382,8 @@ def _snapshot(row: Any, votes: Sequence[Any], credential: Any | None) -> Request
         escalation_stage=row.escalation_stage,
         break_glass_reviewed_at=row.break_glass_reviewed_at,
         break_glass_reviewed_by=row.break_glass_reviewed_by,
+        delegation_id=row.delegation_id,
+        sponsor_verified=bool(row.sponsor_verified),
     )
 
 

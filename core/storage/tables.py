@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -85,6 +86,10 @@ class RequestRow(Base):
     data_volume_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     on_behalf_of: Mapped[str | None] = mapped_column(String(320), nullable=True)
     parent_request_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    # The delegation a child request was submitted under (docs/delegation.md).
+    delegation_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # on_behalf_of came from the workload token's claims, not only from the agent's word.
+    sponsor_verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     break_glass: Mapped[bool] = mapped_column(Boolean, default=False)
     rule: Mapped[str | None] = mapped_column(String(128), nullable=True)
     tier: Mapped[str] = mapped_column(String(16))
@@ -146,6 +151,8 @@ class CredentialRow(Base):
     handle: Mapped[str | None] = mapped_column(Text, nullable=True)
     # The issuer's type and settings it was minted under (JSON, no secret): revoked with those.
     issuer_config: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # RFC 9449: the thumbprint of the agent's DPoP key the credential is bound to (cnf.jkt).
+    jkt: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class AuditRow(Base):
@@ -250,3 +257,62 @@ class DigestRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     head_seq: Mapped[int] = mapped_column(BigInteger)
     head_hash: Mapped[str] = mapped_column(String(64))
+
+
+class TrustedIssuerRow(Base):
+    """An issuer of workload tokens agents may authenticate with (docs/identity.md): an OIDC
+    provider, or a SPIFFE trust domain's JWT-SVIDs."""
+
+    __tablename__ = "trusted_issuers"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # oidc | spiffe
+    issuer: Mapped[str] = mapped_column(String(512))  # the iss (OIDC) or spiffe://trust-domain
+    jwks_uri: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    jwks: Mapped[str | None] = mapped_column(Text, nullable=True)  # a SPIFFE bundle's keys
+    audience: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(320))
+
+
+class AgentIdentityRow(Base):
+    """A workload identity bound to an agent: tokens of ``trust_name`` whose subject is
+    ``subject`` (an OIDC ``sub``, a SPIFFE ID) authenticate as ``agent_id``."""
+
+    __tablename__ = "agent_identities"
+    __table_args__ = (
+        UniqueConstraint("trust_name", "subject", name="uq_agent_identities_trust_subject"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    trust_name: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DpopProofRow(Base):
+    """DPoP proofs already seen (RFC 9449 replay protection), kept until they would be stale."""
+
+    __tablename__ = "dpop_proofs"
+
+    jti: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class DelegationRow(Base):
+    """Part of an active request handed to another agent (docs/delegation.md): which actions
+    and targets (globs), for how long at most, at which depth of the chain."""
+
+    __tablename__ = "delegations"
+    __table_args__ = (Index("ix_delegations_parent", "parent_request_id"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    parent_request_id: Mapped[str] = mapped_column(ForeignKey("requests.id"))
+    agent_id: Mapped[str] = mapped_column(String(128))
+    actions: Mapped[str] = mapped_column(Text)  # JSON list of globs
+    targets: Mapped[str] = mapped_column(Text)  # JSON list of globs
+    max_ttl_seconds: Mapped[int] = mapped_column(Integer)
+    depth: Mapped[int] = mapped_column(Integer)  # 1 for a delegation of a root request
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(128))

@@ -255,6 +255,9 @@ def terms_from(
         if decision.escalate_after
         else None,
         escalate_to=decision.escalate_to,
+        require_dpop=decision.require_dpop,
+        delegable=decision.delegable,
+        max_depth=decision.max_depth,
     )
 
 
