@@ -13,12 +13,14 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from core.errors import Conflict, IssuerFailed
 from core.issuers.base import Issued, Issuer, IssueRequest, IssuerUnavailable
 from core.issuers.catalog import IssuerConfig
 from core.model import AgentIdentity
 from core.snapshots import RequestSnapshot
+from core.terms import Terms
 from core.usecases.parts import Parts
 
 logger = logging.getLogger(__name__)
@@ -109,7 +111,7 @@ class Minting:
             )
         with self.parts.store.read() as tx:
             logged = tx.logged_terms(snap.id)
-        if logged != json.loads(terms.to_json()):
+        if not _same_terms(logged, terms):
             logger.error("the stored terms of %s differ from its audit entry", snap.id)
             self._failed(snap, agent, name, "stored terms differ from the audit log", now)
             raise Conflict(
@@ -124,3 +126,14 @@ class Minting:
         logger.warning("issuer %s did not issue for %s: %s", issuer, snap.id, error)
         with self.parts.store.write() as tx:
             tx.audit.issue_failed(snap.id, agent.id, issuer, error, now)
+
+
+def _same_terms(logged: dict[str, Any] | None, terms: Terms) -> bool:
+    """Whether the audit log's terms are the stored ones. A field added to the terms after the
+    entry was written reads as its default, as the stored terms do."""
+    if logged is None:
+        return False
+    try:
+        return Terms.from_json(json.dumps(logged)) == terms
+    except (TypeError, ValueError):
+        return False

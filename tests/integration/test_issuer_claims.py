@@ -444,3 +444,25 @@ def test_a_grant_edited_in_the_database_is_refused_at_claim(engine: Engine, brok
     with pytest.raises(Conflict, match="differ from what the audit log recorded"):
         engine.service.claim(request.id, agent, now=now())
     assert broker.calls == []
+
+
+def test_terms_logged_before_a_newer_terms_field_still_match(
+    engine: Engine, broker: Broker
+) -> None:
+    """An upgrade adds a field to the terms: a request logged before it (its entry lacks the
+    field) is still claimable; the field reads as its default on both sides."""
+    agent = agent_of(engine)
+    request, _ = engine.service.submit(agent, read_query(), now=now())
+    with engine.db.write() as session:
+        entry = session.execute(
+            select(AuditRow).where(
+                AuditRow.request_id == request.id,
+                AuditRow.kind == AuditKind.POLICY_DECIDED.value,
+            )
+        ).scalar_one()
+        data = json.loads(entry.data)
+        del data["terms"]["require_dpop"]
+        entry.data = json.dumps(data)
+
+    claimed = engine.service.claim(request.id, agent, now=now())
+    assert claimed.minted is not None
