@@ -12,10 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from core.credentials import CredentialIssuer
+from core.dpop import ProofOfPossession
+from core.identity.workload import WorkloadVerifier
 from core.keys import KeyRing
 from core.model import AgentIdentity, Approver, Intent, SessionOutcome, Vote
 from core.policy import PolicyHolder
 from core.snapshots import RequestSnapshot
+from core.storage import identity_repo
 from core.storage.database import Database
 from core.storage.sql_store import SqlStore
 from core.store import Store
@@ -53,6 +56,7 @@ class Stepup:
         self.db = db
         store = SqlStore(db, slack=slack)
         parts = Parts(store, policy, keyring, issuer, issuer_url, security_channel)
+        parts.identity = WorkloadVerifier(identity_repo.trust_source(db))
         if limits is not None:
             parts.limits = limits
         self._wire(parts)
@@ -151,8 +155,15 @@ class Stepup:
             key, draft, now=now, idempotency_key=idempotency_key, before_commit=before_commit
         )
 
-    def claim(self, request_id: str, agent: AgentIdentity, *, now: datetime) -> Claimed:
-        return self.sessions.claim(request_id, agent, now=now)
+    def claim(
+        self,
+        request_id: str,
+        agent: AgentIdentity,
+        *,
+        now: datetime,
+        dpop: ProofOfPossession | None = None,
+    ) -> Claimed:
+        return self.sessions.claim(request_id, agent, now=now, dpop=dpop)
 
     def complete(
         self,

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from core.audit.events import AuditLog
+from core.delegation import Delegation
 from core.model import AgentIdentity, Status
 from core.snapshots import CredentialInfo, RequestSnapshot, VoteInfo
 
@@ -69,6 +70,7 @@ class LiveCredential:
     scope: str
     audience: str
     expires_at: datetime
+    jkt: str | None = None  # the DPoP key it is bound to (cnf.jkt), None for a bearer token
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ class NewCredential:
     issuer: str | None = None  # None: the built-in JWT
     handle: str | None = None  # the issuer's handle (a role name, a lease id)
     issuer_config: str | None = None  # the issuer's settings record it was minted under
+    jkt: str | None = None  # RFC 9449: the thumbprint of the DPoP key it is bound to
 
     @property
     def info(self) -> CredentialInfo:
@@ -175,6 +178,11 @@ class StoreTx(Protocol):
         """What stepup issued as ``jti``, if it is not on the revocation list."""
         ...
 
+    def spend_dpop_proof(self, key: str, *, until: datetime, now: datetime) -> None:
+        """Remember a DPoP proof (its ``VerifiedProof.replay_key``) until ``until``; Conflict
+        if it was seen before and is still remembered. Forgets proofs past their time."""
+        ...
+
     def revoke_credentials(
         self, credentials: Sequence[tuple[str, str]], *, reason: str, now: datetime
     ) -> set[str]:
@@ -220,9 +228,32 @@ class StoreTx(Protocol):
         until the transaction ends (the pending cap holds across replicas)."""
         ...
 
+    def authenticate_workload(self, trust_name: str, subject: str) -> AgentIdentity:
+        """The agent bound to a verified workload token's (trust, subject); Unauthenticated
+        if none is, or it is disabled (docs/identity.md)."""
+        ...
+
     def authenticate_agent(self, key: str, *, now: datetime) -> AgentIdentity:
         """Unauthenticated for an unknown or disabled key, or one whose end (a rotation's
         grace period) is not after ``now``."""
+        ...
+
+    # -- delegations (docs/delegation.md) --------------------------------------------------
+
+    def add_delegation(self, delegation: Delegation) -> None: ...
+
+    def delegation(self, delegation_id: str) -> Delegation | None: ...
+
+    def delegations_of(self, request_id: str, *, agent_id: str | None = None) -> list[Delegation]:
+        """The delegations of a request (to ``agent_id`` only, when given), oldest first."""
+        ...
+
+    def live_children(self, request_ids: Sequence[str]) -> list[str]:
+        """Ids of the pending, approved or active requests whose parent is in ``request_ids``."""
+        ...
+
+    def agent_enabled(self, agent_id: str) -> bool:
+        """Whether ``agent_id`` is a registered agent that is not disabled."""
         ...
 
 

@@ -27,6 +27,7 @@ from bot.api.schemas import (
     problem_responses,
 )
 from bot.api.strict_json import StrictJsonRoute, strict_loads
+from core.dpop import InvalidDpopProof, ProofOfPossession
 from core.errors import ValidationFailed
 from core.inputs import FreeText, Identifier, SubmitBody
 from core.model import SessionOutcome, Status
@@ -145,15 +146,19 @@ async def get_request(
     tags=["requests"],
     response_model=ClaimAnswer,
     response_model_exclude_none=True,
-    responses=problem_responses(401, 404, 409, 502),
+    responses=problem_responses(400, 401, 404, 409, 502),
 )
 def claim(request_id: RequestId, request: Request, key: Agent) -> ClaimAnswer:
     """Mint the credential of an approved request. Returned once; any other status is 409.
     A rule with an issuer adds ``secret``; an issuer that fails answers 502 and the request
-    stays approved (claim again)."""
+    stays approved (claim again). A ``DPoP`` proof (RFC 9449; ``htu`` = the public URL and
+    this path) binds the credential to its key (``token_type`` ``DPoP``); a bad one, or none
+    where the rule requires it, is 400 and claims nothing."""
     ctx = context_of(request)
     agent = key.identity(request)
-    claimed = ctx.service.claim(request_id, agent, now=ctx.clock())
+    claimed = ctx.service.claim(
+        request_id, agent, now=ctx.clock(), dpop=_proof_of_possession(request)
+    )
     issued = claimed.credential
     minted = {} if claimed.minted is None else {"secret": dict(claimed.minted.secret)}
     return ClaimAnswer(
@@ -166,6 +171,18 @@ def claim(request_id: RequestId, request: Request, key: Agent) -> ClaimAnswer:
         credential_type=claimed.request.terms.credential_type,
         **minted,
     )
+
+
+def _proof_of_possession(request: Request) -> ProofOfPossession | None:
+    """The ``DPoP`` header, if any, with the URL it must name: the public URL (behind a proxy
+    the Host header is not the one the agent used) joined with the request's path."""
+    proofs = request.headers.getlist("dpop")
+    if not proofs:
+        return None
+    if len(proofs) > 1:
+        raise InvalidDpopProof("send one DPoP header")
+    public = context_of(request).service.issuer_url.rstrip("/")
+    return ProofOfPossession(proofs[0], request.method, public + request.url.path)
 
 
 @router.post(

@@ -99,7 +99,11 @@ class ClaimAnswer(BaseModel):
     """The credential, returned once. Present it to the target as ``token_type token``."""
 
     token: str
-    token_type: str = Field(examples=["Bearer"])
+    token_type: str = Field(
+        examples=["Bearer", "DPoP"],
+        description="``DPoP`` when the claim carried a DPoP proof: the token is bound to its key "
+        "(``cnf.jkt``) and is presented with a fresh proof (docs/dpop.md)",
+    )
     expires_at: datetime
     scope: str = Field(description="The request's action")
     jti: str
@@ -141,6 +145,11 @@ class Introspection(BaseModel):
     )
     on_behalf_of: str | SkipJsonSchema[None] = Field(
         default=None, json_schema_extra=_absent_not_null
+    )
+    cnf: dict[str, str] | SkipJsonSchema[None] = Field(
+        default=None,
+        description='RFC 9449: the DPoP key the token is bound to, ``{"jkt": thumbprint}``',
+        json_schema_extra=_absent_not_null,
     )
 
 
@@ -203,6 +212,7 @@ class Problem(BaseModel):
 
 
 _PROBLEMS = {
+    400: "A DPoP proof that does not hold, or none where the rule requires one; nothing claimed",
     401: "Missing, unknown or disabled key (the same answer whichever it was)",
     404: "No such request, or another agent's",
     409: "Not allowed in the request's current status, or a lost race",

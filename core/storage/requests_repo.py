@@ -200,6 +200,7 @@ def add_credential(session: Session, credential: NewCredential) -> None:
             "issuer": credential.issuer,
             "handle": credential.handle,
             "issuer_config": credential.issuer_config,
+            "jkt": credential.jkt,
         },
     )
 
@@ -209,6 +210,7 @@ _LIVE_CREDENTIAL = select(
     _CREDENTIALS.c.scope,
     _CREDENTIALS.c.audience,
     _CREDENTIALS.c.expires_at,
+    _CREDENTIALS.c.jkt,
 ).where(_CREDENTIALS.c.jti == bindparam("jti"), _CREDENTIALS.c.revoked_at.is_(None))
 
 

@@ -11,10 +11,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from core.audit.events import AuditLog
+from core.delegation import Delegation
 from core.model import AgentIdentity
 from core.notices import NoSlack
 from core.snapshots import RequestSnapshot
-from core.storage import agents_repo, revocations_repo
+from core.storage import agents_repo, delegations_repo, dpop_repo, identity_repo, revocations_repo
 from core.storage import requests_repo as repo
 from core.storage.audit_store import SqlAuditAppender
 from core.storage.database import Database
@@ -111,6 +112,9 @@ class SqlStoreTx:
     def live_credential(self, jti: str) -> LiveCredential | None:
         return repo.live_credential(self.session, jti)
 
+    def spend_dpop_proof(self, key: str, *, until: datetime, now: datetime) -> None:
+        dpop_repo.spend(self.session, key, until=until, now=now)
+
     def revoke_credentials(
         self, credentials: Sequence[tuple[str, str]], *, reason: str, now: datetime
     ) -> set[str]:
@@ -144,6 +148,24 @@ class SqlStoreTx:
 
     def authenticate_agent(self, key: str, *, now: datetime) -> AgentIdentity:
         return agents_repo.authenticate_agent(self.session.connection(), key, now)
+
+    def authenticate_workload(self, trust_name: str, subject: str) -> AgentIdentity:
+        return identity_repo.authenticate_workload(self.session.connection(), trust_name, subject)
+
+    def add_delegation(self, delegation: Delegation) -> None:
+        delegations_repo.add(self.session, delegation)
+
+    def delegation(self, delegation_id: str) -> Delegation | None:
+        return delegations_repo.get(self.session, delegation_id)
+
+    def delegations_of(self, request_id: str, *, agent_id: str | None = None) -> list[Delegation]:
+        return delegations_repo.of_request(self.session, request_id, agent_id=agent_id)
+
+    def live_children(self, request_ids: Sequence[str]) -> list[str]:
+        return delegations_repo.live_children(self.session, request_ids)
+
+    def agent_enabled(self, agent_id: str) -> bool:
+        return delegations_repo.agent_enabled(self.session, agent_id)
 
 
 class SqlStore:

@@ -131,13 +131,18 @@ class Reading:
 
 
 def _as_issued(claims: Mapping[str, Any], issued: LiveCredential | None) -> bool:
-    """The token says what stepup issued under its jti: same agent, scope and audience, and no
-    later expiry. Only a token signed with a leaked key can differ."""
+    """The token says what stepup issued under its jti: same agent, scope, audience and DPoP
+    key binding (``cnf.jkt``, or none), and no later expiry. Only a token signed with a leaked
+    key can differ."""
     if issued is None:
         return False
     exp = claims.get("exp")
+    cnf = claims.get("cnf")
+    if cnf is not None and not (isinstance(cnf, dict) and set(cnf) == {"jkt"}):
+        return False
     return (
-        claims.get("sub") == issued.agent_id
+        (cnf or {}).get("jkt") == issued.jkt
+        and claims.get("sub") == issued.agent_id
         and claims.get("scope") == issued.scope
         and claims.get("aud") == issued.audience
         and isinstance(exp, int)

@@ -9,6 +9,8 @@ from typing import Any
 
 from core.approvals import approver_emails, check_party
 from core.credentials import CredentialGrant, IssuedCredential
+from core.dpop import InvalidDpopProof, ProofOfPossession, verify_proof
+from core.errors import Conflict
 from core.issuers.base import Issued
 from core.issuers.catalog import issuer_type
 from core.lifecycle import Event
@@ -68,24 +70,46 @@ class Sessions:
         self.parts = parts
         self.minting = Minting(parts)
 
-    def claim(self, request_id: str, agent: AgentIdentity, *, now: datetime) -> Claimed:
+    def claim(
+        self,
+        request_id: str,
+        agent: AgentIdentity,
+        *,
+        now: datetime,
+        dpop: ProofOfPossession | None = None,
+    ) -> Claimed:
         """Mint the credential of an approved request, once.
+
+        With ``dpop`` (docs/dpop.md) the proof is verified and spent (a replay is refused) before
+        anything else, and the credential is bound to its key (``cnf.jkt``); a rule with
+        ``require_dpop`` refuses a claim without one. Either refusal claims nothing.
 
         A rule with an issuer (docs/issuers.md) has that issuer mint the real credential first,
         outside any transaction (a slow issuer must hold no lock); the claim is then recorded
         only if the request is still claimable, else the new credential is revoked at once. A
         failed issue records nothing but an audit entry: the request stays approved."""
+        jkt = None if dpop is None else self._spend_proof(dpop, now)
         try:
-            return self._record_claim(request_id, agent, now, None)  # the built-in JWT alone
+            return self._record_claim(request_id, agent, now, None, jkt)  # the built-in JWT alone
         except _IssuerBacked as backed:
             snap = backed.snapshot
         expires_at = _whole_seconds(now + credential_ttl(snap))
         minted = self.minting.mint(snap, agent, expires_at, now)
         try:
-            return self._record_claim(request_id, agent, now, minted)
+            return self._record_claim(request_id, agent, now, minted, jkt)
         except BaseException:
             self.minting.discard(snap, minted, now)  # lost a race, or the write failed
             raise
+
+    def _spend_proof(self, dpop: ProofOfPossession, now: datetime) -> str:
+        """The proof's key thumbprint, once the proof verified and was recorded as used."""
+        proof = verify_proof(dpop.proof, method=dpop.method, url=dpop.url, now=now)
+        try:
+            with self.parts.store.write() as tx:
+                tx.spend_dpop_proof(proof.replay_key, until=proof.spent_until, now=now)
+        except Conflict:
+            raise InvalidDpopProof("this DPoP proof was already used (make one per call)") from None
+        return proof.jkt
 
     def _record_claim(
         self,
@@ -93,10 +117,15 @@ class Sessions:
         agent: AgentIdentity,
         now: datetime,
         minted: Minted | None,
+        jkt: str | None = None,
     ) -> Claimed:
         with changing(self.parts, now) as unit:
             snap = unit.load(request_id, agent_id=agent.id)
             unit.check(Step(snap, Event.CLAIM, agent.id))  # refuse before minting anything
+            if snap.terms.require_dpop and jkt is None:
+                raise InvalidDpopProof(
+                    "this request's rule requires a DPoP proof (RFC 9449) on the claim"
+                )
             if minted is None and snap.terms.issuer is not None:
                 raise _IssuerBacked(snap)  # rolled back: its issuer mints first, unlocked
             ttl = credential_ttl(snap)
@@ -111,6 +140,7 @@ class Sessions:
                     approvers=approver_emails(snap.votes),
                     on_behalf_of=snap.on_behalf_of,
                     ttl=ttl,
+                    jkt=jkt,
                 ),
                 now,
             )
@@ -125,6 +155,7 @@ class Sessions:
                 issuer=minted.config.name if minted else None,
                 handle=minted.issued.handle if minted else None,
                 issuer_config=minted.config.record() if minted else None,
+                jkt=jkt,
             )
             unit.tx.add_credential(credential)
             recorded: dict[str, Any] = {
@@ -134,6 +165,8 @@ class Sessions:
                 "aud": snap.target,
                 "ttl_seconds": int(ttl.total_seconds()),
             }
+            if jkt is not None:
+                recorded["cnf"] = {"jkt": jkt}
             if minted is not None:
                 recorded.update(
                     credential_type=minted.config.type,

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from core.audit.events import AuditKind, AuditLog
+from core.delegation import Delegation
 from core.errors import Conflict, DuplicateIdempotencyKey, DuplicateVote, NotFound, Unauthenticated
 from core.model import AgentIdentity, Status
 from core.snapshots import CredentialInfo, RequestSnapshot
@@ -49,6 +50,10 @@ class State:
     revocations: dict[str, dict[str, Any]] = field(default_factory=dict)
     agents: dict[str, AgentIdentity] = field(default_factory=dict)  # key -> agent
     key_ends: dict[str, datetime] = field(default_factory=dict)  # key -> when it stops
+    # (trust name, subject) -> agent: workload identities (docs/identity.md)
+    workloads: dict[tuple[str, str], AgentIdentity] = field(default_factory=dict)
+    dpop_proofs: dict[str, datetime] = field(default_factory=dict)  # replay key -> until
+    delegations: dict[str, Delegation] = field(default_factory=dict)  # id -> delegation
     audit: list[Entry] = field(default_factory=list)
     outbox: list[Notice] = field(default_factory=list)
 
@@ -198,7 +203,17 @@ class MemoryTx:
         issued = self.state.issued.get(jti)
         if info is None or info.revoked_at is not None or issued is None:
             return None
-        return LiveCredential(issued.agent_id, issued.scope, issued.audience, issued.expires_at)
+        return LiveCredential(
+            issued.agent_id, issued.scope, issued.audience, issued.expires_at, issued.jkt
+        )
+
+    def spend_dpop_proof(self, key: str, *, until: datetime, now: datetime) -> None:
+        seen = self.state.dpop_proofs
+        for stale in [k for k, end in seen.items() if end < now]:
+            del seen[stale]
+        if key in seen:
+            raise Conflict("this DPoP proof was already used")
+        seen[key] = until
 
     def revoke_credentials(
         self, credentials: Sequence[tuple[str, str]], *, reason: str, now: datetime
@@ -304,6 +319,36 @@ class MemoryTx:
         if key not in self.state.agents or (ends is not None and ends <= now):
             raise Unauthenticated()
         return self.state.agents[key]
+
+    def authenticate_workload(self, trust_name: str, subject: str) -> AgentIdentity:
+        agent = self.state.workloads.get((trust_name, subject))
+        if agent is None:
+            raise Unauthenticated()
+        return agent
+
+    def add_delegation(self, delegation: Delegation) -> None:
+        self.state.delegations[delegation.id] = delegation
+
+    def delegation(self, delegation_id: str) -> Delegation | None:
+        return self.state.delegations.get(delegation_id)
+
+    def delegations_of(self, request_id: str, *, agent_id: str | None = None) -> list[Delegation]:
+        return [
+            d
+            for d in self.state.delegations.values()
+            if d.parent_request_id == request_id and agent_id in (None, d.agent_id)
+        ]
+
+    def live_children(self, request_ids: Sequence[str]) -> list[str]:
+        live = (Status.PENDING, Status.APPROVED, Status.ACTIVE)
+        return sorted(
+            snap.id
+            for snap in self.state.requests.values()
+            if snap.parent_request_id in request_ids and snap.status in live
+        )
+
+    def agent_enabled(self, agent_id: str) -> bool:
+        return any(agent.id == agent_id for agent in self.state.agents.values())
 
 
 class MemoryStore:
