@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.orm import Session
 
 from core import names
 from core.audit.events import AuditLog
 from core.durations import format_duration
 from core.errors import Conflict, IllegalTransition, ValidationFailed
+from core.identity.presented import present
+from core.identity.trust import TrustKind, checked_spiffe_id, spiffe_trust_domain
 from core.model import AgentIdentity, Status
 from core.service import Stepup
-from core.storage import agents_repo
+from core.storage import agents_repo, identity_repo
 from core.storage.agents_repo import ResourceServer
 from core.storage.audit_store import SqlAuditAppender
 from core.storage.requests_repo import ids_of
@@ -33,6 +37,9 @@ def canonical_name(value: str, what: str, *, max_length: int) -> str:
     return name
 
 
+STATIC_KEY = "static key (development)"
+
+
 @dataclass(frozen=True, slots=True)
 class AgentSummary:
     id: str
@@ -40,6 +47,35 @@ class AgentSummary:
     disabled: bool
     created_at: datetime
     live_keys: int = 0  # keys that work now (a rotation's old keys until their grace ends)
+    identities: tuple[str, ...] = ()  # bound workload identities, as TRUST:SUBJECT
+
+    @property
+    def auth(self) -> list[str]:
+        """How it can authenticate: ``static key (development)``, ``oidc:NAME``, ``spiffe``."""
+        shown = [STATIC_KEY] if self.live_keys else []
+        for identity in self.identities:
+            trust, _, subject = identity.partition(":")
+            shown.append("spiffe" if subject.startswith("spiffe://") else f"oidc:{trust}")
+        return list(dict.fromkeys(shown))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadBinding:
+    """``--oidc NAME:SUBJECT`` or ``--spiffe-id ID``, as given to ``agents add``."""
+
+    trust: str | None  # None for a SPIFFE ID: its trust domain is the trust's name
+    subject: str
+
+    @classmethod
+    def oidc(cls, value: str) -> WorkloadBinding:
+        trust, sep, subject = value.partition(":")
+        if not sep or not trust or not subject:
+            raise ValidationFailed(f"--oidc {value!a}: NAME:SUBJECT")
+        return cls(trust, subject)
+
+    @classmethod
+    def spiffe(cls, value: str) -> WorkloadBinding:
+        return cls(None, checked_spiffe_id(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,19 +90,106 @@ class AgentRegistry:
         self.service = service
         self.db = service.db
 
-    def add(self, agent_id: str, owner_email: str, *, by: str, now: datetime) -> str:
+    def add(
+        self,
+        agent_id: str,
+        owner_email: str,
+        *,
+        by: str,
+        now: datetime,
+        identities: Sequence[WorkloadBinding] = (),
+    ) -> str:
         """Register an agent; returns its key, which is never stored nor shown again. Its id is
-        canonical (``core.names``): NFKC, then ASCII letters, digits and ``._-:/@+=``."""
-        agent_id = canonical_name(agent_id, "agent id", max_length=MAX_AGENT_ID)
-        with self.db.write() as session:
-            key = agents_repo.add_agent(session, agent_id, owner_email.strip().lower(), now)
-            AuditLog(SqlAuditAppender(session)).agent_added(agent_id, owner_email, by, now)
+        canonical (``core.names``): NFKC, then ASCII letters, digits and ``._-:/@+=``. Its
+        workload ``identities`` authenticate it too (docs/identity.md)."""
+        key = self._register(agent_id, owner_email, by=by, now=now, identities=identities)
+        assert key is not None
         return key
 
+    def add_keyless(
+        self,
+        agent_id: str,
+        owner_email: str,
+        *,
+        by: str,
+        now: datetime,
+        identities: Sequence[WorkloadBinding],
+    ) -> None:
+        """Register an agent with no static key: only its workload identities authenticate it."""
+        if not identities:
+            raise ValidationFailed("an agent without a key needs a workload identity")
+        self._register(agent_id, owner_email, by=by, now=now, identities=identities, key=False)
+
+    def _register(
+        self,
+        agent_id: str,
+        owner_email: str,
+        *,
+        by: str,
+        now: datetime,
+        identities: Sequence[WorkloadBinding],
+        key: bool = True,
+    ) -> str | None:
+        agent_id = canonical_name(agent_id, "agent id", max_length=MAX_AGENT_ID)
+        with self.db.write() as session:
+            bound = [self._binding(session, b) for b in identities]
+            made = agents_repo.add_agent(
+                session, agent_id, owner_email.strip().lower(), now, key=key
+            )
+            for trust, subject in bound:
+                identity_repo.bind_identity(session, agent_id, trust, subject, now)
+            AuditLog(SqlAuditAppender(session)).agent_added(
+                agent_id,
+                owner_email,
+                by,
+                now,
+                identities=[f"{trust}:{subject}" for trust, subject in bound],
+                key=key,
+            )
+        return made
+
+    @staticmethod
+    def _binding(session: Session, binding: WorkloadBinding) -> tuple[str, str]:
+        """(trust name, subject), the trust checked: it exists, and is of the right kind."""
+        if binding.trust is None:
+            domain = spiffe_trust_domain(binding.subject)
+            trusted = None if domain is None else identity_repo.get_trusted_issuer(session, domain)
+            if trusted is None or trusted.kind is not TrustKind.SPIFFE:
+                raise ValidationFailed(
+                    f"--spiffe-id {binding.subject}: the trust domain {domain} is not trusted "
+                    "(stepup trust add-spiffe)"
+                )
+            return trusted.name, binding.subject
+        trusted = identity_repo.get_trusted_issuer(session, binding.trust)
+        if trusted is None:
+            raise ValidationFailed(
+                f"--oidc {binding.trust}:{binding.subject}: no trusted issuer {binding.trust} "
+                "(stepup trust list)"
+            )
+        if trusted.kind is not TrustKind.OIDC:
+            raise ValidationFailed(
+                f"--oidc {binding.trust}:...: {binding.trust} is a SPIFFE trust domain "
+                "(use --spiffe-id)"
+            )
+        if len(binding.subject) > 512:
+            raise ValidationFailed("--oidc: the subject is longer than 512 characters")
+        return trusted.name, binding.subject
+
     def authenticate(self, key: str, *, now: datetime | None = None) -> AgentIdentity:
-        """The key's agent at ``now`` (the API passes its clock; default: the wall clock)."""
+        """The agent of a key or a workload token at ``now`` (the API passes its clock;
+        default: the wall clock). Unauthenticated for either, the same."""
+        at = now or datetime.now(UTC)
+        presented = present(self.service.parts.identity, key, now=at)
+        workload = presented.workload
         with self.db.query() as conn:
-            return agents_repo.authenticate_agent(conn, key, now or datetime.now(UTC))
+            if workload is None:
+                return agents_repo.authenticate_agent(conn, key, at)
+            agent = identity_repo.authenticate_workload(conn, workload.trust, workload.subject)
+        return replace(agent, sponsors=workload.sponsors)
+
+    def static_key_agents(self, *, now: datetime) -> int:
+        """Enabled agents with a static key that works now (development only)."""
+        return sum(1 for a in self.list_agents(now=now) if a.live_keys and not a.disabled)
 
     def rotate_key(
         self,
@@ -94,8 +217,16 @@ class AgentRegistry:
     def list_agents(self, *, now: datetime) -> list[AgentSummary]:
         with self.db.read() as session:
             live = agents_repo.live_key_counts(session, now)
+            bound = identity_repo.identities_by_agent(session)
             return [
-                AgentSummary(a.id, a.owner_email, a.disabled, a.created_at, live.get(a.id, 0))
+                AgentSummary(
+                    a.id,
+                    a.owner_email,
+                    a.disabled,
+                    a.created_at,
+                    live.get(a.id, 0),
+                    tuple(f"{t}:{s}" for t, s in bound.get(a.id, [])),
+                )
                 for a in agents_repo.list_agents(session)
             ]
 

@@ -93,7 +93,14 @@ class Approver:
 
 @dataclass(frozen=True, slots=True)
 class AgentIdentity:
-    """An authenticated agent: its id and the email of the person who owns it."""
+    """An authenticated agent: its id and the email of the person who owns it. Authenticated
+    by a workload token (docs/identity.md): ``sponsors``, the people its ``on_behalf_of`` claim
+    names (lower case), whom a request may name as its verified sponsor."""
 
     id: str
     owner_email: str
+    sponsors: frozenset[str] = frozenset()
+
+    def vouches_for(self, sponsor: str | None) -> bool:
+        """True if ``sponsor`` (a request's ``on_behalf_of``) comes from the token's claims."""
+        return sponsor is not None and sponsor.strip().lower() in self.sponsors

@@ -13,7 +13,11 @@ from bot.api.context import ApiContext, context_of
 from core.errors import Unauthenticated
 from core.storage.agents_repo import AgentIdentity
 
-_bearer = HTTPBearer(auto_error=False, description="An agent key from `stepup agents add`")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An agent key from `stepup agents add`, or a workload token (a JWT) from a "
+    "trusted issuer (docs/identity.md)",
+)
 _resource_bearer = HTTPBearer(
     auto_error=False,
     scheme_name="ResourceServerKey",

@@ -31,6 +31,7 @@ def request_json(snapshot: RequestSnapshot) -> dict[str, Any]:
         "requested_ttl_seconds": snapshot.requested_ttl_seconds,
         "data_volume_bytes": snapshot.data_volume_bytes,
         "on_behalf_of": snapshot.on_behalf_of,
+        "sponsor_verified": snapshot.sponsor_verified,
         "parent_request_id": snapshot.parent_request_id,
         "break_glass": snapshot.break_glass,
         "created_at": _iso(snapshot.created_at),

@@ -74,6 +74,10 @@ class RequestView(BaseModel):
     requested_ttl_seconds: int | None
     data_volume_bytes: int | None
     on_behalf_of: str | None
+    sponsor_verified: bool = Field(
+        description="on_behalf_of came from the workload token's claims; false: only stated "
+        "by the agent (docs/identity.md)"
+    )
     parent_request_id: str | None
     break_glass: bool
     created_at: datetime

@@ -58,39 +58,68 @@ requests_app = typer.Typer(help="Inspect requests.", no_args_is_help=True)
 def agents_add(
     agent_id: Annotated[str, typer.Argument(help="The agent's id, e.g. deploy-bot")],
     owner: Annotated[str, typer.Option("--owner", help="Email of the human who owns the agent")],
+    oidc: Annotated[
+        list[str] | None,
+        typer.Option("--oidc", help="NAME:SUBJECT: tokens of trusted issuer NAME with this sub"),
+    ] = None,
+    spiffe_id: Annotated[
+        list[str] | None,
+        typer.Option("--spiffe-id", help="A SPIFFE ID of a trusted trust domain (JWT-SVIDs)"),
+    ] = None,
+    no_key: Annotated[
+        bool, typer.Option("--no-key", help="No static key: only its workload identities")
+    ] = False,
 ) -> None:
-    """Register an agent. Its key is printed once, alone on the last line."""
-    from core.agents import MAX_AGENT_ID, AgentRegistry, canonical_name
+    """Register an agent. Its key is printed once, alone on the last line (none with
+    --no-key). --oidc and --spiffe-id bind workload identities (docs/identity.md)."""
+    from core.agents import MAX_AGENT_ID, AgentRegistry, WorkloadBinding, canonical_name
 
     if "@" not in owner:
         raise fail(f"--owner {owner!r} is not an email address")
     try:
         agent_id = canonical_name(agent_id, "agent id", max_length=MAX_AGENT_ID)
-        key = AgentRegistry(_service()).add(agent_id, owner, by="cli", now=utc_now())
+        bindings = [WorkloadBinding.oidc(v) for v in oidc or []]
+        bindings += [WorkloadBinding.spiffe(v) for v in spiffe_id or []]
+        registry = AgentRegistry(_service())
+        if no_key:
+            registry.add_keyless(agent_id, owner, by="cli", now=utc_now(), identities=bindings)
+        else:
+            key = registry.add(agent_id, owner, by="cli", now=utc_now(), identities=bindings)
     except StepupError as exc:
         raise fail(exc.detail) from None
-    typer.echo(f"agent {agent_id} registered (owner {owner}); its key, shown only now:")
+    bound = f", {len(bindings)} workload identit{'y' if len(bindings) == 1 else 'ies'}"
+    if no_key:
+        typer.echo(f"agent {agent_id} registered (owner {owner}{bound}); no static key")
+        return
+    typer.echo(
+        f"agent {agent_id} registered (owner {owner}{bound if bindings else ''}); "
+        "its key, shown only now:"
+    )
     typer.echo(key)
 
 
 @agents_app.command("list")
 def agents_list(as_json: JsonFlag = False) -> None:
-    """Each agent: id, owner, state, when it was added, how many of its keys work now."""
+    """Each agent: id, owner, state, when it was added, how many of its keys work now, and
+    how it authenticates (a static key is for development; oidc:NAME, spiffe)."""
     from core.agents import AgentRegistry
 
-    table = Table(("ID", "OWNER", "STATE", "ADDED", "LIVE KEYS"))
+    table = Table(("ID", "OWNER", "STATE", "ADDED", "LIVE KEYS", "AUTH"))
     for agent in AgentRegistry(_service()).list_agents(now=utc_now()):
         state = "disabled" if agent.disabled else "active"
         added = agent.created_at.isoformat()
         keys = f"{agent.live_keys} live key{'' if agent.live_keys == 1 else 's'}"
+        auth = agent.auth
         table.add(
-            (agent.id, agent.owner_email, state, added, keys),
+            (agent.id, agent.owner_email, state, added, keys, ", ".join(auth) or "none"),
             {
                 "id": agent.id,
                 "owner": agent.owner_email,
                 "state": state,
                 "added": added,
                 "live_keys": agent.live_keys,
+                "auth": auth,
+                "identities": list(agent.identities),
             },
         )
     table.echo(as_json=as_json)

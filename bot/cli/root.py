@@ -9,6 +9,7 @@ from bot.cli.audit import audit_app
 from bot.cli.issuers import issuers_app
 from bot.cli.maintenance import db_app, keys_app
 from bot.cli.policy import policy_app
+from bot.cli.trust import trust_app
 
 app = typer.Typer(
     help="stepup: Slack approvals and just-in-time credentials for AI agents.", no_args_is_help=True
@@ -20,6 +21,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(issuers_app, name="issuers")
 admin.register(app)
+app.add_typer(trust_app, name="trust")
 digest.register(app)
 demo.register(app)
 

@@ -46,6 +46,7 @@ REASON_INPUT = "reason_input"
 CONFIRM_BLOCK = "confirm"
 CONFIRM_INPUT = "confirm_input"
 NOT_VERIFIED = "(stated by the agent, not verified)"
+VERIFIED = "(verified: from its workload token)"
 CUT_WARNING = (
     ":warning: Part of this request is too long for Slack and is cut above. "
     "Press *Show all* and read all of it before you decide."
@@ -86,7 +87,12 @@ def headline(snapshot: RequestSnapshot, shown: Shown, budget: dict[str, int] = H
 def sponsor(snapshot: RequestSnapshot, shown: Shown, limit: int = FIELD_VALUE) -> str:
     if not snapshot.on_behalf_of:
         return EMPTY
-    return f"{shown.code(snapshot.on_behalf_of, limit)} {NOT_VERIFIED}"
+    return f"{shown.code(snapshot.on_behalf_of, limit)} {sponsor_mark(snapshot)}"
+
+
+def sponsor_mark(snapshot: RequestSnapshot) -> str:
+    """Whether the sponsor came from the workload token (docs/identity.md) or only the agent."""
+    return VERIFIED if snapshot.sponsor_verified else NOT_VERIFIED
 
 
 def agent(snapshot: RequestSnapshot, shown: Shown) -> str:

@@ -25,6 +25,7 @@ from bot.slack.cards import (
     button,
     headline,
     parameters_json,
+    sponsor_mark,
     when,
 )
 from bot.slack.markup import (
@@ -123,7 +124,7 @@ def full_request_blocks(snapshot: RequestSnapshot) -> list[dict[str, Any]]:
     values: list[tuple[str, str]] = [
         ("Agent", s.agent_id),
         ("Owner", s.owner_email),
-        (f"Sponsor {NOT_VERIFIED}", s.on_behalf_of or "—"),
+        (f"Sponsor {sponsor_mark(s)}", s.on_behalf_of or "—"),
         ("Action", f"{s.action} ({s.action_class.value})"),
         ("Target", s.target),
         ("Environment", s.environment),
@@ -175,7 +176,7 @@ def home_view(pending: list[RequestSnapshot], active: list[RequestSnapshot]) -> 
     for snap in pending[:HOME_ITEMS]:
         shown = Shown()
         sponsor = (
-            f"Sponsor {shown.code(snap.on_behalf_of, HOME_SPONSOR)} {NOT_VERIFIED} · "
+            f"Sponsor {shown.code(snap.on_behalf_of, HOME_SPONSOR)} {sponsor_mark(snap)} · "
             if snap.on_behalf_of
             else ""
         )

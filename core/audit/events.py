@@ -37,6 +37,9 @@ class AuditKind(StrEnum):
     RESOURCE_SERVER_DISABLED = "resource_server.disabled"
     RESOURCE_SERVER_KEY_ROTATED = "resource_server.key_rotated"
     SIGNING_KEY_ROTATED = "signing_key.rotated"
+    # A trusted issuer of workload tokens added (or replaced) or removed (docs/identity.md).
+    TRUST_ADDED = "trust.added"
+    TRUST_REMOVED = "trust.removed"
 
 
 class AuditAppender(Protocol):
@@ -205,14 +208,36 @@ class AuditLog:
             data={"jti": jti, "attempts": attempts},
         )
 
-    def agent_added(self, agent: str, owner: str, by: str, at: datetime) -> None:
-        self._append(
-            AuditKind.AGENT_ADDED,
-            at=at,
-            request_id=None,
-            actor=by,
-            data={"agent": agent, "owner": owner},
-        )
+    def agent_added(
+        self,
+        agent: str,
+        owner: str,
+        by: str,
+        at: datetime,
+        *,
+        identities: Sequence[str] = (),
+        key: bool = True,
+    ) -> None:
+        """``identities``: the workload identities bound (``trust:subject``); ``key`` False:
+        registered without a static key."""
+        data: dict[str, Any] = {"agent": agent, "owner": owner}
+        if identities:
+            data["identities"] = list(identities)
+        if not key:
+            data["key"] = False
+        self._append(AuditKind.AGENT_ADDED, at=at, request_id=None, actor=by, data=data)
+
+    def trust_added(
+        self, name: str, trusted: dict[str, Any], by: str, at: datetime, *, replaced: bool
+    ) -> None:
+        """``trusted``: kind, issuer, audience, jwks_uri, and the bundle's digest."""
+        data = {"name": name, **trusted, "replaced": replaced}
+        self._append(AuditKind.TRUST_ADDED, at=at, request_id=None, actor=by, data=data)
+
+    def trust_removed(self, name: str, by: str, at: datetime, *, unbound: int) -> None:
+        """``unbound``: how many agent identities bound through it went with it."""
+        data = {"name": name, "unbound": unbound}
+        self._append(AuditKind.TRUST_REMOVED, at=at, request_id=None, actor=by, data=data)
 
     def agent_disabled(self, agent: str, by: str, at: datetime) -> None:
         self._append(

@@ -32,8 +32,11 @@ def new_key(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(32)
 
 
-def add_agent(session: Session, agent_id: str, owner_email: str, now: datetime) -> str:
-    """Register an agent and return its first key (shown once, stored only as a hash)."""
+def add_agent(
+    session: Session, agent_id: str, owner_email: str, now: datetime, *, key: bool = True
+) -> str | None:
+    """Register an agent and return its first key (shown once, stored only as a hash); with
+    ``key`` False, none (it authenticates with a workload identity only)."""
     if session.get(AgentRow, agent_id) is not None:
         raise Conflict(f"agent {agent_id} already exists")
     # The policy ignores letter case, and so would a reader of an approval card.
@@ -46,7 +49,7 @@ def add_agent(session: Session, agent_id: str, owner_email: str, now: datetime) 
         )
     session.add(AgentRow(id=agent_id, owner_email=owner_email, disabled=False, created_at=now))
     session.flush()  # the key row refers to it
-    return add_agent_key(session, agent_id, now)
+    return add_agent_key(session, agent_id, now) if key else None
 
 
 def add_agent_key(session: Session, agent_id: str, now: datetime) -> str:

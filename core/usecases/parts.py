@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from core.credentials import CredentialIssuer
+from core.identity.workload import WorkloadVerifier
 from core.issuers.base import BuildContext
 from core.issuers.catalog import Issuers
 from core.keys import KeyRing
@@ -57,6 +58,8 @@ class Parts:
     # Called after a commit that revoked issuer-backed credentials (their jtis): revokes them
     # at their issuers at once instead of at the next sweep. Must not raise.
     revoke_soon: Callable[[list[str], datetime], None] | None = None
+    # Workload tokens from trusted issuers (docs/identity.md); by default none is trusted.
+    identity: WorkloadVerifier = field(default_factory=WorkloadVerifier)
 
     def __post_init__(self) -> None:
         if self.issuers is None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from core.canonical import canonical_digest, canonical_json, parameters_digest
 from core.errors import Conflict, DuplicateIdempotencyKey, ValidationFailed
+from core.identity.presented import present
 from core.issuers.base import GrantRefused
 from core.issuers.grants import fill
 from core.model import AgentIdentity, Intent, Outcome, Status
@@ -88,10 +89,12 @@ class Submitting:
         the agent's id is known. Without an idempotency key, the key is checked inside the
         transaction that records the request (one transaction, not two); a bad key raises
         Unauthenticated and writes nothing. With one, the replay lookup needs the agent
-        first, so the key is checked on its own before."""
+        first, so the key is checked on its own before. A workload token (a JWT) is
+        verified before the transaction; its binding to an agent is looked up like a key."""
+        presented = present(self.parts.identity, key, now=now)
         if idempotency_key is not None:
             with self.parts.store.read() as tx:
-                agent = tx.authenticate_agent(key, now=now)
+                agent = presented.authenticate(tx, now=now)
             return self.submit(
                 agent,
                 draft(agent.id),
@@ -100,7 +103,7 @@ class Submitting:
                 before_commit=before_commit,
             )
         with self.parts.store.write() as tx:
-            agent = tx.authenticate_agent(key, now=now)
+            agent = presented.authenticate(tx, now=now)
             self.rate.take(agent.id, self.parts.limits.submit_rate_per_agent, now)
             intent = draft(agent.id)
             decision = self.parts.policy.current.evaluate(intent, now)
@@ -225,6 +228,8 @@ class Submitting:
             "expires_at": expires_at,
             "decided_at": decided_at,
             "idempotency_key": idempotency_key,
+            # Only a sponsor named by the workload token's claims is verified (docs/identity.md).
+            "sponsor_verified": agent.vouches_for(intent.on_behalf_of),
             "body_digest": body_digest,
         }
 

@@ -202,7 +202,10 @@ class UnitOfWork:
         sponsor_hears = step.event in _SPONSOR_HEARS or (
             step.event is Event.EXPIRE and step.snapshot.status is not Status.ACTIVE
         )
-        if sponsor_hears and new.on_behalf_of:
+        # A sponsor only the agent named (not its workload token) hears of the outcome alone:
+        # an agent cannot make stepup message whomever it likes about its requests.
+        outcome = new.status.is_final
+        if sponsor_hears and new.on_behalf_of and (new.sponsor_verified or outcome):
             self.notices.direct(new.on_behalf_of, fact)
 
 

@@ -190,8 +190,9 @@ def test_list_commands_print_a_header_and_json(
     db.dispose()
 
     agents = stepup(cli_env, "agents", "list").stdout.splitlines()
-    assert agents[0] == "ID\tOWNER\tSTATE\tADDED\tLIVE KEYS"
+    assert agents[0] == "ID\tOWNER\tSTATE\tADDED\tLIVE KEYS\tAUTH"
     assert agents[1].startswith("deploy-bot\tolga@example.com\tactive\t")
+    assert agents[1].endswith("\tstatic key (development)")
     [listed] = json.loads(stepup(cli_env, "agents", "list", "--json").stdout)
     assert listed == {
         "id": "deploy-bot",
@@ -199,6 +200,8 @@ def test_list_commands_print_a_header_and_json(
         "state": "active",
         "added": agents[1].split("\t")[3],
         "live_keys": 1,
+        "auth": ["static key (development)"],
+        "identities": [],
     }
 
     servers = stepup(cli_env, "resource-servers", "list").stdout.splitlines()

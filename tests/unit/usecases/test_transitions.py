@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,10 +22,14 @@ BOB = Approver("U0BOB", "bob@example.com", "Bob")
 DAVE = Approver("U0DAVE", "dave@example.com", "Dave")
 
 
-def pending(world: World, **extra: object) -> str:
+def pending(world: World, *, verified: bool = True, **extra: object) -> str:
+    """A pending request whose sponsor is verified (named by the agent's workload token)
+    unless ``verified`` is False (only stated by the agent)."""
+    agent = replace(AGENT, sponsors=frozenset({SPONSOR} if verified else ()))
     snap, created = world.service.submit(
-        AGENT, intent(AGENT, on_behalf_of=SPONSOR, **extra), now=T0
+        agent, intent(AGENT, on_behalf_of=SPONSOR, **extra), now=T0
     )
+    assert snap.sponsor_verified is verified
     assert created and snap.status is Status.PENDING
     return snap.id
 
@@ -264,3 +269,22 @@ def test_revoking_an_unclaimed_approval_is_audited(world: World) -> None:
         {"reason": "wrong target"},
     )
     assert world.stored(request_id).status is Status.REVOKED
+
+
+def test_a_sponsor_only_the_agent_named_hears_the_outcome_alone(world: World) -> None:
+    """Unverified, the sponsor gets no DM of the approval, only of how the request ended."""
+    request_id = pending(world, verified=False)
+    world.service.vote(request_id, ALICE, Vote.APPROVE, now=T0)
+    world.service.vote(request_id, BOB, Vote.APPROVE, now=T0)
+    assert world.stored(request_id).status is Status.APPROVED
+    assert world.notices(request_id, "direct") == []
+    world.service.revoke(request_id, by="admin", reason="not needed", now=T0)
+    dms = world.notices(request_id, "direct")
+    assert [Fact.from_json(n.payload["fact"]).kind for n in dms] == [FactKind.REVOKED]
+    assert [n.payload["email"] for n in dms] == [SPONSOR]
+
+
+def test_a_verified_sponsor_hears_the_approval(world: World) -> None:
+    request_id = approved(world)
+    dms = world.notices(request_id, "direct")
+    assert [Fact.from_json(n.payload["fact"]).kind for n in dms] == [FactKind.APPROVED]

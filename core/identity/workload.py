@@ -1,0 +1,290 @@
+"""Workload tokens: a JWT from a trusted issuer authenticates the agent bound to its subject.
+
+Checked, in this order, each failure the same ``Unauthenticated`` a bad agent key gets: the
+shape; the algorithm (asymmetric only: never ``none`` nor ``HS*``, whose "secret" would be a
+public key); the trusted issuer (an OIDC token by its exact ``iss``, a JWT-SVID by the trust
+domain of its SPIFFE ID ``sub``); the key named by ``kid`` (refreshed if unknown, see
+``core/identity/jwks.py``) and that it fits the algorithm; the signature; ``exp`` (required)
+and ``nbf`` with ``SKEW``; ``aud`` containing the trusted audience; ``sub``. The binding of
+(trust, subject) to an agent is looked up by the caller, in the transaction of its work.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+from core.errors import Unauthenticated
+from core.identity.jwks import DEFAULT_FLOOR, DEFAULT_MAX_AGE, Fetcher, KeyCache, fetch_json
+from core.identity.trust import TrustedIssuer, TrustKind, spiffe_trust_domain
+
+logger = logging.getLogger(__name__)
+
+# The asymmetric algorithms of RFC 7518 that JWT-SVIDs may use, and EdDSA (RFC 8037).
+ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+SKEW = timedelta(seconds=60)  # clock difference tolerated on exp and nbf
+MAX_TOKEN = 16 * 1024
+MAX_SPONSORS = 20
+SPONSOR_CLAIM = "on_behalf_of"  # the person the workload acts for, as its issuer states it
+_JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
+_CURVES = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
+
+
+def looks_like_jwt(token: str) -> bool:
+    """Three base64url parts, and not an agent key (``stpa_…``)."""
+    return not token.startswith("stpa_") and len(token) <= MAX_TOKEN and bool(_JWT.match(token))
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedWorkload:
+    """A workload token that passed every check but the binding."""
+
+    trust: str  # the trusted issuer's name (a SPIFFE trust domain for a JWT-SVID)
+    subject: str
+    label: str  # oidc:NAME or spiffe
+    sponsors: frozenset[str] = frozenset()  # from its on_behalf_of claim, lower case
+
+
+class TrustSource(Protocol):
+    def __call__(self) -> Sequence[TrustedIssuer]:
+        """Every trusted issuer, as stored now."""
+        ...
+
+
+def _nothing() -> Sequence[TrustedIssuer]:
+    return ()
+
+
+class _Refused(Exception):
+    """Why a token was refused: logged, never shown to the caller."""
+
+
+class WorkloadVerifier:
+    """Verifies workload tokens against the trusted issuers of ``source``, which it reads
+    again every ``reload_seconds`` and on an unknown issuer (at most every ``miss_floor``
+    seconds). Thread-safe."""
+
+    def __init__(
+        self,
+        source: TrustSource = _nothing,
+        *,
+        fetch: Fetcher = fetch_json,
+        clock: Callable[[], float] = time.monotonic,
+        floor: float = DEFAULT_FLOOR,
+        max_age: float = DEFAULT_MAX_AGE,
+        reload_seconds: float = 5.0,
+        miss_floor: float = 1.0,
+    ) -> None:
+        self._source = source
+        self._fetch = fetch
+        self._clock = clock
+        self.floor = floor
+        self.max_age = max_age
+        self.reload_seconds = reload_seconds
+        self.miss_floor = miss_floor
+        self._lock = threading.Lock()
+        self._loaded_at: float | None = None
+        self._caches: dict[str, KeyCache] = {}
+        self._oidc: dict[str, KeyCache] = {}  # by exact iss
+        self._spiffe: dict[str, KeyCache] = {}  # by trust domain
+
+    # -- trusted issuers --------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Read the trusted issuers now (after ``stepup trust`` in this process)."""
+        with self._lock:
+            self._load_locked()
+
+    def cache(self, name: str) -> KeyCache | None:
+        return self._caches.get(name)
+
+    def _load_locked(self) -> None:
+        trusted = list(self._source())
+        caches: dict[str, KeyCache] = {}
+        for item in trusted:
+            old = self._caches.get(item.name)
+            caches[item.name] = (
+                old
+                if old is not None and old.trusted == item
+                else KeyCache(
+                    item,
+                    fetch=self._fetch,
+                    clock=self._clock,
+                    floor=self.floor,
+                    max_age=self.max_age,
+                )
+            )
+        self._caches = caches
+        self._oidc = {
+            c.trusted.issuer: c for c in caches.values() if c.trusted.kind is TrustKind.OIDC
+        }
+        self._spiffe = {
+            c.trusted.name: c for c in caches.values() if c.trusted.kind is TrustKind.SPIFFE
+        }
+        self._loaded_at = self._clock()
+
+    def _maybe_reload(self, *, miss: bool) -> bool:
+        loaded_at = self._loaded_at
+        age = None if loaded_at is None else self._clock() - loaded_at
+        due = age is None or age >= (self.miss_floor if miss else self.reload_seconds)
+        if not due:
+            return False
+        if loaded_at is None or miss:
+            with self._lock:
+                if self._loaded_at == loaded_at:
+                    self._load_locked()
+            return True
+        if self._lock.acquire(blocking=False):  # another thread reloading: use what we have
+            try:
+                self._load_locked()
+            finally:
+                self._lock.release()
+        return True
+
+    def _issuer_of(self, claims: dict[str, Any]) -> KeyCache:
+        self._maybe_reload(miss=False)
+        found = self._lookup(claims)
+        if found is None and self._maybe_reload(miss=True):
+            found = self._lookup(claims)
+        if found is None:
+            raise _Refused("no trusted issuer")
+        return found
+
+    def _lookup(self, claims: dict[str, Any]) -> KeyCache | None:
+        iss, sub = claims.get("iss"), claims.get("sub")
+        if isinstance(iss, str) and iss in self._oidc:
+            return self._oidc[iss]
+        if isinstance(sub, str):
+            domain = spiffe_trust_domain(sub)
+            if domain is not None:
+                return self._spiffe.get(domain)
+        return None
+
+    # -- tokens -----------------------------------------------------------------------------
+
+    def verify(self, token: str, *, now: datetime) -> VerifiedWorkload:
+        """The token's workload, or Unauthenticated (the reason is logged, not returned)."""
+        try:
+            return self._verify(token, now)
+        except _Refused as exc:
+            logger.info("workload token refused: %s", exc)
+            raise Unauthenticated() from None
+
+    def _verify(self, token: str, now: datetime) -> VerifiedWorkload:
+        if not looks_like_jwt(token):
+            raise _Refused("not a JWT")
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise _Refused("malformed") from None
+        alg, kid = header.get("alg"), header.get("kid")
+        if alg not in ALGORITHMS:
+            raise _Refused(f"algorithm {str(alg)[:20]!r} not allowed")
+        if not isinstance(kid, str):
+            raise _Refused("no kid")
+        cache = self._issuer_of(unverified)
+        trusted = cache.trusted
+        key = cache.key(kid)
+        if key is None:
+            raise _Refused(f"trust {trusted.name}: unknown kid")
+        _check_key_fits(key, str(alg))
+        try:
+            claims = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=[str(alg)],
+                options={
+                    "verify_exp": False,  # checked below, at the caller's ``now``
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_aud": False,
+                    "verify_iss": False,
+                },
+            )
+        except jwt.PyJWTError as exc:
+            raise _Refused(f"trust {trusted.name}: {type(exc).__name__}") from None
+        _check_times(claims, now)
+        _check_audience(claims, trusted.audience)
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject or len(subject) > 512:
+            raise _Refused("no sub")
+        if trusted.kind is TrustKind.OIDC:
+            if claims.get("iss") != trusted.issuer:
+                raise _Refused("iss")
+        elif spiffe_trust_domain(subject) != trusted.name:
+            raise _Refused("sub is not a SPIFFE ID of the trust domain")
+        return VerifiedWorkload(
+            trust=trusted.name,
+            subject=subject,
+            label=trusted.label,
+            sponsors=_sponsors(claims.get(SPONSOR_CLAIM)),
+        )
+
+
+def _check_key_fits(key: jwt.PyJWK, alg: str) -> None:
+    declared = key._jwk_data.get("alg")
+    if declared is not None and declared != alg:
+        raise _Refused("the key is for another algorithm")
+    material = key.key
+    if alg[:2] in {"RS", "PS"}:
+        fits = isinstance(material, rsa.RSAPublicKey)
+    elif alg in _CURVES:
+        fits = isinstance(material, ec.EllipticCurvePublicKey) and isinstance(
+            material.curve, _CURVES[alg]
+        )
+    else:
+        fits = isinstance(material, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey)
+    if not fits:
+        raise _Refused("the key does not fit the algorithm")
+
+
+def _number(claims: dict[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Refused(f"{name} is not a number")
+    return float(value)
+
+
+def _check_times(claims: dict[str, Any], now: datetime) -> None:
+    moment = now.timestamp()
+    skew = SKEW.total_seconds()
+    exp = _number(claims, "exp")
+    if exp is None:
+        raise _Refused("no exp")
+    if moment >= exp + skew:
+        raise _Refused("expired")
+    nbf = _number(claims, "nbf")
+    if nbf is not None and moment < nbf - skew:
+        raise _Refused("not yet valid")
+    iat = _number(claims, "iat")
+    if iat is not None and moment < iat - skew:
+        raise _Refused("issued in the future")
+
+
+def _check_audience(claims: dict[str, Any], audience: str) -> None:
+    aud = claims.get("aud")
+    audiences: Iterable[Any] = (
+        [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    )
+    if audience not in audiences:
+        raise _Refused("audience")
+
+
+def _sponsors(value: Any) -> frozenset[str]:
+    values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+    found = {v.strip().lower() for v in values[:MAX_SPONSORS] if isinstance(v, str) and v.strip()}
+    return frozenset(found)
