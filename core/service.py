@@ -24,7 +24,9 @@ from core.storage.sql_store import SqlStore
 from core.store import Store
 from core.usecases.breakglass import BreakGlass
 from core.usecases.deciding import Deciding, VoteResult
+from core.usecases.delegating import Delegating
 from core.usecases.escalating import Escalating
+from core.usecases.exchanging import Exchanging
 from core.usecases.expiry import Expiry, ExpiryResult
 from core.usecases.limits import SubmitLimits
 from core.usecases.parts import ChangeListener, Parts
@@ -78,6 +80,8 @@ class Stepup:
         self.escalating = Escalating(parts)
         self.breakglass = BreakGlass(parts)
         self.revoking = Revoking(parts)
+        self.delegating = Delegating(parts)  # docs/delegation.md
+        self.exchanging = Exchanging(parts, self.submitting, self.sessions)  # RFC 8693
         if parts.revoke_soon is None:
             parts.revoke_soon = self.revoking.revoke_soon
 

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bot.api.auth import AgentKey, ResourceServerName, agent_key, current_resource_server
 from bot.api.context import context_of
+from bot.api.delegation_routes import router as delegation_router
 from bot.api.rendering import request_json
 from bot.api.schemas import (
     INTROSPECTION_BODY,
@@ -256,3 +257,6 @@ async def introspect(
 @router.get("/healthz", tags=["health"], response_model=Health)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
+
+
+router.include_router(delegation_router)  # docs/delegation.md: delegations and /v1/token

@@ -155,6 +155,16 @@ class Introspection(BaseModel):
         description='RFC 9449: the DPoP key the token is bound to, ``{"jkt": thumbprint}``',
         json_schema_extra=_absent_not_null,
     )
+    act: dict[str, Any] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="RFC 8693: a delegated request's chain (docs/delegation.md): the current "
+        'actor, nesting earlier ones, ``{"sub": child, "act": {"sub": …}}``; ``sub`` is '
+        "then the root agent",
+        json_schema_extra=_absent_not_null,
+    )
+    parent_request_id: str | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra=_absent_not_null
+    )
 
 
 _TOKEN = {

@@ -40,6 +40,11 @@ class AuditKind(StrEnum):
     # A trusted issuer of workload tokens added (or replaced) or removed (docs/identity.md).
     TRUST_ADDED = "trust.added"
     TRUST_REMOVED = "trust.removed"
+    # An agent handed part of its active request to another (docs/delegation.md); logged
+    # under the parent request, whose lifecycle it does not change.
+    DELEGATION_CREATED = "delegation.created"
+    # A child credential minted by RFC 8693 token exchange; logged under the child request.
+    TOKEN_EXCHANGED = "token.exchanged"  # noqa: S105 (an audit kind)
 
 
 class AuditAppender(Protocol):
@@ -115,8 +120,32 @@ class AuditLog:
             data={"was": was},
         )
 
-    def request_cancelled(self, request_id: str, by: str, at: datetime) -> None:
-        self._append(AuditKind.REQUEST_CANCELLED, at=at, request_id=request_id, actor=by, data={})
+    def request_cancelled(
+        self, request_id: str, by: str, at: datetime, *, reason: str | None = None
+    ) -> None:
+        """``reason``: why, when it was not the agent's own choice (its parent ended)."""
+        data = {"reason": reason} if reason is not None else {}
+        self._append(AuditKind.REQUEST_CANCELLED, at=at, request_id=request_id, actor=by, data=data)
+
+    def delegation_created(
+        self, request_id: str, agent: str, delegation: dict[str, Any], at: datetime
+    ) -> None:
+        """``agent`` (the parent request's) delegated part of ``request_id``."""
+        self._append(
+            AuditKind.DELEGATION_CREATED,
+            at=at,
+            request_id=request_id,
+            actor=agent,
+            data=delegation,
+        )
+
+    def token_exchanged(
+        self, request_id: str, agent: str, exchange: dict[str, Any], at: datetime
+    ) -> None:
+        """``agent`` exchanged its parent's credential for ``request_id``'s (RFC 8693)."""
+        self._append(
+            AuditKind.TOKEN_EXCHANGED, at=at, request_id=request_id, actor=agent, data=exchange
+        )
 
     def request_revoked(self, request_id: str, by: str, reason: str, at: datetime) -> None:
         self._append(

@@ -142,7 +142,7 @@ def _as_issued(claims: Mapping[str, Any], issued: LiveCredential | None) -> bool
         return False
     return (
         (cnf or {}).get("jkt") == issued.jkt
-        and claims.get("sub") == issued.agent_id
+        and _holder(claims) == issued.agent_id
         and claims.get("scope") == issued.scope
         and claims.get("aud") == issued.audience
         and isinstance(exp, int)
@@ -154,3 +154,12 @@ def _meant_for(aud: object, audiences: Collection[str]) -> bool:
     """Whether the token's ``aud`` (a string or a list of them) names one of ``audiences``."""
     values = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
     return any(isinstance(value, str) and value in audiences for value in values)
+
+
+def _holder(claims: Mapping[str, Any]) -> object:
+    """The agent holding the token: ``sub``, or for a delegated request (RFC 8693) the current
+    actor, ``act.sub``; ``sub`` is then the root agent (docs/delegation.md)."""
+    act = claims.get("act")
+    if act is None:
+        return claims.get("sub")
+    return act.get("sub") if isinstance(act, dict) else None

@@ -17,6 +17,7 @@ from core.lifecycle import Event
 from core.model import AgentIdentity, Approver, SessionOutcome
 from core.snapshots import RequestSnapshot
 from core.store import NewCredential
+from core.usecases.delegating import claim_ttl
 from core.usecases.minting import Minted, Minting
 from core.usecases.parts import Parts
 from core.usecases.transition import Step, changing
@@ -60,9 +61,10 @@ def _whole_seconds(at: datetime) -> datetime:
 class _IssuerBacked(Exception):
     """The request's rule has an issuer: the claim leaves its transaction to mint first."""
 
-    def __init__(self, snapshot: RequestSnapshot) -> None:
+    def __init__(self, snapshot: RequestSnapshot, ttl: timedelta) -> None:
         super().__init__(snapshot.id)
         self.snapshot = snapshot
+        self.ttl = ttl  # the credential's lifetime (a delegated request's capped)
 
 
 class Sessions:
@@ -92,8 +94,8 @@ class Sessions:
         try:
             return self._record_claim(request_id, agent, now, None, jkt)  # the built-in JWT alone
         except _IssuerBacked as backed:
-            snap = backed.snapshot
-        expires_at = _whole_seconds(now + credential_ttl(snap))
+            snap, ttl = backed.snapshot, backed.ttl
+        expires_at = _whole_seconds(now + ttl)
         minted = self.minting.mint(snap, agent, expires_at, now)
         try:
             return self._record_claim(request_id, agent, now, minted, jkt)
@@ -126,13 +128,14 @@ class Sessions:
                 raise InvalidDpopProof(
                     "this request's rule requires a DPoP proof (RFC 9449) on the claim"
                 )
+            # A delegated request: capped by its parent, its chain in the token.
+            ttl, line = claim_ttl(unit.tx, snap, credential_ttl(snap), now)
             if minted is None and snap.terms.issuer is not None:
-                raise _IssuerBacked(snap)  # rolled back: its issuer mints first, unlocked
-            ttl = credential_ttl(snap)
+                raise _IssuerBacked(snap, ttl)  # rolled back: its issuer mints first, unlocked
             issued = self.parts.issuer.issue(
                 CredentialGrant(
                     request_id=snap.id,
-                    agent=snap.agent_id,
+                    agent=line.root_agent if line else snap.agent_id,
                     audience=snap.target,
                     scope=snap.action,
                     args_digest=snap.parameters_digest,
@@ -141,6 +144,8 @@ class Sessions:
                     on_behalf_of=snap.on_behalf_of,
                     ttl=ttl,
                     jkt=jkt,
+                    actors=line.actors if line else (),
+                    parent_request_id=snap.parent_request_id,
                 ),
                 now,
             )

@@ -20,6 +20,7 @@ from core.policy import PolicyDecision
 from core.snapshots import RequestSnapshot
 from core.store import StoreTx
 from core.terms import Terms
+from core.usecases.delegating import delegation_for
 from core.usecases.limits import SubmitRate, check_pending
 from core.usecases.parts import Parts
 
@@ -124,12 +125,16 @@ class Submitting:
         body_digest: str,
     ) -> RequestSnapshot:
         """The request, its audit entries and notices, in the caller's transaction."""
+        delegation = None
         if intent.parent_request_id is not None:
-            tx.load(intent.parent_request_id, agent_id=agent.id)
+            # The agent's own request, or one delegated to it (docs/delegation.md).
+            delegation = delegation_for(tx, agent, intent)
         fields = intent_fields(intent)
         values = self._new_values(
             agent, intent, fields, decision, now, idempotency_key, body_digest
         )
+        if delegation is not None:
+            values["delegation_id"] = delegation.id
         if values["status"] == Status.PENDING.value:
             # Only what people must decide counts: pre-authorised and denied requests pass.
             cap = self.parts.limits.max_pending_per_agent
@@ -137,7 +142,12 @@ class Submitting:
                 check_pending(agent.id, tx.pending_count(agent.id), cap)
         created = tx.insert(values)  # the idempotency key's constraint fires here
         audit = tx.audit
-        audit.intent_submitted(created.id, agent.id, fields, now)
+        audit.intent_submitted(
+            created.id,
+            agent.id,
+            fields if delegation is None else fields | {"delegation_id": delegation.id},
+            now,
+        )
         audit.policy_decided(
             created.id,
             {

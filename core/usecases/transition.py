@@ -42,6 +42,10 @@ _FACTS = {
     Event.COMPLETE: FactKind.COMPLETED,
     Event.REVOKE: FactKind.REVOKED,
 }
+# Requests a cascade ends (pending: cancelled; approved, active: revoked), and how many levels
+# below an ending request it looks (a bound: delegations stop at 10, own sub-requests do not).
+_LIVE = frozenset({Status.PENDING, Status.APPROVED, Status.ACTIVE})
+_MAX_LEVELS = 64
 # The sponsor hears of decisions and of ends they did not cause themselves.
 _SPONSOR_HEARS = frozenset({Event.APPROVE, Event.DENY, Event.COMPLETE, Event.REVOKE})
 
@@ -96,10 +100,15 @@ class UnitOfWork:
             check_deadline(status, step.snapshot.expires_at, self.now)
         return target
 
-    def apply(self, *steps: Step) -> list[RequestSnapshot]:
-        """Apply ``steps`` (each to a different request); returns the requests after them."""
+    def apply(self, *given: Step) -> list[RequestSnapshot]:
+        """Apply ``steps`` (each to a different request); returns the requests after them.
+        A step that ends a request also ends its live descendants, in this transaction
+        (``_descendants``); those are not among the requests returned."""
         now = self.now
-        targets = [self.check(step) for step in steps]
+        targets = [self.check(step) for step in given]
+        extra = self._descendants(given, targets)
+        steps = given + extra
+        targets += [self.check(step) for step in extra]
         revoked = self._revoke_ending_sessions(steps)
         after: list[RequestSnapshot] = []
         changes: list[tuple[RequestSnapshot, Mapping[str, Any]]] = []
@@ -123,7 +132,47 @@ class UnitOfWork:
             self._write_audit(step, new, revoked)
             self._tell(step, new)
             self.changed[new.id] = new
-        return after
+        return after[: len(given)]
+
+    def _descendants(
+        self, steps: Sequence[Step], targets: Sequence[Status | None]
+    ) -> tuple[Step, ...]:
+        """Ending a request (any step into a final status) ends every live request below it
+        (docs/delegation.md): a pending one is cancelled, an approved or active one revoked
+        (its credential with it), each with a reason naming the ancestor that ended. Found
+        level by level through ``parent_request_id``; locked before they are changed."""
+        known = {step.snapshot.id for step in steps}
+        cause: dict[str, tuple[Step, Status]] = {}
+        for step, target in zip(steps, targets, strict=True):
+            if target is None or not target.is_final or step.snapshot.status.is_final:
+                continue
+            frontier = [step.snapshot.id]
+            for _ in range(_MAX_LEVELS):
+                children = [c for c in self.tx.live_children(frontier) if c not in known]
+                if not children:
+                    break
+                known.update(children)
+                cause.update((child, (step, target)) for child in children)
+                frontier = children
+        if not cause:
+            return ()
+        extra: list[Step] = []
+        for snap in self.tx.load_many(sorted(cause), lock=True):
+            if snap.status not in _LIVE:
+                continue
+            ended, status = cause[snap.id]
+            reason = f"ancestor request {ended.snapshot.id} ended ({status.value})"
+            event = Event.CANCEL if snap.status is Status.PENDING else Event.REVOKE
+            extra.append(
+                Step(
+                    snap,
+                    event,
+                    ended.actor,
+                    {"expires_at": None, "status_reason": reason},
+                    reason=reason,
+                )
+            )
+        return tuple(extra)
 
     # -- the fixed parts of every step ----------------------------------------------------
 
@@ -166,7 +215,7 @@ class UnitOfWork:
         elif event is Event.EXPIRE and snap.status is not Status.ACTIVE:
             audit.request_expired(snap.id, snap.status.value, now)
         elif event is Event.CANCEL:
-            audit.request_cancelled(snap.id, step.actor, now)
+            audit.request_cancelled(snap.id, step.actor, now, reason=step.reason)
         elif event is Event.CLAIM:
             audit.credential_issued(snap.id, step.actor, dict(step.detail["credential"]), now)
         elif event is Event.COMPLETE:

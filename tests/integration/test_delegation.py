@@ -1,0 +1,413 @@
+"""Delegation over the real HTTP API, on SQLite and PostgreSQL (docs/delegation.md).
+
+An orchestrator holds an active ``deploy`` on ``payments``; it delegates part of it to a
+worker, which delegates part of its own to a helper. Attacks: a delegation wider than the
+parent (refused naming the field), a child outside its delegation (422 naming ``action`` or
+``target``), a child of someone else's request (404), a child that would outlive its parent
+(the TTL is capped), a chain left alive when the top ends (all revoked in one transaction),
+a delegation by a request whose rule does not allow it, one deeper than ``max_depth``.
+``stepup audit verify`` stays exact after all of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bot.api.app import create_app
+from bot.api.context import ApiContext
+from core.model import Status
+from core.storage.database import Database
+from core.storage.tables import AuditRow
+from tests.conftest import T0
+from tests.integration import test_cli
+from tests.integration.live import running
+from tests.integration.test_cli import Cli
+from tests.support import OWNER, Engine, build_engine
+
+cli, cli_db = test_cli.cli, test_cli.cli_db
+
+POLICY = """\
+version: 1
+defaults:
+  approval_timeout: 30m
+  claim_window: 5m
+  max_ttl: 15m
+approver_groups:
+  sre:
+    slack_users: [U0ALICE]
+channels:
+  approvals: C0APPROVALS
+rules:
+  - name: secrets-need-people
+    match: { target: "payments/*/secrets" }
+    decision: approve
+    approvers: sre
+    channel: approvals
+  - name: flat-reads
+    match: { action: "report.*" }
+    decision: allow
+    max_ttl: 10m
+  - name: deploys
+    match: { action: ["deploy", "deploy.*"], environment: production }
+    decision: allow
+    max_ttl: 10m
+    delegable: true
+    max_depth: 2
+"""
+
+
+@dataclass
+class Clock:
+    now: datetime = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class World:
+    url: str
+    engine: Engine
+    clock: Clock
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def client(self, agent: str) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.keys[agent]}"}, timeout=30
+        )
+
+    def submit(self, agent: str, **fields: Any) -> httpx.Response:
+        body = {
+            "action": "deploy",
+            "action_class": "write",
+            "target": "payments",
+            "environment": "production",
+            "justification": "ship the fix",
+        } | fields
+        with self.client(agent) as http:
+            return http.post("/v1/requests", json=body)
+
+    def claim(self, agent: str, request_id: str) -> dict[str, Any]:
+        with self.client(agent) as http:
+            answer = http.post(f"/v1/requests/{request_id}/credential")
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+    def delegate(self, by: str, request_id: str, **body: Any) -> httpx.Response:
+        with self.client(by) as http:
+            return http.post(f"/v1/requests/{request_id}/delegations", json=body)
+
+    def active(self, agent: str, **fields: Any) -> tuple[str, dict[str, Any]]:
+        answer = self.submit(agent, **fields)
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["status"] == "approved"
+        return answer.json()["id"], self.claim(agent, answer.json()["id"])
+
+
+@pytest.fixture
+def world(db: Database, tmp_path: Path) -> Iterator[World]:
+    engine = build_engine(db, tmp_path, POLICY)
+    clock = Clock()
+    keys = {
+        name: engine.registry.add(name, OWNER, by="test", now=T0)
+        for name in ("orchestrator", "worker", "helper", "outsider")
+    }
+    engine.registry.add_resource_server(
+        "payments-api", by="test", now=T0, audiences=["payments", "payments/web"]
+    )
+    context = ApiContext(service=engine.service, registry=engine.registry, clock=clock)
+    with running(create_app(context)) as url:
+        yield World(url, engine, clock, keys)
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    value: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return value
+
+
+def delegation_to_worker(world: World, parent: str, **overrides: Any) -> httpx.Response:
+    body = {
+        "agent": "worker",
+        "actions": ["deploy", "deploy.*"],
+        "targets": ["payments/*"],
+        "max_ttl": "5m",
+    } | overrides
+    return world.delegate("orchestrator", parent, **body)
+
+
+def test_a_child_within_its_delegation_gets_the_chain_in_its_token(world: World) -> None:
+    parent, _ = world.active("orchestrator")
+    made = delegation_to_worker(world, parent)
+    assert made.status_code == 201, made.text
+    delegation = made.json()
+    assert delegation["id"].startswith("dlg_")
+    assert delegation | {"id": "", "created_at": ""} == {
+        "id": "",
+        "parent_request_id": parent,
+        "agent": "worker",
+        "actions": ["deploy", "deploy.*"],
+        "targets": ["payments/*"],
+        "max_ttl": "5m",
+        "max_ttl_seconds": 300,
+        "depth": 1,
+        "created_at": "",
+    }
+    child = world.submit(
+        "worker", action="deploy.web", target="payments/web", parent_request_id=parent
+    )
+    assert child.status_code == 201, child.text
+    assert child.json()["status"] == "approved"  # the policy still decided: the rule allows it
+    assert child.json()["parent_request_id"] == parent
+    credential = world.claim("worker", child.json()["id"])
+    claims = claims_of(credential["token"])
+    assert claims["sub"] == "orchestrator"
+    assert claims["act"] == {"sub": "worker"}
+    assert claims["parent_request_id"] == parent
+    assert (claims["scope"], claims["aud"]) == ("deploy.web", "payments/web")
+    assert claims["exp"] - claims["iat"] == 300  # the delegation's max_ttl, under the rule's 10m
+    # introspection: the holder is the worker, the subject the root: active as issued
+    with httpx.Client(
+        base_url=world.url,
+        headers={"Authorization": f"Bearer {server_key(world)}"},
+        timeout=30,
+    ) as http:
+        seen = http.post("/v1/introspect", data={"token": credential["token"]}).json()
+    assert seen["active"] is True
+    assert (seen["sub"], seen["act"], seen["parent_request_id"]) == (
+        "orchestrator",
+        {"sub": "worker"},
+        parent,
+    )
+
+
+def server_key(world: World) -> str:
+    if "server" not in world.keys:
+        world.keys["server"] = world.engine.registry.add_resource_server(
+            "introspector", by="test", now=T0, audiences=["payments/web"]
+        )
+    return world.keys["server"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"actions": ["*"]}, "actions"),
+        ({"actions": ["deploy*"]}, "actions"),  # deployX is not under deploy
+        ({"actions": ["db.drop"]}, "actions"),
+        ({"targets": ["pay*"]}, "targets"),
+        ({"targets": ["orders/*"]}, "targets"),
+        ({"targets": ["*/payments"]}, "targets"),
+        ({"agent": "nobody"}, "agent"),
+        ({"agent": "orchestrator"}, "agent"),
+        ({"max_ttl": "forever"}, "max_ttl"),
+    ],
+)
+def test_a_delegation_wider_than_its_parent_is_refused_naming_the_field(
+    world: World, overrides: dict[str, Any], named: str
+) -> None:
+    parent, _ = world.active("orchestrator")
+    refused = delegation_to_worker(world, parent, **overrides)
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert named in refused.json()["detail"].split(":")[0] or any(
+        error["field"] == named for error in refused.json().get("errors", [])
+    )
+
+
+def test_only_the_agent_of_an_active_delegable_request_may_delegate(world: World) -> None:
+    parent, _ = world.active("orchestrator")
+    assert (
+        world.delegate(
+            "outsider",
+            parent,
+            agent="worker",
+            actions=["deploy"],
+            targets=["payments"],
+            max_ttl="1m",
+        ).status_code
+        == 404
+    )
+    flat, _ = world.active("orchestrator", action="report.daily", action_class="read")
+    refused = world.delegate(
+        "orchestrator",
+        flat,
+        agent="worker",
+        actions=["report.daily"],
+        targets=["payments"],
+        max_ttl="1m",
+    )
+    assert refused.status_code == 409
+    assert "delegable" in refused.json()["detail"]
+    unclaimed = world.submit("orchestrator").json()["id"]
+    assert delegation_to_worker(world, unclaimed).status_code == 409  # approved, not active
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"action": "db.drop"}, "action"),
+        ({"action": "deployer"}, "action"),
+        ({"target": "orders"}, "target"),
+        ({"target": "payments"}, "target"),  # the parent's target, but not in payments/*
+        ({"environment": "staging"}, "environment"),
+    ],
+)
+def test_a_child_outside_its_delegation_is_refused_naming_the_field(
+    world: World, fields: dict[str, Any], named: str
+) -> None:
+    parent, _ = world.active("orchestrator")
+    assert delegation_to_worker(world, parent).status_code == 201
+    body = {"action": "deploy.web", "target": "payments/web", "parent_request_id": parent}
+    refused = world.submit("worker", **(body | fields))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"].startswith(f"{named}:")
+    with world.engine.db.read() as session:
+        assert session.query(AuditRow).filter(AuditRow.actor == "worker").count() == 0
+
+
+def test_no_delegation_no_child(world: World) -> None:
+    parent, _ = world.active("orchestrator")
+    delegation_to_worker(world, parent)
+    stranger = world.submit(
+        "outsider", action="deploy.web", target="payments/web", parent_request_id=parent
+    )
+    assert stranger.status_code == 404  # as if the parent did not exist
+
+
+def test_a_child_token_never_outlives_its_parent(world: World) -> None:
+    parent, credential = world.active("orchestrator")  # 10 minutes from T0
+    assert delegation_to_worker(world, parent, max_ttl="1h").status_code == 201
+    world.clock.now = T0 + timedelta(minutes=8)
+    child = world.submit(
+        "worker", action="deploy.web", target="payments/web", parent_request_id=parent
+    ).json()["id"]
+    claims = claims_of(world.claim("worker", child)["token"])
+    assert claims["exp"] == claims_of(credential["token"])["exp"]
+    assert claims["exp"] - claims["iat"] == 120
+
+
+def test_a_three_level_chain_is_revoked_in_one_step_from_the_top(world: World) -> None:
+    root, _ = world.active("orchestrator")
+    assert delegation_to_worker(world, root).status_code == 201
+    middle = world.submit(
+        "worker", action="deploy.web", target="payments/web", parent_request_id=root
+    ).json()["id"]
+    world.claim("worker", middle)
+    made = world.delegate(
+        "worker",
+        middle,
+        agent="helper",
+        actions=["deploy.web.*"],
+        targets=["payments/web/*"],
+        max_ttl="5m",
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["depth"] == 2
+    leaf = world.submit(
+        "helper",
+        action="deploy.web.canary",
+        target="payments/web/canary",
+        parent_request_id=middle,
+    ).json()["id"]
+    leaf_claims = claims_of(world.claim("helper", leaf)["token"])
+    assert leaf_claims["sub"] == "orchestrator"
+    assert leaf_claims["act"] == {"sub": "helper", "act": {"sub": "worker"}}
+    assert leaf_claims["parent_request_id"] == middle
+    # a fourth level is deeper than the rule's max_depth: 2
+    too_deep = world.delegate(
+        "helper",
+        leaf,
+        agent="outsider",
+        actions=["deploy.web.canary"],
+        targets=["payments/web/canary"],
+        max_ttl="1m",
+    )
+    assert too_deep.status_code == 409
+    assert "max_depth" in too_deep.json()["detail"]
+    # a pending descendant (the secrets rule asks people) is cancelled with the rest
+    waiting = world.submit(
+        "helper",
+        action="deploy.web.canary",
+        target="payments/web/secrets",
+        parent_request_id=middle,
+    )
+    assert waiting.status_code == 201, waiting.text
+    assert waiting.json()["status"] == "pending"
+
+    service = world.engine.service
+    seen: list[list[str]] = []
+    service.subscribe(lambda snap: seen.append([snap.id]))
+    service.revoke(root, by="admin@example.com", reason="incident", now=world.clock.now)
+    ids = (root, middle, leaf, waiting.json()["id"])
+    statuses = {i: service.get(i).status for i in ids}
+    assert statuses == {
+        root: Status.REVOKED,
+        middle: Status.REVOKED,
+        leaf: Status.REVOKED,
+        waiting.json()["id"]: Status.CANCELLED,
+    }
+    for child in ids[1:]:
+        assert service.get(child).status_reason == f"ancestor request {root} ended (revoked)"
+    # one transaction: one publication after one commit carried all four
+    assert sorted(i for (i,) in seen) == sorted(ids)
+    with world.engine.db.read() as session:
+        rows = session.query(AuditRow).filter(AuditRow.request_id.in_(ids[1:])).all()
+        ends = {
+            row.request_id: (row.kind, json.loads(row.data)["reason"])
+            for row in rows
+            if row.kind in ("credential.revoked", "request.cancelled")
+        }
+    reason = f"ancestor request {root} ended (revoked)"
+    assert ends == {
+        middle: ("credential.revoked", reason),
+        leaf: ("credential.revoked", reason),
+        waiting.json()["id"]: ("request.cancelled", reason),
+    }
+    # the revoked chain's tokens are dead at introspection
+    with world.client("helper") as http:
+        again = http.post(
+            "/v1/requests",
+            json={
+                "action": "deploy.web.x",
+                "action_class": "write",
+                "target": "payments/web/x",
+                "environment": "production",
+                "justification": "too late",
+                "parent_request_id": middle,
+            },
+        )
+    assert again.status_code == 409
+
+
+def test_completing_the_parent_ends_an_unclaimed_child(world: World) -> None:
+    root, _ = world.active("orchestrator")
+    delegation_to_worker(world, root)
+    child = world.submit(
+        "worker", action="deploy.web", target="payments/web", parent_request_id=root
+    ).json()["id"]
+    with world.client("orchestrator") as http:
+        done = http.post(f"/v1/requests/{root}/complete", json={"outcome": "succeeded"})
+    assert done.status_code == 200
+    assert world.engine.service.get(child).status is Status.REVOKED
+    with world.client("worker") as http:
+        assert http.post(f"/v1/requests/{child}/credential").status_code == 409
+
+
+def test_audit_verify_stays_exact_after_delegation(world: World, cli_db: Cli) -> None:
+    test_a_three_level_chain_is_revoked_in_one_step_from_the_top(world)
+    out = cli_db.invoke("audit", "verify")
+    assert out.code == 0, out.stdout + out.stderr
+    assert "all match" in out.stdout
