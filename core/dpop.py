@@ -7,9 +7,10 @@ beside an access token, ``ath`` (the token's SHA-256). ``verify_proof`` checks a
 returns the key's RFC 7638 thumbprint (``jkt``), which a claim writes into the credential's
 ``cnf``. Replay (a ``jti`` seen before) is the store's job: ``replay_key`` and ``spent_until``.
 
-The ``htu`` a proof must name is the server's public URL joined with the request's path (the
-edge builds it from ``STEPUP_PUBLIC_URL``), never the Host header the request arrived with: a
-proxy in front of stepup changes the latter, and an attacker controls it.
+The ``htu`` a proof may name: the URL the request arrived at (RFC 9449's rule), or the
+server's public URL (``STEPUP_PUBLIC_URL``) joined with the request's path, since a proxy in
+front of stepup changes the former. Either way the path is the request's own (it names the
+request claimed), and a proof is spent on first use.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -64,7 +66,7 @@ class ProofOfPossession:
 
     proof: str
     method: str
-    url: str  # the server's public URL joined with the request's path
+    urls: tuple[str, ...]  # the URLs ``htu`` may name (the request's, the public one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,12 +126,14 @@ def verify_proof(
     proof: str,
     *,
     method: str,
-    url: str,
+    url: str | Sequence[str],
     now: datetime,
     access_token: str | None = None,
 ) -> VerifiedProof:
-    """The proof's key thumbprint, if ``proof`` is a DPoP proof for ``method url`` made now
-    (and for ``access_token``, when given); InvalidDpopProof naming the first check failed."""
+    """The proof's key thumbprint, if ``proof`` is a DPoP proof for ``method url`` (any of
+    them, when several) made now and, when given, for ``access_token``; else InvalidDpopProof
+    naming the first check failed."""
+    urls = [url] if isinstance(url, str) else list(url)
     if not isinstance(proof, str) or not proof or len(proof) > MAX_PROOF_CHARS:
         raise InvalidDpopProof("the DPoP header is empty or too long")
     try:
@@ -167,8 +171,8 @@ def verify_proof(
     if claims.get("htm") != method.upper():
         raise InvalidDpopProof(f"htm must be {method.upper()}")
     htu = claims.get("htu")
-    if not isinstance(htu, str) or normalise_url(htu) != normalise_url(url):
-        raise InvalidDpopProof(f"htu must be {normalise_url(url)}")
+    if not isinstance(htu, str) or normalise_url(htu) not in {normalise_url(u) for u in urls}:
+        raise InvalidDpopProof(f"htu must be {normalise_url(urls[0])}")
     iat = claims.get("iat")
     if not isinstance(iat, int) or isinstance(iat, bool):
         raise InvalidDpopProof("iat must be a whole number of seconds")

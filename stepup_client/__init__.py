@@ -5,9 +5,11 @@ Depends on httpx and the standard library only, so agents need not install the s
 
 from stepup_client.client import StepupClient
 from stepup_client.digest import canonical_json, parameters_digest
+from stepup_client.dpop import DpopKey
 from stepup_client.errors import (
     ApiError,
     ConnectionFailed,
+    NotDpopBound,
     ParametersMismatch,
     ParametersNotSerializable,
     ProtocolError,
@@ -38,6 +40,8 @@ __all__ = [
     "ConnectionFailed",
     "Credential",
     "CredentialInfo",
+    "DpopKey",
+    "NotDpopBound",
     "Outcome",
     "ParametersMismatch",
     "ParametersNotSerializable",

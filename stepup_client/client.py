@@ -14,6 +14,7 @@ import httpx
 
 from stepup_client import gating
 from stepup_client.digest import normalise_parameters, parameters_digest
+from stepup_client.dpop import DpopKey, process_key
 from stepup_client.errors import ApiError, ParametersMismatch, WaitTimeout
 from stepup_client.models import ActionClass, Credential, Outcome, Request, Status, settled
 from stepup_client.transport import Http, Retry, logger
@@ -29,7 +30,9 @@ MAX_DETAIL_CHARS = 4000
 class StepupClient:
     """A stepup agent client. Use it as a context manager, or call ``close()``.
 
-    ``transport`` lets tests or proxies supply an ``httpx.BaseTransport``.
+    ``transport`` lets tests or proxies supply an ``httpx.BaseTransport``. Every claim carries
+    a DPoP proof (RFC 9449) made with ``dpop_key`` (default: this process's own key, made on
+    first use), so the credential is bound to that key; ``dpop=False`` claims bearer tokens.
     """
 
     def __init__(
@@ -42,6 +45,8 @@ class StepupClient:
         retries: int = 3,
         backoff: float = 0.25,
         poll_seconds: int = 30,
+        dpop: bool = True,
+        dpop_key: DpopKey | None = None,
     ) -> None:
         if not agent_key:
             raise ValueError("an agent key is required")
@@ -59,6 +64,8 @@ class StepupClient:
             transport=transport,
         )
         self._http = Http(self._httpx, retries=retries, backoff=backoff)
+        self._dpop = dpop
+        self._dpop_key = dpop_key
 
     def close(self) -> None:
         self._httpx.close()
@@ -175,9 +182,14 @@ class StepupClient:
     def claim(self, request_id: str) -> Credential:
         """Mint the credential of an approved request. It is returned once: keep it."""
         # Never re-sent once it may have reached the server: a second claim cannot return
-        # the token the first one minted.
-        answer = self._http.call("POST", f"{_path(request_id)}/credential", retry=Retry.UNSENT)
-        return Credential.from_json(answer.body)
+        # the token the first one minted (nor could its DPoP proof be used twice).
+        path = f"{_path(request_id)}/credential"
+        key = (self._dpop_key or process_key()) if self._dpop else None
+        headers = None
+        if key is not None:
+            headers = {"DPoP": key.proof("POST", str(self._httpx.build_request("POST", path).url))}
+        answer = self._http.call("POST", path, retry=Retry.UNSENT, headers=headers)
+        return Credential.from_json(answer.body, dpop_key=key)
 
     def complete(self, request_id: str, outcome: Outcome | str, detail: str = "") -> Request:
         """Report how it went; the server revokes the credential."""

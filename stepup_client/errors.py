@@ -104,3 +104,8 @@ class RequestCancelled(RequestNotGranted):
 
 class RequestRevoked(RequestNotGranted):
     """An approver or admin cut the request off, or its credential's TTL ran out."""
+
+
+class NotDpopBound(StepupClientError, ValueError):
+    """A DPoP proof was asked of a credential that is not bound to a key (a ``Bearer`` token,
+    from a server without DPoP or a client made with ``dpop=False``)."""

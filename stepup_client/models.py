@@ -9,7 +9,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from stepup_client.dpop import DpopKey
 from stepup_client.errors import (
+    NotDpopBound,
     ProtocolError,
     RequestCancelled,
     RequestDenied,
@@ -172,24 +174,42 @@ class Credential:
     # credential it minted in ``secret`` (docs/issuers.md); kept out of ``repr`` too.
     credential_type: str = "jwt"
     secret: Mapping[str, Any] | None = field(default=None, repr=False)
+    # The key a ``DPoP`` token is bound to (``cnf.jkt``): it signs the proofs that go with it.
+    dpop_key: DpopKey | None = field(default=None, repr=False, compare=False)
 
     @property
     def authorization(self) -> str:
-        """The value of an ``Authorization`` header for the target system."""
+        """The value of an ``Authorization`` header for the target system: ``Bearer <token>``
+        or, for a token bound to the client's key, ``DPoP <token>`` (send ``dpop_proof`` too)."""
         return f"{self.token_type} {self.token}"
 
+    @property
+    def is_dpop_bound(self) -> bool:
+        return self.token_type.lower() == "dpop"
+
+    def dpop_proof(self, method: str, url: str) -> str:
+        """A fresh ``DPoP`` header value for one call to the target (``method url``), with the
+        token's hash (``ath``). One per call: the target refuses a proof it has seen."""
+        if not self.is_dpop_bound or self.dpop_key is None:
+            raise NotDpopBound(f"credential {self.jti} is a {self.token_type} token")
+        return self.dpop_key.proof(method, url, access_token=self.token)
+
     @classmethod
-    def from_json(cls, raw: Any) -> Credential:
+    def from_json(cls, raw: Any, *, dpop_key: DpopKey | None = None) -> Credential:
+        """``dpop_key``: the key the claim's proof was made with; kept only if the server
+        bound the token to it (``token_type`` ``DPoP``; a server without DPoP ignores it)."""
         body = _object(raw, "credential")
+        token_type = _get(body, "token_type", str)
         return cls(
             token=_get(body, "token", str),
-            token_type=_get(body, "token_type", str),
+            token_type=token_type,
             expires_at=_time(_get(body, "expires_at", str)),
             scope=_get(body, "scope", str),
             jti=_get(body, "jti", str),
             request_id=_get(body, "request_id", str),
             credential_type=str(body.get("credential_type", "jwt")),
             secret=_secret(body.get("secret")),
+            dpop_key=dpop_key if token_type.lower() == "dpop" else None,
         )
 
 

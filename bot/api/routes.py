@@ -175,15 +175,16 @@ def claim(request_id: RequestId, request: Request, key: Agent) -> ClaimAnswer:
 
 
 def _proof_of_possession(request: Request) -> ProofOfPossession | None:
-    """The ``DPoP`` header, if any, with the URL it must name: the public URL (behind a proxy
-    the Host header is not the one the agent used) joined with the request's path."""
+    """The ``DPoP`` header, if any, with the URLs it may name: the one the request arrived at,
+    and the public URL joined with the request's path (behind a proxy, the agent's URL)."""
     proofs = request.headers.getlist("dpop")
     if not proofs:
         return None
     if len(proofs) > 1:
         raise InvalidDpopProof("send one DPoP header")
     public = context_of(request).service.issuer_url.rstrip("/")
-    return ProofOfPossession(proofs[0], request.method, public + request.url.path)
+    arrived = str(request.url.replace(query=None, fragment=None))
+    return ProofOfPossession(proofs[0], request.method, (public + request.url.path, arrived))
 
 
 @router.post(

@@ -105,7 +105,7 @@ class Sessions:
 
     def _spend_proof(self, dpop: ProofOfPossession, now: datetime) -> str:
         """The proof's key thumbprint, once the proof verified and was recorded as used."""
-        proof = verify_proof(dpop.proof, method=dpop.method, url=dpop.url, now=now)
+        proof = verify_proof(dpop.proof, method=dpop.method, url=dpop.urls, now=now)
         try:
             with self.parts.store.write() as tx:
                 tx.spend_dpop_proof(proof.replay_key, until=proof.spent_until, now=now)

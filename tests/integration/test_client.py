@@ -92,7 +92,8 @@ def assert_revoked(live_api: LiveApi, client: StepupClient, credential: Credenti
 
 def test_allowed_journey_with_the_context_manager(live_api: LiveApi, client: StepupClient) -> None:
     with client.gated(**READ, parameters={"query": "select count(*) from orders"}) as credential:
-        assert credential.scope == "db.query" and credential.token_type == "Bearer"
+        # bound to the client's own key (docs/dpop.md)
+        assert credential.scope == "db.query" and credential.token_type == "DPoP"
         assert credential.expires_at > now()
         assert credential.token not in repr(credential) and credential.token not in str(credential)
         assert introspect(live_api, credential.token)["active"] is True

@@ -1,0 +1,220 @@
+"""DPoP proofs (RFC 9449) as core/dpop.py checks them: each refusal is a proof that would be
+accepted but for the one thing the test changes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from core.dpop import (
+    InvalidDpopProof,
+    access_token_hash,
+    jwk_thumbprint,
+    normalise_url,
+    verify_proof,
+)
+from stepup_client.dpop import DpopKey
+
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+URL = "https://stepup.example.com/v1/requests/req_1/credential"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def ec_jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, str]:
+    numbers = key.public_key().public_numbers()
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": _b64(numbers.x.to_bytes(32, "big")),
+        "y": _b64(numbers.y.to_bytes(32, "big")),
+    }
+
+
+def make_proof(
+    key: Any = None,
+    *,
+    jwk: dict[str, Any] | None = None,
+    alg: str = "ES256",
+    typ: str = "dpop+jwt",
+    at: datetime = NOW,
+    **claims: Any,
+) -> str:
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    body: dict[str, Any] = {"jti": "proof-1", "htm": "POST", "htu": URL, "iat": int(at.timestamp())}
+    body.update(claims)
+    body = {k: v for k, v in body.items() if v is not None}
+    header = {"typ": typ, "jwk": jwk if jwk is not None else ec_jwk(key)}
+    return jwt.encode(body, key, algorithm=alg, headers=header)
+
+
+def test_a_good_proof_gives_the_keys_rfc7638_thumbprint() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = ec_jwk(key)
+    proof = verify_proof(make_proof(key), method="post", url=URL, now=NOW)
+    canonical = json.dumps(
+        {"crv": "P-256", "kty": "EC", "x": jwk["x"], "y": jwk["y"]}, separators=(",", ":")
+    )
+    assert proof.jkt == _b64(hashlib.sha256(canonical.encode()).digest())
+    assert proof.jti == "proof-1"
+    assert proof.spent_until > NOW + timedelta(minutes=5)
+
+
+def test_thumbprint_covers_the_required_members_only_in_order() -> None:
+    jwk = ec_jwk(ec.generate_private_key(ec.SECP256R1()))
+    shuffled = {"y": jwk["y"], "kid": "k1", "use": "sig", "x": jwk["x"], "kty": "EC"}
+    shuffled["crv"] = "P-256"
+    assert jwk_thumbprint(shuffled) == jwk_thumbprint(jwk)
+    assert jwk_thumbprint({**jwk, "x": jwk["y"]}) != jwk_thumbprint(jwk)
+
+
+def test_the_client_key_and_core_agree() -> None:
+    key = DpopKey()
+    proof = key.proof("POST", URL + "?q=1#frag", access_token="tok")
+    verified = verify_proof(
+        proof, method="POST", url=URL, now=datetime.now(UTC), access_token="tok"
+    )
+    assert verified.jkt == key.thumbprint
+
+
+@pytest.mark.parametrize(
+    ("alg", "key"),
+    [
+        ("EdDSA", ed25519.Ed25519PrivateKey.generate()),
+        ("RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        ("PS256", rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+    ],
+)
+def test_other_asymmetric_algorithms(alg: str, key: Any) -> None:
+    jwk = json.loads(_public_jwk_json(key))
+    proof = make_proof(key, jwk=jwk, alg=alg)
+    assert verify_proof(proof, method="POST", url=URL, now=NOW).jkt == jwk_thumbprint(jwk)
+
+
+def _public_jwk_json(key: Any) -> str:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return jwt.algorithms.OKPAlgorithm.to_jwk(key.public_key())
+    return jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())
+
+
+@pytest.mark.parametrize(
+    ("url", "same"),
+    [
+        ("HTTPS://StepUp.Example.com:443/v1/requests/req_1/credential", True),
+        ("https://stepup.example.com/v1/requests/req_1/credential?x=1#y", True),
+        ("https://stepup.example.com:8443/v1/requests/req_1/credential", False),
+        ("http://stepup.example.com/v1/requests/req_1/credential", False),
+        ("https://stepup.example.com/v1/requests/req_2/credential", False),
+        ("https://evil.example.com/v1/requests/req_1/credential", False),
+    ],
+)
+def test_htu_is_compared_normalised(url: str, same: bool) -> None:
+    assert (normalise_url(url) == normalise_url(URL)) is same
+    proof = make_proof(htu=url)
+    if same:
+        verify_proof(proof, method="POST", url=URL, now=NOW)
+    else:
+        with pytest.raises(InvalidDpopProof, match="htu"):
+            verify_proof(proof, method="POST", url=URL, now=NOW)
+
+
+def test_wrong_htm_is_refused() -> None:
+    with pytest.raises(InvalidDpopProof, match="htm"):
+        verify_proof(make_proof(htm="GET"), method="POST", url=URL, now=NOW)
+
+
+@pytest.mark.parametrize("at", [NOW - timedelta(minutes=5, seconds=1), NOW + timedelta(seconds=61)])
+def test_iat_out_of_window_is_refused(at: datetime) -> None:
+    with pytest.raises(InvalidDpopProof, match="iat"):
+        verify_proof(make_proof(at=at), method="POST", url=URL, now=NOW)
+
+
+def test_iat_within_the_window_is_accepted() -> None:
+    for at in (NOW - timedelta(minutes=4, seconds=59), NOW + timedelta(seconds=59)):
+        verify_proof(make_proof(at=at), method="POST", url=URL, now=NOW)
+
+
+def test_a_proof_signed_by_another_key_than_its_jwk_is_refused() -> None:
+    signer = ec.generate_private_key(ec.SECP256R1())
+    shown = ec_jwk(ec.generate_private_key(ec.SECP256R1()))
+    with pytest.raises(InvalidDpopProof, match="does not verify"):
+        verify_proof(make_proof(signer, jwk=shown), method="POST", url=URL, now=NOW)
+
+
+def test_a_private_jwk_is_refused() -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = {**ec_jwk(key), "d": _b64(key.private_numbers().private_value.to_bytes(32, "big"))}
+    with pytest.raises(InvalidDpopProof, match="public key"):
+        verify_proof(make_proof(key, jwk=private), method="POST", url=URL, now=NOW)
+
+
+def _unsigned(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
+    part = [_b64(json.dumps(x).encode()) for x in (header, claims)]
+    return ".".join([*part, _b64(signature)])
+
+
+def test_alg_none_and_hmac_are_refused() -> None:
+    jwk = ec_jwk(ec.generate_private_key(ec.SECP256R1()))
+    claims = {"jti": "a", "htm": "POST", "htu": URL, "iat": int(NOW.timestamp())}
+    none = _unsigned({"typ": "dpop+jwt", "alg": "none", "jwk": jwk}, claims)
+    with pytest.raises(InvalidDpopProof, match="alg"):
+        verify_proof(none, method="POST", url=URL, now=NOW)
+    hmac = jwt.encode(
+        claims,
+        "k" * 32,
+        algorithm="HS256",
+        headers={"typ": "dpop+jwt", "jwk": {"kty": "oct", "k": "a2tr"}},
+    )
+    with pytest.raises(InvalidDpopProof, match="alg"):
+        verify_proof(hmac, method="POST", url=URL, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"typ": "JWT"}, "typ"),
+        ({"jti": None}, "does not verify"),  # required claim missing
+        ({"jti": "x" * 129}, "jti"),
+        ({"iat": "soon"}, "iat"),
+    ],
+)
+def test_malformed_proofs_are_refused(change: dict[str, Any], match: str) -> None:
+    typ = change.pop("typ", "dpop+jwt")
+    with pytest.raises(InvalidDpopProof, match=match):
+        verify_proof(make_proof(typ=typ, **change), method="POST", url=URL, now=NOW)
+
+
+def test_a_mismatched_key_type_for_the_alg_is_refused() -> None:
+    key = ec.generate_private_key(ec.SECP384R1())
+    numbers = key.public_key().public_numbers()
+    jwk = {
+        "kty": "EC",
+        "crv": "P-384",
+        "x": _b64(numbers.x.to_bytes(48, "big")),
+        "y": _b64(numbers.y.to_bytes(48, "big")),
+    }
+    proof = make_proof(key, jwk=jwk, alg="ES384")
+    with pytest.raises(InvalidDpopProof, match="alg"):
+        verify_proof(proof, method="POST", url=URL, now=NOW)
+
+
+@pytest.mark.parametrize("garbage", ["", "not-a-jwt", "a.b.c", "x" * 9000])
+def test_garbage_is_refused_not_crashed(garbage: str) -> None:
+    with pytest.raises(InvalidDpopProof):
+        verify_proof(garbage, method="POST", url=URL, now=NOW)
+
+
+def test_ath_binds_the_proof_to_one_token() -> None:
+    proof = make_proof(ath=access_token_hash("the-token"))
+    verify_proof(proof, method="POST", url=URL, now=NOW, access_token="the-token")
+    with pytest.raises(InvalidDpopProof, match="ath"):
+        verify_proof(proof, method="POST", url=URL, now=NOW, access_token="another-token")
