@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -15,12 +16,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from core.dpop import (
     InvalidDpopProof,
+    ProofOfPossession,
     access_token_hash,
     jwk_thumbprint,
     normalise_url,
     verify_proof,
 )
+from core.model import ActionClass, Status
 from stepup_client.dpop import DpopKey
+from tests.support import ISSUER, TEST_POLICY, intent
+from tests.unit.usecases.conftest import AGENT, T0, build_world
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 URL = "https://stepup.example.com/v1/requests/req_1/credential"
@@ -218,3 +223,55 @@ def test_ath_binds_the_proof_to_one_token() -> None:
     verify_proof(proof, method="POST", url=URL, now=NOW, access_token="the-token")
     with pytest.raises(InvalidDpopProof, match="ath"):
         verify_proof(proof, method="POST", url=URL, now=NOW, access_token="another-token")
+
+
+# -- the claim use case on the in-memory store (fixed times) -------------------------------
+
+DPOP_POLICY_RULE = """  - name: secrets-need-dpop
+    match: { action_class: secret_read }
+    decision: allow
+    require_dpop: true
+  - name: reads
+"""
+
+
+def _claim_url(request_id: str) -> str:
+    return f"{ISSUER}/v1/requests/{request_id}/credential"
+
+
+def test_the_claim_binds_spends_and_requires_proofs(tmp_path: Path) -> None:
+    world = build_world(tmp_path, TEST_POLICY.replace("  - name: reads\n", DPOP_POLICY_RULE))
+    at = T0
+    key = DpopKey(clock=lambda: at.timestamp())
+    snap, _ = world.service.submit(
+        AGENT, intent(AGENT, action_class=ActionClass.SECRET_READ), now=at + timedelta(minutes=2)
+    )
+    assert snap.status is Status.APPROVED
+    with pytest.raises(InvalidDpopProof, match="requires a DPoP proof"):
+        world.service.claim(snap.id, AGENT, now=at)
+    assert world.stored(snap.id).status is Status.APPROVED and not world.store.state.issued
+    proof = ProofOfPossession(
+        key.proof("POST", _claim_url(snap.id)), "POST", (_claim_url(snap.id),)
+    )
+    claimed = world.service.claim(snap.id, AGENT, now=at, dpop=proof)
+    assert claimed.credential.token_type == "DPoP"
+    assert world.store.state.issued[claimed.credential.handle].jkt == key.thumbprint
+    seen = world.service.introspect(claimed.credential.token, now=at)
+    assert seen["active"] and seen["cnf"] == {"jkt": key.thumbprint}
+    other, _ = world.service.submit(
+        AGENT, intent(AGENT, action_class=ActionClass.SECRET_READ), now=at + timedelta(minutes=2)
+    )
+    replay = ProofOfPossession(proof.proof, "POST", (_claim_url(snap.id),))
+    with pytest.raises(InvalidDpopProof, match="already used"):
+        world.service.claim(other.id, AGENT, now=at, dpop=replay)
+    # a proof is remembered until it is stale, then forgotten (and refused as stale anyway)
+    later = at + timedelta(minutes=5, seconds=2)
+    with pytest.raises(InvalidDpopProof, match="stale"):
+        world.service.claim(other.id, AGENT, now=later, dpop=replay)
+    assert world.store.state.dpop_proofs  # pruned only by a proof that verifies
+    at = later
+    fresh = ProofOfPossession(
+        key.proof("POST", _claim_url(other.id)), "POST", (_claim_url(other.id),)
+    )
+    world.service.claim(other.id, AGENT, now=later, dpop=fresh)
+    assert len(world.store.state.dpop_proofs) == 1
