@@ -43,6 +43,7 @@ from core.digest import (
     render_text,
     request_lines,
     revocation_item,
+    static_key_line,
 )
 
 # Budgets of one list item, as sent (escaping included): stepup's verdict, then each value.
@@ -172,6 +173,10 @@ def digest_blocks(digest: Digest) -> list[dict[str, Any]]:
         _list_section("Revocation failures", d.revocation_failures, revocation_item),
         _section(f"*Live credentials by issuer*: {escape(issuer_line(d.live_by_issuer))}"),
         _list_section("Active credentials now", d.active_credentials, active_item),
+        _section(
+            (":warning: " if d.static_key_agents else "")
+            + f"*Agent identity*: {static_key_line(d.static_key_agents)}"
+        ),
         {
             "type": "section",
             "fields": [

@@ -58,6 +58,7 @@ from core.digest.text import (
     request_lines,
     revocation_item,
     revocation_line,
+    static_key_line,
     top_line,
 )
 
@@ -102,5 +103,6 @@ __all__ = [
     "request_lines",
     "revocation_item",
     "revocation_line",
+    "static_key_line",
     "top_line",
 ]

@@ -134,6 +134,9 @@ class Digest:
     # The latest signed checkpoint of the chain: posting it holds the head outside the
     # database (``stepup audit verify --checkpoint``).
     checkpoint: Checkpoint | None = None
+    # Enabled agents whose static key (``stpa_…``, for development) works now, where a
+    # workload identity should (docs/identity.md).
+    static_key_agents: int = 0
 
     @property
     def total_requests(self) -> int:

@@ -201,6 +201,16 @@ def checkpoint_line(checkpoint: Checkpoint | None) -> str:
     )
 
 
+def static_key_line(agents: int) -> str:
+    """``3 agents still use static keys``: keys for development, where workload identities
+    belong (docs/identity.md)."""
+    if agents == 0:
+        return "no agent uses a static key"
+    if agents == 1:
+        return "1 agent still uses a static key (development only: docs/identity.md)"
+    return f"{agents} agents still use static keys (development only: docs/identity.md)"
+
+
 def request_lines(digest: Digest) -> list[str]:
     lines = []
     for tier in TIERS:
@@ -255,6 +265,7 @@ def render_text(digest: Digest, *, limit: int | None = None) -> str:
         *_listed("Active credentials now", [active_line(e) for e in d.active_credentials], limit),
         f"Top agents: {top_line(d.top_agents)}",
         f"Top targets: {top_line(d.top_targets)}",
+        f"Agent identity: {static_key_line(d.static_key_agents)}",
     ]
     return "\n".join(lines) + "\n"
 

@@ -36,11 +36,12 @@ from core.digest.model import (
 from core.errors import AuditChainBroken, InvalidToken
 from core.keys import KeyRing
 from core.model import Status
+from core.storage import agents_repo
 from core.storage.audit_store import chain_snapshot, latest_checkpoint, read_head
 from core.storage.audit_verify import verify_in_snapshot
 from core.storage.database import Database
 from core.storage.sql_store import SqlOutbox
-from core.storage.tables import AuditRow, DigestRow, RequestRow, RevocationRow, VoteRow
+from core.storage.tables import AgentRow, AuditRow, DigestRow, RequestRow, RevocationRow, VoteRow
 from core.store import OutboxSink
 from core.terms import Terms
 
@@ -145,7 +146,15 @@ def build_digest(
         top_targets=_top(row.target for row in created),
         audit=audit_status(session, keyring),
         checkpoint=verified_checkpoint(session, keyring),
+        static_key_agents=static_key_agents(session, now),
     )
+
+
+def static_key_agents(session: Session, now: datetime) -> int:
+    """Enabled agents with a static key that works at ``now``."""
+    live = agents_repo.live_key_counts(session, now)
+    enabled = session.execute(select(AgentRow.id).where(AgentRow.disabled.is_(False))).scalars()
+    return sum(1 for agent_id in enabled if live.get(agent_id))
 
 
 def _decision_times(session: Session, in_window: Window) -> DecisionTimes:

@@ -3,6 +3,7 @@ rotated mid-test) and SPIFFE JWT-SVIDs; every refused token gets what a bad key 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -267,3 +268,30 @@ def test_the_sponsor_is_verified_only_when_the_token_names_it(setup: Setup) -> N
         )
     snap = setup.api.engine.service.get(verified["id"])
     assert snap.sponsor_verified is True
+
+
+def test_the_digest_counts_the_agents_still_on_static_keys(setup: Setup) -> None:
+    from bot.slack.digest_blocks import digest_blocks
+    from core.digest import render_text
+    from core.storage.digest_repo import read_digest
+
+    engine = setup.api.engine
+    registry = setup.api.context.registry
+
+    def digest_now() -> tuple[int, str, str]:
+        digest = read_digest(engine.db, engine.keyring, now=now())
+        return digest.static_key_agents, render_text(digest), json.dumps(digest_blocks(digest))
+
+    # deploy-bot has a static key; ci-bot only its workload identities.
+    count, text, blocks = digest_now()
+    assert count == 1
+    assert "Agent identity: 1 agent still uses a static key" in text
+    assert "*Agent identity*: 1 agent still uses a static key" in blocks
+    registry.add("dev-a", OWNER, by="test", now=now())
+    registry.add("dev-b", OWNER, by="test", now=now())
+    assert "3 agents still use static keys" in digest_now()[1]
+    registry.disable("dev-b", by="test", now=now())  # a disabled agent's key works no more
+    registry.disable("deploy-bot", by="test", now=now())
+    assert digest_now()[0] == 1
+    registry.disable("dev-a", by="test", now=now())
+    assert "Agent identity: no agent uses a static key" in digest_now()[1]
