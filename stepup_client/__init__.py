@@ -1,6 +1,6 @@
 """A small client for stepup's agent API: ask before acting, use a scoped credential, report.
 
-Depends on httpx and the standard library only, so agents need not install the server.
+Depends on httpx, rfc8785, PyJWT and cryptography, never on the server's code.
 """
 
 from stepup_client.client import StepupClient
