@@ -22,6 +22,7 @@ from bot.api.app import create_app
 from bot.api.context import ApiContext
 from core.agents import AgentRegistry
 from core.credentials import CREDENTIAL_TYP, JwtIssuer
+from core.dpop import InvalidDpopProof, ProofOfPossession
 from core.keys import KeyRing
 from core.policy import PolicyHolder
 from core.service import Stepup
@@ -29,7 +30,15 @@ from core.storage.database import Database
 from core.storage.tables import CredentialRow, DpopProofRow
 from stepup_client import StepupClient
 from stepup_client.dpop import DpopKey
-from tests.support import OWNER, TEST_POLICY, eventually
+from tests.integration.test_issuer_claims import (  # noqa: F401  # fixtures: engine, broker, keys_of
+    Broker,
+    agent_of,
+    broker,
+    engine,
+    keys_of,
+    read_query,
+)
+from tests.support import ISSUER, OWNER, TEST_POLICY, Engine, eventually
 
 POLICY = TEST_POLICY.replace(
     "  - name: reads\n",
@@ -276,3 +285,28 @@ def test_the_python_client_can_claim_bearer_tokens(live: Live) -> None:
     with StepupClient(live.url, live.agent_key, backoff=0.01, dpop=False) as client:
         credential = client.claim(client.submit(**READ).id)
     assert credential.token_type == "Bearer" and credential.dpop_key is None
+
+
+# -- an issuer-backed rule (the http broker of test_issuer_claims) --------------------------
+
+
+def test_an_issuer_backed_claim_is_bound_and_a_replay_mints_nothing(
+    engine: Engine,  # noqa: F811  # the fixtures imported above
+    broker: Broker,  # noqa: F811
+) -> None:
+    agent = agent_of(engine)
+    first, _ = engine.service.submit(agent, read_query(), now=datetime.now(UTC))
+    second, _ = engine.service.submit(agent, read_query(), now=datetime.now(UTC))
+    key = DpopKey()
+    url = f"{ISSUER}/v1/requests/{first.id}/credential"
+    proof = ProofOfPossession(key.proof("POST", url), "POST", (url,))
+    claimed = engine.service.claim(first.id, agent, now=datetime.now(UTC), dpop=proof)
+    assert claimed.minted is not None and claimed.credential.token_type == "DPoP"
+    with engine.db.read() as session:
+        assert session.execute(select(CredentialRow.jkt)).scalar_one() == key.thumbprint
+    seen = engine.service.introspect(claimed.credential.token, now=datetime.now(UTC))
+    assert seen["active"] is True and seen["cnf"] == {"jkt": key.thumbprint}
+    with pytest.raises(InvalidDpopProof, match="already used"):
+        engine.service.claim(second.id, agent, now=datetime.now(UTC), dpop=proof)
+    assert len(broker.ops("issue")) == 1  # the replay reached no issuer
+    assert engine.service.get(second.id).status.value == "approved"
