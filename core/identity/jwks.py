@@ -103,6 +103,14 @@ class KeyCache:
     def remote(self) -> bool:
         return self.trusted.jwks is None
 
+    def current(self, kid: str) -> jwt.PyJWK | None:
+        """The key named ``kid`` if the keys are not due for a fetch; no fetch."""
+        if self.remote:
+            fetched_at = self._fetched_at
+            if fetched_at is None or self._clock() - fetched_at >= self.max_age:
+                return None
+        return self._keys.get(kid)
+
     def key(self, kid: str) -> jwt.PyJWK | None:
         """The key named ``kid``, fetching the keys again if it is unknown (or they are old)
         and the floor allows; None if there is no such key."""

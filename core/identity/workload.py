@@ -11,6 +11,9 @@ and ``nbf`` with ``SKEW``; ``aud`` containing the trusted audience; ``sub``. The
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import logging
 import re
 import threading
@@ -22,6 +25,7 @@ from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from jwt.algorithms import get_default_algorithms
 
 from core.errors import Unauthenticated
 from core.identity.jwks import DEFAULT_FLOOR, DEFAULT_MAX_AGE, Fetcher, KeyCache, fetch_json
@@ -36,9 +40,11 @@ ALGORITHMS = frozenset(
 SKEW = timedelta(seconds=60)  # clock difference tolerated on exp and nbf
 MAX_TOKEN = 16 * 1024
 MAX_SPONSORS = 20
+MAX_VERIFIED = 4096  # tokens remembered as verified (each is presented many times)
 SPONSOR_CLAIM = "on_behalf_of"  # the person the workload acts for, as its issuer states it
 _JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$")
 _CURVES = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
+_VERIFIERS = {name: get_default_algorithms()[name] for name in ALGORITHMS}
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -98,6 +104,7 @@ class WorkloadVerifier:
         self._caches: dict[str, KeyCache] = {}
         self._oidc: dict[str, KeyCache] = {}  # by exact iss
         self._spiffe: dict[str, KeyCache] = {}  # by trust domain
+        self._verified: dict[bytes, _Seen] = {}  # by the token's SHA-256, oldest first
 
     # -- trusted issuers --------------------------------------------------------------------
 
@@ -184,37 +191,30 @@ class WorkloadVerifier:
     def _verify(self, token: str, now: datetime) -> VerifiedWorkload:
         if not looks_like_jwt(token):
             raise _Refused("not a JWT")
-        try:
-            header = jwt.get_unverified_header(token)
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError:
-            raise _Refused("malformed") from None
+        self._maybe_reload(miss=False)
+        digest = hashlib.sha256(token.encode("ascii")).digest()
+        seen = self._verified.get(digest)
+        if seen is not None and seen.still_holds(self._caches):
+            _check_times(seen.times, now)
+            return seen.workload
+        head, body, signature = token.split(".")
+        header, claims = _json_part(head), _json_part(body)
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in ALGORITHMS:
             raise _Refused(f"algorithm {str(alg)[:20]!r} not allowed")
         if not isinstance(kid, str):
             raise _Refused("no kid")
-        cache = self._issuer_of(unverified)
+        if "crit" in header:
+            raise _Refused("crit header parameters are not understood")  # RFC 7515 §4.1.11
+        cache = self._issuer_of(claims)
         trusted = cache.trusted
         key = cache.key(kid)
         if key is None:
             raise _Refused(f"trust {trusted.name}: unknown kid")
         _check_key_fits(key, str(alg))
-        try:
-            claims = jwt.decode(
-                token,
-                key=key.key,
-                algorithms=[str(alg)],
-                options={
-                    "verify_exp": False,  # checked below, at the caller's ``now``
-                    "verify_nbf": False,
-                    "verify_iat": False,
-                    "verify_aud": False,
-                    "verify_iss": False,
-                },
-            )
-        except jwt.PyJWTError as exc:
-            raise _Refused(f"trust {trusted.name}: {type(exc).__name__}") from None
+        signed = f"{head}.{body}".encode("ascii")
+        if not _VERIFIERS[str(alg)].verify(signed, key.key, _b64(signature)):
+            raise _Refused(f"trust {trusted.name}: bad signature")
         _check_times(claims, now)
         _check_audience(claims, trusted.audience)
         subject = claims.get("sub")
@@ -225,12 +225,52 @@ class WorkloadVerifier:
                 raise _Refused("iss")
         elif spiffe_trust_domain(subject) != trusted.name:
             raise _Refused("sub is not a SPIFFE ID of the trust domain")
-        return VerifiedWorkload(
+        workload = VerifiedWorkload(
             trust=trusted.name,
             subject=subject,
             label=trusted.label,
             sponsors=_sponsors(claims.get(SPONSOR_CLAIM)),
         )
+        times: dict[str, Any] = {k: claims[k] for k in ("exp", "nbf", "iat") if k in claims}
+        self._remember(digest, _Seen(workload, cache, kid, key, times))
+        return workload
+
+    def _remember(self, digest: bytes, seen: _Seen) -> None:
+        with self._lock:
+            while len(self._verified) >= MAX_VERIFIED:
+                self._verified.pop(next(iter(self._verified)))  # the oldest
+            self._verified[digest] = seen
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """A token verified before: presented again, only its times are checked again, as long as
+    its issuer is trusted as it was and its key is still among the issuer's current keys."""
+
+    workload: VerifiedWorkload
+    cache: KeyCache
+    kid: str
+    key: jwt.PyJWK
+    times: dict[str, Any]
+
+    def still_holds(self, caches: dict[str, KeyCache]) -> bool:
+        return caches.get(self.workload.trust) is self.cache and self.cache.current(self.kid) is (
+            self.key
+        )
+
+
+def _b64(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _json_part(part: str) -> dict[str, Any]:
+    try:
+        value = json.loads(_b64(part))
+    except (ValueError, UnicodeDecodeError):
+        raise _Refused("malformed") from None
+    if not isinstance(value, dict):
+        raise _Refused("malformed")
+    return value
 
 
 def _check_key_fits(key: jwt.PyJWK, alg: str) -> None:

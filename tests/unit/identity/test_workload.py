@@ -217,3 +217,37 @@ def test_bundles_urls_and_shapes() -> None:
     assert spiffe_trust_domain("spiffe://TD/a") is None
     assert looks_like_jwt("a.b.c") and not looks_like_jwt("stpa_a.b.c")
     assert not looks_like_jwt("a.b") and not looks_like_jwt("a" * 20000 + ".b.c")
+
+
+def test_a_token_seen_before_is_checked_again_for_its_times_its_trust_and_its_key() -> None:
+    provider = Provider([jwk(EC_KEY, "k1")])
+    trusted = [TRUSTED]
+    check = WorkloadVerifier(
+        lambda: list(trusted), fetch=provider.fetch, clock=provider.clock, max_age=600.0
+    )
+    signed = token(EC_KEY, "ES256", "k1")
+    assert check.verify(signed, now=T0).subject == "wl-1"
+    assert check.verify(signed, now=T0).subject == "wl-1"  # remembered
+    with pytest.raises(Unauthenticated):  # expired since, remembered or not
+        check.verify(signed, now=T0 + timedelta(seconds=400))
+    # Its key dropped by the provider: once the keys are fetched again, the token is refused.
+    provider.keys = [jwk(EC_KEY, "k2")]
+    provider.now = 600.0
+    with pytest.raises(Unauthenticated):
+        check.verify(signed, now=T0)
+    # The trust replaced (another audience): verified again, against the new terms.
+    provider.keys = [jwk(EC_KEY, "k1")]
+    provider.now = 700.0
+    assert check.verify(signed, now=T0)
+    trusted[0] = TrustedIssuer("idp", TrustKind.OIDC, ISS, "another-audience")
+    provider.now = 706.0  # past the 5 s between reads of the trusted issuers
+    with pytest.raises(Unauthenticated):
+        check.verify(signed, now=T0)
+
+
+def test_a_header_with_crit_is_refused() -> None:
+    provider = Provider([jwk(EC_KEY, "k1")])
+    body = {"iss": ISS, "sub": "wl-1", "aud": "stepup", "exp": int(T0.timestamp()) + 300}
+    signed = jwt.encode(body, EC_KEY, algorithm="ES256", headers={"kid": "k1", "crit": ["exp"]})
+    with pytest.raises(Unauthenticated):
+        verifier(provider).verify(signed, now=T0)
