@@ -53,7 +53,7 @@ def fetch_json(url: str) -> Any:
                 body += chunk
                 if len(body) > MAX_JWKS:
                     raise FetchFailed(f"{url}: larger than {MAX_JWKS} bytes")
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
         raise FetchFailed(f"{url}: {type(exc).__name__}") from None
     try:
         return json.loads(body)
@@ -97,7 +97,10 @@ class KeyCache:
         self._jwks_uri = trusted.jwks_uri
         self.fetches = 0  # documents fetched (discovery and JWKS), for tests and metrics
         if trusted.jwks is not None:
-            self._keys = parse_keys(json.loads(trusted.jwks))
+            try:
+                self._keys = parse_keys(json.loads(trusted.jwks))
+            except ValueError:
+                logger.warning("the bundle of trusted issuer %s is not JSON", trusted.name)
 
     @property
     def remote(self) -> bool:
@@ -144,6 +147,10 @@ class KeyCache:
             self._keys = parse_keys(self._fetch_document(self._jwks_uri_locked()))
         except FetchFailed as exc:
             logger.warning("keys of trusted issuer %s not fetched: %s", self.trusted.name, exc)
+        except Exception as exc:  # a fetch must never turn a 401 into a 500
+            logger.warning(
+                "keys of trusted issuer %s not fetched: %s", self.trusted.name, type(exc).__name__
+            )
 
     def _fetch_document(self, url: str) -> Any:
         self.fetches += 1

@@ -208,6 +208,8 @@ class WorkloadVerifier:
             raise _Refused("crit header parameters are not understood")  # RFC 7515 §4.1.11
         cache = self._issuer_of(claims)
         trusted = cache.trusted
+        if trusted.kind is TrustKind.SPIFFE and header.get("typ", "JWT") not in {"JWT", "JOSE"}:
+            raise _Refused("typ")  # the SPIFFE JWT-SVID spec: JWT or JOSE when present
         key = cache.key(kid)
         if key is None:
             raise _Refused(f"trust {trusted.name}: unknown kid")

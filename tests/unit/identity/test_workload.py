@@ -251,3 +251,28 @@ def test_a_header_with_crit_is_refused() -> None:
     signed = jwt.encode(body, EC_KEY, algorithm="ES256", headers={"kid": "k1", "crit": ["exp"]})
     with pytest.raises(Unauthenticated):
         verifier(provider).verify(signed, now=T0)
+
+
+def test_a_fetch_that_breaks_is_a_refusal_not_an_error() -> None:
+    def broken(url: str) -> Any:
+        raise RuntimeError("connection reset in a strange way")
+
+    check = WorkloadVerifier(lambda: [TRUSTED], fetch=broken, clock=lambda: 0.0)
+    with pytest.raises(Unauthenticated):
+        check.verify(token(EC_KEY, "ES256", "k1"), now=T0)
+
+
+def test_a_jwt_svid_must_say_typ_jwt_or_jose_when_it_says_one() -> None:
+    bundle = checked_bundle(json.dumps({"keys": [jwk(EC_KEY, "b1", use="jwt-svid")]}))
+    domain = TrustedIssuer(
+        "td.example", TrustKind.SPIFFE, "spiffe://td.example", "stepup", jwks=bundle
+    )
+    check = verifier(Provider([]), domain)
+    body = {"sub": "spiffe://td.example/wl", "aud": "stepup", "exp": int(T0.timestamp()) + 60}
+    for typ, accepted in (("JWT", True), ("JOSE", True), ("at+jwt", False)):
+        signed = jwt.encode(body, EC_KEY, algorithm="ES256", headers={"kid": "b1", "typ": typ})
+        if accepted:
+            assert check.verify(signed, now=T0).subject == "spiffe://td.example/wl"
+        else:
+            with pytest.raises(Unauthenticated):
+                check.verify(signed, now=T0)
