@@ -9,6 +9,7 @@ opens the whole request (``bot.slack.views.full_request_view``).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from bot.slack.markup import (
@@ -200,7 +201,22 @@ def _revoke_button(request_id: str) -> dict[str, Any]:
     return element
 
 
-def card_blocks(snapshot: RequestSnapshot) -> list[dict[str, Any]]:
+def delegated_text(chain: Sequence[tuple[str, str]], shown: Shown) -> str:
+    """*Delegated by* root agent (its request) → … → this agent (this request): a child
+    request's chain (docs/delegation.md), every name as code. Long chains are cut in the
+    middle, never at the ends (who started it, who asks now)."""
+    links = [
+        f"{shown.code(agent, 120)} ({shown.code(request_id, 60)})" for agent, request_id in chain
+    ]
+    if len(links) > 6:
+        links = [*links[:2], f"… {len(links) - 4} more …", *links[-2:]]
+    return "*Delegated by* " + " → ".join(links)
+
+
+def card_blocks(
+    snapshot: RequestSnapshot, chain: Sequence[tuple[str, str]] = ()
+) -> list[dict[str, Any]]:
+    """``chain``: for a delegated request, (agent, request id) from the root down to it."""
     s = snapshot
     shown = Shown()
     blocks: list[dict[str, Any]] = [
@@ -220,6 +236,7 @@ def card_blocks(snapshot: RequestSnapshot) -> list[dict[str, Any]]:
                 label("Credential", credential_text(s, shown)),
             ],
         },
+        *([{"type": "section", "text": md(delegated_text(chain, shown))}] if chain else []),
         *long_sections(s, shown),
         {"type": "section", "text": md("*Why*\n" + reasons_text(s))},
         {"type": "context", "elements": [md(outcome_text(s, shown))]},

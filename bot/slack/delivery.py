@@ -404,7 +404,7 @@ class OutboxWorker:
             return self.client.chat_postMessage(
                 channel=channel,
                 text=card_text(snapshot),
-                blocks=card_blocks(snapshot),
+                blocks=card_blocks(snapshot, self.service.delegating.chain(snapshot)),
                 unfurl_links=False,
                 unfurl_media=False,
             )
@@ -426,7 +426,8 @@ class OutboxWorker:
         updated (deleted, archived) does not keep the others stale; a retry after a
         transient failure updates only the copies not yet done."""
         snapshot: RequestSnapshot = self.service.get(request_id)
-        blocks, text = card_blocks(snapshot), card_text(snapshot)
+        chain = self.service.delegating.chain(snapshot)  # docs/delegation.md
+        blocks, text = card_blocks(snapshot, chain), card_text(snapshot)
         failed = _Failures()
         with self._lock:
             done = self._refreshed.setdefault(entry_id, set())

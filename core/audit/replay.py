@@ -14,6 +14,11 @@ with the row (``core/audit/crosscheck.py``). The replay reads only what entries 
   (revoked, or completed when ``session.completed`` follows, as written in one step);
 - ``decision.recorded``: one signed vote; ``break_glass.reviewed``: who reviewed it.
 
+``delegation.created`` (under the parent request) and ``token.exchanged`` (under the child)
+record delegation (docs/delegation.md) and change no request's status: they are not lifecycle
+events and the replay passes over them. A descendant ended with its ancestor has its own
+``credential.revoked``, ``request.revoked`` or ``request.cancelled`` entry (with the reason).
+
 People decide by signed decisions only: an approval (``request.approved``) must name
 approvers who each signed an approval before it, a denial must come from a signed denial.
 """

@@ -107,6 +107,18 @@ class Delegating:
             )
         return delegation
 
+    def chain(self, snap: RequestSnapshot) -> list[tuple[str, str]]:
+        """(agent, request id) from the root down to ``snap``, for a delegated request (what
+        its card shows); empty for any other. A broken chain reads as empty, never raises."""
+        if snap.delegation_id is None:
+            return []
+        try:
+            with self.parts.store.read() as tx:
+                above = _chain(tx, snap)
+        except (Conflict, NotFound):
+            return []
+        return [(link.agent_id, link.id) for link in reversed(above)]
+
 
 def delegation_for(tx: StoreTx, agent: AgentIdentity, intent: Intent) -> Delegation | None:
     """The delegation a submission with ``parent_request_id`` falls under, checked; None when

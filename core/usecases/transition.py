@@ -5,7 +5,10 @@ pure rules, and hands ``apply`` one ``Step`` per request. ``apply`` then, always
 order: refuses an event whose deadline passed, computes the next status with the transition
 table, revokes the credential on every exit from ``active``, writes the change with a
 compare-and-set on the version, writes the event's audit entries, and queues what people must
-be told. When the unit of work commits, every changed request is published to the listeners.
+be told. A step that ends a request also ends its live descendants (requests below it through
+``parent_request_id``, docs/delegation.md) in the same call: pending ones cancelled, approved
+or active ones revoked, each with its own audit entry. When the unit of work commits, every
+changed request is published to the listeners.
 A new state change is a new ``Step``; it cannot forget one of these.
 """
 

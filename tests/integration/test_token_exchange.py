@@ -1,0 +1,174 @@
+"""RFC 8693 token exchange at ``POST /v1/token`` over the real HTTP API, on both databases.
+
+The orchestrator's active credential (the subject token) and the worker's own token (the actor
+token) buy the worker a child credential under the orchestrator's delegation, when the policy
+pre-authorises the child. Attacks: a scope or audience wider than the delegation (refused,
+naming it), no delegation to this actor, a revoked or forged subject token, a bad actor token
+(401, the bad-key text), a child the policy would send to people (refused, nothing written),
+repeated parameters, the wrong grant type.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from core.model import Status
+from core.storage.tables import AuditRow, RequestRow
+from tests.integration.test_cli import Cli
+from tests.integration.test_delegation import (
+    World,
+    claims_of,
+    cli,
+    cli_db,
+    delegation_to_worker,
+    world,
+)
+
+__all__ = ["cli", "cli_db", "world"]  # fixtures
+
+GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+JWT = "urn:ietf:params:oauth:token-type:jwt"
+
+
+def exchange(world: World, subject: str, **overrides: str) -> httpx.Response:
+    form = {
+        "grant_type": GRANT,
+        "subject_token": subject,
+        "subject_token_type": JWT,
+        "actor_token": world.keys["worker"],
+        "actor_token_type": "urn:ietf:params:oauth:token-type:access_token",
+        "scope": "deploy.web",
+        "audience": "payments/web",
+    } | overrides
+    with httpx.Client(base_url=world.url, timeout=30) as http:
+        return http.post("/v1/token", data=form)
+
+
+def delegated_parent(world: World) -> tuple[str, dict[str, Any]]:
+    parent, credential = world.active("orchestrator")
+    assert delegation_to_worker(world, parent).status_code == 201
+    return parent, credential
+
+
+def test_an_exchange_within_the_delegation_gets_a_child_credential(world: World) -> None:
+    parent, credential = delegated_parent(world)
+    answer = exchange(world, credential["token"])
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["cache-control"] == "no-store"
+    body = answer.json()
+    assert body["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
+    assert (body["token_type"], body["scope"], body["expires_in"]) == ("Bearer", "deploy.web", 300)
+    claims = claims_of(body["access_token"])
+    assert (claims["sub"], claims["act"], claims["parent_request_id"]) == (
+        "orchestrator",
+        {"sub": "worker"},
+        parent,
+    )
+    assert claims["aud"] == "payments/web"
+    child = world.engine.service.get(body["request_id"])
+    assert (child.agent_id, child.status, child.parent_request_id) == (
+        "worker",
+        Status.ACTIVE,
+        parent,
+    )
+    assert child.delegation_id is not None
+    with world.engine.db.read() as session:
+        kinds = [
+            row.kind
+            for row in session.query(AuditRow).filter(AuditRow.request_id == child.id).all()
+        ]
+    assert kinds[-1] == "token.exchanged"
+    assert "credential.issued" in kinds
+    # the parent's end takes the exchanged child with it
+    world.engine.service.revoke(parent, by="admin@example.com", reason="x", now=world.clock.now)
+    assert world.engine.service.get(child.id).status is Status.REVOKED
+
+
+def test_an_exchange_wider_than_the_delegation_is_refused_naming_it(world: World) -> None:
+    _, credential = delegated_parent(world)
+    wide_scope = exchange(world, credential["token"], scope="db.drop")
+    assert wide_scope.status_code == 400
+    assert wide_scope.json()["error"] == "invalid_scope"
+    assert wide_scope.json()["error_description"].startswith("scope:")
+    wide_audience = exchange(world, credential["token"], audience="orders")
+    assert wide_audience.status_code == 400
+    assert wide_audience.json()["error"] == "invalid_target"
+    assert wide_audience.json()["error_description"].startswith("audience:")
+    with world.engine.db.read() as session:
+        assert session.query(RequestRow).filter(RequestRow.agent_id == "worker").count() == 0
+
+
+def test_an_exchange_the_policy_does_not_pre_authorise_writes_nothing(world: World) -> None:
+    _, credential = delegated_parent(world)
+    refused = exchange(world, credential["token"], audience="payments/web/secrets")
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_request"
+    assert "pre-authorise" in refused.json()["error_description"]
+    with world.engine.db.read() as session:
+        assert session.query(RequestRow).filter(RequestRow.agent_id == "worker").count() == 0
+
+
+def test_an_actor_without_a_delegation_is_refused(world: World) -> None:
+    _, credential = delegated_parent(world)
+    refused = exchange(world, credential["token"], actor_token=world.keys["outsider"])
+    assert refused.status_code == 400
+    assert refused.json()["error"] == "invalid_request"
+
+
+def test_a_bad_actor_token_is_401_with_the_bad_key_text(world: World) -> None:
+    _, credential = delegated_parent(world)
+    refused = exchange(world, credential["token"], actor_token="stpa_not-a-key")
+    assert refused.status_code == 401
+    assert refused.json() == {
+        "error": "invalid_client",
+        "error_description": "invalid or missing credentials",
+    }
+    with httpx.Client(base_url=world.url, timeout=30) as http:
+        bad_key = http.get("/v1/requests/x", headers={"Authorization": "Bearer stpa_nope"})
+    assert bad_key.json()["detail"] == refused.json()["error_description"]
+
+
+def test_a_dead_or_forged_subject_token_is_refused(world: World) -> None:
+    parent, credential = delegated_parent(world)
+    token = credential["token"]
+    head, payload, signature = token.split(".")
+    forged = exchange(world, f"{head}.{payload}.{signature[:-4]}AAAA")
+    assert forged.status_code == 400
+    assert forged.json() == {
+        "error": "invalid_request",
+        "error_description": "invalid subject_token",
+    }
+    with world.client("orchestrator") as http:
+        http.post(f"/v1/requests/{parent}/complete", json={"outcome": "succeeded"})
+    dead = exchange(world, token)
+    assert dead.status_code == 400
+    assert dead.json()["error_description"] == "invalid subject_token"
+
+
+def test_malformed_exchanges_are_refused_in_oauth_terms(world: World) -> None:
+    _, credential = delegated_parent(world)
+    token = credential["token"]
+    assert exchange(world, token, grant_type="password").json()["error"] == (
+        "unsupported_grant_type"
+    )
+    assert exchange(world, token, subject_token_type="urn:x").json()["error"] == "invalid_request"
+    assert exchange(world, token, resource="https://x").json()["error"] == "invalid_target"
+    assert exchange(world, token, scope="deploy.web deploy").json()["error"] == "invalid_scope"
+    with httpx.Client(base_url=world.url, timeout=30) as http:
+        twice = http.post(
+            "/v1/token",
+            content=f"grant_type={GRANT}&scope=a&scope=b",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        as_json = http.post("/v1/token", json={"grant_type": GRANT})
+    assert (twice.status_code, twice.json()["error"]) == (400, "invalid_request")
+    assert (as_json.status_code, as_json.json()["error"]) == (400, "invalid_request")
+
+
+def test_audit_verify_stays_exact_after_exchanges(world: World, cli_db: Cli) -> None:
+    test_an_exchange_within_the_delegation_gets_a_child_credential(world)
+    out = cli_db.invoke("audit", "verify")
+    assert out.code == 0, out.stdout + out.stderr
+    assert "all match" in out.stdout
