@@ -411,3 +411,22 @@ def test_audit_verify_stays_exact_after_delegation(world: World, cli_db: Cli) ->
     out = cli_db.invoke("audit", "verify")
     assert out.code == 0, out.stdout + out.stderr
     assert "all match" in out.stdout
+
+
+def test_a_parent_whose_ttl_runs_out_takes_its_children_with_it(world: World, cli_db: Cli) -> None:
+    root, _ = world.active("orchestrator")  # 10 minutes from T0
+    delegation_to_worker(world, root, max_ttl="1h")
+    world.clock.now = T0 + timedelta(minutes=6)
+    claimed = world.submit(
+        "worker", action="deploy.web", target="payments/web", parent_request_id=root
+    ).json()["id"]
+    world.claim("worker", claimed)  # capped: due with its parent, at T0 + 10m
+    unclaimed = world.submit(
+        "worker", action="deploy.api", target="payments/api", parent_request_id=root
+    ).json()["id"]  # its claim window ends at T0 + 11m: after the parent
+    service = world.engine.service
+    service.expire_due(now=T0 + timedelta(minutes=10, seconds=1))
+    assert [service.get(i).status for i in (root, claimed, unclaimed)] == [Status.REVOKED] * 3
+    assert service.get(unclaimed).status_reason == f"ancestor request {root} ended (revoked)"
+    out = cli_db.invoke("audit", "verify")
+    assert out.code == 0, out.stdout + out.stderr

@@ -14,8 +14,13 @@ from typing import Any
 
 import httpx
 
+from core.agents import WorkloadBinding
+from core.identity.registry import TrustRegistry
+from core.identity.workload import WorkloadVerifier
 from core.model import Status
+from core.storage import identity_repo
 from core.storage.tables import AuditRow, RequestRow
+from tests.conftest import T0
 from tests.integration.test_cli import Cli
 from tests.integration.test_delegation import (
     World,
@@ -25,6 +30,8 @@ from tests.integration.test_delegation import (
     delegation_to_worker,
     world,
 )
+from tests.integration.workload_tokens import serving
+from tests.support import OWNER
 
 __all__ = ["cli", "cli_db", "world"]  # fixtures
 
@@ -172,3 +179,32 @@ def test_audit_verify_stays_exact_after_exchanges(world: World, cli_db: Cli) -> 
     out = cli_db.invoke("audit", "verify")
     assert out.code == 0, out.stdout + out.stderr
     assert "all match" in out.stdout
+
+
+def test_the_actor_token_may_be_the_childs_workload_jwt(world: World) -> None:
+    """The issue's case: the child proves itself with its OIDC token, no static key."""
+    db = world.engine.db
+    verifier = WorkloadVerifier(identity_repo.trust_source(db), clock=lambda: 1000.0, floor=30.0)
+    world.engine.service.parts.identity = verifier
+    with serving() as issuer:
+        TrustRegistry(db, verifier).add_oidc(
+            "k8s", issuer=issuer.url, audience="stepup", by="test", now=T0
+        )
+        world.engine.registry.add_keyless(
+            "ci-worker",
+            OWNER,
+            by="test",
+            now=T0,
+            identities=[WorkloadBinding.oidc("k8s:system:serviceaccount:ci:worker")],
+        )
+        parent, credential = world.active("orchestrator")
+        made = delegation_to_worker(world, parent, agent="ci-worker")
+        assert made.status_code == 201, made.text
+        workload = issuer.token("system:serviceaccount:ci:worker", now=T0.timestamp())
+        answer = exchange(world, credential["token"], actor_token=workload, actor_token_type=JWT)
+        assert answer.status_code == 200, answer.text
+        claims = claims_of(answer.json()["access_token"])
+        assert (claims["sub"], claims["act"]) == ("orchestrator", {"sub": "ci-worker"})
+        foreign = issuer.token("system:serviceaccount:ci:other", now=T0.timestamp())
+        refused = exchange(world, credential["token"], actor_token=foreign, actor_token_type=JWT)
+        assert (refused.status_code, refused.json()["error"]) == (401, "invalid_client")
