@@ -39,6 +39,7 @@ NOT_MODELLED = {
         "requested_ttl_seconds",
         "data_volume_bytes",
         "on_behalf_of",
+        "sponsor_verified",  # the sponsor's standing is for people (docs/identity.md)
         "parent_request_id",
         "break_glass",
         "break_glass_review",
