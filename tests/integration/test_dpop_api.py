@@ -26,9 +26,10 @@ from core.dpop import InvalidDpopProof, ProofOfPossession
 from core.keys import KeyRing
 from core.policy import PolicyHolder
 from core.service import Stepup
+from core.storage.audit_verify import verify_database
 from core.storage.database import Database
-from core.storage.tables import CredentialRow, DpopProofRow
-from stepup_client import StepupClient
+from core.storage.tables import AuditRow, CredentialRow, DpopProofRow
+from stepup_client import NotDpopBound, StepupClient
 from stepup_client.dpop import DpopKey
 from tests.integration.test_issuer_claims import (  # noqa: F401  # fixtures: engine, broker, keys_of
     Broker,
@@ -156,6 +157,13 @@ def test_a_claim_with_a_proof_is_bound_to_the_key_and_introspection_shows_cnf(li
     seen = live.introspect(body["token"])
     assert seen["active"] is True
     assert seen["token_type"] == "DPoP" and seen["cnf"] == {"jkt": key.thumbprint}
+    with live.db.read() as session:
+        (issued,) = session.execute(
+            select(AuditRow.data).where(AuditRow.kind == "credential.issued")
+        ).scalars()
+    assert '"cnf"' in str(issued).replace("'", '"') and key.thumbprint in str(issued)
+    report = verify_database(live.db, live.keyring)  # the audit log still tells it exactly
+    assert report.requests.ok, report.requests.mismatches
 
 
 def test_a_claim_without_a_proof_stays_a_bearer_token(live: Live) -> None:
@@ -310,3 +318,35 @@ def test_an_issuer_backed_claim_is_bound_and_a_replay_mints_nothing(
         engine.service.claim(second.id, agent, now=datetime.now(UTC), dpop=proof)
     assert len(broker.ops("issue")) == 1  # the replay reached no issuer
     assert engine.service.get(second.id).status.value == "approved"
+
+
+def test_the_client_works_with_a_server_without_dpop() -> None:
+    """An older server ignores the header and answers a bearer token: the client takes it."""
+    seen: list[httpx.Request] = []
+
+    def old_server(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200,
+            json={
+                "token": "t0ken",
+                "token_type": "Bearer",
+                "expires_at": "2026-12-02T12:00:00+00:00",
+                "scope": "db.query",
+                "jti": "j1",
+                "request_id": "req_1",
+                "credential_type": "jwt",
+            },
+        )
+
+    with StepupClient(
+        "https://stepup.example.com/base", "stpa_x", transport=httpx.MockTransport(old_server)
+    ) as client:
+        credential = client.claim("req_1")
+    (request,) = seen
+    proof = jwt.decode(request.headers["DPoP"], options={"verify_signature": False})
+    assert proof["htm"] == "POST"
+    assert proof["htu"] == "https://stepup.example.com/base/v1/requests/req_1/credential"
+    assert credential.token_type == "Bearer" and credential.authorization == "Bearer t0ken"
+    with pytest.raises(NotDpopBound):
+        credential.dpop_proof("GET", "https://target.example.com/")
