@@ -40,6 +40,17 @@ RequestId = Annotated[Identifier, Path(max_length=64)]
 _LOCATION = {"Location": {"description": "The request's URL", "schema": {"type": "string"}}}
 
 
+# Read by hand (``_proof_of_possession``: exactly one is allowed), so documented here.
+_DPOP_HEADER = {
+    "name": "DPoP",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "An RFC 9449 proof (htm POST, htu this URL): binds the credential to its "
+    "key (token_type DPoP, cnf.jkt); required by a rule with require_dpop (docs/dpop.md)",
+}
+
+
 class CompleteBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -148,6 +159,7 @@ async def get_request(
     response_model=ClaimAnswer,
     response_model_exclude_none=True,
     responses=problem_responses(400, 401, 404, 409, 502),
+    openapi_extra={"parameters": [_DPOP_HEADER]},
 )
 def claim(request_id: RequestId, request: Request, key: Agent) -> ClaimAnswer:
     """Mint the credential of an approved request. Returned once; any other status is 409.
