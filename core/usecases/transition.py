@@ -143,27 +143,34 @@ class UnitOfWork:
         """Ending a request (any step into a final status) ends every live request below it
         (docs/delegation.md): a pending one is cancelled, an approved or active one revoked
         (its credential with it), each with a reason naming the ancestor that ended. Found
-        level by level through ``parent_request_id``; locked before they are changed."""
-        known = {step.snapshot.id for step in steps}
-        cause: dict[str, tuple[Step, Status]] = {}
-        for step, target in zip(steps, targets, strict=True):
-            if target is None or not target.is_final or step.snapshot.status.is_final:
-                continue
-            frontier = [step.snapshot.id]
-            for _ in range(_MAX_LEVELS):
-                children = [c for c in self.tx.live_children(frontier) if c not in known]
-                if not children:
-                    break
-                known.update(children)
-                cause.update((child, (step, target)) for child in children)
-                frontier = children
-        if not cause:
+        level by level through ``parent_request_id`` (one query per level, whatever the
+        number of steps), then locked before they are changed."""
+        ending = {
+            step.snapshot.id: (step, target)
+            for step, target in zip(steps, targets, strict=True)
+            if target is not None and target.is_final and not step.snapshot.status.is_final
+        }
+        if not ending:
             return ()
+        known = {step.snapshot.id for step in steps}
+        found: list[str] = []
+        frontier = list(ending)
+        for _ in range(_MAX_LEVELS):
+            children = [c for c in self.tx.live_children(frontier) if c not in known]
+            if not children:
+                break
+            known.update(children)
+            found.extend(children)
+            frontier = children
+        if not found:
+            return ()
+        loaded = {snap.id: snap for snap in self.tx.load_many(sorted(found), lock=True)}
         extra: list[Step] = []
-        for snap in self.tx.load_many(sorted(cause), lock=True):
-            if snap.status not in _LIVE:
+        for request_id in found:
+            snap = loaded.get(request_id)
+            if snap is None or snap.status not in _LIVE:
                 continue
-            ended, status = cause[snap.id]
+            ended, status = ending[_ancestor(snap, loaded, ending)]
             reason = f"ancestor request {ended.snapshot.id} ended ({status.value})"
             event = Event.CANCEL if snap.status is Status.PENDING else Event.REVOKE
             extra.append(
@@ -259,6 +266,19 @@ class UnitOfWork:
         outcome = new.status.is_final
         if sponsor_hears and new.on_behalf_of and (new.sponsor_verified or outcome):
             self.notices.direct(new.on_behalf_of, fact)
+
+
+def _ancestor(
+    snap: RequestSnapshot, loaded: Mapping[str, RequestSnapshot], ending: Mapping[str, Any]
+) -> str:
+    """The id of the ending request ``snap`` was found below (its parents are all loaded)."""
+    current = snap
+    for _ in range(_MAX_LEVELS + 1):
+        parent = current.parent_request_id
+        if parent is None or parent in ending:
+            break
+        current = loaded[parent]
+    return str(current.parent_request_id)
 
 
 @contextmanager
