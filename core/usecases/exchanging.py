@@ -94,6 +94,12 @@ class Exchanging:
                 f"(rule {decision.rule!r}: {decision.outcome.value}); submit it with "
                 "parent_request_id to ask for approval",
             )
+        if decision.require_dpop:
+            raise ExchangeRefused(
+                "invalid_request",
+                f"rule {decision.rule!r} requires a DPoP-bound credential: submit the request "
+                "with parent_request_id and claim it with a DPoP proof",
+            )
         created, _ = self.submitting.submit(actor, intent, now=now)
         if created.status is not Status.APPROVED:
             raise ExchangeRefused(

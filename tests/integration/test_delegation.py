@@ -56,6 +56,10 @@ rules:
     match: { action: "report.*" }
     decision: allow
     max_ttl: 10m
+  - name: bound-deploys
+    match: { action: "deploy.db" }
+    decision: allow
+    require_dpop: true
   - name: deploys
     match: { action: ["deploy", "deploy.*"], environment: production }
     decision: allow

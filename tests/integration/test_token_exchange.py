@@ -117,6 +117,15 @@ def test_an_exchange_the_policy_does_not_pre_authorise_writes_nothing(world: Wor
         assert session.query(RequestRow).filter(RequestRow.agent_id == "worker").count() == 0
 
 
+def test_an_exchange_under_a_rule_that_requires_dpop_writes_nothing(world: World) -> None:
+    _, credential = delegated_parent(world)
+    refused = exchange(world, credential["token"], scope="deploy.db", audience="payments/db")
+    assert (refused.status_code, refused.json()["error"]) == (400, "invalid_request")
+    assert "DPoP" in refused.json()["error_description"]
+    with world.engine.db.read() as session:
+        assert session.query(RequestRow).filter(RequestRow.agent_id == "worker").count() == 0
+
+
 def test_an_actor_without_a_delegation_is_refused(world: World) -> None:
     _, credential = delegated_parent(world)
     refused = exchange(world, credential["token"], actor_token=world.keys["outsider"])
