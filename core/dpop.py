@@ -18,10 +18,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit, urlunsplit
 
 import jwt
@@ -174,8 +175,8 @@ def verify_proof(
     if not isinstance(htu, str) or normalise_url(htu) not in {normalise_url(u) for u in urls}:
         raise InvalidDpopProof(f"htu must be {normalise_url(urls[0])}")
     iat = claims.get("iat")
-    if not isinstance(iat, int) or isinstance(iat, bool):
-        raise InvalidDpopProof("iat must be a whole number of seconds")
+    if not _is_time(iat):
+        raise InvalidDpopProof("iat must be a time in seconds (a NumericDate)")
     at = int(now.timestamp())
     if iat > at + FUTURE_SKEW.total_seconds():
         raise InvalidDpopProof("iat is in the future")
@@ -183,7 +184,7 @@ def verify_proof(
         raise InvalidDpopProof("the proof is stale (iat too old)")
     if access_token is not None and claims.get("ath") != access_token_hash(access_token):
         raise InvalidDpopProof("ath does not match the access token")
-    return VerifiedProof(jkt=jwk_thumbprint(jwk), jti=jti, iat=iat)
+    return VerifiedProof(jkt=jwk_thumbprint(jwk), jti=jti, iat=int(iat))
 
 
 def _public_key(jwk: dict[str, Any], alg: str) -> Any:
@@ -200,6 +201,10 @@ def _public_key(jwk: dict[str, Any], alg: str) -> Any:
     if kty == "RSA" and getattr(key, "key_size", 0) < MIN_RSA_BITS:
         raise InvalidDpopProof(f"an RSA key must have at least {MIN_RSA_BITS} bits")
     return key
+
+
+def _is_time(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _reason(exc: Exception) -> str:

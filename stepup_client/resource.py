@@ -13,6 +13,7 @@ approver's revocation must stop the action at once (docs/dpop.md).
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -249,8 +250,8 @@ class PresentedCredentialVerifier:
         if not same_url:
             raise InvalidPresentedProof(f"the proof is for another URL than {htu_of(url)}")
         iat = claims.get("iat")
-        if not isinstance(iat, int) or isinstance(iat, bool):
-            raise InvalidPresentedProof("iat must be a whole number of seconds")
+        if not isinstance(iat, int | float) or isinstance(iat, bool) or not math.isfinite(iat):
+            raise InvalidPresentedProof("iat must be a time in seconds (a NumericDate)")
         if iat > now + self.proof_future_skew or iat < now - self.proof_max_age:
             raise InvalidPresentedProof("the proof is stale or from the future (iat)")
         if claims.get("ath") != access_token_hash(token):

@@ -4,6 +4,7 @@ accepted but for the one thing the test changes."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,11 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.dpop import (
     InvalidDpopProof,
@@ -144,6 +149,7 @@ def test_iat_out_of_window_is_refused(at: datetime) -> None:
 
 
 def test_iat_within_the_window_is_accepted() -> None:
+    verify_proof(make_proof(iat=NOW.timestamp() + 0.5), method="POST", url=URL, now=NOW)
     for at in (NOW - timedelta(minutes=4, seconds=59), NOW + timedelta(seconds=59)):
         verify_proof(make_proof(at=at), method="POST", url=URL, now=NOW)
 
@@ -190,6 +196,7 @@ def test_alg_none_and_hmac_are_refused() -> None:
         ({"jti": None}, "does not verify"),  # required claim missing
         ({"jti": "x" * 129}, "jti"),
         ({"iat": "soon"}, "iat"),
+        ({"iat": True}, "iat"),
     ],
 )
 def test_malformed_proofs_are_refused(change: dict[str, Any], match: str) -> None:
@@ -275,3 +282,36 @@ def test_the_claim_binds_spends_and_requires_proofs(tmp_path: Path) -> None:
     )
     world.service.claim(other.id, AGENT, now=later, dpop=fresh)
     assert len(world.store.state.dpop_proofs) == 1
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_SIGNER = ec.generate_private_key(ec.SECP256R1())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    header=st.dictionaries(
+        st.sampled_from(["typ", "alg", "jwk", "kid", "crit"]), _JSON, max_size=4
+    ),
+    jwk=st.dictionaries(st.sampled_from(["kty", "crv", "x", "y", "n", "e", "d"]), _JSON),
+    claims=st.dictionaries(st.sampled_from(["jti", "htm", "htu", "iat", "ath"]), _JSON),
+    sign=st.booleans(),
+)
+def test_any_proof_is_verified_or_refused_never_crashes(
+    header: dict[str, Any], jwk: dict[str, Any], claims: dict[str, Any], sign: bool
+) -> None:
+    key = ec_jwk(_SIGNER) if sign else jwk  # signed: the real key, so the claims get checked
+    full = {"typ": "dpop+jwt", "alg": "ES256", "jwk": key} | header
+    proof = _unsigned(full, claims, b"sig")
+    if sign:  # a real ES256 signature (r || s) over whatever the header and claims are
+        signing_input = proof.rsplit(".", 1)[0].encode()
+        r, s = decode_dss_signature(_SIGNER.sign(signing_input, ec.ECDSA(hashes.SHA256())))
+        proof = proof.rsplit(".", 1)[0] + "." + _b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))
+    with contextlib.suppress(InvalidDpopProof):
+        verify_proof(proof, method="POST", url=URL, now=NOW, access_token="t")
