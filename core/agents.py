@@ -48,15 +48,13 @@ class AgentSummary:
     created_at: datetime
     live_keys: int = 0  # keys that work now (a rotation's old keys until their grace ends)
     identities: tuple[str, ...] = ()  # bound workload identities, as TRUST:SUBJECT
+    workloads: tuple[str, ...] = ()  # how those authenticate: oidc:NAME, spiffe
 
     @property
     def auth(self) -> list[str]:
         """How it can authenticate: ``static key (development)``, ``oidc:NAME``, ``spiffe``."""
         shown = [STATIC_KEY] if self.live_keys else []
-        for identity in self.identities:
-            trust, _, subject = identity.partition(":")
-            shown.append("spiffe" if subject.startswith("spiffe://") else f"oidc:{trust}")
-        return list(dict.fromkeys(shown))
+        return list(dict.fromkeys([*shown, *self.workloads]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +216,7 @@ class AgentRegistry:
         with self.db.read() as session:
             live = agents_repo.live_key_counts(session, now)
             bound = identity_repo.identities_by_agent(session)
+            labels = {t.name: t.label for t in identity_repo.trusted_issuers(session)}
             return [
                 AgentSummary(
                     a.id,
@@ -226,6 +225,7 @@ class AgentRegistry:
                     a.created_at,
                     live.get(a.id, 0),
                     tuple(f"{t}:{s}" for t, s in bound.get(a.id, [])),
+                    tuple(labels.get(t, f"oidc:{t}") for t, _ in bound.get(a.id, [])),
                 )
                 for a in agents_repo.list_agents(session)
             ]
