@@ -272,4 +272,5 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-router.include_router(delegation_router)  # docs/delegation.md: delegations and /v1/token
+# docs/delegation.md: delegations and /v1/token, StrictJsonRoutes of this router's own
+router.routes.extend(delegation_router.routes)

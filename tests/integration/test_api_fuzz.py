@@ -87,7 +87,11 @@ def fuzz_operation(op: schemathesis.APIOperation, key: str) -> int:
         )
         if response.status_code >= 400:
             content_type = response.headers.get("content-type") or [""]
-            assert content_type[0].startswith("application/problem+json")
+            if case.path == "/v1/token":  # OAuth errors (RFC 6749 §5.2), not problem details
+                assert content_type[0].startswith("application/json")
+                assert set(response.json()) == {"error", "error_description"}
+            else:
+                assert content_type[0].startswith("application/problem+json")
         case.validate_response(response, checks=CONFORMANCE)
 
     check()
