@@ -27,7 +27,7 @@ def test_an_agent_id_outside_the_safe_set_is_refused_and_nothing_is_added(
         assert "agent id" in refused.stderr and named in refused.stderr, refused.stderr
         assert "\x1b" not in refused.stderr and "\u0435" not in refused.stderr
         assert refused.stdout == ""
-    assert stepup(env, "agents", "list").stdout == "ID\tOWNER\tSTATE\tADDED\tLIVE KEYS\n"
+    assert stepup(env, "agents", "list").stdout == "ID\tOWNER\tSTATE\tADDED\tLIVE KEYS\tAUTH\n"
 
 
 def test_an_agent_id_is_stored_in_nfkc_form_and_one_differing_in_case_is_refused(

@@ -74,14 +74,14 @@ def every_audit_text(api: LiveApi) -> str:
 def test_rotate_an_agent_key_with_the_default_grace_then_with_none(
     live_api: LiveApi, run: Run, database_url: str, tmp_path: Path
 ) -> None:
-    assert run("agents", "list").stdout.rstrip().endswith("\t1 live key")
+    assert run("agents", "list").stdout.rstrip().endswith("\t1 live key\tstatic key (development)")
 
     rotated = stepup(make_cli_env(database_url, tmp_path), "agents", "rotate-key", "deploy-bot")
     second = last_line(rotated.stdout)
     assert second.startswith("stpa_") and second.strip() == second and " " not in second
     assert "1 old key(s) work until" in rotated.stdout and "(10m)" in rotated.stdout
     assert second not in rotated.stdout.splitlines()[0] and rotated.stderr == ""
-    assert run("agents", "list").stdout.rstrip().endswith("\t2 live keys")
+    assert run("agents", "list").stdout.rstrip().endswith("\t2 live keys\tstatic key (development)")
     assert agent_status(live_api, live_api.agent_key) == 201  # within its grace
     assert agent_status(live_api, second) == 201
 
@@ -89,7 +89,7 @@ def test_rotate_an_agent_key_with_the_default_grace_then_with_none(
     assert agent_status(live_api, live_api.agent_key) == 401
     assert agent_status(live_api, second) == 401
     assert agent_status(live_api, third) == 201
-    assert run("agents", "list").stdout.rstrip().endswith("\t1 live key")
+    assert run("agents", "list").stdout.rstrip().endswith("\t1 live key\tstatic key (development)")
 
     assert [(e["old_keys"], e["actor"]) for e in audited(live_api, "agent.key_rotated")] == [
         (1, "cli"),
@@ -109,7 +109,7 @@ def test_bad_rotations_say_why_and_change_nothing(live_api: LiveApi, run: Run) -
         refused = run("agents", "rotate-key", *args, ok=False)
         assert refused.returncode == 1 and words in refused.stderr, refused.stderr
         assert refused.stdout == ""
-    assert run("agents", "list").stdout.rstrip().endswith("\t1 live key")
+    assert run("agents", "list").stdout.rstrip().endswith("\t1 live key\tstatic key (development)")
     assert audited(live_api, "agent.key_rotated") == []
 
 
