@@ -3,7 +3,7 @@
 Depends on httpx, rfc8785, PyJWT and cryptography, never on the server's code.
 """
 
-from stepup_client.client import StepupClient
+from stepup_client.client import StepupClient, token_file
 from stepup_client.digest import canonical_json, parameters_digest
 from stepup_client.dpop import DpopKey
 from stepup_client.errors import (
@@ -58,4 +58,5 @@ __all__ = [
     "WaitTimeout",
     "canonical_json",
     "parameters_digest",
+    "token_file",
 ]

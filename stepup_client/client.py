@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from contextlib import AbstractContextManager
+from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
@@ -27,6 +29,33 @@ DEFAULT_WAIT_SECONDS = 1800.0  # the default approval timeout of a policy
 MAX_DETAIL_CHARS = 4000
 
 
+class BearerFrom(httpx.Auth):
+    """``Authorization: Bearer …`` on every request: a static key, or a function called for
+    each request, so a workload token that the platform refreshes (a Kubernetes projected
+    service-account token, a SPIFFE JWT-SVID) is always the current one: ``token_file``."""
+
+    def __init__(self, source: str | Callable[[], str]) -> None:
+        self._source = source
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self._source() if callable(self._source) else self._source
+        if not token:
+            raise ValueError("the agent's token source returned nothing")
+        request.headers["Authorization"] = f"Bearer {token.strip()}"
+        yield request
+
+
+def token_file(path: str | os.PathLike[str]) -> Callable[[], str]:
+    """The agent's token, read from ``path`` at each request (the file a platform keeps
+    fresh: ``/var/run/secrets/tokens/stepup`` for a projected service-account token)."""
+    location = Path(path)
+
+    def read() -> str:
+        return location.read_text(encoding="utf-8").strip()
+
+    return read
+
+
 class StepupClient:
     """A stepup agent client. Use it as a context manager, or call ``close()``.
 
@@ -38,7 +67,7 @@ class StepupClient:
     def __init__(
         self,
         base_url: str,
-        agent_key: str,
+        agent_key: str | Callable[[], str],
         *,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
@@ -49,17 +78,15 @@ class StepupClient:
         dpop_key: DpopKey | None = None,
     ) -> None:
         if not agent_key:
-            raise ValueError("an agent key is required")
+            raise ValueError("an agent key (or a function returning the agent's token) is required")
         if not 1 <= poll_seconds <= MAX_POLL_SECONDS:
             raise ValueError(f"poll_seconds must be between 1 and {MAX_POLL_SECONDS}")
         self._timeout = timeout
         self._poll_seconds = poll_seconds
         self._httpx = httpx.Client(
             base_url=base_url.rstrip("/"),
-            headers={
-                "Authorization": f"Bearer {agent_key}",
-                "User-Agent": "stepup-client/0.1",
-            },
+            headers={"User-Agent": "stepup-client/0.1"},
+            auth=BearerFrom(agent_key),
             timeout=timeout,
             transport=transport,
         )

@@ -295,3 +295,24 @@ def test_the_digest_counts_the_agents_still_on_static_keys(setup: Setup) -> None
     assert digest_now()[0] == 1
     registry.disable("dev-a", by="test", now=now())
     assert "Agent identity: no agent uses a static key" in digest_now()[1]
+
+
+def test_the_client_reads_a_refreshed_token_file_at_each_request(
+    setup: Setup, tmp_path: Path
+) -> None:
+    """A projected service-account token is rewritten by the platform before it expires: the
+    client given ``token_file`` sends whatever the file holds now, never a stale copy."""
+    from stepup_client import ApiError, StepupClient, token_file
+
+    path = tmp_path / "token"
+    path.write_text(setup.issuer.token(SUBJECT) + "\n")
+    with StepupClient(setup.api.url, token_file(path), retries=0) as client:
+        first = client.submit(**READ)  # type: ignore[arg-type]
+        path.write_text("not-a-token")  # the platform wrote something broken: refused
+        with pytest.raises(ApiError) as refused:
+            client.submit(**READ)  # type: ignore[arg-type]
+        assert refused.value.status == 401
+        path.write_text(setup.issuer.token(SUBJECT))  # refreshed again
+        again = client.submit(**READ)  # type: ignore[arg-type]
+    assert first.id != again.id
+    assert setup.api.engine.service.get(again.id).agent_id == "ci-bot"
