@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -215,7 +216,7 @@ class WorkloadVerifier:
             raise _Refused(f"trust {trusted.name}: unknown kid")
         _check_key_fits(key, str(alg))
         signed = f"{head}.{body}".encode("ascii")
-        if not _VERIFIERS[str(alg)].verify(signed, key.key, _b64(signature)):
+        if not _VERIFIERS[str(alg)].verify(signed, key.key, _signature(signature)):
             raise _Refused(f"trust {trusted.name}: bad signature")
         _check_times(claims, now)
         _check_audience(claims, trusted.audience)
@@ -265,10 +266,17 @@ def _b64(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
+def _signature(part: str) -> bytes:
+    try:
+        return _b64(part)
+    except ValueError:  # binascii.Error: not base64url
+        raise _Refused("malformed signature") from None
+
+
 def _json_part(part: str) -> dict[str, Any]:
     try:
         value = json.loads(_b64(part))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[…"
         raise _Refused("malformed") from None
     if not isinstance(value, dict):
         raise _Refused("malformed")
@@ -298,6 +306,8 @@ def _number(claims: dict[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _Refused(f"{name} is not a number")
+    if not math.isfinite(value):  # JSON's 1e999 reads as infinity: a token that never expires
+        raise _Refused(f"{name} is not a finite number")
     return float(value)
 
 

@@ -276,3 +276,40 @@ def test_a_jwt_svid_must_say_typ_jwt_or_jose_when_it_says_one() -> None:
         else:
             with pytest.raises(Unauthenticated):
                 check.verify(signed, now=T0)
+
+
+# -- malformed input is a refusal, never a crash (review findings) -------------------------
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _signed(header: dict[str, Any], body: bytes) -> str:
+    head = _b64(json.dumps(header).encode())
+    payload = _b64(body)
+    signature = ECAlgorithm(ECAlgorithm.SHA256).sign(f"{head}.{payload}".encode(), EC_KEY)
+    return f"{head}.{payload}.{_b64(signature)}"
+
+
+def test_a_signature_that_is_not_base64url_is_refused_not_a_crash() -> None:
+    provider = Provider([jwk(EC_KEY, "k1")])
+    head, body, _ = token(EC_KEY, "ES256", "k1").split(".")
+    with pytest.raises(Unauthenticated):
+        verifier(provider).verify(f"{head}.{body}.A", now=T0)  # 1 character: no base64
+
+
+def test_a_deeply_nested_header_is_refused_not_a_crash() -> None:
+    provider = Provider([jwk(EC_KEY, "k1")])
+    with pytest.raises(Unauthenticated):
+        verifier(provider).verify(f"{_b64(b'[' * 5000)}.{_b64(b'{}')}.AAAA", now=T0)
+
+
+def test_an_infinite_expiry_is_refused() -> None:
+    """JSON's 1e999 reads as infinity: signed by the trusted issuer, it would never expire."""
+    provider = Provider([jwk(EC_KEY, "k1")])
+    body = b'{"iss":"%s","sub":"wl-1","aud":"stepup","exp":1e999}' % ISS.encode()
+    with pytest.raises(Unauthenticated):
+        verifier(provider).verify(_signed({"alg": "ES256", "kid": "k1"}, body), now=T0)
