@@ -22,6 +22,9 @@ _SIZE_UNITS = {
 }
 
 
+_LONGEST = 1000 * 86400  # far beyond any TTL or timeout; what a timedelta can hold
+
+
 def parse_duration(text: str | int) -> timedelta:
     """Parse ``30s``/``10m``/``2h``/``1d`` (or a bare number of seconds). Raises ValueError."""
     if isinstance(text, bool):
@@ -35,6 +38,8 @@ def parse_duration(text: str | int) -> timedelta:
         seconds = int(match.group(1)) * _UNITS[match.group(2)]
     if seconds <= 0:
         raise ValueError("a duration must be positive")
+    if seconds > _LONGEST:  # timedelta overflows past ~2.7 million years (OverflowError)
+        raise ValueError("a duration must be at most 1000 days")
     return timedelta(seconds=seconds)
 
 

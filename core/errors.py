@@ -55,6 +55,11 @@ class Conflict(StepupError):
     title = "Conflict"
 
 
+class LostRace(Conflict):
+    """The database aborted the transaction to let a concurrent one through (a deadlock, a
+    serialisation conflict). Nothing was written; the same call again succeeds."""
+
+
 class DuplicateVote(Conflict):
     """The same person's click was already recorded (a racing double click)."""
 

@@ -13,8 +13,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from core.errors import LostRace
 
 DEFAULT_SQLITE_PATH = Path(".stepup") / "stepup.db"
 
@@ -120,6 +122,9 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+_LOST_RACE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+
+
 class Database:
     """Owns the engine and hands out read and write sessions (one transaction each)."""
 
@@ -143,13 +148,23 @@ class Database:
         anyway, and its busy handler (sleeps of up to 100 ms between tries) would otherwise
         serve waiting writers in no order, which shows as multi-second tail latency.
         """
-        with (
-            self._write_lock,
-            self.engine.connect().execution_options(stepup_write=True) as conn,
-            Session(bind=conn, expire_on_commit=False, info=self.write_session_info) as session,
-            session.begin(),
-        ):
-            yield session
+        try:
+            with (
+                self._write_lock,
+                self.engine.connect().execution_options(stepup_write=True) as conn,
+                Session(bind=conn, expire_on_commit=False, info=self.write_session_info) as session,
+                session.begin(),
+            ):
+                yield session
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) in _LOST_RACE:
+                # PostgreSQL broke a deadlock or a serialisation conflict by aborting this
+                # transaction (two changes locking related requests in opposite orders):
+                # nothing was written; the caller may try again.
+                raise LostRace(
+                    "another change to a related request won a race; nothing was written"
+                ) from exc
+            raise
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -120,6 +120,28 @@ class Delegating:
         return [(link.agent_id, link.id) for link in reversed(above)]
 
 
+_LIVE_PARENT = frozenset({Status.PENDING, Status.APPROVED, Status.ACTIVE})
+
+
+def _check_own_parent(parent: RequestSnapshot) -> None:
+    """A sub-request of the agent's own request: only under a live one (an ended parent's
+    cascade is over: a child recorded under it would outlive it), and not under a request
+    delegated to the agent (a child of its own would sit outside the delegation's bounds,
+    depth and chain)."""
+    if parent.status not in _LIVE_PARENT:
+        raise IllegalTransition(
+            f"the parent request {parent.id} is {parent.status.value}: a sub-request needs "
+            "a pending, approved or active parent",
+            status=parent.status.value,
+            event="submit",
+        )
+    if parent.delegation_id is not None:
+        raise ValidationFailed(
+            f"parent_request_id: request {parent.id} was delegated to this agent; a "
+            "delegated request has no sub-requests of its own (delegate part of it instead)"
+        )
+
+
 def delegation_for(tx: StoreTx, agent: AgentIdentity, intent: Intent) -> Delegation | None:
     """The delegation a submission with ``parent_request_id`` falls under, checked; None when
     the parent is the agent's own request (a plain sub-request, as before delegation). The
@@ -127,6 +149,7 @@ def delegation_for(tx: StoreTx, agent: AgentIdentity, intent: Intent) -> Delegat
     parent_id = str(intent.parent_request_id)
     parent = tx.load(parent_id, lock=True)
     if parent.agent_id == agent.id:
+        _check_own_parent(parent)
         return None
     delegations = tx.delegations_of(parent.id, agent_id=agent.id)
     if not delegations:

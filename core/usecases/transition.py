@@ -45,10 +45,9 @@ _FACTS = {
     Event.COMPLETE: FactKind.COMPLETED,
     Event.REVOKE: FactKind.REVOKED,
 }
-# Requests a cascade ends (pending: cancelled; approved, active: revoked), and how many levels
-# below an ending request it looks (a bound: delegations stop at 10, own sub-requests do not).
+# Requests a cascade ends (pending: cancelled; approved, active: revoked), at every level below
+# an ending request.
 _LIVE = frozenset({Status.PENDING, Status.APPROVED, Status.ACTIVE})
-_MAX_LEVELS = 64
 # The sponsor hears of decisions and of ends they did not cause themselves.
 _SPONSOR_HEARS = frozenset({Event.APPROVE, Event.DENY, Event.COMPLETE, Event.REVOKE})
 
@@ -155,7 +154,7 @@ class UnitOfWork:
         known = {step.snapshot.id for step in steps}
         found: list[str] = []
         frontier = list(ending)
-        for _ in range(_MAX_LEVELS):
+        while frontier:  # ends: each request is visited once (``known``)
             children = [c for c in self.tx.live_children(frontier) if c not in known]
             if not children:
                 break
@@ -273,7 +272,7 @@ def _ancestor(
 ) -> str:
     """The id of the ending request ``snap`` was found below (its parents are all loaded)."""
     current = snap
-    for _ in range(_MAX_LEVELS + 1):
+    for _ in range(len(loaded) + 1):  # every parent up to the ending one is loaded
         parent = current.parent_request_id
         if parent is None or parent in ending:
             break

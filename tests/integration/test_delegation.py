@@ -434,3 +434,107 @@ def test_a_parent_whose_ttl_runs_out_takes_its_children_with_it(world: World, cl
     assert service.get(unclaimed).status_reason == f"ancestor request {root} ended (revoked)"
     out = cli_db.invoke("audit", "verify")
     assert out.code == 0, out.stdout + out.stderr
+
+
+def test_a_delegated_request_has_no_sub_requests_of_its_own(world: World) -> None:
+    """Own sub-requests of a delegated request would sit outside the delegation: no bounds, a
+    new chain and depth, and the root agent gone from the token (review finding)."""
+    root, _ = world.active("orchestrator")
+    assert delegation_to_worker(world, root).status_code == 201
+    middle = world.submit(
+        "worker", action="deploy.web", target="payments/web", parent_request_id=root
+    ).json()["id"]
+    world.claim("worker", middle)
+
+    refused = world.submit("worker", action="deploy", target="payments", parent_request_id=middle)
+
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["detail"].startswith("parent_request_id: ")
+
+
+def test_a_sub_request_needs_a_live_parent(world: World) -> None:
+    """Under an ended parent a child would escape every cascade (review finding)."""
+    own, _ = world.active("worker", action="deploy", target="payments")
+    with world.client("worker") as c:
+        done = c.post(f"/v1/requests/{own}/complete", json={"outcome": "succeeded"})
+        assert done.status_code == 200
+
+    refused = world.submit("worker", action="deploy", target="payments", parent_request_id=own)
+
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["current_status"] == "completed"
+
+
+def test_an_absurd_max_ttl_is_a_422_not_a_500(world: World) -> None:
+    root, _ = world.active("orchestrator")
+    answer = delegation_to_worker(world, root, max_ttl="99999999999d")
+    assert answer.status_code == 422, answer.text
+    assert "max_ttl" in answer.json()["detail"]
+
+
+def test_a_cascade_deadlocking_with_the_expiry_sweep_loses_nothing(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: a revoke locks the parent then its children; the sweep locks by id (a child
+    first when its id sorts lower). PostgreSQL aborts one of them; the loser is a lost race
+    (retried by the sweep), not a crash of the whole batch (review finding)."""
+    if world.engine.db.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers: no deadlock to break")
+    import threading
+    import time
+
+    from core.storage import delegations_repo
+
+    root, kids = "", []
+    for _ in range(20):  # until a child's id sorts before its parent's
+        root, _claimed = world.active("orchestrator")
+        assert delegation_to_worker(world, root).status_code == 201
+        kids = []
+        for i in range(6):
+            answer = world.submit(
+                "worker", action="deploy.web", target=f"payments/web{i}", parent_request_id=root
+            )
+            assert answer.status_code == 201, answer.text
+            kids.append(answer.json()["id"])
+            world.claim("worker", kids[-1])
+        if min(kids) < root:
+            break
+    assert min(kids) < root
+    service = world.engine.service
+    revoking, go = threading.Event(), threading.Event()
+    revoker: dict[str, int] = {}
+    real = delegations_repo.live_children
+
+    def held(session: Any, ids: Any) -> Any:
+        if threading.get_ident() == revoker.get("id"):
+            revoking.set()
+            go.wait(10)
+        return real(session, ids)
+
+    monkeypatch.setattr(delegations_repo, "live_children", held)
+    errors: list[str] = []
+
+    def revoke() -> None:
+        revoker["id"] = threading.get_ident()
+        try:
+            service.revoke(root, by="admin@example.com", reason="incident", now=world.clock.now)
+        except Exception as exc:
+            errors.append(f"revoke: {exc!r}")
+
+    def sweep() -> None:
+        try:
+            service.expire_due(now=world.clock.now + timedelta(hours=2))
+        except Exception as exc:
+            errors.append(f"sweep: {exc!r}")
+
+    first = threading.Thread(target=revoke)
+    first.start()
+    assert revoking.wait(10)
+    second = threading.Thread(target=sweep)
+    second.start()
+    time.sleep(1.0)  # the sweep holds the lower-id child and waits for the parent
+    go.set()
+    first.join(30)
+    second.join(30)
+    assert not [e for e in errors if "sweep" in e], errors
+    assert {service.get(k).status.value for k in kids} <= {"revoked", "expired"}
