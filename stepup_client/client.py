@@ -6,7 +6,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +18,15 @@ from stepup_client import gating
 from stepup_client.digest import normalise_parameters, parameters_digest
 from stepup_client.dpop import DpopKey, process_key
 from stepup_client.errors import ApiError, ParametersMismatch, WaitTimeout
-from stepup_client.models import ActionClass, Credential, Outcome, Request, Status, settled
+from stepup_client.models import (
+    ActionClass,
+    Credential,
+    Delegation,
+    Outcome,
+    Request,
+    Status,
+    settled,
+)
 from stepup_client.transport import Http, Retry, logger
 
 P = ParamSpec("P")
@@ -226,6 +234,29 @@ class StepupClient:
     def cancel(self, request_id: str) -> Request:
         """Withdraw a ``pending`` or ``approved`` request."""
         return self._transition(request_id, "cancel", None, Status.CANCELLED)
+
+    def delegate(
+        self,
+        request_id: str,
+        agent: str,
+        *,
+        actions: Sequence[str],
+        targets: Sequence[str],
+        max_ttl: str,
+    ) -> Delegation:
+        """Hand part of an ``active`` request (its rule must say ``delegable: true``) to
+        ``agent``, which then submits with ``parent_request_id=request_id``
+        (docs/delegation.md). Not re-sent once it may have reached the server."""
+        body = {
+            "agent": agent,
+            "actions": list(actions),
+            "targets": list(targets),
+            "max_ttl": max_ttl,
+        }
+        answer = self._http.call(
+            "POST", f"{_path(request_id)}/delegations", json=body, retry=Retry.UNSENT
+        )
+        return Delegation.from_json(answer.body)
 
     # -- gating helpers (see stepup_client.gating) -------------------------------------------
 

@@ -161,6 +161,34 @@ class Request:
 
 
 @dataclass(frozen=True, slots=True)
+class Delegation:
+    """Part of an active request handed to another agent (docs/delegation.md)."""
+
+    id: str
+    parent_request_id: str
+    agent: str
+    actions: tuple[str, ...]
+    targets: tuple[str, ...]
+    max_ttl_seconds: int
+    depth: int
+    created_at: datetime
+
+    @classmethod
+    def from_json(cls, raw: Any) -> Delegation:
+        body = _object(raw, "delegation")
+        return cls(
+            id=_get(body, "id", str),
+            parent_request_id=_get(body, "parent_request_id", str),
+            agent=_get(body, "agent", str),
+            actions=tuple(str(a) for a in _get(body, "actions", list)),
+            targets=tuple(str(t) for t in _get(body, "targets", list)),
+            max_ttl_seconds=_get(body, "max_ttl_seconds", int),
+            depth=_get(body, "depth", int),
+            created_at=_time(_get(body, "created_at", str)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Credential:
     """A claimed credential. The token is left out of ``repr`` so it cannot leak into logs."""
 

@@ -538,3 +538,26 @@ def test_a_cascade_deadlocking_with_the_expiry_sweep_loses_nothing(
     second.join(30)
     assert not [e for e in errors if "sweep" in e], errors
     assert {service.get(k).status.value for k in kids} <= {"revoked", "expired"}
+
+
+def test_the_python_client_delegates_and_the_child_works_under_it(world: World) -> None:
+    from stepup_client import StepupClient
+
+    root, _ = world.active("orchestrator")
+    with StepupClient(world.url, world.keys["orchestrator"], retries=0) as orchestrator:
+        delegation = orchestrator.delegate(
+            root, "worker", actions=["deploy.*"], targets=["payments/*"], max_ttl="5m"
+        )
+    assert delegation.id.startswith("dlg_") and delegation.parent_request_id == root
+    assert (delegation.agent, delegation.depth, delegation.max_ttl_seconds) == ("worker", 1, 300)
+    with StepupClient(world.url, world.keys["worker"], retries=0, dpop=False) as worker:
+        child = worker.submit(
+            "deploy.web",
+            "write",
+            "payments/web",
+            "production",
+            "roll out web",
+            parent_request_id=root,
+        )
+        credential = worker.claim(child.id)
+    assert claims_of(credential.token)["act"] == {"sub": "worker"}
