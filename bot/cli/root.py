@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from bot.cli import admin, demo, digest
+from bot.cli import admin, demo, digest, mcp_proxy
 from bot.cli.audit import audit_app
 from bot.cli.issuers import issuers_app
 from bot.cli.maintenance import db_app, keys_app
@@ -24,6 +24,7 @@ admin.register(app)
 app.add_typer(trust_app, name="trust")
 digest.register(app)
 demo.register(app)
+mcp_proxy.register(app)
 
 
 def main() -> None:  # pragma: no cover - console entry point

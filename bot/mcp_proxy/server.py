@@ -1,0 +1,102 @@
+"""The proxy's MCP server on stdio, in front of one upstream MCP server (a stdio command)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import mcp_types as types
+import yaml
+from mcp import ClientSession, StdioServerParameters, stdio_client, stdio_server
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+
+from bot.mcp_proxy.gate import Gate
+
+
+@asynccontextmanager
+async def upstream_session(command: list[str]) -> AsyncIterator[ClientSession]:
+    params = StdioServerParameters(command=command[0], args=command[1:])
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+def build_server(gate: Gate, upstream: ClientSession) -> Server[Any]:
+    async def list_tools(
+        ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return await upstream.list_tools(params=params)
+
+    async def call_tool(
+        ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        token = (ctx.meta or {}).get("progress_token")
+
+        async def progress(waited: float, message: str) -> None:
+            assert token is not None
+            await ctx.session.send_progress_notification(
+                token, waited, message=message, related_request_id=_text(ctx.request_id)
+            )
+
+        async def call_upstream(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+            return await upstream.call_tool(name, arguments)
+
+        return await gate.call(
+            params.name,
+            params.arguments or {},
+            call_upstream,
+            progress if token is not None else None,
+        )
+
+    return Server("stepup-mcp-proxy", on_list_tools=list_tools, on_call_tool=call_tool)
+
+
+def _text(request_id: object) -> str | None:
+    return None if request_id is None else str(request_id)
+
+
+async def serve(gate: Gate, command: list[str]) -> None:
+    async with upstream_session(command) as upstream:
+        server = build_server(gate, upstream)
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+
+
+def _action_class(tool: types.Tool) -> str:
+    hints = tool.annotations
+    if hints is not None and hints.read_only_hint:
+        return "read"
+    if hints is not None and hints.destructive_hint:
+        return "destructive"
+    return "write"
+
+
+async def initial_tools_file(command: list[str]) -> str:
+    """A starting tools file from the upstream's tool list, to edit."""
+    async with upstream_session(command) as upstream:
+        tools: list[types.Tool] = []
+        cursor: str | None = None
+        while True:
+            page = await upstream.list_tools(
+                params=None if cursor is None else types.PaginatedRequestParams(cursor=cursor)
+            )
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+    entries = {
+        tool.name: {
+            "action": f"mcp.{tool.name}",
+            "action_class": _action_class(tool),
+            "target": "mcp",
+            "environment": "production",
+        }
+        for tool in tools
+    }
+    header = (
+        "# stepup mcp-proxy tools file: edit action, target (templates over the call's\n"
+        "# arguments: {argname}, {tool}) and environment. Unlisted tools are refused.\n"
+    )
+    return header + yaml.safe_dump({"tools": entries}, sort_keys=False)

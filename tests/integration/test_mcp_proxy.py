@@ -1,0 +1,363 @@
+"""`stepup mcp-proxy` end to end: the SDK's client session over stdio against the proxy (a
+subprocess) in front of the example MCP server (another subprocess), with the real stepup API
+on loopback. Approvals are recorded through the core service, as the Slack layer records them.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp import ClientSession, StdioServerParameters, stdio_client
+
+from bot.mcp_proxy.mapping import MappingRefused, parse_tools
+from core.model import Approver, Status, Vote
+from tests.integration.conftest import LiveApi
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "mcp"
+ALICE = Approver("U0ALICE", "alice@example.com", "Alice")
+BOB = Approver("U0BOB", "bob@example.com", "Bob")
+WAIT_LIMIT = 60  # seconds: every test ends within this, whatever the proxy does
+
+# The example server plus a tool that kills the server mid-call and one the tools file leaves
+# to its "*" entry (which TEST_POLICY's never-drop-prod-db rule denies).
+UPSTREAM = textwrap.dedent(
+    f"""
+    import os, sys
+    sys.path.insert(0, {str(EXAMPLE)!r})
+    from inventory_server import server
+    from mcp_types import ToolAnnotations
+
+    @server.tool(annotations=ToolAnnotations(read_only_hint=True))
+    def crash(reason: str) -> str:
+        os._exit(3)
+
+    @server.tool()
+    def purge(database: str) -> str:
+        return "purged " + database
+
+    server.run()
+    """
+)
+TOOLS = (EXAMPLE / "tools.yaml").read_text() + (
+    "  crash: {action: db.crash, action_class: read, target: crash, environment: production}\n"
+    '  "*": {action: db.drop_database, action_class: destructive, target: "{database}",\n'
+    "        environment: production}\n"
+)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+@asynccontextmanager
+async def session_with(command: list[str]) -> AsyncIterator[ClientSession]:
+    params = StdioServerParameters(command=command[0], args=command[1:], cwd=str(ROOT))
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+@asynccontextmanager
+async def proxy(
+    live_api: LiveApi, tmp_path: Path, timeout: str = "60s"
+) -> AsyncIterator[ClientSession]:
+    upstream, tools = tmp_path / "upstream.py", tmp_path / "tools.yaml"
+    upstream.write_text(UPSTREAM)
+    tools.write_text(TOOLS)
+    command = [sys.executable, "-m", "bot.cli", "mcp-proxy", "--server", live_api.url]
+    command += ["--tools", str(tools), "--timeout", timeout, "--", sys.executable, str(upstream)]
+    params = StdioServerParameters(
+        command=command[0],
+        args=command[1:],
+        cwd=str(ROOT),
+        env={"STEPUP_AGENT_KEY": live_api.agent_key},
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    async def bounded() -> None:
+        with anyio.fail_after(WAIT_LIMIT):
+            await test()
+
+    anyio.run(bounded)
+
+
+def text_of(result: types.CallToolResult) -> str:
+    return " ".join(b.text for b in result.content if isinstance(b, types.TextContent))
+
+
+class Progress:
+    """Progress notifications of one call; ``first`` is set on the first one."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.first = anyio.Event()
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self.messages.append(message or "")
+        self.first.set()
+
+    def request_id(self) -> str:
+        match = re.search(r"request (\S+) waits", self.messages[0])
+        assert match, self.messages
+        return match.group(1)
+
+
+def test_tools_are_listed_unchanged_and_a_read_returns_the_upstream_result(
+    live_api: LiveApi, tmp_path: Path
+) -> None:
+    async def test() -> None:
+        (tmp_path / "direct.py").write_text(UPSTREAM)
+        async with session_with([sys.executable, str(tmp_path / "direct.py")]) as direct:
+            expected_tools = (await direct.list_tools()).tools
+            expected = await direct.call_tool(
+                "count_rows", {"database": "orders", "table": "invoices"}
+            )
+        async with proxy(live_api, tmp_path) as session:
+            assert (await session.list_tools()).tools == expected_tools
+            result = await session.call_tool(
+                "count_rows", {"database": "orders", "table": "invoices"}
+            )
+        assert not result.is_error
+        assert result.model_dump() == expected.model_dump()
+        assert text_of(result) == "orders.invoices has 87 rows"
+
+    run(test)
+    [request] = live_api.engine.service.list_requests()
+    assert request.action == "db.count_rows" and request.target == "orders/invoices"
+    assert request.parameters == {"database": "orders", "table": "invoices"}
+    assert (request.status, request.outcome) == (Status.COMPLETED, "succeeded")
+    assert request.credential is not None and request.credential.revoked_at is not None
+
+
+def test_a_destructive_call_waits_for_two_approvals_then_runs_with_the_approved_arguments(
+    live_api: LiveApi, tmp_path: Path
+) -> None:
+    service = live_api.engine.service
+    arguments = {"database": "orders", "table": "sessions"}
+    progress = Progress()
+    results: list[types.CallToolResult] = []
+
+    async def test() -> None:
+        async with proxy(live_api, tmp_path) as session:
+
+            async def call() -> None:
+                results.append(
+                    await session.call_tool("drop_table", arguments, progress_callback=progress)
+                )
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(call)
+                await progress.first.wait()
+                request_id = progress.request_id()
+                assert service.get(request_id).status is Status.PENDING
+                for approver in (ALICE, BOB):
+                    await anyio.to_thread.run_sync(
+                        lambda a=approver: service.vote(
+                            request_id, a, Vote.APPROVE, now=now(), confirmation="orders/sessions"
+                        )
+                    )
+
+    run(test)
+    [result] = results
+    assert "0/2 approvals" in progress.messages[0]
+    request = service.get(progress.request_id())
+    assert request.rule == "prod-destructive" and request.parameters == arguments
+    assert (request.status, request.outcome) == (Status.COMPLETED, "succeeded")
+    assert request.credential is not None
+    # The upstream ran with the approved arguments and this request's credential.
+    assert not result.is_error
+    assert text_of(result) == f"dropped orders.sessions (credential {request.credential.jti})"
+
+
+def test_a_denied_call_is_a_tool_error_with_the_reason(live_api: LiveApi, tmp_path: Path) -> None:
+    service = live_api.engine.service
+    progress = Progress()
+    results: list[types.CallToolResult] = []
+
+    async def test() -> None:
+        async with proxy(live_api, tmp_path) as session:
+            # Denied by policy at once ("*" maps purge to db.drop_database).
+            results.append(await session.call_tool("purge", {"database": "orders"}))
+
+            async def call() -> None:
+                results.append(
+                    await session.call_tool(
+                        "drop_table",
+                        {"database": "orders", "table": "x"},
+                        progress_callback=progress,
+                    )
+                )
+
+            async with anyio.create_task_group() as group:
+                group.start_soon(call)
+                await progress.first.wait()
+                await anyio.to_thread.run_sync(
+                    lambda: service.vote(
+                        progress.request_id(),
+                        ALICE,
+                        Vote.DENY,
+                        now=now(),
+                        reason="not during the sale",
+                    )
+                )
+
+    run(test)
+    by_policy, by_approver = results
+    assert by_policy.is_error and "denied" in text_of(by_policy)
+    assert "Dropping a production database is never automated" in text_of(by_policy)
+    assert by_approver.is_error and "denied" in text_of(by_approver)
+    assert "not during the sale" in text_of(by_approver)
+    assert service.get(progress.request_id()).status is Status.DENIED
+
+
+def test_a_call_still_pending_at_the_timeout_is_cancelled(
+    live_api: LiveApi, tmp_path: Path
+) -> None:
+    progress = Progress()
+    results: list[types.CallToolResult] = []
+
+    async def test() -> None:
+        async with proxy(live_api, tmp_path, timeout="2s") as session:
+            results.append(
+                await session.call_tool(
+                    "drop_table",
+                    {"database": "orders", "table": "sessions"},
+                    progress_callback=progress,
+                )
+            )
+
+    run(test)
+    [result] = results
+    assert result.is_error and "cancelled" in text_of(result)
+    assert progress.messages  # notified while it waited
+    assert live_api.engine.service.get(progress.request_id()).status is Status.CANCELLED
+
+
+def test_the_upstream_dying_mid_call_completes_the_request_as_failed(
+    live_api: LiveApi, tmp_path: Path
+) -> None:
+    results: list[types.CallToolResult] = []
+
+    async def test() -> None:
+        async with proxy(live_api, tmp_path) as session:
+            results.append(await session.call_tool("crash", {"reason": "test"}))
+
+    run(test)
+    [result] = results
+    assert result.is_error and "upstream" in text_of(result)
+    [request] = live_api.engine.service.list_requests()
+    assert (request.status, request.outcome) == (Status.COMPLETED, "failed")
+    assert request.credential is not None and request.credential.revoked_at is not None
+
+
+def test_argument_values_must_be_stepup_names_and_unmapped_tools_are_refused(
+    live_api: LiveApi, tmp_path: Path
+) -> None:
+    results: list[types.CallToolResult] = []
+
+    async def test() -> None:
+        async with proxy(live_api, tmp_path) as session:
+            results.append(
+                await session.call_tool("count_rows", {"database": "orders", "table": "a b"})
+            )
+            results.append(
+                await session.call_tool(
+                    "drop_table", {"database": "orders", "table": "x", "auth_token": "forged"}
+                )
+            )
+
+    run(test)
+    bad_name, forged = results
+    assert bad_name.is_error and "space U+0020" in text_of(bad_name)
+    assert forged.is_error and "auth_token" in text_of(forged)
+    assert live_api.engine.service.list_requests() == []
+
+
+def test_the_tools_file_refuses_unmapped_tools_and_prefers_exact_names() -> None:
+    tools = parse_tools(
+        {
+            "tools": {
+                "db_*": {
+                    "action": "db.{tool}",
+                    "action_class": "write",
+                    "target": "{db}",
+                    "environment": "staging",
+                },
+                "db_read": {
+                    "action": "db.read",
+                    "action_class": "read",
+                    "target": "{db}",
+                    "environment": "staging",
+                },
+            }
+        }
+    )
+    with pytest.raises(MappingRefused, match="not in the proxy's tools file"):
+        tools.intent("other", {})
+    assert tools.intent("db_read", {"db": "orders"}).action_class == "read"
+    wide = tools.intent("db_write", {"db": "orders"})
+    assert (wide.action, wide.target) == ("db.db_write", "orders")
+    with pytest.raises(MappingRefused, match="missing"):
+        tools.intent("db_write", {})
+    with pytest.raises(ValueError, match="action_class"):
+        parse_tools(
+            {
+                "tools": {
+                    "x": {"action": "a", "action_class": "admin", "target": "t", "environment": "e"}
+                }
+            }
+        )
+
+
+def test_init_tools_prints_a_tools_file_from_the_annotations(tmp_path: Path) -> None:
+    import subprocess
+
+    import yaml
+
+    printed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "mcp-proxy",
+            "--init-tools",
+            "--",
+            sys.executable,
+            str(EXAMPLE / "inventory_server.py"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_LIMIT,
+        check=True,
+    ).stdout
+    tools = yaml.safe_load(printed)["tools"]
+    assert {name: entry["action_class"] for name, entry in tools.items()} == {
+        "count_rows": "read",
+        "drop_table": "destructive",
+    }
+    parse_tools(yaml.safe_load(printed))  # a valid tools file as printed
+
+
+def test_the_example_client_configuration_runs_the_proxy_on_the_example() -> None:
+    import json
+
+    config = json.loads((EXAMPLE / "claude_desktop_config.json").read_text())
+    args = config["mcpServers"]["inventory"]["args"]
+    assert args[0] == "mcp-proxy" and args[args.index("--tools") + 1].endswith("tools.yaml")
+    assert args[-1].endswith("examples/mcp/inventory_server.py")
+    parse_tools(__import__("yaml").safe_load((EXAMPLE / "tools.yaml").read_text()))
