@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 
 from bot.api.app import create_app
 from bot.api.context import ApiContext
+from bot.callbacks import CallbackWorker
 from bot.clock import utc_now
 from bot.digest_job import schedule_digest
 from bot.scheduler import DeadlineScheduler, schedule_checkpoints
@@ -38,11 +39,14 @@ class Runtime:
     socket_mode: Any = field(default=None)
     relay: PgChangeRelay | None = None  # PostgreSQL: long-polls hear other replicas' changes
     sandbox: Any = field(default=None)  # bot.sandbox.mode.Sandbox, when sandbox mode is on
+    callbacks: CallbackWorker | None = None  # signed callbacks: with or without Slack
 
     def start(self) -> None:
         if self.relay is not None:
             self.relay.start()
         self.scheduler.start()
+        if self.callbacks is not None:
+            self.callbacks.start()
         if self.slack is not None:
             self.slack.start()
         if self.socket_mode is not None:
@@ -53,6 +57,8 @@ class Runtime:
             self.socket_mode.close()
         if self.slack is not None:
             self.slack.stop()
+        if self.callbacks is not None:
+            self.callbacks.stop()
         self.scheduler.shutdown()
         if self.relay is not None:
             self.relay.stop()
@@ -131,7 +137,8 @@ def build_runtime(settings: Settings) -> Runtime:
     if not service.db.is_sqlite:
         relay = PgChangeRelay(service.db.url, context.hub.notify_id, context.hub.wake_all)
         service.subscribe(relay.publish)
-    return Runtime(app, scheduler, context, slack, socket_mode, relay, sandbox)
+    callbacks = CallbackWorker(service)
+    return Runtime(app, scheduler, context, slack, socket_mode, relay, sandbox, callbacks)
 
 
 def reload_policy(runtime: Runtime, path: Path) -> bool:

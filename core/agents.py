@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from core import names
 from core.audit.events import AuditLog
+from core.callbacks import normalise_host
 from core.durations import format_duration
 from core.errors import Conflict, IllegalTransition, ValidationFailed
 from core.identity.presented import present
@@ -96,11 +97,20 @@ class AgentRegistry:
         by: str,
         now: datetime,
         identities: Sequence[WorkloadBinding] = (),
+        callback_hosts: Sequence[str] = (),
     ) -> str:
         """Register an agent; returns its key, which is never stored nor shown again. Its id is
         canonical (``core.names``): NFKC, then ASCII letters, digits and ``._-:/@+=``. Its
-        workload ``identities`` authenticate it too (docs/identity.md)."""
-        key = self._register(agent_id, owner_email, by=by, now=now, identities=identities)
+        workload ``identities`` authenticate it too (docs/identity.md); ``callback_hosts`` are
+        the hosts its requests' ``callback_url`` may name (docs/callbacks.md)."""
+        key = self._register(
+            agent_id,
+            owner_email,
+            by=by,
+            now=now,
+            identities=identities,
+            callback_hosts=callback_hosts,
+        )
         assert key is not None
         return key
 
@@ -112,11 +122,20 @@ class AgentRegistry:
         by: str,
         now: datetime,
         identities: Sequence[WorkloadBinding],
+        callback_hosts: Sequence[str] = (),
     ) -> None:
         """Register an agent with no static key: only its workload identities authenticate it."""
         if not identities:
             raise ValidationFailed("an agent without a key needs a workload identity")
-        self._register(agent_id, owner_email, by=by, now=now, identities=identities, key=False)
+        self._register(
+            agent_id,
+            owner_email,
+            by=by,
+            now=now,
+            identities=identities,
+            key=False,
+            callback_hosts=callback_hosts,
+        )
 
     def _register(
         self,
@@ -127,8 +146,10 @@ class AgentRegistry:
         now: datetime,
         identities: Sequence[WorkloadBinding],
         key: bool = True,
+        callback_hosts: Sequence[str] = (),
     ) -> str | None:
         agent_id = canonical_name(agent_id, "agent id", max_length=MAX_AGENT_ID)
+        hosts = list(dict.fromkeys(normalise_host(h) for h in callback_hosts))
         with self.db.write() as session:
             bound = [self._binding(session, b) for b in identities]
             made = agents_repo.add_agent(
@@ -136,6 +157,7 @@ class AgentRegistry:
             )
             for trust, subject in bound:
                 identity_repo.bind_identity(session, agent_id, trust, subject, now)
+            agents_repo.add_callback_hosts(session, agent_id, hosts)
             AuditLog(SqlAuditAppender(session)).agent_added(
                 agent_id,
                 owner_email,
@@ -143,6 +165,7 @@ class AgentRegistry:
                 now,
                 identities=[f"{trust}:{subject}" for trust, subject in bound],
                 key=key,
+                callback_hosts=hosts,
             )
         return made
 

@@ -108,6 +108,8 @@ class SubmitBody(BaseModel):
     )
     parent_request_id: Identifier | None = Field(default=None, max_length=40)
     break_glass: bool = False
+    # Checked against the agent's callback allow-list at submit (docs/callbacks.md).
+    callback_url: Identifier | None = Field(default=None, min_length=1, max_length=2048)
 
     @field_validator("parameters")
     @classmethod
@@ -129,6 +131,7 @@ class SubmitBody(BaseModel):
             on_behalf_of=self.on_behalf_of,
             parent_request_id=self.parent_request_id,
             break_glass=self.break_glass,
+            callback_url=self.callback_url,
         )
 
 

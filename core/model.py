@@ -80,6 +80,7 @@ class Intent:
     on_behalf_of: str | None = None
     parent_request_id: str | None = None
     break_glass: bool = False
+    callback_url: str | None = None  # status changes POSTed there, signed (docs/callbacks.md)
 
 
 @dataclass(frozen=True, slots=True)

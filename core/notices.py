@@ -7,6 +7,7 @@ never stale.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -23,17 +24,26 @@ class NoticeKind(StrEnum):
     CHANNEL = "channel"  # a fact (security alerts) or a rendered message (the digest)
     BREAK_GLASS_ALERT = "alert.break_glass"  # security channel, with Acknowledge and Revoke
     DELIVERY_FAILED = "alert.delivery_failed"  # security channel: a message could not be delivered
+    CALLBACK = "callback"  # a status change POSTed to the agent's callback_url, signed
+
+
+SLACK_KINDS = tuple(kind.value for kind in NoticeKind if kind is not NoticeKind.CALLBACK)
 
 
 class NoSlack:
     """The outbox of an install with no Slack at all (neither a workspace nor the sandbox):
-    nothing would ever deliver a notice, so none is written — the backlog stays empty instead
-    of growing for ever. Audit entries and everything else are written as always."""
+    nothing would ever deliver a Slack notice, so none is written — the backlog stays empty
+    instead of growing for ever. Callbacks (``CALLBACK``), delivered by their own worker, still
+    go to ``callbacks``. Audit entries and everything else are written as always."""
+
+    def __init__(self, callbacks: OutboxSink | None = None) -> None:
+        self._callbacks = callbacks
 
     def add(
         self, kind: str, request_id: str | None, payload: dict[str, Any], now: datetime
     ) -> None:
-        return None
+        if kind == NoticeKind.CALLBACK.value and self._callbacks is not None:
+            self._callbacks.add(kind, request_id, payload, now)
 
 
 class Notices:
@@ -72,6 +82,17 @@ class Notices:
         self._add(
             NoticeKind.CHANNEL, request_id, {"channel": channel, "text": text, "blocks": blocks}
         )
+
+    def callback(self, request_id: str, url: str, status: str) -> None:
+        """A status change for the agent's ``url``; the event id is fixed here, so every
+        redelivery carries the same one (the receiver de-duplicates on it)."""
+        event = {
+            "id": "evt_" + uuid.uuid4().hex,
+            "request_id": request_id,
+            "status": status,
+            "at": self._now.isoformat(),
+        }
+        self._add(NoticeKind.CALLBACK, request_id, {"url": url, "event": event})
 
     def delivery_failed(
         self, channel: str, *, request_id: str | None, kind: str, error: str, attempts: int

@@ -3,6 +3,7 @@ where each card was posted. Safe with several workers and replicas."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -26,11 +27,11 @@ class Outbox:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def claim_due(self, now: datetime) -> list[OutboxEntry]:
-        """Up to a batch of due entries, each the oldest pending one of its request, leased
-        to this worker."""
+    def claim_due(self, now: datetime, *, kinds: Sequence[str] | None = None) -> list[OutboxEntry]:
+        """Up to a batch of due entries (of ``kinds`` when given), each the oldest pending one
+        of its request, leased to this worker."""
         with self._db.write() as session:
-            return outbox_repo.claim_due(session, now)
+            return outbox_repo.claim_due(session, now, kinds=kinds)
 
     def mark_sent(self, entry_id: int, now: datetime) -> None:
         with self._db.write() as session:

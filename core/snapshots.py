@@ -69,6 +69,7 @@ class RequestSnapshot:
     break_glass_reviewed_by: str | None = None
     delegation_id: str | None = None  # the delegation a child request was submitted under
     sponsor_verified: bool = False  # on_behalf_of from the workload token, not only stated
+    callback_url: str | None = None  # status changes POSTed there (docs/callbacks.md)
 
     @property
     def approvals(self) -> tuple[VoteInfo, ...]:

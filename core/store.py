@@ -252,6 +252,10 @@ class StoreTx(Protocol):
         """Ids of the pending, approved or active requests whose parent is in ``request_ids``."""
         ...
 
+    def callback_hosts(self, agent_id: str) -> frozenset[str]:
+        """The hosts ``agent_id`` may name in a ``callback_url`` (docs/callbacks.md)."""
+        ...
+
     def agent_enabled(self, agent_id: str) -> bool:
         """Whether ``agent_id`` is a registered agent that is not disabled."""
         ...

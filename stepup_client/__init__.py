@@ -21,6 +21,7 @@ from stepup_client.errors import (
     StepupClientError,
     WaitTimeout,
 )
+from stepup_client.events import Event, InvalidEvent, verify_event
 from stepup_client.models import (
     ActionClass,
     Approvals,
@@ -43,6 +44,8 @@ __all__ = [
     "CredentialInfo",
     "Delegation",
     "DpopKey",
+    "Event",
+    "InvalidEvent",
     "NotDpopBound",
     "Outcome",
     "ParametersMismatch",
@@ -61,4 +64,5 @@ __all__ = [
     "canonical_json",
     "parameters_digest",
     "token_file",
+    "verify_event",
 ]

@@ -132,9 +132,12 @@ class StepupClient:
         on_behalf_of: str | None = None,
         parent_request_id: str | None = None,
         break_glass: bool = False,
+        callback_url: str | None = None,
         idempotency_key: str | None = None,
     ) -> Request:
         """Submit an intent. Retries reuse one Idempotency-Key, so at most one request exists.
+        With ``callback_url`` (a host on the agent's callback allow-list), every status change
+        is POSTed there signed (docs/callbacks.md): check each with ``verify_event``.
 
         Raises ``ParametersMismatch`` (after cancelling the request) if the server's record is
         not bound to the parameters sent.
@@ -154,6 +157,7 @@ class StepupClient:
             "data_volume_bytes": data_volume_bytes,
             "on_behalf_of": on_behalf_of,
             "parent_request_id": parent_request_id,
+            "callback_url": callback_url,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         key = idempotency_key or str(uuid.uuid4())

@@ -69,9 +69,16 @@ def agents_add(
     no_key: Annotated[
         bool, typer.Option("--no-key", help="No static key: only its workload identities")
     ] = False,
+    callback_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--callback-host", help="A host its callback_url may name (docs/callbacks.md)"
+        ),
+    ] = None,
 ) -> None:
     """Register an agent. Its key is printed once, alone on the last line (none with
-    --no-key). --oidc and --spiffe-id bind workload identities (docs/identity.md)."""
+    --no-key). --oidc and --spiffe-id bind workload identities (docs/identity.md);
+    --callback-host (repeatable) allows a host for signed callbacks (docs/callbacks.md)."""
     from core.agents import MAX_AGENT_ID, AgentRegistry, WorkloadBinding, canonical_name
 
     if "@" not in owner:
@@ -82,9 +89,23 @@ def agents_add(
         bindings += [WorkloadBinding.spiffe(v) for v in spiffe_id or []]
         registry = AgentRegistry(_service())
         if no_key:
-            registry.add_keyless(agent_id, owner, by="cli", now=utc_now(), identities=bindings)
+            registry.add_keyless(
+                agent_id,
+                owner,
+                by="cli",
+                now=utc_now(),
+                identities=bindings,
+                callback_hosts=callback_host or (),
+            )
         else:
-            key = registry.add(agent_id, owner, by="cli", now=utc_now(), identities=bindings)
+            key = registry.add(
+                agent_id,
+                owner,
+                by="cli",
+                now=utc_now(),
+                identities=bindings,
+                callback_hosts=callback_host or (),
+            )
     except StepupError as exc:
         raise fail(exc.detail) from None
     bound = f", {len(bindings)} workload identit{'y' if len(bindings) == 1 else 'ies'}"

@@ -42,7 +42,7 @@ from bot.slack.directory import SlackDirectory
 from bot.slack.notes import alert_text, note_text, sponsor_text
 from core.errors import StepupError
 from core.facts import Fact
-from core.notices import NoticeKind
+from core.notices import SLACK_KINDS, NoticeKind
 from core.outbox import CardLocation, Outbox, OutboxEntry
 from core.service import Stepup
 from core.snapshots import RequestSnapshot
@@ -227,7 +227,7 @@ class OutboxWorker:
 
     def run_once(self) -> int:
         """Deliver one batch of due entries; returns how many were attempted."""
-        entries = self.outbox.claim_due(self.clock())
+        entries = self.outbox.claim_due(self.clock(), kinds=SLACK_KINDS)
         if not entries:
             return 0
         list(self._pool.map(self._deliver_and_settle, entries))

@@ -246,14 +246,17 @@ class AuditLog:
         *,
         identities: Sequence[str] = (),
         key: bool = True,
+        callback_hosts: Sequence[str] = (),
     ) -> None:
         """``identities``: the workload identities bound (``trust:subject``); ``key`` False:
-        registered without a static key."""
+        registered without a static key; ``callback_hosts``: its callback allow-list."""
         data: dict[str, Any] = {"agent": agent, "owner": owner}
         if identities:
             data["identities"] = list(identities)
         if not key:
             data["key"] = False
+        if callback_hosts:
+            data["callback_hosts"] = list(callback_hosts)
         self._append(AuditKind.AGENT_ADDED, at=at, request_id=None, actor=by, data=data)
 
     def trust_added(

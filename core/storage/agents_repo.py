@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound, Unauthenticated
 from core.model import AgentIdentity
-from core.storage.tables import AgentKeyRow, AgentRow, ResourceServerRow
+from core.storage.tables import AgentCallbackHostRow, AgentKeyRow, AgentRow, ResourceServerRow
 
 __all__ = ["AgentIdentity", "ResourceServer"]  # AgentIdentity re-exported (home: core.model)
 
@@ -205,3 +205,16 @@ def authenticate_resource_server(session: Session, key: str) -> ResourceServer:
 def list_resource_servers(session: Session) -> list[ResourceServer]:
     rows = session.execute(select(ResourceServerRow).order_by(ResourceServerRow.name)).scalars()
     return [_server(row) for row in rows]
+
+
+def add_callback_hosts(session: Session, agent_id: str, hosts: Sequence[str]) -> None:
+    for host in dict.fromkeys(hosts):
+        session.add(AgentCallbackHostRow(agent_id=agent_id, host=host))
+
+
+def callback_hosts(session: Session, agent_id: str) -> frozenset[str]:
+    """The hosts ``agent_id`` may name in a ``callback_url`` (docs/callbacks.md)."""
+    rows = session.execute(
+        select(AgentCallbackHostRow.host).where(AgentCallbackHostRow.agent_id == agent_id)
+    ).scalars()
+    return frozenset(rows)

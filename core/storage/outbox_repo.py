@@ -7,6 +7,7 @@ request's later entries.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,26 +28,40 @@ class OutboxEntry:
 
 
 def claim_due(
-    session: Session, now: datetime, *, limit: int = 50, lease: timedelta = timedelta(seconds=60)
+    session: Session,
+    now: datetime,
+    *,
+    limit: int = 50,
+    lease: timedelta = timedelta(seconds=60),
+    kinds: Sequence[str] | None = None,
 ) -> list[OutboxEntry]:
     """Take up to ``limit`` due entries, each the oldest pending one of its request (a dead
-    entry no longer blocks the ones after it).
+    entry no longer blocks the ones after it). With ``kinds``, only entries of those kinds,
+    ordered among themselves (Slack messages and callbacks do not hold each other back).
 
     Taking an entry pushes its next attempt past the lease, so another worker (or replica)
     leaves it alone while it is being delivered; a worker that dies simply lets it fall due.
     """
     earlier = aliased(OutboxRow)
+    same_family = [] if kinds is None else [earlier.kind.in_(kinds)]
     blocked = exists().where(
         and_(
             earlier.request_id == OutboxRow.request_id,
             earlier.status == "pending",
             earlier.id < OutboxRow.id,
+            *same_family,
         )
     )
+    of_kinds = [] if kinds is None else [OutboxRow.kind.in_(kinds)]
     rows = list(
         session.execute(
             select(OutboxRow)
-            .where(OutboxRow.status == "pending", OutboxRow.next_attempt_at <= now, ~blocked)
+            .where(
+                OutboxRow.status == "pending",
+                OutboxRow.next_attempt_at <= now,
+                ~blocked,
+                *of_kinds,
+            )
             .order_by(OutboxRow.id)
             .limit(limit)
             .with_for_update(skip_locked=True)

@@ -359,6 +359,7 @@ def _snapshot(row: Any, votes: Sequence[Any], credential: Any | None) -> Request
         outcome=row.outcome,
         outcome_detail=row.outcome_detail,
         status_reason=row.status_reason,
+        callback_url=row.callback_url,
         votes=tuple(
             VoteInfo(
                 v.approver_slack_id,

@@ -61,7 +61,8 @@ class SqlStoreTx:
     @property
     def outbox(self) -> OutboxSink:
         if self._outbox is None:
-            self._outbox = SqlOutbox(self.session) if self._slack else NoSlack()
+            outbox = SqlOutbox(self.session)
+            self._outbox = outbox if self._slack else NoSlack(outbox)
         return self._outbox
 
     def load(
@@ -163,6 +164,9 @@ class SqlStoreTx:
 
     def live_children(self, request_ids: Sequence[str]) -> list[str]:
         return delegations_repo.live_children(self.session, request_ids)
+
+    def callback_hosts(self, agent_id: str) -> frozenset[str]:
+        return agents_repo.callback_hosts(self.session, agent_id)
 
     def agent_enabled(self, agent_id: str) -> bool:
         return delegations_repo.agent_enabled(self.session, agent_id)

@@ -112,6 +112,8 @@ class RequestRow(Base):
     next_escalation_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     break_glass_reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     break_glass_reviewed_by: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    # Where its status changes are POSTed, signed (docs/callbacks.md).
+    callback_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
 
 
 class VoteRow(Base):
@@ -316,3 +318,12 @@ class DelegationRow(Base):
     depth: Mapped[int] = mapped_column(Integer)  # 1 for a delegation of a root request
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_by: Mapped[str] = mapped_column(String(128))
+
+
+class AgentCallbackHostRow(Base):
+    """A host an agent may name in a request's ``callback_url`` (docs/callbacks.md)."""
+
+    __tablename__ = "agent_callback_hosts"
+
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), primary_key=True)
+    host: Mapped[str] = mapped_column(String(253), primary_key=True)

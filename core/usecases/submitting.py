@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from core.callbacks import check_callback_url
 from core.canonical import canonical_digest, canonical_json, parameters_digest
 from core.errors import Conflict, DuplicateIdempotencyKey, ValidationFailed
 from core.identity.presented import present
@@ -129,6 +130,8 @@ class Submitting:
         if intent.parent_request_id is not None:
             # The agent's own request, or one delegated to it (docs/delegation.md).
             delegation = delegation_for(tx, agent, intent)
+        if intent.callback_url is not None:
+            check_callback_url(intent.callback_url, tx.callback_hosts(agent.id))
         fields = intent_fields(intent)
         values = self._new_values(
             agent, intent, fields, decision, now, idempotency_key, body_digest
@@ -173,6 +176,8 @@ class Submitting:
                 logger.error("break-glass used by %s and no security channel is set", created.id)
         if created.status is Status.PENDING:
             notices.post_card(created.id, decision.channel, self._dm_targets(decision))
+        if created.callback_url is not None:
+            notices.callback(created.id, created.callback_url, created.status.value)
         return created
 
     def _dm_targets(self, decision: PolicyDecision) -> list[str]:
@@ -314,8 +319,9 @@ def _credential_terms(
 
 
 def intent_fields(intent: Intent) -> dict[str, Any]:
-    """The intent as the audit log records it (its fields are the request's columns too)."""
-    return {
+    """The intent as the audit log records it (its fields are the request's columns too);
+    ``callback_url`` only when given (idempotency digests of earlier releases still match)."""
+    fields: dict[str, Any] = {
         "agent": intent.agent,
         "action": intent.action,
         "action_class": intent.action_class.value,
@@ -329,6 +335,9 @@ def intent_fields(intent: Intent) -> dict[str, Any]:
         "parent_request_id": intent.parent_request_id,
         "break_glass": intent.break_glass,
     }
+    if intent.callback_url is not None:
+        fields["callback_url"] = intent.callback_url
+    return fields
 
 
 def first_escalation_at(created_at: datetime, terms: Terms) -> datetime | None:

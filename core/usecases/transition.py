@@ -133,6 +133,8 @@ class UnitOfWork:
         for step, new in zip(steps, after, strict=True):
             self._write_audit(step, new, revoked)
             self._tell(step, new)
+            if new.callback_url is not None and new.status is not step.snapshot.status:
+                self.notices.callback(new.id, new.callback_url, new.status.value)
             self.changed[new.id] = new
         return after[: len(given)]
 

@@ -54,6 +54,7 @@ class State:
     workloads: dict[tuple[str, str], AgentIdentity] = field(default_factory=dict)
     dpop_proofs: dict[str, datetime] = field(default_factory=dict)  # replay key -> until
     delegations: dict[str, Delegation] = field(default_factory=dict)  # id -> delegation
+    callback_hosts: dict[str, frozenset[str]] = field(default_factory=dict)  # agent -> hosts
     audit: list[Entry] = field(default_factory=list)
     outbox: list[Notice] = field(default_factory=list)
 
@@ -349,6 +350,9 @@ class MemoryTx:
 
     def agent_enabled(self, agent_id: str) -> bool:
         return any(agent.id == agent_id for agent in self.state.agents.values())
+
+    def callback_hosts(self, agent_id: str) -> frozenset[str]:
+        return self.state.callback_hosts.get(agent_id, frozenset())
 
 
 class MemoryStore:
