@@ -229,3 +229,26 @@ def test_cli_agents_add_callback_hosts(
     finally:
         db.dispose()
     assert data[-1]["callback_hosts"] == ["hooks.example.com", "127.0.0.1"]
+
+
+def test_a_pending_request_tells_its_submission_and_its_cancellation(
+    db: Database, tmp_path: Path
+) -> None:
+    with (
+        receiving(Receiver()) as receiver,
+        stepup(db, tmp_path, "127.0.0.1") as setup,
+        client(setup) as c,
+    ):
+        url = receiver.url
+        created = c.post("/v1/requests", json=submit_body() | {"callback_url": url})
+        assert created.status_code == 201 and created.json()["status"] == "pending"
+        request_id = created.json()["id"]
+        eventually(lambda: len(receiver.bodies), until=lambda n: n >= 1, timeout=15)
+        assert c.post(f"/v1/requests/{request_id}/cancel").status_code == 200
+        eventually(lambda: len(receiver.bodies), until=lambda n: n >= 2, timeout=15)
+        jwks = httpx.get(f"{setup.url}/.well-known/jwks.json").json()
+        events = [verify_event(b, jwks=jwks, issuer=ISSUER, audience=url) for b in receiver.bodies]
+    assert [(e.request_id, e.status) for e in events] == [
+        (request_id, Status.PENDING),
+        (request_id, Status.CANCELLED),
+    ]
