@@ -30,18 +30,27 @@ def mcp_proxy(
         Path | None,
         typer.Option("--agent-token-file", help="A workload token file, read for every request"),
     ] = None,
+    upstream_url: Annotated[
+        str | None,
+        typer.Option("--upstream-url", help="A Streamable HTTP upstream instead of a command"),
+    ] = None,
     init_tools: Annotated[
         bool, typer.Option("--init-tools", help="Print a starting tools file and exit")
     ] = False,
 ) -> None:
     """An MCP server on stdio in front of one upstream MCP server: every tool call is a stepup
     request (STEPUP_AGENT_KEY or --agent-token-file) and runs only once allowed or approved."""
-    if not command:
-        raise typer.BadParameter("give the upstream MCP server's command after --")
+    if bool(command) == (upstream_url is not None):
+        raise typer.BadParameter(
+            "give the upstream MCP server's command after --, or --upstream-url"
+        )
+    from bot.mcp_proxy.server import Upstream
+
+    upstream = Upstream(command=tuple(command or ()), url=upstream_url)
     if init_tools:
         from bot.mcp_proxy.server import initial_tools_file
 
-        typer.echo(anyio.run(initial_tools_file, command), nl=False)
+        typer.echo(anyio.run(initial_tools_file, upstream), nl=False)
         return
     if server is None or tools is None:
         raise typer.BadParameter("--server and --tools are required")
@@ -69,7 +78,7 @@ def mcp_proxy(
     # The credential is handed to another process (the upstream), so binding it to this
     # process's DPoP key would make it unusable there: the proxy asks for bearer tokens.
     with StepupClient(server, credential, dpop=False) as client:
-        anyio.run(serve, Gate(client, tools_file, timeout_seconds), command)
+        anyio.run(serve, Gate(client, tools_file, timeout_seconds), upstream)
 
 
 def register(app: typer.Typer) -> None:

@@ -60,7 +60,7 @@ class Gate:
         try:
             request = await self._submit(gated, arguments)
             if request.status is Status.PENDING:
-                request = await self._wait(request, progress)
+                request = await self._wait_or_withdraw(request, progress)
                 if request.status is Status.PENDING:
                     await anyio.to_thread.run_sync(self._cancel_quietly, request.id)
                     return refusal(
@@ -103,6 +103,16 @@ class Gate:
             parameters=dict(arguments),
         )
         return await anyio.to_thread.run_sync(submit)
+
+    async def _wait_or_withdraw(self, request: Request, progress: Progress | None) -> Request:
+        """``_wait``; if the client abandons the call meanwhile (``notifications/cancelled``,
+        or it went away), the request is cancelled: nobody would be there to use an approval."""
+        try:
+            return await self._wait(request, progress)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._cancel_quietly, request.id)
+            raise
 
     async def _wait(self, request: Request, progress: Progress | None) -> Request:
         """Long-polls until the request leaves ``pending`` or the timeout passes (then it is

@@ -1,22 +1,42 @@
-"""The proxy's MCP server on stdio, in front of one upstream MCP server (a stdio command)."""
+"""The proxy's MCP server on stdio, in front of one upstream MCP server (a stdio command or a
+Streamable HTTP endpoint)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import mcp_types as types
 import yaml
 from mcp import ClientSession, StdioServerParameters, stdio_client, stdio_server
+from mcp.client.streamable_http import streamable_http_client
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 
 from bot.mcp_proxy.gate import Gate
 
 
+@dataclass(frozen=True)
+class Upstream:
+    """The upstream MCP server: a stdio command, or a Streamable HTTP endpoint's URL."""
+
+    command: tuple[str, ...] = ()
+    url: str | None = None
+
+
 @asynccontextmanager
-async def upstream_session(command: list[str]) -> AsyncIterator[ClientSession]:
+async def upstream_session(upstream: Upstream) -> AsyncIterator[ClientSession]:
+    if upstream.url is not None:
+        async with (
+            streamable_http_client(upstream.url) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            yield session
+        return
+    command = list(upstream.command)
     params = StdioServerParameters(command=command[0], args=command[1:])
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
@@ -57,8 +77,8 @@ def _text(request_id: object) -> str | None:
     return None if request_id is None else str(request_id)
 
 
-async def serve(gate: Gate, command: list[str]) -> None:
-    async with upstream_session(command) as upstream:
+async def serve(gate: Gate, upstream_server: Upstream) -> None:
+    async with upstream_session(upstream_server) as upstream:
         server = build_server(gate, upstream)
         async with stdio_server() as (read, write):
             await server.run(read, write, server.create_initialization_options())
@@ -73,9 +93,9 @@ def _action_class(tool: types.Tool) -> str:
     return "write"
 
 
-async def initial_tools_file(command: list[str]) -> str:
+async def initial_tools_file(upstream_server: Upstream) -> str:
     """A starting tools file from the upstream's tool list, to edit."""
-    async with upstream_session(command) as upstream:
+    async with upstream_session(upstream_server) as upstream:
         tools: list[types.Tool] = []
         cursor: str | None = None
         while True:

@@ -6,6 +6,8 @@ on loopback. Approvals are recorded through the core service, as the Slack layer
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,11 +18,13 @@ from pathlib import Path
 import anyio
 import mcp_types as types
 import pytest
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 
 from bot.mcp_proxy.mapping import MappingRefused, parse_tools
 from core.model import Approver, Status, Vote
 from tests.integration.conftest import LiveApi
+from tests.integration.live import free_port
+from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "mcp"
@@ -69,13 +73,17 @@ async def session_with(command: list[str]) -> AsyncIterator[ClientSession]:
 
 @asynccontextmanager
 async def proxy(
-    live_api: LiveApi, tmp_path: Path, timeout: str = "60s"
+    live_api: LiveApi, tmp_path: Path, timeout: str = "60s", upstream_url: str | None = None
 ) -> AsyncIterator[ClientSession]:
     upstream, tools = tmp_path / "upstream.py", tmp_path / "tools.yaml"
     upstream.write_text(UPSTREAM)
     tools.write_text(TOOLS)
     command = [sys.executable, "-m", "bot.cli", "mcp-proxy", "--server", live_api.url]
-    command += ["--tools", str(tools), "--timeout", timeout, "--", sys.executable, str(upstream)]
+    command += ["--tools", str(tools), "--timeout", timeout]
+    if upstream_url is None:
+        command += ["--", sys.executable, str(upstream)]
+    else:
+        command += ["--upstream-url", upstream_url]
     params = StdioServerParameters(
         command=command[0],
         args=command[1:],
@@ -141,6 +149,47 @@ def test_tools_are_listed_unchanged_and_a_read_returns_the_upstream_result(
     assert request.parameters == {"database": "orders", "table": "invoices"}
     assert (request.status, request.outcome) == (Status.COMPLETED, "succeeded")
     assert request.credential is not None and request.credential.revoked_at is not None
+
+
+def test_a_streamable_http_upstream_is_gated_the_same_way(
+    live_api: LiveApi, tmp_path: Path
+) -> None:
+    port = free_port()
+    script = tmp_path / "http_upstream.py"
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {str(EXAMPLE)!r})\n"
+        "from inventory_server import server\n"
+        f"server.run('streamable-http', host='127.0.0.1', port={port})\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    results: list[types.CallToolResult] = []
+
+    def listening() -> bool:
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    async def test() -> None:
+        url = f"http://127.0.0.1:{port}/mcp"
+        async with proxy(live_api, tmp_path, upstream_url=url) as session:
+            results.append(
+                await session.call_tool("count_rows", {"database": "orders", "table": "sessions"})
+            )
+            results.append(await session.call_tool("purge", {"database": "orders"}))
+
+    try:
+        eventually(listening, timeout=30, interval=0.05, message="the HTTP upstream did not start")
+        run(test)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    read, purge = results
+    assert not read.is_error and text_of(read) == "orders.sessions has 1200 rows"
+    assert purge.is_error  # not a tool of this upstream, and denied by policy before that
+    [done, denied] = sorted(live_api.engine.service.list_requests(), key=lambda r: r.action)
+    assert (done.action, done.outcome) == ("db.count_rows", "succeeded")
+    assert (denied.action, denied.status) == ("db.drop_database", Status.DENIED)
 
 
 def test_a_destructive_call_waits_for_two_approvals_then_runs_with_the_approved_arguments(
@@ -247,6 +296,30 @@ def test_a_call_still_pending_at_the_timeout_is_cancelled(
     assert live_api.engine.service.get(progress.request_id()).status is Status.CANCELLED
 
 
+def test_a_call_the_client_abandons_while_pending_is_cancelled(
+    live_api: LiveApi, tmp_path: Path
+) -> None:
+    service = live_api.engine.service
+    progress = Progress()
+
+    async def test() -> None:
+        async with proxy(live_api, tmp_path) as session:
+            # The client gives up after 3 s and sends notifications/cancelled.
+            with pytest.raises(MCPError):
+                await session.call_tool(
+                    "drop_table",
+                    {"database": "orders", "table": "sessions"},
+                    read_timeout_seconds=3,
+                    progress_callback=progress,
+                )
+            with anyio.fail_after(20):
+                while service.get(progress.request_id()).status is Status.PENDING:
+                    await anyio.sleep(0.1)
+
+    run(test)
+    assert service.get(progress.request_id()).status is Status.CANCELLED
+
+
 def test_the_upstream_dying_mid_call_completes_the_request_as_failed(
     live_api: LiveApi, tmp_path: Path
 ) -> None:
@@ -324,8 +397,6 @@ def test_the_tools_file_refuses_unmapped_tools_and_prefers_exact_names() -> None
 
 
 def test_init_tools_prints_a_tools_file_from_the_annotations(tmp_path: Path) -> None:
-    import subprocess
-
     import yaml
 
     printed = subprocess.run(
