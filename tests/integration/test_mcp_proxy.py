@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,9 +21,13 @@ import pytest
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 
 from bot.mcp_proxy.mapping import MappingRefused, parse_tools
+from bot.slack.cards import APPROVE
+from core.agents import AgentRegistry
 from core.model import Approver, Status, Vote
+from core.storage.database import Database
 from tests.integration.conftest import LiveApi
 from tests.integration.live import free_port
+from tests.integration.slack_env import slack_live
 from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,14 +75,20 @@ async def session_with(command: list[str]) -> AsyncIterator[ClientSession]:
         yield session
 
 
-@asynccontextmanager
-async def proxy(
+def proxy(
     live_api: LiveApi, tmp_path: Path, timeout: str = "60s", upstream_url: str | None = None
+) -> AbstractAsyncContextManager[ClientSession]:
+    return proxy_to(live_api.url, live_api.agent_key, tmp_path, timeout, upstream_url)
+
+
+@asynccontextmanager
+async def proxy_to(
+    url: str, agent_key: str, tmp_path: Path, timeout: str, upstream_url: str | None = None
 ) -> AsyncIterator[ClientSession]:
     upstream, tools = tmp_path / "upstream.py", tmp_path / "tools.yaml"
     upstream.write_text(UPSTREAM)
     tools.write_text(TOOLS)
-    command = [sys.executable, "-m", "bot.cli", "mcp-proxy", "--server", live_api.url]
+    command = [sys.executable, "-m", "bot.cli", "mcp-proxy", "--server", url]
     command += ["--tools", str(tools), "--timeout", timeout]
     if upstream_url is None:
         command += ["--", sys.executable, str(upstream)]
@@ -88,7 +98,7 @@ async def proxy(
         command=command[0],
         args=command[1:],
         cwd=str(ROOT),
-        env={"STEPUP_AGENT_KEY": live_api.agent_key},
+        env={"STEPUP_AGENT_KEY": agent_key},
     )
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
@@ -230,6 +240,46 @@ def test_a_destructive_call_waits_for_two_approvals_then_runs_with_the_approved_
     # The upstream ran with the approved arguments and this request's credential.
     assert not result.is_error
     assert text_of(result) == f"dropped orders.sessions (credential {request.credential.jti})"
+
+
+def test_a_destructive_call_runs_after_two_signed_slack_clicks(
+    db: Database, tmp_path: Path
+) -> None:
+    arguments = {"database": "orders", "table": "invoices"}
+    progress = Progress()
+    results: list[types.CallToolResult] = []
+    with slack_live(db, tmp_path) as live:
+        service = live.engine.service
+        key = AgentRegistry(service).add("mcp-bot", "olga@example.com", by="test", now=now())
+
+        def click_twice(request_id: str) -> None:
+            card = live.card(request_id)
+            for user in ("U0ALICE", "U0BOB"):
+                assert live.sim.click(APPROVE, request_id, user, message=card).status_code == 200
+
+        async def test() -> None:
+            async with proxy_to(live.url, key, tmp_path, "60s") as session:
+
+                async def call() -> None:
+                    results.append(
+                        await session.call_tool("drop_table", arguments, progress_callback=progress)
+                    )
+
+                async with anyio.create_task_group() as group:
+                    group.start_soon(call)
+                    await progress.first.wait()
+                    await anyio.to_thread.run_sync(click_twice, progress.request_id())
+
+        run(test)
+        request = service.get(progress.request_id())
+    [result] = results
+    assert sorted((v.slack_user_id, v.vote) for v in request.votes) == [
+        ("U0ALICE", "approve"),
+        ("U0BOB", "approve"),
+    ]
+    assert request.parameters == arguments and request.outcome == "succeeded"
+    assert request.credential is not None
+    assert text_of(result) == f"dropped orders.invoices (credential {request.credential.jti})"
 
 
 def test_a_denied_call_is_a_tool_error_with_the_reason(live_api: LiveApi, tmp_path: Path) -> None:
