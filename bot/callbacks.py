@@ -167,14 +167,22 @@ class CallbackWorker:
         except ValueError as exc:
             raise CallbackFailed(str(exc)) from None
         try:
-            answer = self._http.post(
+            # Streamed and never read: the status is the answer, and a receiver (the agent's
+            # own) cannot make stepup hold a body of any size in memory.
+            with self._http.stream(
+                "POST",
                 url,
                 content=self.signed_event(url, event).encode("ascii"),
                 headers={"Content-Type": "application/jwt", "User-Agent": "stepup-callbacks"},
-            )
+            ) as answer:
+                status, redirect, success = (
+                    answer.status_code,
+                    answer.is_redirect,
+                    answer.is_success,
+                )
         except httpx.HTTPError as exc:
             raise CallbackFailed(f"POST {host} failed: {type(exc).__name__}: {exc}") from None
-        if answer.is_redirect:
-            raise CallbackFailed(f"answered {answer.status_code} (a redirect; not followed)")
-        if not answer.is_success:
-            raise CallbackFailed(f"answered {answer.status_code}")
+        if redirect:
+            raise CallbackFailed(f"answered {status} (a redirect; not followed)")
+        if not success:
+            raise CallbackFailed(f"answered {status}")

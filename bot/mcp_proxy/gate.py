@@ -62,7 +62,8 @@ class Gate:
             if request.status is Status.PENDING:
                 request = await self._wait_or_withdraw(request, progress)
                 if request.status is Status.PENDING:
-                    await anyio.to_thread.run_sync(self._cancel_quietly, request.id)
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(self._cancel_quietly, request.id)
                     return refusal(
                         f"stepup: request {request.id} was still waiting for approval after "
                         f"{self.timeout_seconds:g} s; it was cancelled. Ask again later or "
@@ -86,10 +87,13 @@ class Gate:
                     f"stepup: the upstream MCP server failed during request {request.id}: {exc}"
                 )
             raise
-        if result.is_error:
-            await self._complete(request.id, "failed", _error_text(result))
-        else:
-            await self._complete(request.id, "succeeded", "")
+        # Shielded: a cancel arriving now (the client gave up, or went away) must not stop the
+        # report that revokes the credential.
+        with anyio.CancelScope(shield=True):
+            if result.is_error:
+                await self._complete(request.id, "failed", _error_text(result))
+            else:
+                await self._complete(request.id, "succeeded", "")
         return result
 
     async def _submit(self, gated: GatedCall, arguments: Mapping[str, Any]) -> Request:
@@ -109,7 +113,9 @@ class Gate:
         or it went away), the request is cancelled: nobody would be there to use an approval."""
         try:
             return await self._wait(request, progress)
-        except anyio.get_cancelled_exc_class():
+        except (anyio.get_cancelled_exc_class(), StepupClientError):
+            # Abandoned, or a poll failed: nobody would use an approval; cancel, then go on
+            # (a failed poll is reported to the model as "the call was not run").
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._cancel_quietly, request.id)
             raise

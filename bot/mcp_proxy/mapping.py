@@ -98,12 +98,23 @@ def _fill(template: str, field: str, tool: str, arguments: Mapping[str, Any]) ->
         text = str(raw)
         if field != "justification":
             try:
-                text = canonical(text)
+                named = canonical(text)
             except ValueError as exc:
                 raise MappingRefused(
                     f"stepup refused the call: argument {name!r} cannot be part of the {field}: "
                     f"{exc}"
                 ) from None
+            if named != text:  # the upstream would get another string than the policy saw
+                raise MappingRefused(
+                    f"stepup refused the call: argument {name!r} is not in canonical form "
+                    "(NFKC, ASCII); send it as plain ASCII"
+                )
+            if any(step in (".", "..") for step in text.split("/")):
+                # "workspace/../.ssh" would match a policy's "workspace/*"
+                raise MappingRefused(
+                    f"stepup refused the call: argument {name!r} holds a '.' or '..' path step, "
+                    f"which cannot be part of the {field}"
+                )
         return text
 
     return _PLACEHOLDER.sub(value, template)

@@ -3,6 +3,7 @@ Streamable HTTP endpoint)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -85,12 +86,17 @@ async def serve(gate: Gate, upstream_server: Upstream) -> None:
 
 
 def _action_class(tool: types.Tool) -> str:
+    """The upstream's own hints are untrusted: destructive wins, read only when nothing else
+    is claimed."""
     hints = tool.annotations
-    if hints is not None and hints.read_only_hint:
-        return "read"
     if hints is not None and hints.destructive_hint:
         return "destructive"
+    if hints is not None and hints.read_only_hint:
+        return "read"
     return "write"
+
+
+_PLAIN_TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # no glob character: never a catch-all
 
 
 async def initial_tools_file(upstream_server: Upstream) -> str:
@@ -106,6 +112,7 @@ async def initial_tools_file(upstream_server: Upstream) -> str:
             cursor = page.next_cursor
             if cursor is None:
                 break
+    skipped = [tool.name for tool in tools if not _PLAIN_TOOL_NAME.fullmatch(tool.name)]
     entries = {
         tool.name: {
             "action": f"mcp.{tool.name}",
@@ -114,9 +121,16 @@ async def initial_tools_file(upstream_server: Upstream) -> str:
             "environment": "production",
         }
         for tool in tools
+        if _PLAIN_TOOL_NAME.fullmatch(tool.name)
     }
     header = (
         "# stepup mcp-proxy tools file: edit action, target (templates over the call's\n"
         "# arguments: {argname}, {tool}) and environment. Unlisted tools are refused.\n"
     )
+    if skipped:  # a name like "*" would map every unlisted tool: left for a human to write
+        header += (
+            "# left out (not a plain tool name; map them by hand if at all): "
+            + ", ".join(repr(name)[:80] for name in skipped)
+            + "\n"
+        )
     return header + yaml.safe_dump({"tools": entries}, sort_keys=False)
