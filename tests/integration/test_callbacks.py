@@ -41,6 +41,7 @@ class Receiver:
 
     answers: list[int] = field(default_factory=list)
     redirect_to: str = ""
+    claimed_length: int = 0  # an answer announcing this many bytes and sending none
     bodies: list[bytes] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     url: str = ""
@@ -58,7 +59,7 @@ def receiving(receiver: Receiver) -> Iterator[Receiver]:
             self.send_response(code)
             if 300 <= code < 400:
                 self.send_header("Location", receiver.redirect_to)
-            self.send_header("Content-Length", "0")
+            self.send_header("Content-Length", str(receiver.claimed_length))
             self.end_headers()
 
         def log_message(self, format: str, *args: object) -> None:
@@ -252,3 +253,19 @@ def test_a_pending_request_tells_its_submission_and_its_cancellation(
         (request_id, Status.PENDING),
         (request_id, Status.CANCELLED),
     ]
+
+
+def test_the_answer_body_is_never_read(db: Database, tmp_path: Path) -> None:
+    """The receiver is the agent's: an answer announcing gigabytes (then sending nothing) must
+    not be read into the server's memory, nor fail the delivery (review finding)."""
+    with (
+        receiving(Receiver(claimed_length=5 * 2**30)) as receiver,
+        stepup(db, tmp_path, "127.0.0.1") as setup,
+        client(setup) as c,
+    ):
+        created = c.post("/v1/requests", json=READ | {"callback_url": receiver.url})
+        assert created.status_code == 201, created.text
+        rows = eventually(
+            lambda: outbox_rows(db), until=lambda r: r and r[0].status == "sent", timeout=15
+        )
+    assert rows[0].attempts == 1 and rows[0].last_error is None
