@@ -17,6 +17,7 @@ from core.errors import (
     IllegalTransition,
     InvalidToken,
     IssuerFailed,
+    LostRace,
     NotEligible,
     NotFound,
     PolicyError,
@@ -123,6 +124,8 @@ def install(app: FastAPI) -> None:
             extra.update(reason=exc.reason, retry_after=exc.retry_after)
             headers = {"Retry-After": str(exc.retry_after)}
             return problem(status, exc.title, exc.detail, headers, **extra)
+        if isinstance(exc, LostRace):  # the database broke a deadlock: the same call succeeds
+            return problem(status, exc.title, exc.detail, {"Retry-After": "1"}, **extra)
         return problem(status, exc.title, exc.detail, **extra)
 
     @app.exception_handler(RequestValidationError)
@@ -146,26 +149,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        if lost_a_race(exc):
-            # PostgreSQL chose this transaction to break a deadlock or a serialisation
-            # conflict (two changes locking related requests in opposite orders): nothing
-            # was written, and the same call again succeeds.
-            logger.warning("%s %s lost a race in the database", request.method, request.url.path)
-            return problem(
-                409,
-                "Conflict",
-                "another change to a related request won a race; nothing was written: retry",
-                {"Retry-After": "1"},
-            )
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(500, "Internal error", "the server failed to process the request")
-
-
-_RACE_STATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
-
-
-def lost_a_race(exc: BaseException) -> bool:
-    """A database error that means "retry": PostgreSQL aborted this transaction to let a
-    concurrent one through (sqlstate 40P01 or 40001)."""
-    original = getattr(exc, "orig", None)
-    return getattr(original, "sqlstate", None) in _RACE_STATES

@@ -162,7 +162,7 @@ class Database:
                 # transaction (two changes locking related requests in opposite orders):
                 # nothing was written; the caller may try again.
                 raise LostRace(
-                    "another change to a related request won a race; nothing was written"
+                    "another change to a related request won a race; nothing was written: retry"
                 ) from exc
             raise
 
