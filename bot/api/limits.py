@@ -11,6 +11,10 @@ SLACK_EVENTS_PATH = "/slack/events"
 # A Slack click carries the whole message or modal it came from, form-encoded (up to ~3x), so
 # Slack's requests get more room than the API's; still bounded.
 MAX_SLACK_EVENT_BYTES = 1024 * 1024
+# Before refusing, read (and drop) up to this much of the rest of the body: a client that is
+# still sending when the server closes would otherwise get a connection reset instead of the
+# 413. A body announcing more than this is refused at once and the connection closed.
+DRAIN_BYTES = 1024 * 1024
 
 
 class BodyLimitMiddleware:
@@ -32,7 +36,12 @@ class BodyLimitMiddleware:
         limit = self.path_limits.get(scope.get("path", ""), self.max_bytes)
         length = dict(scope.get("headers", [])).get(b"content-length")
         if length is not None:
-            if not length.isdigit() or int(length) > limit:
+            if not length.isdigit():
+                await self._refuse(send, limit)
+                return
+            if int(length) > limit:
+                if int(length) <= DRAIN_BYTES:
+                    await _drain(receive, DRAIN_BYTES)
                 await self._refuse(send, limit)
                 return
             await self.app(scope, receive, send)
@@ -44,6 +53,8 @@ class BodyLimitMiddleware:
                 break  # the client went away
             body += message.get("body", b"")
             if len(body) > limit:
+                if message.get("more_body", False):
+                    await _drain(receive, DRAIN_BYTES)
                 await self._refuse(send, limit)
                 return
             if not message.get("more_body", False):
@@ -80,3 +91,15 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop the rest of a request body, at most ``budget`` bytes."""
+    drained = 0
+    while drained <= budget:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        drained += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return

@@ -255,6 +255,46 @@ def test_deep_and_large_bodies(live_api: LiveApi) -> None:
     assert count(live_api, RequestRow) == 0
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_client_still_sending_an_oversized_body_reads_the_413(
+    live_api: LiveApi, chunked: bool
+) -> None:
+    """The server answers 413 once the body is over the limit; closing at once while the
+    client is still sending made the client's kernel see a reset instead of the answer. The
+    client here pauses mid-body, so the server has refused before the rest arrives."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(live_api.url)
+    body = b"x" * (200 * 1024)
+    head = [
+        b"POST /v1/requests HTTP/1.1",
+        f"Host: {parts.hostname}".encode(),
+        f"Authorization: Bearer {live_api.agent_key}".encode(),
+        b"Content-Type: application/json",
+    ]
+    head.append(
+        b"Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(body)}".encode()
+    )
+    frames = (
+        [b"%x\r\n%s\r\n" % (len(p), p) for p in (body[:100_000], body[100_000:])] + [b"0\r\n\r\n"]
+        if chunked
+        else [body[:100_000], body[100_000:]]
+    )
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(b"\r\n".join(head) + b"\r\n\r\n" + frames[0])
+        time.sleep(0.3)  # the server has seen enough to refuse
+        for frame in frames[1:]:
+            sock.sendall(frame)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = sock.recv(65536)
+            assert data, "the server closed without answering"
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert count(live_api, RequestRow) == 0
+
+
 def test_authentication_and_visibility(live_api: LiveApi) -> None:
     with live_api.client() as c:
         req = c.post("/v1/requests", json=READ).json()
