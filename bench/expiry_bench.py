@@ -4,7 +4,9 @@
          --window seconds, under a real DeadlineScheduler (a precise date job per credential
          and the reconcile sweep every --sweep-interval seconds, as in production). For each
          credential: wall-clock time at which a change listener saw it `revoked`, minus its
-         expires_at; and which path revoked it (its own precise job, another job, the sweep).
+         expires_at; and which path revoked it (the deadline timer armed for its expiry, a
+         timer armed for another deadline, the sweep). Exits non-zero if the scheduler's
+         instrumented methods are missing or a revocation could not be attributed.
   sweep  --sweep-rows active credentials, none due, beside pending, approved and finished
          requests: the time of `expire_due` and of one whole `DeadlineScheduler.sweep()`.
 
@@ -38,10 +40,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from audit_bench import cpu_model, postgres_unreachable
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import Table, func, insert, select, text
 from temp_postgres import temporary_database
 
 from bot.scheduler import DeadlineScheduler
@@ -110,10 +112,28 @@ class LogCounter(logging.Handler):
 
 
 _where = threading.local()  # which scheduler path the current thread is running
+UNATTRIBUTED = "unattributed"  # revoked in a thread no instrumented path had labelled
+PATHS = ("own timer", "other timer", "sweep")  # the columns, in this order
 
 
 class InstrumentedScheduler(DeadlineScheduler):
-    """The production scheduler, telling the listener which path is running in this thread."""
+    """The production scheduler, telling the listener which path is running in this thread.
+
+    Each override labels the thread, then calls the production method. The scheduler has
+    one timer, armed for the earliest deadline (``_arm``); when it fires,
+    ``_deadline_reached`` expires everything due and re-arms. A credential revoked by the pass
+    of the timer armed for its own ``expires_at`` counts as "own timer", by a pass armed for
+    another deadline (an earlier one that found it due as well, or a re-arm) as "other timer",
+    by the periodic reconcile sweep as "sweep". Expiry passes are a ``Drain``: a pass asked
+    for while one runs is served by the running one, in that thread, under its label.
+
+    The names below are the production scheduler's, checked by ``check_instrumentation``
+    before anything runs: if one is renamed, the bench exits non-zero instead of quietly
+    counting nothing (an override of a method the base no longer has is never called).
+    """
+
+    OVERRIDDEN = ("sweep", "_deadline_reached")
+    ATTRIBUTES = ("_armed", "_arm_lock")  # read by the override of _deadline_reached
 
     def sweep(self) -> int:
         _where.path = "sweep"
@@ -122,12 +142,42 @@ class InstrumentedScheduler(DeadlineScheduler):
         finally:
             _where.path = None
 
-    def _expire(self, request_id: str) -> None:
-        _where.path = request_id
+    def _deadline_reached(self) -> None:
+        with self._arm_lock:  # read before the production method clears it
+            armed: datetime | None = self._armed
+        _where.path = ("timer", armed)
         try:
-            super()._expire(request_id)
+            super()._deadline_reached()
         finally:
             _where.path = None
+
+
+def check_instrumentation(scheduler: DeadlineScheduler | None = None) -> None:
+    """Exit non-zero when the production scheduler lacks a method or attribute instrumented."""
+    missing = [
+        f"method {name}"
+        for name in InstrumentedScheduler.OVERRIDDEN
+        if not callable(getattr(DeadlineScheduler, name, None))
+    ]
+    # Every method the subclass defines must override one of the base (an override of a
+    # vanished method is what made the columns print 0 / 0 / 0 before).
+    missing += [
+        f"method {name} (overridden here, absent from DeadlineScheduler)"
+        for name, value in vars(InstrumentedScheduler).items()
+        if callable(value) and not name.startswith("__") and not hasattr(DeadlineScheduler, name)
+    ]
+    if scheduler is not None:
+        missing += [
+            f"attribute {name}"
+            for name in InstrumentedScheduler.ATTRIBUTES
+            if not hasattr(scheduler, name)
+        ]
+    if missing:
+        raise SystemExit(
+            "expiry_bench: bot.scheduler.DeadlineScheduler no longer has "
+            + ", ".join(missing)
+            + "; update InstrumentedScheduler in bench/expiry_bench.py to its current names"
+        )
 
 
 @dataclass
@@ -143,12 +193,12 @@ class RevokedRecorder:
         path = getattr(_where, "path", None)
         if path == "sweep":
             by = "sweep"
-        elif path == snapshot.id:
-            by = "own job"
-        elif path is not None:
-            by = "other job"
+        elif isinstance(path, tuple):
+            armed = path[1]
+            expires = snapshot.credential.expires_at if snapshot.credential else None
+            by = "own timer" if armed is not None and armed == expires else "other timer"
         else:
-            by = "other"
+            by = UNATTRIBUTED
         self.seen[snapshot.id] = (at, by)
 
 
@@ -263,11 +313,11 @@ def insert_clones(db: Database, template: Template, clones: list[Clone]) -> None
                         }
                     )
         with db.write() as session:
-            session.execute(insert(RequestRow.__table__), requests)
+            session.execute(insert(cast(Table, RequestRow.__table__)), requests)
             if credentials:
-                session.execute(insert(CredentialRow.__table__), credentials)
+                session.execute(insert(cast(Table, CredentialRow.__table__)), credentials)
             if revocations:
-                session.execute(insert(RevocationRow.__table__), revocations)
+                session.execute(insert(cast(Table, RevocationRow.__table__)), revocations)
 
 
 def new_request_id() -> str:
@@ -339,6 +389,7 @@ def run_lag(
         recorder = RevokedRecorder()
         service.subscribe(recorder)
         scheduler = InstrumentedScheduler(service, sweep_interval_seconds=sweep_interval)
+        check_instrumentation(scheduler)
         scheduler.start()  # subscribes its own listener, as `stepup serve` does
         for c in clones:  # what the listener does when `claim` commits
             assert c.jti is not None
@@ -513,7 +564,8 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:,.0f} ms"
 
 
-def print_lag(results: dict[str, LagResult], window: float, sub_second: bool) -> bool:
+def print_lag(results: dict[str, LagResult], window: float, sub_second: bool) -> tuple[bool, bool]:
+    """Print the lag table; (lag goal met, every revocation attributed to a scheduler path)."""
     spread = "continuously" if sub_second else "on whole seconds, as JwtIssuer writes them"
     first = next(iter(results.values()))
     print(
@@ -521,18 +573,18 @@ def print_lag(results: dict[str, LagResult], window: float, sub_second: bool) ->
         f"({spread}), expires_at -> `revoked` seen by a change listener"
     )
     print(
-        "| database | revoked | p50 | p99 | max | ≤ 1 s | own job / other job / sweep "
+        "| database | revoked | p50 | p99 | max | ≤ 1 s | own timer / other timer / sweep "
         "| pass `now` p99 | issuer revoke p50 / p99 | CPU | load |"
     )
     print("|---|---:|---:|---:|---:|---:|---|---:|---|---:|---|")
-    met = True
+    met = attributed = True
     for name, r in results.items():
         if not r.lags:
             print(f"| {name} | 0 | - | - | - | - | - | - | - | - | - |")
             met = False
             continue
         within = sum(lag <= LAG_TARGET for lag in r.lags) / r.credentials
-        paths = " / ".join(f"{r.by.get(k, 0):,}" for k in ("own job", "other job", "sweep"))
+        paths = " / ".join(f"{r.by.get(k, 0):,}" for k in PATHS)
         issuer = (
             f"{ms(statistics.median(r.issuer_lags))} / {ms(percentile(r.issuer_lags, 0.99))}"
             if r.issuer_lags
@@ -551,7 +603,14 @@ def print_lag(results: dict[str, LagResult], window: float, sub_second: bool) ->
         if r.log:
             print(f"  {name} scheduler log: " + ", ".join(f"{k}: {n:,}" for k, n in r.log.items()))
         met = met and not r.missing and percentile(r.lags, 0.99) <= LAG_TARGET
-    return met
+        unknown = r.by.get(UNATTRIBUTED, 0)
+        if unknown or sum(r.by.get(k, 0) for k in PATHS) != len(r.lags):
+            print(
+                f"  {name}: ERROR {unknown:,} revocations seen outside every instrumented "
+                "scheduler path: InstrumentedScheduler no longer matches bot/scheduler.py"
+            )
+            attributed = False
+    return met, attributed
 
 
 def print_sweep(results: dict[str, SweepResult], reps: int) -> bool:
@@ -592,6 +651,7 @@ def main() -> None:
     reps = args.sweep_reps or (100 if args.quick else 300)
     lead = args.lead if args.lead is not None else 3.0 + count / 2_000
 
+    check_instrumentation()  # before minutes of setup: a renamed method fails at once
     print(f"{cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="stepup-expiry-bench-") as tmp:
@@ -628,14 +688,17 @@ def main() -> None:
                     sweep[name] = run_sweep(url, workdir, active=sweep_rows, reps=reps)
 
     verdicts = []
+    attributed = True
     if lag:
-        ok = print_lag(lag, window, args.sub_second)
+        ok, attributed = print_lag(lag, window, args.sub_second)
         verdicts.append(f"lag p99 ≤ {LAG_TARGET:.0f} s: {'met' if ok else 'MISSED'}")
     if sweep:
         ok = print_sweep(sweep, reps)
         verdicts.append(f"sweep ≤ {SWEEP_TARGET:.0f} ms (p99): {'met' if ok else 'MISSED'}")
     print("\n" + "; ".join(verdicts))
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if not attributed:
+        raise SystemExit("expiry_bench: revocations not attributed to a scheduler path (see above)")
 
 
 if __name__ == "__main__":
