@@ -5,8 +5,9 @@ across replicas): requests submitted by the status the policy gave them, and lat
 the status they left the request in. Gauges of what *the database* holds at scrape time (the
 same on every replica, so aggregate them with max): requests by status, Slack messages owed
 and the age of the oldest, Slack messages given up on (dead letters), issuer revocations
-pending and failing, audit entries. Labels are statuses only: no agent, target or person, so
-the figures reveal volumes and nothing else.
+pending and failing, audit entries; and apart from Slack's, signed callbacks owed, the age of
+the oldest, and callbacks given up on (docs/callbacks.md). Labels are statuses only: no agent,
+target or person, so the figures reveal volumes and nothing else.
 """
 
 from __future__ import annotations
@@ -98,6 +99,18 @@ class _DatabaseCollector(Collector):
                 "Slack messages given up on: refused by Slack, or failing past the attempt cap "
                 "(stepup requests show ID lists them with their error).",
                 figures.outbox_dead,
+            ),
+            ("stepup_callbacks_pending", "Signed callbacks owed.", figures.callbacks_pending),
+            (
+                "stepup_callbacks_oldest_pending_seconds",
+                "Age of the oldest signed callback owed (0 when none).",
+                figures.callbacks_oldest_age_seconds,
+            ),
+            (
+                "stepup_callback_dead_letters",
+                "Signed callbacks given up on after the attempt cap "
+                "(stepup requests show ID lists them with their error).",
+                figures.callbacks_dead,
             ),
             (
                 "stepup_revocations_pending",

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
+from core.notices import NoticeKind
 from core.storage.database import Database
 from core.storage.tables import OutboxRow
 
@@ -98,10 +100,21 @@ def mark_dead(session: Session, entry_id: int, *, error: str) -> None:
     )
 
 
-def dead_letters(session: Session) -> int:
-    """How many messages were given up on (for metrics)."""
+def _of_family(callbacks: bool | None) -> list[Any]:
+    """Callbacks (``True``), Slack messages (``False``) or every entry (``None``)."""
+    if callbacks is None:
+        return []
+    is_callback = OutboxRow.kind == NoticeKind.CALLBACK.value
+    return [is_callback if callbacks else ~is_callback]
+
+
+def dead_letters(session: Session, *, callbacks: bool | None = None) -> int:
+    """How many messages were given up on (for metrics): callbacks only (``callbacks=True``),
+    Slack messages only (``False``), or all."""
     count = session.execute(
-        select(func.count()).select_from(OutboxRow).where(OutboxRow.status == "dead")
+        select(func.count())
+        .select_from(OutboxRow)
+        .where(OutboxRow.status == "dead", *_of_family(callbacks))
     ).scalar_one()
     return int(count)
 
@@ -134,10 +147,13 @@ def deliveries(session: Session, request_id: str) -> list[dict[str, object]]:
     ]
 
 
-def backlog(session: Session) -> tuple[int, datetime | None]:
-    """How many messages are owed, and since when (for health and the digest)."""
+def backlog(session: Session, *, callbacks: bool | None = None) -> tuple[int, datetime | None]:
+    """How many messages are owed, and since when (for metrics): callbacks only
+    (``callbacks=True``), Slack messages only (``False``), or all."""
     count, oldest = session.execute(
-        select(func.count(), func.min(OutboxRow.created_at)).where(OutboxRow.status == "pending")
+        select(func.count(), func.min(OutboxRow.created_at)).where(
+            OutboxRow.status == "pending", *_of_family(callbacks)
+        )
     ).one()
     return int(count), oldest
 

@@ -19,6 +19,9 @@ class CurrentFigures:
     outbox_pending: int  # Slack messages owed
     outbox_oldest_age_seconds: float  # 0 when nothing is owed
     outbox_dead: int  # Slack messages given up on (refused, or failing past the cap)
+    callbacks_pending: int  # signed callbacks owed (docs/callbacks.md)
+    callbacks_oldest_age_seconds: float  # 0 when none is owed
+    callbacks_dead: int  # signed callbacks given up on (failing past the cap)
     revocations_pending: int  # issuer-side revocations not yet done
     revocations_failing: int  # of which at least one attempt failed
     audit_entries: int  # the head's seq
@@ -28,7 +31,8 @@ def current_figures(session: Session, now: datetime) -> CurrentFigures:
     counts = dict(
         session.execute(select(RequestRow.status, func.count()).group_by(RequestRow.status)).all()
     )
-    owed, oldest = backlog(session)
+    owed, oldest = backlog(session, callbacks=False)
+    calls_owed, calls_oldest = backlog(session, callbacks=True)
     pending, failing = session.execute(
         select(func.count(), func.count().filter(RevocationRow.attempts > 0)).where(
             RevocationRow.status == "pending"
@@ -38,9 +42,16 @@ def current_figures(session: Session, now: datetime) -> CurrentFigures:
     return CurrentFigures(
         requests_by_status={status: int(counts.get(status.value, 0)) for status in Status},
         outbox_pending=owed,
-        outbox_oldest_age_seconds=max((now - oldest).total_seconds(), 0.0) if oldest else 0.0,
-        outbox_dead=dead_letters(session),
+        outbox_oldest_age_seconds=_age(now, oldest),
+        outbox_dead=dead_letters(session, callbacks=False),
+        callbacks_pending=calls_owed,
+        callbacks_oldest_age_seconds=_age(now, calls_oldest),
+        callbacks_dead=dead_letters(session, callbacks=True),
         revocations_pending=int(pending),
         revocations_failing=int(failing),
         audit_entries=int(head),
     )
+
+
+def _age(now: datetime, oldest: datetime | None) -> float:
+    return max((now - oldest).total_seconds(), 0.0) if oldest else 0.0
