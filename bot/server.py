@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
+from bot.api.admission import Admission
 from bot.api.app import create_app
 from bot.api.context import ApiContext
 from bot.callbacks import CallbackWorker
@@ -103,7 +104,10 @@ def build_runtime(settings: Settings) -> Runtime:
                     slack.app, signing_secret=settings.slack_signing_secret.get_secret_value()
                 )
             )
-    app = create_app(context, extra_routers=routers)
+    admission = Admission(
+        max_in_flight=settings.max_in_flight, max_long_polls=settings.max_long_polls
+    )
+    app = create_app(context, extra_routers=routers, admission=admission)
     scheduler = DeadlineScheduler(service, sweep_interval_seconds=settings.sweep_interval_seconds)
     if settings.audit_checkpoint_minutes > 0:
         schedule_checkpoints(
@@ -207,7 +211,7 @@ def serve(settings: Settings) -> None:
     # The socket is bound and listening: connections queue from now on, so this line is true.
     print(f"stepup listening on {bound_url(sock)} (public URL {settings.public_url})", flush=True)
     try:
-        run_on(runtime.app, sock)
+        run_on(runtime.app, sock, keep_alive_seconds=settings.keep_alive_seconds)
     finally:
         sock.close()
         runtime.stop()

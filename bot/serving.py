@@ -53,9 +53,18 @@ def started_line() -> str:
     return f"stepup starting, pid {pid} (kill -HUP {pid} reloads the policy and signing keys)"
 
 
-def run_on(app: Any, sock: socket.socket) -> None:
-    """Serve ``app`` on the already listening ``sock`` until SIGINT or SIGTERM."""
+def server_for(app: Any, *, keep_alive_seconds: int = 75) -> Any:
+    """The uvicorn server ``stepup serve`` runs (a ``uvicorn.Server``).
+
+    Idle connections are kept ``keep_alive_seconds``: uvicorn's default, 5 s, is the time
+    httpx's pool keeps them (requests/urllib3 keep them until the server closes), so a client
+    reusing a connection just as the server closes it would get a reset."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    server.run(sockets=[sock])
+    config = uvicorn.Config(app, log_level="warning", timeout_keep_alive=keep_alive_seconds)
+    return uvicorn.Server(config)
+
+
+def run_on(app: Any, sock: socket.socket, *, keep_alive_seconds: int = 75) -> None:
+    """Serve ``app`` on the already listening ``sock`` until SIGINT or SIGTERM."""
+    server_for(app, keep_alive_seconds=keep_alive_seconds).run(sockets=[sock])

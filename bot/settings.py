@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.api.admission import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_LONG_POLLS
 from core.errors import ConfigError
 from core.storage.database import default_database_url
 
@@ -17,6 +18,8 @@ _PLACEHOLDERS = ("changeme", "xoxb-your", "xapp-your", "your-", "placeholder", "
 # Blocking handlers all wait on the database; more threads than it can serve at once only
 # add contention, for the GIL and for the audit head (bench/README.md, "Agent API throughput").
 DEFAULT_API_THREADS = 8
+# nginx's default; httpx keeps idle connections 5 s, requests/urllib3 until the server closes.
+DEFAULT_KEEP_ALIVE_SECONDS = 75
 
 
 class Settings(BaseSettings):
@@ -35,6 +38,21 @@ class Settings(BaseSettings):
     api_threads: int = Field(
         DEFAULT_API_THREADS, ge=1, le=256, validation_alias="STEPUP_API_THREADS"
     )
+    # Admission control (bot/api/admission.py): agent API requests in flight at once in one
+    # process, past which a new one gets 503 with Retry-After; parked long-polls apart.
+    max_in_flight: int = Field(
+        DEFAULT_MAX_IN_FLIGHT, ge=1, le=100_000, validation_alias="STEPUP_MAX_IN_FLIGHT"
+    )
+    max_long_polls: int = Field(
+        DEFAULT_MAX_LONG_POLLS, ge=1, le=100_000, validation_alias="STEPUP_MAX_LONG_POLLS"
+    )
+    # Idle keep-alive connections are kept this long: longer than clients' pools keep theirs,
+    # so the server never closes one just as a client reuses it.
+    keep_alive_seconds: int = Field(
+        DEFAULT_KEEP_ALIVE_SECONDS, ge=1, le=3600, validation_alias="STEPUP_KEEP_ALIVE_SECONDS"
+    )
+    # Worker processes of `stepup serve` on one port (PostgreSQL only; docs/scaling.md).
+    workers: int = Field(1, ge=1, le=64, validation_alias="STEPUP_WORKERS")
     slack_bot_token: SecretStr | None = Field(None, validation_alias="SLACK_BOT_TOKEN")
     slack_signing_secret: SecretStr | None = Field(None, validation_alias="SLACK_SIGNING_SECRET")
     slack_app_token: SecretStr | None = Field(None, validation_alias="SLACK_APP_TOKEN")

@@ -20,6 +20,10 @@ RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 # These never reached the server, so even a non-idempotent call may be sent again.
 _UNSENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 MAX_RETRY_AFTER_SECONDS = 30.0
+# The server's admission control (503 with this problem type) refuses a request before doing
+# anything with it: no body read, no authentication, no database. So even a call that must not
+# be repeated once it has run (a claim, a delegation) may be sent again after it.
+OVERLOADED_TYPE = "https://stepup.dev/problems/overloaded"
 
 
 class Retry(Enum):
@@ -84,7 +88,8 @@ class Http:
                 )
                 self._sleep(self._delay(attempt, None))
                 continue
-            if response.status_code in RETRYABLE_STATUS and retry is Retry.SAFE and not last:
+            repeatable = retry is Retry.SAFE or _refused_unread(response)
+            if response.status_code in RETRYABLE_STATUS and repeatable and not last:
                 logger.warning(
                     "stepup %s %s answered %s; retrying", method, path, response.status_code
                 )
@@ -95,10 +100,21 @@ class Http:
             return Answer(response.status_code, _json_object(response), attempt)
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
+        jitter = random.uniform(0, self._backoff)  # spreads out agents refused at one moment
         if retry_after is not None and retry_after.strip().isdigit():
-            return min(float(retry_after), MAX_RETRY_AFTER_SECONDS)
-        base = self._backoff * 2.0 ** (attempt - 1)
-        return base + random.uniform(0, self._backoff)  # jitter spreads out retrying agents
+            return min(float(retry_after), MAX_RETRY_AFTER_SECONDS) + jitter
+        return self._backoff * 2.0 ** (attempt - 1) + jitter
+
+
+def _refused_unread(response: httpx.Response) -> bool:
+    """A 503 from the server's admission control: nothing was done with the request."""
+    if response.status_code != 503:
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("type") == OVERLOADED_TYPE
 
 
 def problem_of(response: httpx.Response, *, attempts: int = 1) -> ApiError:

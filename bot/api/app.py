@@ -10,6 +10,7 @@ from anyio import to_thread
 from fastapi import APIRouter, FastAPI
 
 from bot.api import problems
+from bot.api.admission import Admission, AdmissionMiddleware
 from bot.api.context import ApiContext
 from bot.api.limits import MAX_SLACK_EVENT_BYTES, SLACK_EVENTS_PATH, BodyLimitMiddleware
 from bot.api.metrics import StepupMetrics, metrics_router
@@ -18,7 +19,15 @@ from bot.api.routes import router
 MAX_BODY_BYTES = 64 * 1024
 
 
-def create_app(ctx: ApiContext, *, extra_routers: list[APIRouter] | None = None) -> FastAPI:
+def create_app(
+    ctx: ApiContext,
+    *,
+    extra_routers: list[APIRouter] | None = None,
+    admission: Admission | None = None,
+) -> FastAPI:
+    """The app; ``admission`` bounds the agent API's requests in flight (``bot.api.admission``;
+    default: its defaults), shown as ``app.state.admission``."""
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         ctx.hub.bind(asyncio.get_running_loop())
@@ -50,4 +59,7 @@ def create_app(ctx: ApiContext, *, extra_routers: list[APIRouter] | None = None)
         max_bytes=MAX_BODY_BYTES,
         path_limits={SLACK_EVENTS_PATH: MAX_SLACK_EVENT_BYTES},
     )
+    # Outermost: a request past the bound is refused before anything else runs.
+    app.state.admission = admission or Admission()
+    app.add_middleware(AdmissionMiddleware, admission=app.state.admission)
     return app
