@@ -174,6 +174,23 @@ class AuditRow(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
+class AuditPendingRow(Base):
+    """An audit entry written, not yet chained (PostgreSQL): the chainer moves it into
+    ``audit_log`` with its seq and hash, in ``id`` order (docs/audit.md, "Pending entries")."""
+
+    __tablename__ = "audit_pending"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(48))
+    request_id: Mapped[str | None] = mapped_column(String(40), nullable=True, index=True)
+    actor: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    data: Mapped[str] = mapped_column(Text)  # canonical JSON
+
+
 class AuditHeadRow(Base):
     """The chain's head: one row, locked by each appender so entries are strictly ordered."""
 
