@@ -45,6 +45,8 @@ class AuditKind(StrEnum):
     DELEGATION_CREATED = "delegation.created"
     # A child credential minted by RFC 8693 token exchange; logged under the child request.
     TOKEN_EXCHANGED = "token.exchanged"  # noqa: S105 (an audit kind)
+    # An agent's callback allow-list changed (stepup agents callback-hosts; docs/callbacks.md).
+    AGENT_CALLBACK_HOSTS_CHANGED = "agent.callback_hosts_changed"
 
 
 class AuditAppender(Protocol):
@@ -258,6 +260,27 @@ class AuditLog:
         if callback_hosts:
             data["callback_hosts"] = list(callback_hosts)
         self._append(AuditKind.AGENT_ADDED, at=at, request_id=None, actor=by, data=data)
+
+    def agent_callback_hosts_changed(
+        self,
+        agent: str,
+        by: str,
+        at: datetime,
+        *,
+        added: Sequence[str],
+        removed: Sequence[str],
+        hosts: Sequence[str],
+    ) -> None:
+        """``hosts``: the agent's callback allow-list after the change."""
+        data = {
+            "agent": agent,
+            "added": list(added),
+            "removed": list(removed),
+            "hosts": list(hosts),
+        }
+        self._append(
+            AuditKind.AGENT_CALLBACK_HOSTS_CHANGED, at=at, request_id=None, actor=by, data=data
+        )
 
     def trust_added(
         self, name: str, trusted: dict[str, Any], by: str, at: datetime, *, replaced: bool
