@@ -1,13 +1,21 @@
-"""The audit chain in SQL: append under the head lock, stream entries in order."""
+"""The audit chain in SQL: entries appended with their change, chained in one total order.
+
+SQLite chains a transaction's entries in the transaction itself, under the head row (SQLite
+admits one writer anyway). PostgreSQL writes them unchained into ``audit_pending`` and a
+single chainer (``core/storage/audit_chainer.py``) gives them their seq and hash moments
+later, so writers no longer queue on the head row (docs/audit.md, "Pending entries").
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, event, select
+from sqlalchemy import Table, bindparam, event, func, select, text
 from sqlalchemy.orm import Session, SessionTransaction
 
 from core.audit.chain import AuditEntry, entry_hash
@@ -25,19 +33,32 @@ from core.canonical import canonical_json
 from core.errors import InvalidToken
 from core.keys import KeyRing
 from core.storage.database import Database
-from core.storage.tables import AuditHeadRow, AuditRow
+from core.storage.tables import AuditHeadRow, AuditPendingRow, AuditRow
+
+log = logging.getLogger(__name__)
 
 _PENDING_KEY = "stepup.audit"  # in ``session.info``: entries appended, not yet written
+_WROTE_PENDING_KEY = "stepup.audit.wrote_pending"  # in ``session.info``: chain after commit
+# In a write session's ``info`` (``run_chainer_in_background``): who chains what this
+# session wrote to ``audit_pending`` (else the committing thread chains it at once).
+CHAINER_KEY = "stepup.audit.chainer"
 # In a write session's ``info`` (from ``Database.write_session_info``): the CheckpointSchedule.
 _CHECKPOINTS_KEY = "stepup.audit.checkpoints"
 _CHECKPOINT_KIND = AuditKind.AUDIT_CHECKPOINT.value
 
 _AUDIT = cast(Table, AuditRow.__table__)
 _HEAD = cast(Table, AuditHeadRow.__table__)
+AUDIT_PENDING = cast(Table, AuditPendingRow.__table__)
 # Prebuilt Core statements: the ORM's bulk-insert path costs several times more per entry.
-_INSERT_ENTRIES = _AUDIT.insert()
-_LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
-_WRITE_HEAD = (
+INSERT_ENTRIES = _AUDIT.insert()
+_INSERT_PENDING = AUDIT_PENDING.insert()
+# Held by every PostgreSQL writer from inserting its pending entries until it commits; the
+# chainer takes it exclusively for an instant to learn the highest id that is settled (no
+# transaction still in flight holds a lower one). An arbitrary, fixed advisory-lock key.
+PENDING_FENCE = 0x5739_5551
+_FENCE_SHARED = text("SELECT pg_advisory_xact_lock_shared(:key)").bindparams(key=PENDING_FENCE)
+LOCK_HEAD = select(_HEAD.c.seq, _HEAD.c.hash).where(_HEAD.c.id == 1).with_for_update()
+WRITE_HEAD = (
     _HEAD.update()
     .where(_HEAD.c.id == 1)
     .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
@@ -58,14 +79,21 @@ class SqlAuditAppender:
     """Appends in the session's transaction, so an entry commits or rolls back with its change.
 
     ``append`` only queues the entry (its data already in canonical JSON). Just before the
-    transaction commits, the queued entries of the session are chained: the head row is
-    locked and read (FOR UPDATE on PostgreSQL; SQLite's write transaction already holds the
-    single write lock), each entry gets the next seq and its hash, all are inserted in one
-    statement and the head is advanced. So the head, which every writer of the chain waits
-    for, is held only for those three statements and the commit, not for the whole
-    transaction. Every appender of one session shares the queue, so the entries of a
-    transaction are consecutive and in the order appended; a rollback drops them with
-    everything else. Nothing reads the log inside the transaction that appends to it.
+    transaction commits, the queued entries of the session are written, in the order
+    appended, after everything else the transaction changes (it is flushed first, so the
+    entries are written once the transaction holds every row lock it takes):
+
+    - SQLite: chained at once. The head row is read (SQLite's write transaction already
+      holds the single write lock), each entry gets the next seq and its hash, all are
+      inserted in one statement and the head is advanced.
+    - PostgreSQL: inserted unchained into ``audit_pending`` (ids from one sequence), under a
+      shared advisory lock held until the commit: no head row, so writers do not queue on
+      each other. A chainer moves them into the chain in id order (``audit_chainer``): a
+      background one when the process runs one (``stepup serve``), else the committing
+      thread, right after the commit.
+
+    A rollback drops the queued entries with everything else. Nothing reads the log inside
+    the transaction that appends to it.
     """
 
     def __init__(self, session: Session) -> None:
@@ -95,31 +123,48 @@ class SqlAuditAppender:
 
 
 def _write_pending(session: Session) -> None:
-    """Before every commit: chain the queued entries onto the head, write them in one
-    statement and advance the head (nothing to do when nothing was queued). When the session
-    has a checkpoint schedule and these entries cross a multiple of its N, a signed
-    checkpoint of the last one follows them, in the same statement."""
-    rows: list[dict[str, Any]] | None = session.info.pop(_PENDING_KEY, None)
-    if not rows:
+    """Before every commit: write the queued entries (nothing to do when none was queued)."""
+    if not session.info.get(_PENDING_KEY):
         return
+    session.flush()  # every row this transaction changes is written (and locked) first
+    rows: list[dict[str, Any]] = session.info.pop(_PENDING_KEY)
     connection = session.connection()
-    seq, prev_hash = connection.execute(_LOCK_HEAD).one()
+    if connection.dialect.name != "sqlite":
+        connection.execute(_FENCE_SHARED)
+        connection.execute(_INSERT_PENDING, rows)
+        session.info[_WROTE_PENDING_KEY] = True
+        return
+    seq, prev_hash = connection.execute(LOCK_HEAD).one()
+    rows = chain_rows(
+        rows, seq=seq, prev_hash=prev_hash, schedule=session.info.get(_CHECKPOINTS_KEY)
+    )
+    connection.execute(INSERT_ENTRIES, rows)
+    connection.execute(WRITE_HEAD, {"new_seq": rows[-1]["seq"], "new_hash": rows[-1]["hash"]})
+
+
+def chain_rows(
+    rows: list[dict[str, Any]],
+    *,
+    seq: int,
+    prev_hash: str,
+    schedule: CheckpointSchedule | None,
+) -> list[dict[str, Any]]:
+    """``rows`` (at, kind, request_id, actor, data) chained after the entry ``seq`` whose
+    hash is ``prev_hash``: each gets the next seq, ``prev_hash`` and ``hash``. When they
+    cross a multiple of the schedule's N, a signed checkpoint of the last one follows them."""
     start = seq
     for row in rows:
         seq += 1
         digest = entry_hash(seq=seq, prev_hash=prev_hash, **row)
         row.update(seq=seq, prev_hash=prev_hash, hash=digest)
         prev_hash = digest
-    schedule: CheckpointSchedule | None = session.info.get(_CHECKPOINTS_KEY)
     if schedule is not None and schedule.due(start, seq):
         checkpoint = sign_checkpoint(schedule.keyring, seq=seq, hash=prev_hash, at=rows[-1]["at"])
-        rows.append(_checkpoint_row(checkpoint))
-        seq, prev_hash = seq + 1, rows[-1]["hash"]
-    connection.execute(_INSERT_ENTRIES, rows)
-    connection.execute(_WRITE_HEAD, {"new_seq": seq, "new_hash": prev_hash})
+        rows.append(checkpoint_row(checkpoint))
+    return rows
 
 
-def _checkpoint_row(checkpoint: Checkpoint) -> dict[str, Any]:
+def checkpoint_row(checkpoint: Checkpoint) -> dict[str, Any]:
     """The entry that records ``checkpoint``, right after the entry it signs."""
     row: dict[str, Any] = {
         "at": checkpoint.at,
@@ -137,16 +182,36 @@ def _checkpoint_row(checkpoint: Checkpoint) -> dict[str, Any]:
     return row
 
 
+def _chain_committed(session: Session) -> None:
+    """After a commit that wrote pending entries: wake the background chainer, or chain them
+    now, outside the committed transaction. A failure leaves them pending for the next pass
+    (the change itself is committed; this must not turn it into an error)."""
+    if not session.info.pop(_WROTE_PENDING_KEY, False):
+        return
+    chainer = session.info.get(CHAINER_KEY)
+    if chainer is not None:
+        chainer.wake()
+        return
+    from core.storage.audit_chainer import chain_pending
+
+    try:
+        chain_pending(session.get_bind().engine, schedule=session.info.get(_CHECKPOINTS_KEY))
+    except Exception:
+        log.exception("chaining the audit entries just written failed; they stay pending")
+
+
 def _forget(session: Session, transaction: SessionTransaction) -> None:
     """However the outermost transaction ended (committed: already written; rolled back,
     closed, failed in its commit), nothing queued in it outlives it, even when the session
     goes on to a next transaction."""
     if transaction.parent is None:
         session.info.pop(_PENDING_KEY, None)
+        session.info.pop(_WROTE_PENDING_KEY, None)
 
 
 # On the Session class, so every session (whichever factory made it) writes its entries.
 event.listen(Session, "before_commit", _write_pending)
+event.listen(Session, "after_commit", _chain_committed)
 event.listen(Session, "after_transaction_end", _forget)
 
 
@@ -172,9 +237,59 @@ def read_head(session: Session) -> tuple[int, str]:
 
 
 def log_length(db: Database) -> int:
-    """How many entries the head records."""
+    """How many entries the log holds: chained (as the head records) and pending."""
     with db.read() as session:
-        return read_head(session)[0]
+        return read_head(session)[0] + pending_count(session)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEntries:
+    """Entries written but not yet chained: covered by nothing, verified by nothing."""
+
+    count: int
+    oldest_at: datetime | None  # the earliest ``at`` among them
+
+
+def pending_entries(session: Session) -> PendingEntries:
+    count, oldest = session.execute(
+        select(func.count(), func.min(AUDIT_PENDING.c.at)).select_from(AUDIT_PENDING)
+    ).one()
+    return PendingEntries(int(count), oldest)
+
+
+def pending_count(session: Session) -> int:
+    return pending_entries(session).count
+
+
+def pending_request_ids(session: Session) -> set[str]:
+    """The requests with entries still pending."""
+    return set(
+        session.execute(
+            select(AUDIT_PENDING.c.request_id)
+            .where(AUDIT_PENDING.c.request_id.is_not(None))
+            .distinct()
+        ).scalars()
+    )
+
+
+def first_logged_data(session: Session, request_id: str, kind: AuditKind) -> str | None:
+    """The data of the first entry of ``kind`` for the request, chained or still pending
+    (the service reads its own entries back, e.g. the terms a request was decided under)."""
+    chained = session.execute(
+        select(_AUDIT.c.data)
+        .where(_AUDIT.c.request_id == request_id, _AUDIT.c.kind == kind.value)
+        .order_by(_AUDIT.c.seq)
+        .limit(1)
+    ).scalar_one_or_none()
+    if chained is not None:
+        return str(chained)
+    pending = session.execute(
+        select(AUDIT_PENDING.c.data)
+        .where(AUDIT_PENDING.c.request_id == request_id, AUDIT_PENDING.c.kind == kind.value)
+        .order_by(AUDIT_PENDING.c.id)
+        .limit(1)
+    ).scalar_one_or_none()
+    return None if pending is None else str(pending)
 
 
 def iter_entries(
@@ -205,16 +320,26 @@ def sign_checkpoints(db: Database, schedule: CheckpointSchedule) -> None:
     db.write_session_info[_CHECKPOINTS_KEY] = schedule
 
 
+def checkpoint_schedule(db: Database) -> CheckpointSchedule | None:
+    """The schedule ``sign_checkpoints`` gave ``db``, if any."""
+    schedule: CheckpointSchedule | None = db.write_session_info.get(_CHECKPOINTS_KEY)
+    return schedule
+
+
 def checkpoint_head(db: Database, keyring: KeyRing, *, now: datetime) -> Checkpoint | None:
     """A signed checkpoint of the head, appended unless the head already is one: the
     checkpoint now last in the log (None while the log is empty).
 
     Under the head lock, so replicas that run this at once append one checkpoint, not one
-    each; a log with nothing new since its last checkpoint gets none.
+    each; a log with nothing new since its last checkpoint gets none. Entries pending when
+    it starts are chained first, so the checkpoint covers them.
     """
+    from core.storage.audit_chainer import chain_pending
+
+    chain_pending(db.engine, schedule=checkpoint_schedule(db))
     with db.write() as session:
         connection = session.connection()
-        seq, head_hash = connection.execute(_LOCK_HEAD).one()
+        seq, head_hash = connection.execute(LOCK_HEAD).one()
         if seq == 0:
             return None
         last = connection.execute(select(*ENTRY_COLUMNS).where(_AUDIT.c.seq == seq)).one_or_none()
@@ -224,9 +349,9 @@ def checkpoint_head(db: Database, keyring: KeyRing, *, now: datetime) -> Checkpo
             except (InvalidToken, ValueError, KeyError):
                 pass  # not a checkpoint this service can vouch for: sign a fresh one
         checkpoint = sign_checkpoint(keyring, seq=seq, hash=head_hash, at=now)
-        row = _checkpoint_row(checkpoint)
-        connection.execute(_INSERT_ENTRIES, [row])
-        connection.execute(_WRITE_HEAD, {"new_seq": row["seq"], "new_hash": row["hash"]})
+        row = checkpoint_row(checkpoint)
+        connection.execute(INSERT_ENTRIES, [row])
+        connection.execute(WRITE_HEAD, {"new_seq": row["seq"], "new_hash": row["hash"]})
         return checkpoint
 
 

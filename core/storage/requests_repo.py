@@ -19,9 +19,9 @@ from core.audit.events import AuditKind
 from core.errors import Conflict, DuplicateIdempotencyKey, DuplicateVote, NotFound
 from core.model import ActionClass, Status, Tier
 from core.snapshots import CredentialInfo, RequestSnapshot, VoteInfo
+from core.storage.audit_store import first_logged_data
 from core.storage.tables import (
     AgentRow,
-    AuditRow,
     CredentialRow,
     RequestRow,
     RevocationRow,
@@ -265,12 +265,8 @@ def revoke_credentials(
 
 
 def logged_terms(session: Session, request_id: str) -> dict[str, Any] | None:
-    data = session.execute(
-        select(AuditRow.data)
-        .where(AuditRow.request_id == request_id, AuditRow.kind == AuditKind.POLICY_DECIDED.value)
-        .order_by(AuditRow.seq)
-        .limit(1)
-    ).scalar_one_or_none()
+    # Chained or still pending (PostgreSQL chains entries moments after their commit).
+    data = first_logged_data(session, request_id, AuditKind.POLICY_DECIDED)
     if data is None:
         return None
     terms = json.loads(data).get("terms")
