@@ -26,9 +26,14 @@ from core.agents import AgentRegistry
 from core.errors import StepupError
 from core.storage.audit_store import checkpoint_head
 from core.storage.pg_changes import PgChangeRelay
+from core.storage.sqlite_changes import SqliteChangeWatch, sqlite_path
 from core.usecases.digest import post_digest
 
 logger = logging.getLogger("stepup")
+
+# With the SQLite change watch, the long-polls' own re-read only guards against a watch gone
+# wrong; every change is heard well before it.
+SQLITE_SAFETY_RECHECK_SECONDS = 30.0
 
 
 @dataclass
@@ -41,10 +46,13 @@ class Runtime:
     relay: PgChangeRelay | None = None  # PostgreSQL: long-polls hear other replicas' changes
     sandbox: Any = field(default=None)  # bot.sandbox.mode.Sandbox, when sandbox mode is on
     callbacks: CallbackWorker | None = None  # signed callbacks: with or without Slack
+    watch: SqliteChangeWatch | None = None  # SQLite: long-polls hear other processes' changes
 
     def start(self) -> None:
         if self.relay is not None:
             self.relay.start()
+        if self.watch is not None:
+            self.watch.start()
         self.scheduler.start()
         if self.callbacks is not None:
             self.callbacks.start()
@@ -63,6 +71,8 @@ class Runtime:
         self.scheduler.shutdown()
         if self.relay is not None:
             self.relay.stop()
+        if self.watch is not None:
+            self.watch.stop()
         if self.sandbox is not None:
             self.sandbox.stop()
         self.context.service.db.dispose()
@@ -142,7 +152,20 @@ def build_runtime(settings: Settings) -> Runtime:
         relay = PgChangeRelay(service.db.url, context.hub.notify_id, context.hub.wake_all)
         service.subscribe(relay.publish)
     callbacks = CallbackWorker(service)
-    return Runtime(app, scheduler, context, slack, socket_mode, relay, sandbox, callbacks)
+    watch = sqlite_change_watch(context)
+    return Runtime(app, scheduler, context, slack, socket_mode, relay, sandbox, callbacks, watch)
+
+
+def sqlite_change_watch(context: ApiContext) -> SqliteChangeWatch | None:
+    """On a SQLite file, the watch that wakes long-polls on other processes' changes (``stepup
+    revoke`` from the CLI, say) within ~50 ms; the periodic re-read stays as a safety net only.
+    None on anything else."""
+    path = sqlite_path(context.service.db.url)
+    if path is None:
+        return None
+    hub = context.hub
+    context.cross_replica_recheck_seconds = SQLITE_SAFETY_RECHECK_SECONDS
+    return SqliteChangeWatch(path, hub.waited, hub.notify_id, hub.someone_waits)
 
 
 def reload_policy(runtime: Runtime, path: Path) -> bool:

@@ -16,6 +16,8 @@ class ChangeHub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._lock = threading.Lock()
+        # Set while any long-poll waits: the SQLite change watch runs only then.
+        self.someone_waits = threading.Event()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -54,6 +56,7 @@ class ChangeHub:
         event = asyncio.Event()
         with self._lock:
             self._waiters[request_id].add(event)
+            self.someone_waits.set()
         return event
 
     def unregister(self, request_id: str, event: asyncio.Event) -> None:
@@ -63,3 +66,10 @@ class ChangeHub:
                 waiters.discard(event)
                 if not waiters:
                     del self._waiters[request_id]
+            if not self._waiters:
+                self.someone_waits.clear()
+
+    def waited(self) -> list[str]:
+        """The ids of the requests long-polls wait on now; any thread."""
+        with self._lock:
+            return list(self._waiters)
