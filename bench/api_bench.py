@@ -141,6 +141,12 @@ def server_env(url: str, workdir: Path, port: int) -> dict[str, str]:
     return env
 
 
+# A closed loop holds at most --concurrency requests in flight by itself: admission control
+# (503 past STEPUP_MAX_IN_FLIGHT, default 16) would shed the 50 clients' load instead of
+# measuring how fast it is served. Shedding is what openloop_bench.py measures.
+CLOSED_LOOP_ADMISSION = {"STEPUP_MAX_IN_FLIGHT": "1000"}
+
+
 def register_agent(stepup_cli: str, env: dict[str, str], workdir: Path) -> str:
     argv = [stepup_cli, "agents", "add", "bench-bot", "--owner", "bench@example.com"]
     done = subprocess.run(
@@ -236,7 +242,7 @@ def bench_database(
     with ExitStack() as stack:
         url = stack.enter_context(scratch_database(kind, workdir, args.postgres_admin_url))
         port, floor_port = free_port(), free_port()
-        env = server_env(url, workdir, port)
+        env = server_env(url, workdir, port) | CLOSED_LOOP_ADMISSION
         key = register_agent(stepup_cli, env, workdir)
         headers = {"Authorization": f"Bearer {key}"}
         stepup = start("stepup", [stepup_cli, "serve"], port=port, env=env, cwd=workdir)

@@ -61,7 +61,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from api_bench import check_once, postgres_unreachable, register_agent, server_env
+from api_bench import (
+    CLOSED_LOOP_ADMISSION,
+    check_once,
+    postgres_unreachable,
+    register_agent,
+    server_env,
+)
 from loadgen import PhaseResult, encode_post, run_phase
 from procs import Server, cpu_seconds, free_port, start, stop
 from sqlalchemy import Table, event, func, insert, select, update
@@ -207,6 +213,7 @@ def prepare(
         # On, but out of reach: their queries run on every submit as in production.
         STEPUP_SUBMIT_RATE_PER_AGENT="1000000",
         STEPUP_MAX_PENDING_PER_AGENT="1000000",
+        **CLOSED_LOOP_ADMISSION,  # the closed loop bounds what is in flight itself
     )
     key = register_agent(str(Path(sys.executable).parent / "stepup"), env, workdir)
     service = service_for(url, workdir)
