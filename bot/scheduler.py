@@ -18,6 +18,7 @@ from bot.clock import utc_now
 from core.model import Status
 from core.service import Stepup
 from core.snapshots import RequestSnapshot
+from core.storage.audit_chainer import BackgroundChainer
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +73,13 @@ class DeadlineScheduler:
         # locks (expiry) and row leases (issuer revocations).
         self._expiry = Drain(lambda: len(self.service.expire_due(now=self.clock())))
         self._revocations_pass = Drain(lambda: self.service.process_revocations(now=self.clock()))
+        # PostgreSQL: audit entries are written unchained; the leading replica's chainer
+        # chains them (SQLite chains them in their own transaction).
+        self.chainer = None if service.db.is_sqlite else BackgroundChainer(service.db)
 
     def start(self) -> None:
+        if self.chainer is not None:
+            self.chainer.start()
         self.sweep()  # everything that fell due while the service was down
         self.scheduler.add_job(
             self.sweep,
@@ -92,6 +98,8 @@ class DeadlineScheduler:
     def shutdown(self) -> None:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
+        if self.chainer is not None:
+            self.chainer.stop()
 
     def sweep(self) -> int:
         """Expire, escalate and retry issuer revocations: everything due by the database."""

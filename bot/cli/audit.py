@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -97,8 +97,36 @@ def _verify_database(jwks: str | None, checkpoint_values: list[str]) -> None:
     typer.echo(
         f"audit chain intact: {chain.entries} entries, head {chain.head_seq} {chain.head_hash}"
     )
+    _report_pending(result)
     _report_anchoring(result.anchoring)
-    typer.echo(f"requests: {result.requests.requests} compared with their audit entries, all match")
+    waiting = result.requests.pending
+    later = f"; {waiting} with entries pending not compared yet" if waiting else ""
+    typer.echo(
+        f"requests: {result.requests.requests} compared with their audit entries, all match" + later
+    )
+
+
+PENDING_STALE = timedelta(minutes=1)
+
+
+def _report_pending(result: AuditVerification) -> None:
+    """How many entries are written but not yet chained: never verified, never hidden."""
+    pending = result.pending
+    if pending.count == 0:
+        typer.echo("pending: 0 entries waiting to be chained")
+        return
+    oldest = pending.oldest_at
+    when = f", the oldest written at {oldest.isoformat()}" if oldest is not None else ""
+    typer.echo(
+        f"pending: {pending.count} entries written but not yet chained{when}: not verified "
+        "(nor counted above); run verify again once they are chained"
+    )
+    if oldest is not None and datetime.now(UTC) - oldest > PENDING_STALE:
+        typer.echo(
+            "warning: audit entries have waited over a minute to be chained: is a stepup serve "
+            "running on this database? (stepup audit chain chains them now)",
+            err=True,
+        )
 
 
 def _report_requests(result: AuditVerification) -> None:
@@ -111,10 +139,11 @@ def _report_requests(result: AuditVerification) -> None:
     shown = min(len(report.mismatches), MISMATCHES_SHOWN)
     more = f" (the first {shown} shown)" if report.total > shown else ""
     chain = result.chain
+    pending = f"; {result.pending.count} entries pending" if result.pending.count else ""
     raise fail(
         f"the database does not match its audit log: {report.total} differences{more}; "
         f"the chain itself verifies ({chain.entries} entries, head {chain.head_seq} "
-        f"{chain.head_hash})"
+        f"{chain.head_hash}{pending})"
     )
 
 
@@ -188,7 +217,7 @@ def audit_export(
     --export)."""
     from bot.wiring import open_database
     from core.audit.export import export_line
-    from core.storage.audit_store import read_entries
+    from core.storage.audit_store import pending_count, read_entries
 
     since_at = None
     if since:
@@ -206,12 +235,43 @@ def audit_export(
         for entry in read_entries(db, since=since_at):
             out.write(export_line(entry))
             count += 1
+        with db.read() as session:
+            pending = pending_count(session)
     finally:
         if output:
             out.close()
         db.dispose()
     if output:
         typer.echo(f"wrote {count} entries to {output}")
+    if pending:
+        # An export holds chained entries only (a pending one has no seq or hash yet).
+        typer.echo(
+            f"note: {pending} entries are pending (written, not yet chained) and not in this "
+            "export: they are exported once chained (stepup serve chains them within a second; "
+            "stepup audit chain does it now)",
+            err=True,
+        )
+
+
+@audit_app.command("chain")
+def audit_chain() -> None:
+    """Chain the audit entries written but not yet chained (PostgreSQL). stepup serve does it
+    within a second; this is for a database no replica serves."""
+    from bot.wiring import open_database, open_keyring
+    from core.audit.checkpoints import CheckpointSchedule
+    from core.storage.audit_chainer import chain_pending
+    from core.storage.audit_store import log_length
+
+    settings = settings_or_exit()
+    db = open_database(settings)
+    try:
+        schedule = None
+        if settings.audit_checkpoint_entries > 0 and log_length(db):
+            schedule = CheckpointSchedule(open_keyring(settings), settings.audit_checkpoint_entries)
+        chained = chain_pending(db.engine, schedule=schedule)
+    finally:
+        db.dispose()
+    typer.echo(f"chained {chained} pending entries")
 
 
 @audit_app.command("keys")
