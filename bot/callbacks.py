@@ -3,8 +3,12 @@
 
 It reuses the outbox: entries of kind ``callback``, claimed apart from Slack's (one request's
 events go out in order), retried with exponential backoff, dead after ``max_attempts``. It runs
-whether or not Slack is configured. No redirect is followed (a 3xx is a failure), every attempt
-has a timeout, and the host is resolved and checked again before each attempt (DNS rebinding).
+whether or not Slack is configured. Before each attempt the URL is checked against the agent's
+allow-list of the time and its host resolved and checked again (DNS rebinding); the POST then
+goes to exactly those addresses, follows no redirect (a 3xx is a failure) and is abandoned at a
+hard total deadline, however slowly the receiver answers. Attempts run on a small pool of
+threads, at most ``per_host`` at a time to one receiver, so a slow receiver holds up neither
+the others nor Slack. Each attempt signs the event afresh (``iat``, ``exp``).
 """
 
 from __future__ import annotations
@@ -12,23 +16,32 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import ssl
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
+from bot.callback_post import WIRE_ERRORS, CallbackPost, DeadlinePassed
 from bot.clock import utc_now
-from core.callbacks import EVENT_TYPE, check_resolved
+from core.callbacks import EVENT_TYPE, check_callback_url, check_resolved, url_host_port
+from core.errors import ValidationFailed
 from core.notices import NoticeKind
-from core.outbox import Outbox, OutboxEntry
 from core.service import Stepup
+from core.storage import agents_repo, outbox_repo
+from core.storage.outbox_repo import OutboxEntry
 
 logger = logging.getLogger("stepup.callbacks")
 
 CALLBACK_KINDS = (NoticeKind.CALLBACK.value,)
+EVENT_LIFETIME = timedelta(minutes=5)
+BATCH = (
+    50  # entries run_once takes at a time  # a signed event's exp: this long after it was signed
+)
 Resolver = Callable[[str, int], Iterable[str]]
 
 
@@ -52,18 +65,32 @@ class CallbackWorker:
         max_backoff_seconds: float = 600.0,
         max_attempts: int = 10,
         timeout_seconds: float = 10.0,
+        deadline_seconds: float = 10.0,
+        threads: int = 4,
+        per_host: int = 2,
         clock: Callable[[], datetime] = utc_now,
         resolver: Resolver = resolve,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        if threads < 1 or per_host < 1 or deadline_seconds <= 0:
+            raise ValueError("threads and per_host: at least 1; deadline_seconds: above 0")
         self.service = service
-        self.outbox = Outbox(service.db)
+        self.db = service.db
         self.poll_seconds = poll_seconds
         self.base_backoff_seconds = base_backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self.max_attempts = max_attempts
+        self.timeout_seconds = timeout_seconds
+        self.deadline_seconds = deadline_seconds  # a whole attempt, however slow the answer
+        self.threads = threads
+        self.per_host = per_host  # attempts in flight to one host:port at most
         self.clock = clock
         self.resolver = resolver
-        self._http = httpx.Client(follow_redirects=False, timeout=timeout_seconds, trust_env=False)
+        self.ssl_context = ssl_context or httpx.create_ssl_context()
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="callback")
+        self._lock = threading.Lock()
+        self._in_flight: dict[int, CallbackPost | None] = {}  # entry id -> its POST, once sent
+        self._hosts: Counter[tuple[str, int]] = Counter()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -76,29 +103,74 @@ class CallbackWorker:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop taking work, abandon the attempts in flight (retried later), and wait."""
         self._stop.set()
         self._wake.set()
+        with self._lock:
+            posts = [post for post in self._in_flight.values() if post is not None]
+        for post in posts:
+            post.abort()
         if self._thread is not None:
             self._thread.join(timeout=15)
-        self._http.close()
+        self._pool.shutdown(wait=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                busy = self.run_once() > 0
+                started = len(self._dispatch())
             except Exception:
                 logger.exception("callback pass failed; retrying")
-                busy = False
-            if not busy:
+                started = 0
+            if not started:
                 self._wake.wait(self.poll_seconds)
                 self._wake.clear()
 
     def run_once(self) -> int:
-        """Deliver one batch of due callbacks; returns how many were attempted."""
-        entries = self.outbox.claim_due(self.clock(), kinds=CALLBACK_KINDS)
-        for entry in entries:
+        """Deliver one batch of due callbacks (up to 50, on the pool's threads, whatever their
+        receivers) and wait for them; returns how many were tried. For tests and one-off runs:
+        the running worker keeps to ``per_host``."""
+        futures = self._dispatch(batch=BATCH)
+        wait(futures)
+        return len(futures)
+
+    def _dispatch(self, *, batch: int | None = None) -> list[Future[None]]:
+        """Claim as many due entries as there are free threads and start them; an entry whose
+        receiver already has ``per_host`` attempts in flight goes back, unattempted. With
+        ``batch``: that many, queued for the threads, without a cap per receiver."""
+        with self._lock:
+            free = batch or self.threads - len(self._in_flight)
+        if free <= 0 or self._stop.is_set():
+            return []
+        now = self.clock()
+        taken: list[tuple[OutboxEntry, tuple[str, int]]] = []
+        with self.db.write() as session:
+            entries = outbox_repo.claim_due(session, now, kinds=CALLBACK_KINDS, limit=free)
+            for entry in entries:
+                receiver = _receiver(entry)
+                with self._lock:
+                    busy = batch is None and self._hosts[receiver] >= self.per_host
+                    if not busy:
+                        self._hosts[receiver] += 1
+                        self._in_flight[entry.id] = None
+                if busy:
+                    later = now + timedelta(seconds=self.poll_seconds)
+                    outbox_repo.release(session, entry.id, at=later)
+                    continue
+                taken.append((entry, receiver))
+        return [self._pool.submit(self._attempt, entry, receiver) for entry, receiver in taken]
+
+    def _attempt(self, entry: OutboxEntry, receiver: tuple[str, int]) -> None:
+        try:
             self._deliver_and_settle(entry)
-        return len(entries)
+        except Exception:
+            logger.exception("settling callback %d failed (retried when its lease ends)", entry.id)
+        finally:
+            with self._lock:
+                self._in_flight.pop(entry.id, None)
+                self._hosts[receiver] -= 1
+                if self._hosts[receiver] <= 0:
+                    del self._hosts[receiver]
+            self._wake.set()  # a thread is free
 
     # -- one event -------------------------------------------------------------------------
 
@@ -108,12 +180,13 @@ class CallbackWorker:
         except Exception as exc:
             error = str(exc) if isinstance(exc, CallbackFailed) else f"{type(exc).__name__}: {exc}"
             if entry.attempts >= self.max_attempts:
-                self.outbox.mark_dead(
-                    entry,
-                    error=f"{error} (gave up after {entry.attempts} attempts)",
-                    now=self.clock(),
-                    report_to=None,
-                )
+                with self.db.write() as session:
+                    outbox_repo.mark_dead(
+                        session,
+                        entry.id,
+                        error=f"{error} (gave up after {entry.attempts} attempts)",
+                        at=self.clock(),
+                    )
                 logger.error(
                     "callback for %s given up on after %d attempts: %s",
                     entry.request_id,
@@ -130,24 +203,31 @@ class CallbackWorker:
                 delay,
                 error,
             )
-            self.outbox.reschedule(
-                entry.id, at=self.clock() + timedelta(seconds=delay), error=error
-            )
+            with self.db.write() as session:
+                outbox_repo.reschedule(
+                    session, entry.id, at=self.clock() + timedelta(seconds=delay), error=error
+                )
             return
-        self.outbox.mark_sent(entry.id, self.clock())
+        with self.db.write() as session:
+            outbox_repo.mark_sent(session, entry.id, self.clock())
 
     def retry_delay(self, attempts: int) -> float:
         """Exponential backoff (base, twice that, four times...), at most the maximum."""
         backoff = self.base_backoff_seconds * 2.0 ** min(attempts - 1, 30)
         return min(self.max_backoff_seconds, backoff)
 
-    def signed_event(self, url: str, event: dict[str, Any]) -> str:
-        """The event as a compact JWS: its fields as claims, for this URL, from this service."""
+    def signed_event(self, url: str, event: dict[str, Any], *, agent: str) -> str:
+        """The event as a compact JWS: its fields as claims, for this URL, from this service,
+        about ``agent``'s request, valid for ``EVENT_LIFETIME`` from now (each attempt signs
+        afresh, so a redelivery is never stale)."""
+        signed_at = self.clock()
         claims = dict(event) | {
+            "agent": agent,
             "iss": self.service.issuer_url,
             "aud": url,
             "jti": event["id"],
-            "iat": int(self.clock().timestamp()),
+            "iat": int(signed_at.timestamp()),
+            "exp": int((signed_at + EVENT_LIFETIME).timestamp()),
         }
         return self.service.keyring.sign(claims, typ=EVENT_TYPE)
 
@@ -155,9 +235,16 @@ class CallbackWorker:
         payload: dict[str, Any] = json.loads(entry.payload)
         url = str(payload["url"])
         event = dict(payload["event"])
-        parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with self.db.read() as session:
+            target = agents_repo.callback_target(session, str(entry.request_id))
+        if target is None:
+            raise CallbackFailed(f"no request {entry.request_id}")
+        agent, allowed = target
+        try:
+            check_callback_url(url, allowed)  # the allow-list may have changed since submit
+        except ValidationFailed as exc:
+            raise CallbackFailed(f"{exc.detail} (now)") from None
+        host, port = url_host_port(url)
         try:
             addresses = list(self.resolver(host, port))
         except OSError as exc:
@@ -166,23 +253,36 @@ class CallbackWorker:
             check_resolved(host, addresses)
         except ValueError as exc:
             raise CallbackFailed(str(exc)) from None
+        post = CallbackPost(
+            url,
+            self.signed_event(url, event, agent=agent).encode("ascii"),
+            addresses=addresses,
+            ssl_context=self.ssl_context,
+            deadline_seconds=self.deadline_seconds,
+            timeout_seconds=self.timeout_seconds,
+            headers=[("Content-Type", "application/jwt"), ("User-Agent", "stepup-callbacks")],
+        )
+        with self._lock:
+            self._in_flight[entry.id] = post
+        if self._stop.is_set():
+            post.abort()
         try:
-            # Streamed and never read: the status is the answer, and a receiver (the agent's
-            # own) cannot make stepup hold a body of any size in memory.
-            with self._http.stream(
-                "POST",
-                url,
-                content=self.signed_event(url, event).encode("ascii"),
-                headers={"Content-Type": "application/jwt", "User-Agent": "stepup-callbacks"},
-            ) as answer:
-                status, redirect, success = (
-                    answer.status_code,
-                    answer.is_redirect,
-                    answer.is_success,
-                )
-        except httpx.HTTPError as exc:
+            status = post.send()
+        except DeadlinePassed:
+            raise CallbackFailed(
+                f"POST {host} abandoned: no complete answer within {self.deadline_seconds:g}s"
+            ) from None
+        except WIRE_ERRORS as exc:
             raise CallbackFailed(f"POST {host} failed: {type(exc).__name__}: {exc}") from None
-        if redirect:
+        if 300 <= status < 400:
             raise CallbackFailed(f"answered {status} (a redirect; not followed)")
-        if not success:
+        if not 200 <= status < 300:
             raise CallbackFailed(f"answered {status}")
+
+
+def _receiver(entry: OutboxEntry) -> tuple[str, int]:
+    """The host and port an entry goes to ("", 0 when its payload is unreadable)."""
+    try:
+        return url_host_port(str(json.loads(entry.payload)["url"]))
+    except (ValueError, KeyError, TypeError):
+        return "", 0

@@ -169,6 +169,52 @@ class AgentRegistry:
             )
         return made
 
+    def callback_hosts(self, agent_id: str) -> list[str]:
+        """The agent's callback allow-list, sorted (docs/callbacks.md)."""
+        with self.db.read() as session:
+            agents_repo.get_agent(session, agent_id)
+            return sorted(agents_repo.callback_hosts(session, agent_id))
+
+    def change_callback_hosts(
+        self,
+        agent_id: str,
+        *,
+        by: str,
+        now: datetime,
+        add: Sequence[str] = (),
+        remove: Sequence[str] = (),
+        clear: bool = False,
+    ) -> list[str]:
+        """Change the agent's callback allow-list: ``clear`` it, then ``remove`` entries (each
+        must be on it), then ``add`` entries (``HOST`` or ``HOST:PORT``). Returns the list
+        after, sorted. A change is audited in its transaction; a refused one changes nothing.
+        Requests already submitted are checked against the new list at each delivery."""
+        adding = list(dict.fromkeys(normalise_host(h) for h in add))
+        removing = list(dict.fromkeys(normalise_host(h) for h in remove))
+        with self.db.write() as session:
+            agents_repo.get_agent(session, agent_id)
+            before = agents_repo.callback_hosts(session, agent_id)
+            missing = [h for h in removing if h not in before]
+            if missing:
+                raise ValidationFailed(
+                    f"--remove {', '.join(missing)}: not on the callback allow-list of {agent_id}"
+                )
+            kept = set() if clear else before - set(removing)
+            agents_repo.remove_callback_hosts(session, agent_id, sorted(before - kept))
+            new = [h for h in adding if h not in kept]
+            agents_repo.add_callback_hosts(session, agent_id, new)
+            after = sorted(kept | set(new))
+            if set(after) != before:
+                AuditLog(SqlAuditAppender(session)).agent_callback_hosts_changed(
+                    agent_id,
+                    by,
+                    now,
+                    added=sorted(set(after) - before),
+                    removed=sorted(before - set(after)),
+                    hosts=after,
+                )
+        return after
+
     @staticmethod
     def _binding(session: Session, binding: WorkloadBinding) -> tuple[str, str]:
         """(trust name, subject), the trust checked: it exists, and is of the right kind."""

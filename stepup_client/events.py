@@ -17,7 +17,7 @@ from stepup_client.errors import StepupClientError
 from stepup_client.models import Status
 
 EVENT_TYPE = "stepup-event+jwt"
-_REQUIRED = ["id", "request_id", "status", "at", "iss", "aud", "iat"]
+_REQUIRED = ["id", "request_id", "status", "at", "agent", "iss", "aud", "iat", "exp"]
 
 
 class InvalidEvent(StepupClientError):
@@ -30,6 +30,7 @@ class Event:
     request_id: str
     status: Status
     at: datetime  # when the status changed
+    agent: str  # the agent whose request it is
 
 
 def fetch_jwks(url: str, *, timeout: float = 10.0) -> dict[str, Any]:
@@ -47,11 +48,13 @@ def verify_event(
     jwks: Mapping[str, Any] | str,
     issuer: str,
     audience: str,
-    leeway: float = 60.0,
+    leeway: float = 30.0,
 ) -> Event:
     """The event in ``body``, once its signature checks out against ``jwks`` (a JWKS document,
     or its URL), issued by ``issuer`` (the server's public URL) for ``audience`` (the
-    ``callback_url`` it was POSTed to). Raises ``InvalidEvent`` otherwise."""
+    ``callback_url`` it was POSTed to), and not expired: ``exp`` (a few minutes after it was
+    signed; each delivery attempt signs afresh) passed by no more than ``leeway`` seconds of
+    clock skew. Raises ``InvalidEvent`` otherwise."""
     token = body.decode("ascii", "replace") if isinstance(body, bytes) else body
     keys = fetch_jwks(jwks) if isinstance(jwks, str) else jwks
     try:
@@ -66,13 +69,14 @@ def verify_event(
             issuer=issuer,
             audience=audience,
             leeway=leeway,
-            options={"require": _REQUIRED},
+            options={"require": _REQUIRED, "verify_exp": True, "verify_iat": True},
         )
         return Event(
             id=str(claims["id"]),
             request_id=str(claims["request_id"]),
             status=Status(claims["status"]),
             at=datetime.fromisoformat(str(claims["at"])),
+            agent=str(claims["agent"]),
         )
     except InvalidEvent:
         raise

@@ -72,7 +72,8 @@ def agents_add(
     callback_host: Annotated[
         list[str] | None,
         typer.Option(
-            "--callback-host", help="A host its callback_url may name (docs/callbacks.md)"
+            "--callback-host",
+            help="HOST (any port) or HOST:PORT its callback_url may name (docs/callbacks.md)",
         ),
     ] = None,
 ) -> None:
@@ -144,6 +145,43 @@ def agents_list(as_json: JsonFlag = False) -> None:
             },
         )
     table.echo(as_json=as_json)
+
+
+@agents_app.command("callback-hosts")
+def agents_callback_hosts(
+    agent_id: Annotated[str, typer.Argument(help="The agent's id")],
+    add: Annotated[
+        list[str] | None,
+        typer.Option("--add", help="HOST (any port) or HOST:PORT ([IPV6]:PORT) to allow"),
+    ] = None,
+    remove: Annotated[
+        list[str] | None, typer.Option("--remove", help="An entry to take off (as listed)")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Take every entry off first")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON object")] = False,
+) -> None:
+    """Show or change the hosts the agent's callback_url may name (docs/callbacks.md): --clear,
+    then each --remove, then each --add (all repeatable). Prints the list after, one per line.
+    A change is audited; requests already submitted are checked against it at delivery."""
+    from core.agents import AgentRegistry
+
+    try:
+        registry = AgentRegistry(_service())
+        if add or remove or clear:
+            hosts = registry.change_callback_hosts(
+                agent_id, by="cli", now=utc_now(), add=add or (), remove=remove or (), clear=clear
+            )
+        else:
+            hosts = registry.callback_hosts(agent_id)
+    except StepupError as exc:
+        raise fail(exc.detail) from None
+    if as_json:
+        typer.echo(json.dumps({"agent": agent_id, "callback_hosts": hosts}))
+        return
+    for host in hosts:
+        typer.echo(host)
+    if not hosts:
+        typer.echo(f"agent {agent_id} has no callback host", err=True)
 
 
 def _grace(text: str) -> timedelta:
@@ -362,12 +400,25 @@ def revoke(
     typer.echo(f"{snap.id} {snap.status.value}")
 
 
-def serve() -> None:
+def serve(
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=64,
+            help="Worker processes on the port (PostgreSQL only; default STEPUP_WORKERS or 1)",
+        ),
+    ] = None,
+) -> None:
     """Run the API, the scheduler and the Slack app."""
     from bot.server import serve as run
 
+    settings = settings_or_exit()
+    if workers is not None:
+        settings = settings.model_copy(update={"workers": workers})
     try:
-        run(settings_or_exit())
+        run(settings)
     except StepupError as exc:
         raise fail(exc.detail) from None
 

@@ -10,12 +10,28 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, bindparam, func, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from core.errors import Conflict, NotFound, Unauthenticated
 from core.model import AgentIdentity
-from core.storage.tables import AgentCallbackHostRow, AgentKeyRow, AgentRow, ResourceServerRow
+from core.storage.tables import (
+    AgentCallbackHostRow,
+    AgentKeyRow,
+    AgentRow,
+    RequestRow,
+    ResourceServerRow,
+)
 
 __all__ = ["AgentIdentity", "ResourceServer"]  # AgentIdentity re-exported (home: core.model)
 
@@ -210,6 +226,25 @@ def list_resource_servers(session: Session) -> list[ResourceServer]:
 def add_callback_hosts(session: Session, agent_id: str, hosts: Sequence[str]) -> None:
     for host in dict.fromkeys(hosts):
         session.add(AgentCallbackHostRow(agent_id=agent_id, host=host))
+
+
+def remove_callback_hosts(session: Session, agent_id: str, hosts: Sequence[str]) -> None:
+    if hosts:
+        session.execute(
+            delete(AgentCallbackHostRow).where(
+                AgentCallbackHostRow.agent_id == agent_id, AgentCallbackHostRow.host.in_(hosts)
+            )
+        )
+
+
+def callback_target(session: Session, request_id: str) -> tuple[str, frozenset[str]] | None:
+    """The agent of ``request_id`` and its callback allow-list now (None: no such request)."""
+    agent_id = session.execute(
+        select(RequestRow.agent_id).where(RequestRow.id == request_id)
+    ).scalar_one_or_none()
+    if agent_id is None:
+        return None
+    return agent_id, callback_hosts(session, agent_id)
 
 
 def callback_hosts(session: Session, agent_id: str) -> frozenset[str]:

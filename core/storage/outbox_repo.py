@@ -92,12 +92,46 @@ def reschedule(session: Session, entry_id: int, *, at: datetime, error: str) -> 
     )
 
 
-def mark_dead(session: Session, entry_id: int, *, error: str) -> None:
+def mark_dead(session: Session, entry_id: int, *, error: str, at: datetime | None = None) -> None:
+    """Give up on the entry. With ``at`` (when it was given up on), a dead entry's
+    ``next_attempt_at``, which no attempt will ever use again, records that time: the digest
+    counts the callbacks given up on in its window (``given_up``)."""
+    values: dict[str, Any] = {"status": "dead", "last_error": error[:2000]}
+    if at is not None:
+        values["next_attempt_at"] = at
+    session.execute(update(OutboxRow).where(OutboxRow.id == entry_id).values(**values))
+
+
+def release(session: Session, entry_id: int, *, at: datetime) -> None:
+    """Hand a claimed entry back unattempted (its attempt is not counted), due at ``at``."""
     session.execute(
         update(OutboxRow)
-        .where(OutboxRow.id == entry_id)
-        .values(status="dead", last_error=error[:2000])
+        .where(OutboxRow.id == entry_id, OutboxRow.status == "pending")
+        .values(next_attempt_at=at, attempts=OutboxRow.attempts - 1)
     )
+
+
+def given_up(
+    session: Session, *, callbacks: bool, start: datetime, end: datetime, recent: int
+) -> tuple[int, tuple[str, ...]]:
+    """How many entries (callbacks, or Slack messages) were given up on in ``[start, end)``,
+    and the request ids of the ``recent`` latest (by when they were given up on)."""
+    in_window = (
+        OutboxRow.status == "dead",
+        OutboxRow.next_attempt_at >= start,
+        OutboxRow.next_attempt_at < end,
+        *_of_family(callbacks),
+    )
+    count = session.execute(
+        select(func.count()).select_from(OutboxRow).where(*in_window)
+    ).scalar_one()
+    latest = session.execute(
+        select(OutboxRow.request_id)
+        .where(*in_window, OutboxRow.request_id.is_not(None))
+        .order_by(OutboxRow.next_attempt_at.desc(), OutboxRow.id.desc())
+        .limit(recent)
+    ).scalars()
+    return int(count), tuple(str(r) for r in latest)
 
 
 def _of_family(callbacks: bool | None) -> list[Any]:

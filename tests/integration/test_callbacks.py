@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import select
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from bot.api.app import create_app
 from bot.api.context import ApiContext
@@ -85,7 +86,11 @@ class Setup:
 
 
 @contextmanager
-def stepup(db: Database, tmp_path: Path, *hosts: str, max_attempts: int = 10) -> Iterator[Setup]:
+def stepup(
+    db: Database, tmp_path: Path, *hosts: str, max_attempts: int = 10, **options: Any
+) -> Iterator[Setup]:
+    """The API and a started callback worker (``options``: the worker's), for agent
+    ``hook-bot`` whose callback allow-list is ``hosts``."""
     engine = build_engine(db, tmp_path)
     key = engine.registry.add(
         "hook-bot", OWNER, by="test", now=datetime.now(UTC), callback_hosts=hosts
@@ -96,7 +101,7 @@ def stepup(db: Database, tmp_path: Path, *hosts: str, max_attempts: int = 10) ->
         base_backoff_seconds=0.05,
         max_backoff_seconds=0.2,
         max_attempts=max_attempts,
-        timeout_seconds=5,
+        **({"timeout_seconds": 5} | options),
     )
     worker.start()
     context = ApiContext(service=engine.service, registry=engine.registry)
@@ -269,3 +274,75 @@ def test_the_answer_body_is_never_read(db: Database, tmp_path: Path) -> None:
             lambda: outbox_rows(db), until=lambda r: r and r[0].status == "sent", timeout=15
         )
     assert rows[0].attempts == 1 and rows[0].last_error is None
+
+
+def test_cli_agents_callback_hosts_changes_the_list_and_audits_it(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    env = make_cli_env(database_url, tmp_path)
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+
+    added = run("agents", "add", "hook-bot", "--owner", OWNER, "--callback-host", "a.example.com")
+    assert added.exit_code == 0, added.output
+    shown = run("agents", "callback-hosts", "hook-bot")
+    assert (shown.exit_code, shown.stdout) == (0, "a.example.com\n")
+    changed = run(
+        "agents", "callback-hosts", "hook-bot",
+        "--add", "B.example.com:8443", "--add", "[::1]:9000", "--add", "127.0.0.1",
+        "--remove", "a.example.com",
+    )  # fmt: skip
+    assert changed.exit_code == 0, changed.output
+    assert changed.stdout.splitlines() == ["127.0.0.1", "[::1]:9000", "b.example.com:8443"]
+    # Refused as a whole, nothing applied: an entry not on the list, a bad entry, no agent.
+    for args, why in [
+        (["--add", "c.example.com", "--remove", "z.example.com"], "not on the callback"),
+        (["--add", "c.example.com", "--add", "c.example.com:0"], "port from 1 to 65535"),
+    ]:
+        refused = run("agents", "callback-hosts", "hook-bot", *args)
+        assert refused.exit_code != 0 and why in refused.output
+    missing = run("agents", "callback-hosts", "nobody", "--add", "c.example.com")
+    assert missing.exit_code != 0 and "no agent nobody" in missing.output
+    as_json = run("agents", "callback-hosts", "hook-bot", "--json")
+    assert json.loads(as_json.stdout) == {
+        "agent": "hook-bot",
+        "callback_hosts": ["127.0.0.1", "[::1]:9000", "b.example.com:8443"],
+    }
+    cleared = run("agents", "callback-hosts", "hook-bot", "--clear")
+    assert (cleared.exit_code, cleared.stdout) == (0, "")
+    unchanged = run("agents", "callback-hosts", "hook-bot", "--clear")  # nothing to audit
+    assert unchanged.exit_code == 0
+    db = Database(database_url)
+    try:
+        with db.read() as session:
+            assert agents_repo.callback_hosts(session, "hook-bot") == frozenset()
+            rows = session.execute(
+                select(AuditRow)
+                .where(AuditRow.kind == "agent.callback_hosts_changed")
+                .order_by(AuditRow.seq)
+            ).scalars()
+            entries = [(row.actor, json.loads(row.data)) for row in rows]
+    finally:
+        db.dispose()
+    assert entries == [
+        (
+            "cli",
+            {
+                "agent": "hook-bot",
+                "added": ["127.0.0.1", "[::1]:9000", "b.example.com:8443"],
+                "removed": ["a.example.com"],
+                "hosts": ["127.0.0.1", "[::1]:9000", "b.example.com:8443"],
+            },
+        ),
+        (
+            "cli",
+            {
+                "agent": "hook-bot",
+                "added": [],
+                "removed": ["127.0.0.1", "[::1]:9000", "b.example.com:8443"],
+                "hosts": [],
+            },
+        ),
+    ]
