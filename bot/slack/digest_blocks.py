@@ -141,6 +141,18 @@ def _checkpoint_text(checkpoint: Checkpoint | None) -> str:
     )
 
 
+def _callbacks_text(count: int, latest: tuple[str, ...]) -> str:
+    """Signed callbacks given up on in the window, with the latest requests' ids as spans."""
+    if not count:
+        return "*Signed callbacks*: none given up on"
+    ids = ", ".join(code(request_id, ID_TEXT) for request_id in latest)
+    return (
+        f":warning: *Signed callbacks*: {count} given up on"
+        + (f" (latest: {ids})" if ids else "")
+        + " — `stepup requests show ID` gives the error"
+    )
+
+
 def digest_blocks(digest: Digest) -> list[dict[str, Any]]:
     d = digest
     audit = d.audit
@@ -177,6 +189,7 @@ def digest_blocks(digest: Digest) -> list[dict[str, Any]]:
             (":warning: " if d.static_key_agents else "")
             + f"*Agent identity*: {static_key_line(d.static_key_agents)}"
         ),
+        _section(_callbacks_text(d.callback_dead_letters, d.callback_dead_requests)),
         {
             "type": "section",
             "fields": [

@@ -137,6 +137,10 @@ class Digest:
     # Enabled agents whose static key (``stpa_…``, for development) works now, where a
     # workload identity should (docs/identity.md).
     static_key_agents: int = 0
+    # Signed callbacks given up on in the window (docs/callbacks.md), and the request ids of
+    # the latest few (``stepup requests show ID`` gives each one's error).
+    callback_dead_letters: int = 0
+    callback_dead_requests: tuple[str, ...] = ()
 
     @property
     def total_requests(self) -> int:

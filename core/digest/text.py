@@ -211,6 +211,14 @@ def static_key_line(agents: int) -> str:
     return f"{agents} agents still use static keys (development only: docs/identity.md)"
 
 
+def callback_dead_line(count: int, latest: tuple[str, ...]) -> str:
+    """``2 given up on (latest: req_a, req_b)``: signed callbacks that stopped being retried."""
+    if not count:
+        return "none given up on"
+    shown = f" (latest: {', '.join(one_line(r) for r in latest)})" if latest else ""
+    return f"{count} given up on{shown} — stepup requests show ID gives the error"
+
+
 def request_lines(digest: Digest) -> list[str]:
     lines = []
     for tier in TIERS:
@@ -266,6 +274,8 @@ def render_text(digest: Digest, *, limit: int | None = None) -> str:
         f"Top agents: {top_line(d.top_agents)}",
         f"Top targets: {top_line(d.top_targets)}",
         f"Agent identity: {static_key_line(d.static_key_agents)}",
+        "Signed callbacks: "
+        + callback_dead_line(d.callback_dead_letters, d.callback_dead_requests),
     ]
     return "\n".join(lines) + "\n"
 

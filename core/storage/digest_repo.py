@@ -36,7 +36,7 @@ from core.digest.model import (
 from core.errors import AuditChainBroken, InvalidToken
 from core.keys import KeyRing
 from core.model import Status
-from core.storage import agents_repo
+from core.storage import agents_repo, outbox_repo
 from core.storage.audit_store import chain_snapshot, latest_checkpoint, read_head
 from core.storage.audit_verify import verify_in_snapshot
 from core.storage.database import Database
@@ -147,7 +147,18 @@ def build_digest(
         audit=audit_status(session, keyring),
         checkpoint=verified_checkpoint(session, keyring),
         static_key_agents=static_key_agents(session, now),
+        **_callback_dead_letters(session, start, now),
     )
+
+
+CALLBACKS_SHOWN = 5  # request ids of the latest callbacks given up on
+
+
+def _callback_dead_letters(session: Session, start: datetime, now: datetime) -> dict[str, Any]:
+    count, latest = outbox_repo.given_up(
+        session, callbacks=True, start=start, end=now, recent=CALLBACKS_SHOWN
+    )
+    return {"callback_dead_letters": count, "callback_dead_requests": latest}
 
 
 def static_key_agents(session: Session, now: datetime) -> int:
