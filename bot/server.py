@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from prometheus_client import Gauge
 
 from bot.api.admission import Admission
 from bot.api.app import create_app
 from bot.api.context import ApiContext
 from bot.callbacks import CallbackWorker
 from bot.clock import utc_now
+from bot.digest_job import JOB_ID as DIGEST_JOB_ID
 from bot.digest_job import schedule_digest
-from bot.scheduler import DeadlineScheduler, schedule_checkpoints
+from bot.scheduler import CHECKPOINT_JOB, DeadlineScheduler, schedule_checkpoints
 from bot.settings import Settings
 from bot.slack.app import SlackRuntime, build_slack
 from bot.slack.digest_blocks import digest_message
@@ -26,6 +30,7 @@ from core.agents import AgentRegistry
 from core.errors import StepupError
 from core.storage.audit_store import checkpoint_head
 from core.storage.pg_changes import PgChangeRelay
+from core.storage.pg_leader import PgLeadership
 from core.storage.sqlite_changes import SqliteChangeWatch, sqlite_path
 from core.usecases.digest import post_digest
 
@@ -34,6 +39,7 @@ logger = logging.getLogger("stepup")
 # With the SQLite change watch, the long-polls' own re-read only guards against a watch gone
 # wrong; every change is heard well before it.
 SQLITE_SAFETY_RECHECK_SECONDS = 30.0
+RECONCILE_SWEEP_JOB = "reconcile-sweep"  # bot/scheduler.py's periodic sweep
 
 
 @dataclass
@@ -47,6 +53,8 @@ class Runtime:
     sandbox: Any = field(default=None)  # bot.sandbox.mode.Sandbox, when sandbox mode is on
     callbacks: CallbackWorker | None = None  # signed callbacks: with or without Slack
     watch: SqliteChangeWatch | None = None  # SQLite: long-polls hear other processes' changes
+    # PostgreSQL: one process among all replicas and workers runs the periodic jobs.
+    leadership: PgLeadership | None = None
 
     def start(self) -> None:
         if self.relay is not None:
@@ -54,6 +62,9 @@ class Runtime:
         if self.watch is not None:
             self.watch.start()
         self.scheduler.start()
+        if self.leadership is not None:
+            lead_periodic_jobs(self.scheduler, leading=False)  # until elected
+            self.leadership.start()
         if self.callbacks is not None:
             self.callbacks.start()
         if self.slack is not None:
@@ -68,6 +79,8 @@ class Runtime:
             self.slack.stop()
         if self.callbacks is not None:
             self.callbacks.stop()
+        if self.leadership is not None:
+            self.leadership.stop()
         self.scheduler.shutdown()
         if self.relay is not None:
             self.relay.stop()
@@ -78,7 +91,7 @@ class Runtime:
         self.context.service.db.dispose()
 
 
-def build_runtime(settings: Settings) -> Runtime:
+def build_runtime(settings: Settings, *, worker: int | None = None) -> Runtime:
     service = build_service(settings)
     context = ApiContext(
         service=service, registry=AgentRegistry(service), threads=settings.api_threads
@@ -153,7 +166,62 @@ def build_runtime(settings: Settings) -> Runtime:
         service.subscribe(relay.publish)
     callbacks = CallbackWorker(service)
     watch = sqlite_change_watch(context)
-    return Runtime(app, scheduler, context, slack, socket_mode, relay, sandbox, callbacks, watch)
+    leadership = None
+    leader_gauge = Gauge(
+        "stepup_scheduler_leader",
+        "1 while this process runs the periodic sweep, audit checkpoints and digest "
+        "(on PostgreSQL, one process among all replicas and workers)",
+        registry=app.state.metrics.registry,
+    )
+    who = f"pid {os.getpid()}" if worker is None else f"worker {worker}, pid {os.getpid()}"
+    if not service.db.is_sqlite:
+
+        def on_leadership(leading: bool) -> None:
+            lead_periodic_jobs(scheduler, leading=leading)
+            leader_gauge.set(1 if leading else 0)
+            if leading:
+                logger.info("scheduler leader: this process (%s) runs the periodic jobs", who)
+            else:
+                logger.warning("scheduler leadership lost by this process (%s)", who)
+
+        leadership = PgLeadership(service.db.url, on_leadership)
+    else:
+        leader_gauge.set(1)  # one SQLite file, one process
+    if worker is not None:
+        Gauge(
+            "stepup_worker",
+            "This process among the workers of stepup serve --workers N: its index and pid",
+            ["index", "pid"],
+            registry=app.state.metrics.registry,
+        ).labels(str(worker), str(os.getpid())).set(1)
+    return Runtime(
+        app,
+        scheduler,
+        context,
+        slack,
+        socket_mode,
+        relay,
+        sandbox,
+        callbacks,
+        watch,
+        leadership,
+    )
+
+
+# Jobs only the leader runs; every process keeps its precise deadline timers (each arms the
+# deadlines of the requests it changed) and its start-up sweep, all idempotent.
+LEADER_JOBS = (RECONCILE_SWEEP_JOB, CHECKPOINT_JOB, DIGEST_JOB_ID)
+
+
+def lead_periodic_jobs(scheduler: DeadlineScheduler, *, leading: bool) -> None:
+    """Resume (leader) or pause (follower) the periodic jobs of ``scheduler``."""
+    for job_id in LEADER_JOBS:
+        if scheduler.scheduler.get_job(job_id) is None:
+            continue
+        if leading:
+            scheduler.scheduler.resume_job(job_id)
+        else:
+            scheduler.scheduler.pause_job(job_id)
 
 
 def sqlite_change_watch(context: ApiContext) -> SqliteChangeWatch | None:
@@ -187,19 +255,60 @@ def _url_host(host: str) -> str:
 
 
 def serve(settings: Settings) -> None:
-    from bot.serving import bound_url, listen_socket, run_on, started_line
+    """``stepup serve``: one process, or with ``settings.workers`` > 1 a supervisor of that
+    many worker processes on one port (``bot.workers``)."""
+    from bot.serving import listen_socket, started_line
 
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    _configure_logging(settings)
+    if settings.workers > 1:
+        from bot.workers import serve_workers
+
+        serve_workers(settings)
+        return
     logger.info(started_line())
     sock = listen_socket(settings.host, settings.port)  # a busy port: ConfigError naming it
+    serve_on(settings, sock)
+
+
+def _configure_logging(settings: Settings, *, worker: int | None = None) -> None:
+    who = "" if worker is None else f"[worker {worker}] "
+    logging.basicConfig(
+        level=settings.log_level, format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s"
+    )
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def serve_on(settings: Settings, sock: socket.socket, *, worker: int | None = None) -> None:
+    """Build the runtime and serve on the listening ``sock`` until SIGINT or SIGTERM; closes
+    ``sock``. ``worker``: this process's index among ``stepup serve --workers N``."""
+    from bot.serving import bound_url, run_on
+
     try:
-        runtime = build_runtime(settings)
+        runtime = build_runtime(settings, worker=worker)
     except BaseException:
         sock.close()
         raise
+    if worker is None or worker == 0:  # said once, not by every worker
+        _log_configuration(settings, runtime)
+    runtime.start()
+
+    def on_hup(_sig: int, _frame: object) -> None:
+        runtime.context.service.keyring.reload_soon()  # a rotation: used from the next signature
+        reload_policy(runtime, settings.policy_file)
+
+    signal.signal(signal.SIGHUP, on_hup)
+    if worker is None:
+        # The socket is bound and listening: connections queue from now on, so this is true.
+        url = bound_url(sock)
+        print(f"stepup listening on {url} (public URL {settings.public_url})", flush=True)
+    try:
+        run_on(runtime.app, sock, keep_alive_seconds=settings.keep_alive_seconds)
+    finally:
+        sock.close()
+        runtime.stop()
+
+
+def _log_configuration(settings: Settings, runtime: Runtime) -> None:
     if runtime.sandbox is not None:
         logger.info(
             "Slack sandbox: http://%s:%s/sandbox (a stand-in workspace; no Slack token is set)",
@@ -224,17 +333,3 @@ def serve(settings: Settings) -> None:
         len(policy.rule_names),
         policy.digest,
     )
-    runtime.start()
-
-    def on_hup(_sig: int, _frame: object) -> None:
-        runtime.context.service.keyring.reload_soon()  # a rotation: used from the next signature
-        reload_policy(runtime, settings.policy_file)
-
-    signal.signal(signal.SIGHUP, on_hup)
-    # The socket is bound and listening: connections queue from now on, so this line is true.
-    print(f"stepup listening on {bound_url(sock)} (public URL {settings.public_url})", flush=True)
-    try:
-        run_on(runtime.app, sock, keep_alive_seconds=settings.keep_alive_seconds)
-    finally:
-        sock.close()
-        runtime.stop()
