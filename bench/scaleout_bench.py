@@ -5,8 +5,11 @@ measures, interleaved (the order alternates from round to round, so the machine'
 cancels out): one replica alone taking every connection, then both replicas with the
 connections split between them. The figure is the ratio of the two rates, per round and as
 the median. The load is pre-authorised submissions (each writes a request and its audit
-entries, the write path every state change takes). At the end, `stepup audit verify` checks
-the log the run wrote (and says how many entries were still pending).
+entries, the write path every state change takes). "lock waits" is the mean number of the
+database's backends waiting on a lock while the load runs (sampled every 50 ms): writers
+queued on the audit chain's head row show there, however busy the machine is. At the end,
+`stepup audit verify` checks the log the run wrote (and says how many entries were still
+pending).
 
     .venv/bin/python bench/scaleout_bench.py                 # ~3 min on 2 cores
     .venv/bin/python bench/scaleout_bench.py --rounds 5 --requests 6000
@@ -25,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,7 @@ from pathlib import Path
 from api_bench import INTENT, check_once, postgres_unreachable, register_agent, server_env
 from loadgen import PhaseResult, encode_post, run_phase
 from procs import Server, cpu_seconds, free_port, machine_jiffies, start, stop
+from sqlalchemy import create_engine, text
 from temp_postgres import temporary_database
 
 GOAL = 1.6
@@ -48,6 +53,42 @@ class Phase:
     p99_ms: float
     servers_cpu: float  # cores the replicas used
     machine_busy: float  # cores busy on the whole machine
+    lock_waits: float  # backends of this database waiting on a lock, mean of samples
+
+
+class LockWaits:
+    """Samples, every 50 ms while the timed load runs, how many backends of the database wait
+    on a heavyweight lock (the audit head row, before issue 16): contention that does not
+    depend on how busy the machine is."""
+
+    def __init__(self, url: str) -> None:
+        self._engine = create_engine(url, pool_size=1)
+        self._samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        query = text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock'"
+        )
+        with self._engine.connect() as conn:
+            while not self._stop.wait(0.05):
+                self._samples.append(int(conn.execute(query).scalar_one()))
+                conn.rollback()
+
+    def __enter__(self) -> LockWaits:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._engine.dispose()
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self._samples) if self._samples else 0.0
 
 
 def parse_args() -> argparse.Namespace:
@@ -102,13 +143,18 @@ async def _spread(targets: list[tuple[int, bytes]], total: int, concurrency: int
 
 
 def measure(
-    servers: list[Server], requests: dict[int, bytes], round_no: int, args: argparse.Namespace
+    servers: list[Server],
+    requests: dict[int, bytes],
+    round_no: int,
+    url: str,
+    args: argparse.Namespace,
 ) -> Phase:
     targets = [(s.port, requests[s.port]) for s in servers]
     asyncio.run(_spread(targets, args.warmup, args.concurrency))
     cpu_before = sum(cpu_seconds(s.pid) for s in servers)
     busy_before, total_before = machine_jiffies()
-    result = asyncio.run(_spread(targets, args.requests, args.concurrency))
+    with LockWaits(url) as waits:
+        result = asyncio.run(_spread(targets, args.requests, args.concurrency))
     cpu_used = sum(cpu_seconds(s.pid) for s in servers) - cpu_before
     busy_after, total_after = machine_jiffies()
     if result.requests == 0 or result.errors >= 100:
@@ -124,6 +170,7 @@ def measure(
         p99_ms=result.percentile_ms(99),
         servers_cpu=cpu_used / result.elapsed,
         machine_busy=cores * (busy_after - busy_before) / max(total_after - total_before, 1),
+        lock_waits=waits.mean,
     )
 
 
@@ -133,7 +180,7 @@ def print_phase(phase: Phase, ratio: float | None) -> None:
     print(
         f"  {phase.round:>5} {phase.replicas:>8} {phase.requests:>8} {phase.rate:>7.0f} "
         f"{phase.p50_ms:>7.1f} {phase.p99_ms:>7.1f} {shown:>6} {phase.servers_cpu:>12.2f} "
-        f"{phase.machine_busy:>12.2f}{errors}"
+        f"{phase.machine_busy:>12.2f} {phase.lock_waits:>10.1f}{errors}"
     )
 
 
@@ -186,11 +233,12 @@ def main() -> None:
         }
         print(
             f"  {'round':>5} {'replicas':>8} {'requests':>8} {'req/s':>7} {'p50 ms':>7} "
-            f"{'p99 ms':>7} {'ratio':>6} {'server cores':>12} {'busy cores':>12}"
+            f"{'p99 ms':>7} {'ratio':>6} {'server cores':>12} {'busy cores':>12} "
+            f"{'lock waits':>10}"
         )
         for round_no in range(1, args.rounds + 1):
             order = [servers[:1], servers] if round_no % 2 else [servers, servers[:1]]
-            done = {len(group): measure(group, requests, round_no, args) for group in order}
+            done = {len(group): measure(group, requests, round_no, url, args) for group in order}
             one, two = done[1], done[2]
             ratio = two.rate / one.rate
             ratios.append(ratio)
@@ -207,8 +255,12 @@ def main() -> None:
         + f"); goal {GOAL}x: "
         + ("met" if median >= GOAL else "NOT met")
     )
-    print(f"  one replica: {statistics.median(p.rate for p in phases if p.replicas == 1):.0f} req/s")
-    print(f"  two replicas: {statistics.median(p.rate for p in phases if p.replicas == 2):.0f} req/s")
+    print(
+        f"  one replica: {statistics.median(p.rate for p in phases if p.replicas == 1):.0f} req/s"
+    )
+    print(
+        f"  two replicas: {statistics.median(p.rate for p in phases if p.replicas == 2):.0f} req/s"
+    )
     print(f"  stepup audit verify after the run: {verdict}")
     if args.json:
         figures = {"phases": [p.__dict__ for p in phases], "ratios": ratios, "verify": verdict}

@@ -143,7 +143,7 @@ class BackgroundChainer:
         db: Database,
         *,
         interval: float = 0.25,
-        min_gap: float = 0.05,
+        min_gap: float = 0.2,
         takeover_every: float = 1.0,
     ) -> None:
         self.db = db
