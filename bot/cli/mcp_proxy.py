@@ -26,6 +26,12 @@ def mcp_proxy(
     timeout: Annotated[
         str, typer.Option("--timeout", help="How long a call waits for approval")
     ] = "30m",
+    call_timeout: Annotated[
+        str,
+        typer.Option(
+            "--call-timeout", help="How long the upstream may take to answer once a call runs"
+        ),
+    ] = "10m",
     agent_token_file: Annotated[
         Path | None,
         typer.Option("--agent-token-file", help="A workload token file, read for every request"),
@@ -54,10 +60,8 @@ def mcp_proxy(
         return
     if server is None or tools is None:
         raise typer.BadParameter("--server and --tools are required")
-    try:
-        timeout_seconds = parse_duration(timeout).total_seconds()
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--timeout") from None
+    timeout_seconds = _seconds(timeout, "--timeout")
+    call_timeout_seconds = _seconds(call_timeout, "--call-timeout")
     from bot.mcp_proxy.gate import Gate
     from bot.mcp_proxy.mapping import load_tools
     from bot.mcp_proxy.server import serve
@@ -78,7 +82,15 @@ def mcp_proxy(
     # The credential is handed to another process (the upstream), so binding it to this
     # process's DPoP key would make it unusable there: the proxy asks for bearer tokens.
     with StepupClient(server, credential, dpop=False) as client:
-        anyio.run(serve, Gate(client, tools_file, timeout_seconds), upstream)
+        gate = Gate(client, tools_file, timeout_seconds, call_timeout_seconds)
+        anyio.run(serve, gate, upstream)
+
+
+def _seconds(duration: str, option: str) -> float:
+    try:
+        return parse_duration(duration).total_seconds()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
 
 
 def register(app: typer.Typer) -> None:

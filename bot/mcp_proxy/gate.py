@@ -12,17 +12,22 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import mcp_types as types
 
+from bot.mcp_proxy.defaults import with_defaults
 from bot.mcp_proxy.mapping import GatedCall, MappingRefused, ToolsFile
-from stepup_client import Request, Status, StepupClient, StepupClientError
+from stepup_client import Credential, Request, Status, StepupClient, StepupClientError
+
+T = TypeVar("T")
 
 CallUpstream = Callable[[str, dict[str, Any]], Awaitable[types.CallToolResult]]
 Progress = Callable[[float, str], Awaitable[None]]
 PROGRESS_EVERY_SECONDS = 10
+CALL_TIMEOUT_SECONDS = 600.0
+_ABANDONED = "not run to the end: the MCP client cancelled the call, or the proxy stopped"
 
 
 def refusal(text: str) -> types.CallToolResult:
@@ -32,6 +37,16 @@ def refusal(text: str) -> types.CallToolResult:
 def _not_granted(request: Request) -> types.CallToolResult:
     reason = request.status_reason or "; ".join(request.reasons) or "no reason given"
     return refusal(f"stepup: request {request.id} was {request.status.value}: {reason}")
+
+
+async def _unlost(call: Callable[[], T]) -> T:
+    """``call`` in a worker thread, shielded: a cancel waits for its answer instead of losing it
+    (a request it made, a credential it minted) and is delivered at the next checkpoint.
+    Abandoned already: ``call`` is not made."""
+    await anyio.lowlevel.checkpoint_if_cancelled()
+    with anyio.CancelScope(shield=True):
+        answer = await anyio.to_thread.run_sync(call)
+    return answer  # noqa: RET504 - a return inside the scope: mypy sees a missing return
 
 
 def _error_text(result: types.CallToolResult) -> str:
@@ -44,6 +59,7 @@ class Gate:
     client: StepupClient
     tools: ToolsFile
     timeout_seconds: float
+    call_timeout_seconds: float = CALL_TIMEOUT_SECONDS
     progress_every: float = PROGRESS_EVERY_SECONDS
 
     async def call(
@@ -52,18 +68,45 @@ class Gate:
         arguments: Mapping[str, Any],
         upstream: CallUpstream,
         progress: Progress | None,
+        input_schema: Mapping[str, Any] | None = None,
     ) -> types.CallToolResult:
+        """``input_schema`` is the upstream tool's: its defaults are filled into the arguments
+        before anything else, so approvers see, and the upstream runs, the same arguments."""
+        rule = self.tools.rule_for(tool)
+        # Never the credential argument: a model supplying it is refused by the mapping.
+        filled = with_defaults(
+            input_schema, arguments, skip=None if rule is None else rule.credential_argument
+        )
         try:
-            gated = self.tools.intent(tool, arguments)
+            gated = self.tools.intent(tool, filled)
         except MappingRefused as exc:
             return refusal(str(exc))
+        granted = await self._grant(gated, filled, progress)
+        if isinstance(granted, types.CallToolResult):
+            return granted
+        request, credential = granted
+        call_arguments = dict(filled)
+        if gated.credential_argument is not None:
+            call_arguments[gated.credential_argument] = credential.token
+        return await self._run(tool, request.id, call_arguments, upstream)
+
+    async def _grant(
+        self, gated: GatedCall, parameters: dict[str, Any], progress: Progress | None
+    ) -> tuple[Request, Credential] | types.CallToolResult:
+        """Submit, wait while pending, claim: the request and its credential, or the refusal.
+
+        A cancel (the client abandoned the call, or the proxy stops) or a failure at any point
+        withdraws the request: nobody would be there to use an approval. Submit and claim are
+        shielded so their answer is never lost to a cancel: the request they made is known, and
+        a credential they minted is reported (as aborted, which revokes it)."""
+        request: Request | None = None
+        claiming = False
         try:
-            request = await self._submit(gated, arguments)
+            request = await _unlost(self._submit(gated, parameters))
             if request.status is Status.PENDING:
-                request = await self._wait_or_withdraw(request, progress)
+                request = await self._wait(request, progress)
                 if request.status is Status.PENDING:
-                    with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(self._cancel_quietly, request.id)
+                    await self._withdraw(request.id, claiming=False)
                     return refusal(
                         f"stepup: request {request.id} was still waiting for approval after "
                         f"{self.timeout_seconds:g} s; it was cancelled. Ask again later or "
@@ -71,54 +114,84 @@ class Gate:
                     )
             if request.status is not Status.APPROVED:
                 return _not_granted(request)
-            credential = await anyio.to_thread.run_sync(self.client.claim, request.id)
+            claiming = True
+            credential = await _unlost(partial(self.client.claim, request.id))
         except StepupClientError as exc:
+            if request is not None:  # a poll or the claim failed
+                await self._withdraw(request.id, claiming=claiming)
             return refusal(f"stepup: the call was not run: {exc}")
-        call_arguments = dict(arguments)
-        if gated.credential_argument is not None:
-            call_arguments[gated.credential_argument] = credential.token
+        except anyio.get_cancelled_exc_class():
+            if request is not None:
+                await self._withdraw(request.id, claiming=claiming)
+            raise
         try:
-            result = await upstream(tool, call_arguments)
+            await anyio.lowlevel.checkpoint_if_cancelled()
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._complete(request.id, "aborted", _ABANDONED)
+            raise
+        return request, credential
+
+    async def _run(
+        self, tool: str, request_id: str, arguments: dict[str, Any], upstream: CallUpstream
+    ) -> types.CallToolResult:
+        """Calls the upstream (at most ``call_timeout_seconds``) and reports the outcome, which
+        revokes the credential, however the call ends."""
+        try:
+            with anyio.move_on_after(self.call_timeout_seconds) as timer:
+                result = await upstream(tool, arguments)
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                await self._complete(request_id, "aborted", _ABANDONED)
+            raise
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
-                await self._complete(request.id, "failed", f"{type(exc).__name__}: {exc}")
+                await self._complete(request_id, "failed", f"{type(exc).__name__}: {exc}")
             if isinstance(exc, Exception):
                 return refusal(
-                    f"stepup: the upstream MCP server failed during request {request.id}: {exc}"
+                    f"stepup: the upstream MCP server failed during request {request_id}: {exc}"
                 )
             raise
+        if timer.cancelled_caught:
+            text = f"upstream call timed out after {self.call_timeout_seconds:g} s"
+            with anyio.CancelScope(shield=True):
+                await self._complete(request_id, "failed", text)
+            return refusal(f"stepup: the {text} (request {request_id}); it was abandoned")
         # Shielded: a cancel arriving now (the client gave up, or went away) must not stop the
         # report that revokes the credential.
         with anyio.CancelScope(shield=True):
             if result.is_error:
-                await self._complete(request.id, "failed", _error_text(result))
+                await self._complete(request_id, "failed", _error_text(result))
             else:
-                await self._complete(request.id, "succeeded", "")
+                await self._complete(request_id, "succeeded", "")
         return result
 
-    async def _submit(self, gated: GatedCall, arguments: Mapping[str, Any]) -> Request:
-        submit = partial(
+    async def _withdraw(self, request_id: str, *, claiming: bool) -> None:
+        """Cancels the request, shielded; if a claim may have minted its credential, reports it
+        as aborted instead (which revokes the credential)."""
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self._withdraw_quietly, request_id, claiming)
+
+    def _withdraw_quietly(self, request_id: str, claiming: bool) -> None:
+        try:
+            self.client.cancel(request_id)
+            return
+        except StepupClientError:
+            if not claiming:
+                return  # decided meanwhile: then it expires unclaimed
+        with contextlib.suppress(StepupClientError):
+            self.client.complete(request_id, "aborted", _ABANDONED)
+
+    def _submit(self, gated: GatedCall, parameters: dict[str, Any]) -> Callable[[], Request]:
+        return partial(
             self.client.submit,
             gated.action,
             gated.action_class,
             gated.target,
             gated.environment,
             gated.justification,
-            parameters=dict(arguments),
+            parameters=parameters,
         )
-        return await anyio.to_thread.run_sync(submit)
-
-    async def _wait_or_withdraw(self, request: Request, progress: Progress | None) -> Request:
-        """``_wait``; if the client abandons the call meanwhile (``notifications/cancelled``,
-        or it went away), the request is cancelled: nobody would be there to use an approval."""
-        try:
-            return await self._wait(request, progress)
-        except (anyio.get_cancelled_exc_class(), StepupClientError):
-            # Abandoned, or a poll failed: nobody would use an approval; cancel, then go on
-            # (a failed poll is reported to the model as "the call was not run").
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(self._cancel_quietly, request.id)
-            raise
 
     async def _wait(self, request: Request, progress: Progress | None) -> Request:
         """Long-polls until the request leaves ``pending`` or the timeout passes (then it is
@@ -147,8 +220,3 @@ class Gate:
             await anyio.to_thread.run_sync(complete)
         except StepupClientError:
             pass  # revoked meanwhile, or the server is unreachable: the credential's TTL ends it
-
-    def _cancel_quietly(self, request_id: str) -> None:
-        # Decided meanwhile: then it expires unclaimed.
-        with contextlib.suppress(StepupClientError):
-            self.client.cancel(request_id)

@@ -3,20 +3,30 @@ Streamable HTTP endpoint)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
+import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import mcp_types as types
 import yaml
+from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp import ClientSession, StdioServerParameters, stdio_client, stdio_server
+from mcp.client.session import IncomingMessage, MessageHandlerFnT
 from mcp.client.streamable_http import streamable_http_client
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 
-from bot.mcp_proxy.gate import Gate
+from bot.mcp_proxy.gate import Gate, refusal
 
 
 @dataclass(frozen=True)
@@ -27,24 +37,71 @@ class Upstream:
     url: str | None = None
 
 
+class ToolSchemas:
+    """The upstream's tools' input schemas, listed once and again after the upstream says its
+    list changed (``notifications/tools/list_changed``)."""
+
+    def __init__(self) -> None:
+        self._schemas: dict[str, dict[str, Any]] = {}
+        self._stale = True
+        self._lock = anyio.Lock()
+
+    async def on_message(self, message: IncomingMessage) -> None:
+        """The upstream session's message handler."""
+        if isinstance(message, types.ToolListChangedNotification):
+            self._stale = True
+        await anyio.lowlevel.checkpoint()
+
+    async def input_schema(self, upstream: ClientSession, tool: str) -> dict[str, Any] | None:
+        """The tool's input schema, or None for a tool the upstream does not list."""
+        async with self._lock:
+            if self._stale:
+                self._stale = False  # a change announced while listing marks it stale again
+                try:
+                    tools = await list_all_tools(upstream)
+                except BaseException:
+                    self._stale = True
+                    raise
+                self._schemas = {t.name: t.input_schema for t in tools}
+            return self._schemas.get(tool)
+
+
+async def list_all_tools(upstream: ClientSession) -> list[types.Tool]:
+    tools: list[types.Tool] = []
+    cursor: str | None = None
+    while True:
+        page = await upstream.list_tools(
+            params=None if cursor is None else types.PaginatedRequestParams(cursor=cursor)
+        )
+        tools.extend(page.tools)
+        cursor = page.next_cursor
+        if cursor is None:
+            return tools
+
+
 @asynccontextmanager
-async def upstream_session(upstream: Upstream) -> AsyncIterator[ClientSession]:
+async def upstream_session(
+    upstream: Upstream, on_message: MessageHandlerFnT | None = None
+) -> AsyncIterator[ClientSession]:
     if upstream.url is not None:
         async with (
             streamable_http_client(upstream.url) as (read, write),
-            ClientSession(read, write) as session,
+            ClientSession(read, write, message_handler=on_message) as session,
         ):
             await session.initialize()
             yield session
         return
     command = list(upstream.command)
     params = StdioServerParameters(command=command[0], args=command[1:])
-    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+    async with (
+        stdio_client(params) as (read, write),
+        ClientSession(read, write, message_handler=on_message) as session,
+    ):
         await session.initialize()
         yield session
 
 
-def build_server(gate: Gate, upstream: ClientSession) -> Server[Any]:
+def build_server(gate: Gate, upstream: ClientSession, schemas: ToolSchemas) -> Server[Any]:
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
@@ -64,11 +121,16 @@ def build_server(gate: Gate, upstream: ClientSession) -> Server[Any]:
         async def call_upstream(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
             return await upstream.call_tool(name, arguments)
 
+        try:
+            input_schema = await schemas.input_schema(upstream, params.name)
+        except Exception as exc:  # without the schema, the defaults the upstream adds are unknown
+            return refusal(f"stepup: the call was not run: the upstream's tools: {exc}")
         return await gate.call(
             params.name,
             params.arguments or {},
             call_upstream,
             progress if token is not None else None,
+            input_schema,
         )
 
     return Server("stepup-mcp-proxy", on_list_tools=list_tools, on_call_tool=call_tool)
@@ -79,10 +141,54 @@ def _text(request_id: object) -> str | None:
 
 
 async def serve(gate: Gate, upstream_server: Upstream) -> None:
-    async with upstream_session(upstream_server) as upstream:
-        server = build_server(gate, upstream)
-        async with stdio_server() as (read, write):
-            await server.run(read, write, server.create_initialization_options())
+    """Serves until the client closes stdin, or SIGTERM / SIGINT: either way calls in flight
+    are cancelled and withdraw their requests (a claimed credential is reported as aborted)
+    before the upstream is stopped."""
+    schemas = ToolSchemas()
+    async with anyio.create_task_group() as group:
+        group.start_soon(_stop_on_signal, group.cancel_scope)
+        async with upstream_session(upstream_server, schemas.on_message) as upstream:
+            server = build_server(gate, upstream, schemas)
+            stdin = cast(anyio.AsyncFile[str], _stdin_lines())
+            async with stdio_server(stdin=stdin) as (read, write):
+                await server.run(read, write, server.create_initialization_options())
+        group.cancel_scope.cancel()  # done: stop watching for signals
+
+
+async def _stop_on_signal(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+def _stdin_lines() -> MemoryObjectReceiveStream[str]:
+    """The process's stdin, line by line, read by a daemon thread. (The SDK reads stdin in a
+    worker thread that a cancel waits for, so a proxy told to stop would hang until its client
+    wrote a line or closed stdin, and its exit would wait for that thread.) It reads the file
+    descriptor itself: a daemon thread blocked inside ``sys.stdin.buffer`` holds that buffer's
+    lock, which aborts the interpreter's exit."""
+    send, receive = anyio.create_memory_object_stream[str](0)
+    token = anyio.lowlevel.current_token()
+    fd = sys.stdin.fileno()
+
+    def pump() -> None:
+        pending = b""
+        try:
+            while chunk := os.read(fd, 65536):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    anyio.from_thread.run(send.send, line.decode("utf-8", "replace"), token=token)
+            if pending:
+                anyio.from_thread.run(send.send, pending.decode("utf-8", "replace"), token=token)
+        except Exception:  # noqa: S110 - the proxy is stopping (the stream or the loop is gone)
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                anyio.from_thread.run_sync(send.close, token=token)
+
+    threading.Thread(target=pump, name="stepup-mcp-proxy-stdin", daemon=True).start()
+    return receive
 
 
 def _action_class(tool: types.Tool) -> str:
@@ -102,16 +208,7 @@ _PLAIN_TOOL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # no glob character: ne
 async def initial_tools_file(upstream_server: Upstream) -> str:
     """A starting tools file from the upstream's tool list, to edit."""
     async with upstream_session(upstream_server) as upstream:
-        tools: list[types.Tool] = []
-        cursor: str | None = None
-        while True:
-            page = await upstream.list_tools(
-                params=None if cursor is None else types.PaginatedRequestParams(cursor=cursor)
-            )
-            tools.extend(page.tools)
-            cursor = page.next_cursor
-            if cursor is None:
-                break
+        tools = await list_all_tools(upstream)
     skipped = [tool.name for tool in tools if not _PLAIN_TOOL_NAME.fullmatch(tool.name)]
     entries = {
         tool.name: {

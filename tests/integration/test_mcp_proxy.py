@@ -5,6 +5,8 @@ on loopback. Approvals are recorded through the core service, as the Slack layer
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import socket
 import subprocess
@@ -36,13 +38,18 @@ ALICE = Approver("U0ALICE", "alice@example.com", "Alice")
 BOB = Approver("U0BOB", "bob@example.com", "Bob")
 WAIT_LIMIT = 60  # seconds: every test ends within this, whatever the proxy does
 
-# The example server plus a tool that kills the server mid-call and one the tools file leaves
-# to its "*" entry (which TEST_POLICY's never-drop-prod-db rule denies).
+# The example server plus a tool that kills the server mid-call, one the tools file leaves to
+# its "*" entry (which TEST_POLICY's never-drop-prod-db rule denies), one with defaults (top
+# level and in a nested object) that echoes the arguments it ran with, one that changes those
+# defaults and says so (notifications/tools/list_changed), and one that hangs (bounded).
 UPSTREAM = textwrap.dedent(
     f"""
-    import os, sys
+    import json, os, sys
+    import anyio
+    from pydantic import BaseModel
     sys.path.insert(0, {str(EXAMPLE)!r})
     from inventory_server import server
+    from mcp.server.mcpserver import Context
     from mcp_types import ToolAnnotations
 
     @server.tool(annotations=ToolAnnotations(read_only_hint=True))
@@ -53,11 +60,41 @@ UPSTREAM = textwrap.dedent(
     def purge(database: str) -> str:
         return "purged " + database
 
+    class ArchiveOptions(BaseModel):
+        compress: bool = True
+        level: int = 6
+
+    def make_archive(keep: int):
+        def archive(
+            database: str, options: ArchiveOptions, table: str = "sessions", keep_days: int = keep
+        ) -> str:
+            ran = dict(database=database, table=table, keep_days=keep_days, options=options)
+            return json.dumps(ran, default=lambda o: o.model_dump(), sort_keys=True)
+        return archive
+
+    server.add_tool(make_archive(30), name="archive")
+
+    @server.tool()
+    async def retune(keep_days: int, ctx: Context) -> str:
+        server.remove_tool("archive")
+        server.add_tool(make_archive(keep_days), name="archive")
+        await ctx.session.send_tool_list_changed()
+        return "retuned"
+
+    @server.tool()
+    async def hang(seconds: int) -> str:
+        await anyio.sleep(seconds)
+        return "woke up"
+
     server.run()
     """
 )
 TOOLS = (EXAMPLE / "tools.yaml").read_text() + (
     "  crash: {action: db.crash, action_class: read, target: crash, environment: production}\n"
+    "  archive: {action: db.archive, action_class: read, target: '{database}/{table}',\n"
+    "            environment: production}\n"
+    "  retune: {action: db.retune, action_class: read, target: orders, environment: production}\n"
+    "  hang: {action: db.hang, action_class: read, target: orders, environment: production}\n"
     '  "*": {action: db.drop_database, action_class: destructive, target: "{database}",\n'
     "        environment: production}\n"
 )
@@ -76,24 +113,46 @@ async def session_with(command: list[str]) -> AsyncIterator[ClientSession]:
 
 
 def proxy(
-    live_api: LiveApi, tmp_path: Path, timeout: str = "60s", upstream_url: str | None = None
+    live_api: LiveApi,
+    tmp_path: Path,
+    timeout: str = "60s",
+    upstream_url: str | None = None,
+    call_timeout: str | None = None,
 ) -> AbstractAsyncContextManager[ClientSession]:
-    return proxy_to(live_api.url, live_api.agent_key, tmp_path, timeout, upstream_url)
+    return proxy_to(live_api.url, live_api.agent_key, tmp_path, timeout, upstream_url, call_timeout)
 
 
-@asynccontextmanager
-async def proxy_to(
-    url: str, agent_key: str, tmp_path: Path, timeout: str, upstream_url: str | None = None
-) -> AsyncIterator[ClientSession]:
+def proxy_command(
+    url: str,
+    tmp_path: Path,
+    timeout: str,
+    upstream_url: str | None = None,
+    call_timeout: str | None = None,
+) -> list[str]:
     upstream, tools = tmp_path / "upstream.py", tmp_path / "tools.yaml"
     upstream.write_text(UPSTREAM)
     tools.write_text(TOOLS)
     command = [sys.executable, "-m", "bot.cli", "mcp-proxy", "--server", url]
     command += ["--tools", str(tools), "--timeout", timeout]
+    if call_timeout is not None:
+        command += ["--call-timeout", call_timeout]
     if upstream_url is None:
         command += ["--", sys.executable, str(upstream)]
     else:
         command += ["--upstream-url", upstream_url]
+    return command
+
+
+@asynccontextmanager
+async def proxy_to(
+    url: str,
+    agent_key: str,
+    tmp_path: Path,
+    timeout: str,
+    upstream_url: str | None = None,
+    call_timeout: str | None = None,
+) -> AsyncIterator[ClientSession]:
+    command = proxy_command(url, tmp_path, timeout, upstream_url, call_timeout)
     params = StdioServerParameters(
         command=command[0],
         args=command[1:],
@@ -385,6 +444,134 @@ def test_the_upstream_dying_mid_call_completes_the_request_as_failed(
     [request] = live_api.engine.service.list_requests()
     assert (request.status, request.outcome) == (Status.COMPLETED, "failed")
     assert request.credential is not None and request.credential.revoked_at is not None
+
+
+def test_defaults_the_call_left_out_are_approved_and_sent_as_the_upstream_declares_them(
+    live_api: LiveApi, tmp_path: Path
+) -> None:
+    """The model omits arguments the tool's schema defaults (top level and inside an object):
+    the request's parameters carry those defaults, the target is built from them, and the
+    upstream runs with exactly those values, also after it changed a default and said so."""
+    results: list[types.CallToolResult] = []
+
+    async def test() -> None:
+        async with proxy(live_api, tmp_path) as session:
+            call = {"database": "orders", "options": {"level": 9}}
+            results.append(await session.call_tool("archive", call))
+            results.append(await session.call_tool("retune", {"keep_days": 7}))
+            results.append(await session.call_tool("archive", call))
+
+    run(test)
+    first, retuned, second = results
+    assert not first.is_error and not retuned.is_error and not second.is_error, results
+    service = live_api.engine.service
+    archives = [r for r in service.list_requests() if r.action == "db.archive"]
+    by_keep = {r.parameters["keep_days"]: r for r in archives}
+    assert sorted(by_keep) == [7, 30]
+    for keep, result in ((30, first), (7, second)):
+        request = by_keep[keep]
+        expected = {
+            "database": "orders",
+            "table": "sessions",
+            "keep_days": keep,
+            "options": {"compress": True, "level": 9},
+        }
+        assert request.parameters == expected
+        assert request.target == "orders/sessions"
+        assert json.loads(text_of(result)) == expected  # what the upstream ran with
+        assert (request.status, request.outcome) == (Status.COMPLETED, "succeeded")
+
+
+def test_an_upstream_call_past_the_call_timeout_is_abandoned_and_completed_as_failed(
+    live_api: LiveApi, tmp_path: Path
+) -> None:
+    results: list[types.CallToolResult] = []
+
+    async def test() -> None:
+        async with proxy(live_api, tmp_path, call_timeout="2s") as session:
+            results.append(await session.call_tool("hang", {"seconds": WAIT_LIMIT * 2}))
+            # The session still serves calls afterwards.
+            results.append(
+                await session.call_tool("count_rows", {"database": "orders", "table": "invoices"})
+            )
+
+    run(test)
+    hung, after = results
+    assert hung.is_error and "upstream call timed out after 2 s" in text_of(hung)
+    assert not after.is_error
+    [request] = [r for r in live_api.engine.service.list_requests() if r.action == "db.hang"]
+    assert (request.status, request.outcome) == (Status.COMPLETED, "failed")
+    assert request.outcome_detail == "upstream call timed out after 2 s"
+    assert request.credential is not None and request.credential.revoked_at is not None
+
+
+@pytest.mark.parametrize("stop", ["stdin closed", "SIGTERM"])
+def test_a_proxy_stopped_with_calls_in_flight_leaves_no_request_open(
+    live_api: LiveApi, tmp_path: Path, stop: str
+) -> None:
+    """While one call runs upstream with a claimed credential and another waits for approval,
+    the MCP client goes away (its stdin closes, no notifications/cancelled) or the proxy is
+    told to stop (SIGTERM, its stdin still open): the proxy withdraws both (the credential
+    completed as aborted, which revokes it; the pending request cancelled) and exits."""
+    service = live_api.engine.service
+    command = proxy_command(live_api.url, tmp_path, "60s")
+    exit_codes: list[int | None] = []
+
+    def status_of(action: str) -> Status | None:
+        found = [r.status for r in service.list_requests() if r.action == action]
+        return found[0] if found else None
+
+    async def test() -> None:
+        async with await anyio.open_process(
+            command,
+            cwd=str(ROOT),
+            env={**os.environ, "STEPUP_AGENT_KEY": live_api.agent_key},
+            stderr=subprocess.DEVNULL,
+        ) as process:
+            assert process.stdin is not None
+            calls = [
+                ("hang", {"seconds": WAIT_LIMIT * 2}),
+                ("drop_table", {"database": "orders", "table": "sessions"}),
+            ]
+            messages: list[dict[str, object]] = [
+                {
+                    "jsonrpc": "2.0",
+                    "id": 0,
+                    "method": "initialize",
+                    "params": {
+                        "protocolVersion": "2025-11-25",
+                        "capabilities": {},
+                        "clientInfo": {"name": "test", "version": "0"},
+                    },
+                },
+                {"jsonrpc": "2.0", "method": "notifications/initialized"},
+            ]
+            messages += [
+                {
+                    "jsonrpc": "2.0",
+                    "id": n,
+                    "method": "tools/call",
+                    "params": {"name": name, "arguments": arguments},
+                }
+                for n, (name, arguments) in enumerate(calls, start=1)
+            ]
+            for message in messages:
+                await process.stdin.send((json.dumps(message) + "\n").encode())
+            while status_of("db.hang") is not Status.ACTIVE or status_of("db.drop_table") is None:
+                await anyio.sleep(0.1)
+            assert status_of("db.drop_table") is Status.PENDING
+            if stop == "SIGTERM":
+                process.terminate()
+            else:
+                await process.stdin.aclose()  # the client is gone
+            exit_codes.append(await process.wait())
+
+    run(test)
+    assert exit_codes == [0]
+    hung = next(r for r in service.list_requests() if r.action == "db.hang")
+    assert (hung.status, hung.outcome) == (Status.COMPLETED, "aborted")
+    assert hung.credential is not None and hung.credential.revoked_at is not None
+    assert status_of("db.drop_table") is Status.CANCELLED
 
 
 def test_argument_values_must_be_stepup_names_and_unmapped_tools_are_refused(

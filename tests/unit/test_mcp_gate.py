@@ -5,12 +5,14 @@ what the upstream gets, and --init-tools does not trust an upstream's hints or n
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import anyio
 import mcp_types as types
 import pytest
 
+from bot.mcp_proxy.defaults import with_defaults
 from bot.mcp_proxy.gate import Gate
 from bot.mcp_proxy.mapping import MappingRefused, parse_tools
 from bot.mcp_proxy.server import _PLAIN_TOOL_NAME, _action_class
@@ -24,6 +26,13 @@ TOOLS = parse_tools(
                 "action_class": "destructive",
                 "target": "t",
                 "environment": "e",
+            },
+            "drop_with": {
+                "action": "db.drop",
+                "action_class": "destructive",
+                "target": "{database}/{table}",
+                "environment": "e",
+                "credential_argument": "auth",
             },
             "write": {
                 "action": "fs.write",
@@ -57,6 +66,7 @@ class _Client:
 
     def submit(self, *args: Any, **kwargs: Any) -> _Request:
         self.calls.append("submit")
+        self.submitted = (args, kwargs)
         return _Request(self.status)
 
     def claim(self, request_id: str) -> _Credential:
@@ -91,6 +101,65 @@ def test_a_cancel_as_the_upstream_answers_still_reports_and_so_revokes() -> None
     assert client.calls == ["submit", "claim", ("complete", "succeeded")]
 
 
+class _ParkingClient(_Client):
+    """Parks inside ``submit`` or ``claim`` (after the server would have answered) until the
+    test releases it, so a cancel can land exactly while that call is in flight."""
+
+    def __init__(self, status: Status, park_in: str) -> None:
+        super().__init__(status)
+        self.park_in = park_in
+        self.parked, self.release = threading.Event(), threading.Event()
+
+    def _park(self, step: str) -> None:
+        if step == self.park_in:
+            self.parked.set()
+            assert self.release.wait(30), "never released"
+
+    def submit(self, *args: Any, **kwargs: Any) -> _Request:
+        request = super().submit(*args, **kwargs)
+        self._park("submit")
+        return request
+
+    def claim(self, request_id: str) -> _Credential:
+        credential = super().claim(request_id)
+        self._park("claim")
+        return credential
+
+
+@pytest.mark.parametrize(
+    ("status", "park_in", "expected"),
+    [
+        # allowed at once: the approved request is cancelled, never left to expire
+        (Status.APPROVED, "submit", ["submit", "cancel"]),
+        (Status.PENDING, "submit", ["submit", "cancel"]),
+        # the credential was minted: reported as aborted (which revokes it), upstream not called
+        (Status.APPROVED, "claim", ["submit", "claim", ("complete", "aborted")]),
+    ],
+)
+def test_a_cancel_while_submit_or_claim_is_in_flight_withdraws_the_request(
+    status: Status, park_in: str, expected: list[Any]
+) -> None:
+    client = _ParkingClient(status, park_in)
+    gate = Gate(client, TOOLS, 5)  # type: ignore[arg-type]
+    upstream_calls: list[str] = []
+
+    async def upstream(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        upstream_calls.append(name)
+        return types.CallToolResult(content=[types.TextContent(text="dropped")])
+
+    async def main() -> None:
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as group:  # the SDK's per-request scope
+                group.start_soon(gate.call, "drop", {}, upstream, None)
+                await anyio.to_thread.run_sync(client.parked.wait)
+                group.cancel_scope.cancel()  # notifications/cancelled, or the proxy stops
+                client.release.set()
+
+    anyio.run(main)
+    assert client.calls == expected
+    assert upstream_calls == []
+
+
 def test_a_failed_poll_withdraws_the_request() -> None:
     client = _Client(Status.PENDING)
     result = anyio.run(Gate(client, TOOLS, 60).call, "drop", {}, None, None)  # type: ignore[arg-type]
@@ -115,3 +184,100 @@ def test_init_tools_trusts_no_upstream_hint_or_name() -> None:
     assert not _PLAIN_TOOL_NAME.fullmatch("*")
     assert not _PLAIN_TOOL_NAME.fullmatch("drop_[a-z]*")
     assert _PLAIN_TOOL_NAME.fullmatch("count_rows")
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "database": {"type": "string"},
+        "table": {"type": "string", "default": "sessions"},
+        "auth": {"type": "string", "default": ""},
+        "options": {"$ref": "#/$defs/Options"},
+        "extra": {"anyOf": [{"$ref": "#/$defs/Options"}, {"type": "null"}], "default": None},
+    },
+    "required": ["database", "options"],
+    "$defs": {
+        "Options": {
+            "type": "object",
+            "properties": {
+                "level": {"type": "integer", "default": 6},
+                "tags": {"type": "array", "default": ["a"]},
+                "inner": {
+                    "type": "object",
+                    "properties": {"depth": {"default": 1}},
+                    "default": {},
+                },
+            },
+        }
+    },
+}
+
+
+def test_defaults_are_approved_and_sent_upstream_as_one_set_of_arguments() -> None:
+    """What the upstream would fill in itself is in the request's parameters, the target is
+    built from it, and the upstream gets exactly those arguments plus the credential."""
+    client = _Client(Status.APPROVED)
+    sent: list[dict[str, Any]] = []
+
+    async def upstream(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        sent.append(arguments)
+        return types.CallToolResult(content=[types.TextContent(text="dropped")])
+
+    arguments = {"database": "orders", "options": {"level": 9}}
+    gate = Gate(client, TOOLS, 5)  # type: ignore[arg-type]
+    result = anyio.run(gate.call, "drop_with", arguments, upstream, None, SCHEMA)
+    assert not result.is_error
+    filled = {
+        "database": "orders",
+        "table": "sessions",
+        "options": {"level": 9, "tags": ["a"], "inner": {"depth": 1}},
+        "extra": None,
+    }
+    args, kwargs = client.submitted
+    assert kwargs["parameters"] == filled and "orders/sessions" in args
+    assert sent == [{**filled, "auth": "tok"}]  # the credential argument is never defaulted
+    assert arguments == {"database": "orders", "options": {"level": 9}}  # not written into
+
+
+def test_without_a_schema_or_with_a_strange_one_the_arguments_are_sent_as_given() -> None:
+    given = {"a": 1, "nested": [1]}
+    assert with_defaults(None, given) == given
+    assert with_defaults({"properties": "no"}, given) == given
+    assert with_defaults({"properties": {"nested": {"default": 5}}}, given) == given
+    # an ambiguous union between two objects is left to the upstream
+    either = {
+        "properties": {
+            "o": {
+                "anyOf": [
+                    {"properties": {"x": {"default": 1}}},
+                    {"properties": {"y": {"default": 2}}},
+                ]
+            }
+        }
+    }
+    assert with_defaults(either, {"o": {}}) == {"o": {}}
+    # a $ref that leads nowhere, or loops, is no crash
+    assert with_defaults({"properties": {"o": {"$ref": "#/$defs/Missing"}}}, {"o": {}}) == {"o": {}}
+    loop = {"$defs": {"A": {"$ref": "#/$defs/A"}}, "properties": {"o": {"$ref": "#/$defs/A"}}}
+    assert with_defaults(loop, {"o": {}}) == {"o": {}}
+
+
+def test_a_recursive_schema_is_filled_only_so_deep() -> None:
+    tree = {
+        "$defs": {
+            "Node": {
+                "type": "object",
+                "properties": {
+                    "child": {"$ref": "#/$defs/Node", "default": {}},
+                    "n": {"default": 0},
+                },
+            }
+        },
+        "properties": {"root": {"$ref": "#/$defs/Node", "default": {}}},
+    }
+    filled = with_defaults(tree, {})
+    depth = 0
+    node = filled["root"]
+    while "child" in node:
+        node, depth = node["child"], depth + 1
+    assert 0 < depth <= 20
