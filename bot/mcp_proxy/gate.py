@@ -120,7 +120,7 @@ class Gate:
             if request is not None:  # a poll or the claim failed
                 await self._withdraw(request.id, claiming=claiming)
             return refusal(f"stepup: the call was not run: {exc}")
-        except anyio.get_cancelled_exc_class():
+        except BaseException:  # cancelled, or anything else (a progress notification failed)
             if request is not None:
                 await self._withdraw(request.id, claiming=claiming)
             raise

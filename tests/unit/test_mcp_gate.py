@@ -160,6 +160,17 @@ def test_a_cancel_while_submit_or_claim_is_in_flight_withdraws_the_request(
     assert upstream_calls == []
 
 
+def test_a_progress_notification_that_fails_withdraws_the_request() -> None:
+    client = _Client(Status.PENDING)
+
+    async def progress(waited: float, message: str) -> None:
+        raise anyio.BrokenResourceError  # the client's stream is gone
+
+    with pytest.raises(anyio.BrokenResourceError):
+        anyio.run(Gate(client, TOOLS, 60).call, "drop", {}, None, progress)  # type: ignore[arg-type]
+    assert client.calls == ["submit", "cancel"]
+
+
 def test_a_failed_poll_withdraws_the_request() -> None:
     client = _Client(Status.PENDING)
     result = anyio.run(Gate(client, TOOLS, 60).call, "drop", {}, None, None)  # type: ignore[arg-type]
