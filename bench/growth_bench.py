@@ -616,11 +616,9 @@ def time_plans(plans: list[Plan], history_url: str, empty_url: str) -> None:
         empty.dispose()
 
 
-def explain_history(prepared: Prepared) -> list[Plan]:
-    """EXPLAIN what one submit (through the real app) and one scheduler sweep execute."""
-    from fastapi.testclient import TestClient
-
-    from bot.scheduler import DeadlineScheduler
+def runtime_for(prepared: Prepared) -> Any:
+    """The server's runtime (``bot.server.build_runtime``) in this process, not started, with
+    the settings the bench's server had."""
     from bot.server import build_runtime
     from bot.settings import Settings
 
@@ -628,11 +626,19 @@ def explain_history(prepared: Prepared) -> list[Plan]:
     os.environ.clear()
     os.environ.update(prepared.env)
     try:
-        settings = Settings(_env_file=None)
-        runtime = build_runtime(settings)
+        return build_runtime(Settings(_env_file=None))
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def explain_history(prepared: Prepared) -> list[Plan]:
+    """EXPLAIN what one submit (through the real app) and one scheduler sweep execute."""
+    from fastapi.testclient import TestClient
+
+    from bot.scheduler import DeadlineScheduler
+
+    runtime = runtime_for(prepared)
     service = runtime.context.service
     headers = {"Authorization": f"Bearer {prepared.key}"}
     plans: list[Plan] = []
@@ -653,6 +659,100 @@ def explain_history(prepared: Prepared) -> list[Plan]:
     finally:
         service.db.dispose()
     return plans
+
+
+@dataclass
+class Profile:
+    """In-process submits through the real app on both databases: time per submit, and the
+    time of each statement (cursor execute to its return), alternately in blocks."""
+
+    submits: dict[str, int]
+    wall_us: dict[str, float]  # total, per database
+    statements: dict[str, dict[str, list[float]]]  # sql -> database -> [calls, total µs]
+    notes: list[str]
+
+
+def profile_submits(prepared: dict[str, Prepared], *, blocks: int, per_block: int) -> Profile:
+    from fastapi.testclient import TestClient
+
+    runtimes = {name: runtime_for(p) for name, p in prepared.items()}
+    profile = Profile(dict.fromkeys(runtimes, 0), dict.fromkeys(runtimes, 0.0), {}, [])
+    hooks = []
+    for name, runtime in runtimes.items():
+        engine = runtime.context.service.db.engine
+
+        def before(conn: Connection, *_args: Any) -> None:
+            conn.info["growth_t0"] = time.perf_counter()
+
+        def after(conn: Connection, _cursor: Any, sql: str, *_args: Any, _name: str = name) -> None:
+            took = (time.perf_counter() - conn.info.pop("growth_t0", time.perf_counter())) * 1e6
+            calls = profile.statements.setdefault(" ".join(sql.split()), {})
+            entry = calls.setdefault(_name, [0.0, 0.0])
+            entry[0] += 1
+            entry[1] += took
+
+        hooks.append((engine, before, after))
+        if runtime.context.service.db.is_sqlite:
+            with engine.connect() as conn:
+                size = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+                pages = conn.exec_driver_sql("PRAGMA page_count").scalar()
+            profile.notes.append(f"{name}: PRAGMA cache_size {size}, {pages:,} pages of 4 KiB")
+    clients = {}
+    with ExitStack() as stack:
+        for name, runtime in runtimes.items():
+            clients[name] = stack.enter_context(TestClient(runtime.app))
+            headers = {"Authorization": f"Bearer {prepared[name].key}"}
+            clients[name].headers.update(headers)
+            for _ in range(50):  # warm-up, not recorded
+                clients[name].post("/v1/requests", json=INTENT).raise_for_status()
+        for engine, before, after in hooks:
+            event.listen(engine, "before_cursor_execute", before)
+            event.listen(engine, "after_cursor_execute", after)
+        try:
+            for block in range(blocks):
+                order = list(runtimes) if block % 2 == 0 else list(runtimes)[::-1]
+                for name in order:
+                    started = time.perf_counter()
+                    for _ in range(per_block):
+                        clients[name].post("/v1/requests", json=INTENT).raise_for_status()
+                    profile.wall_us[name] += (time.perf_counter() - started) * 1e6
+                    profile.submits[name] += per_block
+        finally:
+            for engine, before, after in hooks:
+                event.remove(engine, "before_cursor_execute", before)
+                event.remove(engine, "after_cursor_execute", after)
+    for runtime in runtimes.values():
+        runtime.context.service.db.dispose()
+    return profile
+
+
+def print_profile(kind: str, profile: Profile) -> None:
+    a, b = "empty", "history"
+    per = {n: profile.wall_us[n] / max(profile.submits[n], 1) for n in profile.submits}
+    print(
+        f"\n  in-process submits on {kind} ({profile.submits[a]:,} each, alternating blocks, "
+        f"one client): {per[a]:.0f} µs empty, {per[b]:.0f} µs history "
+        f"(B/A {per[b] / per[a]:.2f})"
+    )
+    for note in profile.notes:
+        print(f"    {note}")
+
+    def cost(sql: str, name: str) -> float:  # µs per submit
+        _calls, total = profile.statements[sql].get(name, [0.0, 0.0])
+        return total / max(profile.submits[name], 1)
+
+    rows = sorted(profile.statements, key=lambda q: cost(q, b) - cost(q, a), reverse=True)
+    statement_a = sum(cost(q, a) for q in profile.statements)
+    statement_b = sum(cost(q, b) for q in profile.statements)
+    print(
+        f"    statements: {statement_a:.0f} µs per submit empty, {statement_b:.0f} µs history; "
+        "the rest is Python, commit and the test client. Largest differences (µs per submit):"
+    )
+    for sql in rows[:6]:
+        calls = profile.statements[sql].get(b, [0.0])[0] / max(profile.submits[b], 1)
+        print(
+            f"    {cost(sql, a):>7.0f} {cost(sql, b):>7.0f}  ({calls:.1f} calls/submit) {sql[:150]}"
+        )
 
 
 def slower(plan: Plan) -> bool:
@@ -695,12 +795,13 @@ def scratch(kind: str, workdir: Path, admin_url: str, name: str) -> Iterator[str
 
 def bench_database(
     kind: str, root: Path, args: argparse.Namespace
-) -> tuple[list[Row], list[Plan], dict[str, Prepared]]:
+) -> tuple[list[Row], list[Plan], dict[str, Prepared], Profile | None]:
     stepup_cli = str(Path(sys.executable).parent / "stepup")
     body = json.dumps(INTENT).encode()
     with ExitStack() as stack:
         prepared: dict[str, Prepared] = {}
-        for name, history in (("empty", 0), ("history", args.history)):
+        # --control: B gets no history either (A/A'), to see the bench's own spread and bias.
+        for name, history in (("empty", 0), ("history", 0 if args.control else args.history)):
             workdir = root / kind / name
             url = stack.enter_context(scratch(kind, workdir, args.postgres_admin_url, name))
             print(f"  preparing {name} ({history:,} requests of history) ...", flush=True)
@@ -731,7 +832,12 @@ def bench_database(
             stop(server)
         plans = explain_history(prepared["history"]) if args.explain else []
         time_plans(plans, prepared["history"].url, prepared["empty"].url)
-    return rows, plans, prepared
+        profile = (
+            profile_submits(prepared, blocks=args.profile_blocks, per_block=args.profile_submits)
+            if args.profile_blocks > 0
+            else None
+        )
+    return rows, plans, prepared, profile
 
 
 def summarise(kind: str, rows: list[Row], prepared: dict[str, Prepared]) -> bool:
@@ -771,7 +877,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help="untimed per phase first (300; --quick 200)")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seed", type=int, default=20261202)
+    parser.add_argument(
+        "--control", action="store_true", help="B empty too: the A/A spread, no history"
+    )
     parser.add_argument("--no-explain", dest="explain", action="store_false")
+    parser.add_argument("--profile-blocks", type=int, default=6, help="0: no in-process profile")
+    parser.add_argument("--profile-submits", type=int, default=200, help="submits per block")
     parser.add_argument("--verbose-plans", action="store_true", help="print every plan")
     parser.add_argument(
         "--postgres-admin-url",
@@ -818,9 +929,11 @@ def main() -> None:
             if reason is not None:
                 print(f"  skipped: {reason}")
                 continue
-            rows, plans, prepared = bench_database(kind, Path(tmp), args)
+            rows, plans, prepared, profile = bench_database(kind, Path(tmp), args)
             verdicts[kind] = summarise(kind, rows, prepared)
             print_plans(kind, plans, args.verbose_plans)
+            if profile is not None:
+                print_profile(kind, profile)
             figures[kind] = {
                 "rows": [asdict(r) for r in rows],
                 "plans": [asdict(p) for p in plans],
