@@ -10,7 +10,7 @@ local ``$ref``) are filled; anything fancier (``oneOf`` between objects, ``if``/
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 _MAX_DEPTH = 16  # a recursive schema (a tree of nodes) is filled this deep, no deeper
@@ -55,12 +55,35 @@ _NONE = object()
 
 
 def _default(root: Mapping[str, Any], declared: Mapping[str, Any]) -> Any:
-    if "default" in declared:
-        return declared["default"]
     target = _resolve(root, declared)
-    if target is not declared and "default" in target:
-        return target["default"]
+    for schema in (declared, target):
+        if "default" in schema:
+            default = schema["default"]
+            # A default its own type refuses (``x: int = None``) means "absent": sent
+            # explicitly, the upstream would reject what it accepts when left out.
+            return default if _fits(target, default) and _fits(declared, default) else _NONE
     return _NONE
+
+
+_JSON_TYPES: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "null": lambda v: v is None,
+}
+
+
+def _fits(schema: Mapping[str, Any], value: Any) -> bool:
+    """Whether ``value`` has the schema's plain ``type`` (a name or a list of names); a schema
+    without one (or with one this does not know) is not judged."""
+    declared = schema.get("type")
+    names = [declared] if isinstance(declared, str) else declared
+    if not isinstance(names, list) or not all(name in _JSON_TYPES for name in names):
+        return True
+    return any(_JSON_TYPES[name](value) for name in names)
 
 
 def _object_schema(root: Mapping[str, Any], schema: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -255,6 +255,9 @@ def test_without_a_schema_or_with_a_strange_one_the_arguments_are_sent_as_given(
     assert with_defaults(None, given) == given
     assert with_defaults({"properties": "no"}, given) == given
     assert with_defaults({"properties": {"nested": {"default": 5}}}, given) == given
+    # a default its own type refuses means "absent" (sent as null, the upstream would refuse)
+    sloppy = {"properties": {"n": {"type": "integer", "default": None}, "m": {"default": None}}}
+    assert with_defaults(sloppy, {}) == {"m": None}
     # an ambiguous union between two objects is left to the upstream
     either = {
         "properties": {
