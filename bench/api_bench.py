@@ -125,6 +125,13 @@ def scratch_database(kind: str, workdir: Path, admin_url: str) -> Iterator[str]:
         yield url
 
 
+# A closed loop holds at most --concurrency requests in flight by itself: admission control
+# (503 past STEPUP_MAX_IN_FLIGHT, default 16) would shed the 50 clients' load instead of
+# measuring how fast it is served. So the closed-loop benches (this one, identity_bench,
+# growth_bench) raise the bound; openloop_bench.py takes it out again and measures shedding.
+CLOSED_LOOP_ADMISSION = {"STEPUP_MAX_IN_FLIGHT": "1000"}
+
+
 def server_env(url: str, workdir: Path, port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPUP_", "SLACK_"))}
     env.update(
@@ -137,14 +144,9 @@ def server_env(url: str, workdir: Path, port: int) -> dict[str, str]:
         # design (they have their own tests), so the bench measures the path with them off.
         STEPUP_SUBMIT_RATE_PER_AGENT="0",
         STEPUP_MAX_PENDING_PER_AGENT="0",
+        **CLOSED_LOOP_ADMISSION,
     )
     return env
-
-
-# A closed loop holds at most --concurrency requests in flight by itself: admission control
-# (503 past STEPUP_MAX_IN_FLIGHT, default 16) would shed the 50 clients' load instead of
-# measuring how fast it is served. Shedding is what openloop_bench.py measures.
-CLOSED_LOOP_ADMISSION = {"STEPUP_MAX_IN_FLIGHT": "1000"}
 
 
 def register_agent(stepup_cli: str, env: dict[str, str], workdir: Path) -> str:
@@ -242,7 +244,7 @@ def bench_database(
     with ExitStack() as stack:
         url = stack.enter_context(scratch_database(kind, workdir, args.postgres_admin_url))
         port, floor_port = free_port(), free_port()
-        env = server_env(url, workdir, port) | CLOSED_LOOP_ADMISSION
+        env = server_env(url, workdir, port)
         key = register_agent(stepup_cli, env, workdir)
         headers = {"Authorization": f"Bearer {key}"}
         stepup = start("stepup", [stepup_cli, "serve"], port=port, env=env, cwd=workdir)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from api_bench import (
     BENCH_DIR,
+    CLOSED_LOOP_ADMISSION,
     INTENT,
     check_once,
     postgres_unreachable,
@@ -215,6 +216,8 @@ def bench_database(kind: str, workdir: Path, args: argparse.Namespace) -> list[R
         url = stack.enter_context(scratch_database(kind, workdir, args.postgres_admin_url))
         port, floor_port = free_port(), free_port()
         env = server_env(url, workdir, port)
+        for name in CLOSED_LOOP_ADMISSION:  # stepup on its default admission bound
+            env.pop(name, None)
         key = register_agent(stepup_cli, env, workdir)
         headers = {"Authorization": f"Bearer {key}"}
         stepup = start("stepup", [stepup_cli, "serve"], port=port, env=env, cwd=workdir)
