@@ -152,6 +152,12 @@ class JwtIssuer:
         and the short ``exp`` bounds how long a target that only checks signatures may accept it.
         """
 
+    def revocation_is_the_list(self) -> bool:
+        """True: revoking is the jti entering the revocation list, so the revocation is
+        settled in the transaction that ends the session (no later pass). A subclass that
+        overrides ``revoke`` has work to do there, and is called by the revocation pass."""
+        return type(self).revoke is JwtIssuer.revoke
+
 
 def actor_claim(actors: tuple[str, ...]) -> dict[str, Any]:
     """RFC 8693 ``act``: ``{"sub": current, "act": {"sub": the one before, …}}``."""

@@ -110,6 +110,12 @@ class SubmitBody(BaseModel):
     break_glass: bool = False
     # Checked against the agent's callback allow-list at submit (docs/callbacks.md).
     callback_url: Identifier | None = Field(default=None, min_length=1, max_length=2048)
+    # Not part of the intent: how the agent wants the answer (docs/api.md, one round trip).
+    claim: bool = Field(
+        default=False,
+        description="When the policy pre-authorises the request, claim its credential in this "
+        "answer (`credential` then carries the token, once); pending or denied: as without",
+    )
 
     @field_validator("parameters")
     @classmethod

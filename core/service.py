@@ -13,6 +13,7 @@ from typing import Any
 
 from core.credentials import CredentialIssuer
 from core.dpop import ProofOfPossession
+from core.identity.presented import Presented, present
 from core.identity.workload import WorkloadVerifier
 from core.keys import KeyRing
 from core.model import AgentIdentity, Approver, Intent, SessionOutcome, Vote
@@ -32,7 +33,8 @@ from core.usecases.limits import SubmitLimits
 from core.usecases.parts import ChangeListener, Parts
 from core.usecases.reading import Reading
 from core.usecases.revoking import Revoking
-from core.usecases.sessions import Claimed, Sessions
+from core.usecases.sessions import Caller, Claimed, Sessions
+from core.usecases.submit_claim import SubmitClaim
 from core.usecases.submitting import BeforeCommit, Submitting, intent_fields, terms_from
 
 __all__ = ["ChangeListener", "ExpiryResult", "Stepup", "VoteResult", "intent_fields", "terms_from"]
@@ -82,6 +84,7 @@ class Stepup:
         self.revoking = Revoking(parts)
         self.delegating = Delegating(parts)  # docs/delegation.md
         self.exchanging = Exchanging(parts, self.submitting, self.sessions)  # RFC 8693
+        self.submit_claim = SubmitClaim(parts, self.submitting, self.sessions)
         if parts.revoke_soon is None:
             parts.revoke_soon = self.revoking.revoke_soon
 
@@ -159,10 +162,34 @@ class Stepup:
             key, draft, now=now, idempotency_key=idempotency_key, before_commit=before_commit
         )
 
+    def submit_and_claim(
+        self,
+        key: str,
+        draft: Callable[[str], Intent],
+        *,
+        now: datetime,
+        idempotency_key: str | None = None,
+        before_commit: BeforeCommit | None = None,
+        dpop: ProofOfPossession | None = None,
+    ) -> tuple[RequestSnapshot, bool, Claimed | None]:
+        return self.submit_claim.submit_and_claim(
+            key,
+            draft,
+            now=now,
+            idempotency_key=idempotency_key,
+            before_commit=before_commit,
+            dpop=dpop,
+        )
+
+    def present(self, credential: str, *, now: datetime) -> Presented:
+        """What a caller presented (a workload token is verified here); the agent behind it is
+        looked up in the transaction of the work it asks for."""
+        return present(self.parts.identity, credential, now=now)
+
     def claim(
         self,
         request_id: str,
-        agent: AgentIdentity,
+        agent: Caller,
         *,
         now: datetime,
         dpop: ProofOfPossession | None = None,
@@ -172,7 +199,7 @@ class Stepup:
     def complete(
         self,
         request_id: str,
-        agent: AgentIdentity,
+        agent: Caller,
         outcome: SessionOutcome,
         detail: str,
         *,
@@ -180,7 +207,7 @@ class Stepup:
     ) -> RequestSnapshot:
         return self.sessions.complete(request_id, agent, outcome, detail, now=now)
 
-    def cancel(self, request_id: str, agent: AgentIdentity, *, now: datetime) -> RequestSnapshot:
+    def cancel(self, request_id: str, agent: Caller, *, now: datetime) -> RequestSnapshot:
         return self.sessions.cancel(request_id, agent, now=now)
 
     # -- approvers and admins --------------------------------------------------------------
@@ -264,6 +291,10 @@ class Stepup:
 
     def get(self, request_id: str, *, agent_id: str | None = None) -> RequestSnapshot:
         return self.reading.get(request_id, agent_id=agent_id)
+
+    def get_as(self, request_id: str, caller: Presented, *, now: datetime) -> RequestSnapshot:
+        """The request, for the agent ``caller`` authenticates as (one transaction)."""
+        return self.reading.get_as(request_id, caller, now=now)
 
     def get_for_person(
         self,

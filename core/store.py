@@ -184,10 +184,17 @@ class StoreTx(Protocol):
         ...
 
     def revoke_credentials(
-        self, credentials: Sequence[tuple[str, str]], *, reason: str, now: datetime
+        self,
+        credentials: Sequence[tuple[str, str]],
+        *,
+        reason: str,
+        now: datetime,
+        builtin_settled: bool = False,
     ) -> set[str]:
         """Put (request id, jti) credentials on the revocation list and queue the call to
-        their issuer; returns the jtis that were not on the list yet."""
+        their issuer; returns the jtis that were not on the list yet. ``builtin_settled``:
+        the built-in JWTs' revocation is the list alone, so theirs is recorded done (one
+        attempt) instead of queued."""
         ...
 
     # -- issuer-side revocations -----------------------------------------------------------

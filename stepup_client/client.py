@@ -133,11 +133,16 @@ class StepupClient:
         parent_request_id: str | None = None,
         break_glass: bool = False,
         callback_url: str | None = None,
+        claim: bool = False,
         idempotency_key: str | None = None,
     ) -> Request:
         """Submit an intent. Retries reuse one Idempotency-Key, so at most one request exists.
         With ``callback_url`` (a host on the agent's callback allow-list), every status change
         is POSTed there signed (docs/callbacks.md): check each with ``verify_event``.
+        With ``claim``, a request the policy pre-authorises comes back ``active`` with its
+        credential in ``request.claimed`` (one round trip; docs/api.md). ``claimed`` is None
+        when there was nothing to claim (pending, denied), when the claim could not be made in
+        the same call (then claim as usual), or when a retry replayed the first answer.
 
         Raises ``ParametersMismatch`` (after cancelling the request) if the server's record is
         not bound to the parameters sent.
@@ -161,10 +166,18 @@ class StepupClient:
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         key = idempotency_key or str(uuid.uuid4())
+        headers = {"Idempotency-Key": key}
+        dpop_key = None
+        if claim:
+            body["claim"] = True
+            dpop_key = (self._dpop_key or process_key()) if self._dpop else None
+            if dpop_key is not None:
+                url = str(self._httpx.build_request("POST", "/v1/requests").url)
+                headers["DPoP"] = dpop_key.proof("POST", url)
         answer = self._http.call(
-            "POST", "/v1/requests", json=body, headers={"Idempotency-Key": key}, retry=Retry.SAFE
+            "POST", "/v1/requests", json=body, headers=headers, retry=Retry.SAFE
         )
-        request = Request.from_json(answer.body)
+        request = Request.from_json(answer.body, dpop_key=dpop_key)
         expected = parameters_digest(sent)
         if request.parameters_digest != expected:
             self._cancel_quietly(request)

@@ -38,7 +38,8 @@ def session(
     expected_parameters: Mapping[str, Any] | None = None,
     timeout: float,
 ) -> Iterator[Credential]:
-    """Wait for ``request`` if pending, claim its credential, yield it, report the outcome."""
+    """Wait for ``request`` if pending, claim its credential, yield it, report the outcome.
+    A request submitted with ``claim=True`` that came back with its credential is used as is."""
     current = client.get(request) if isinstance(request, str) else request
     expected = (
         parameters_digest(normalise_parameters(expected_parameters))
@@ -46,12 +47,15 @@ def session(
         else None
     )
     _check_digest(current, expected)
-    if current.status is Status.PENDING:
-        current = client.wait(current.id, timeout=timeout)
+    if current.claimed is not None and current.status is Status.ACTIVE:
+        credential = current.claimed
     else:
-        current = settled(current)
-    _check_digest(current, expected)
-    credential = client.claim(current.id)
+        if current.status is Status.PENDING:
+            current = client.wait(current.id, timeout=timeout)
+        else:
+            current = settled(current)
+        _check_digest(current, expected)
+        credential = client.claim(current.id)
     try:
         yield credential
     except Exception as exc:
@@ -75,8 +79,19 @@ def gated(
     timeout: float,
     **options: Any,
 ) -> Iterator[Credential]:
-    """Submit, then ``session``. A request left pending (timeout, Ctrl-C) is cancelled."""
-    request = client.submit(action, action_class, target, environment, justification, **options)
+    """Submit, then ``session``. A request left pending (timeout, Ctrl-C) is cancelled.
+
+    One round trip when the policy pre-authorises: the submit claims (``claim=True``). If a
+    retry replayed an answer whose credential was lost in transit, that request is completed
+    as aborted and the intent submitted once more, to be claimed the usual way."""
+    fields = (action, action_class, target, environment, justification)
+    request = client.submit(*fields, claim=True, **options)
+    if request.status is Status.ACTIVE and request.claimed is None:
+        _report(
+            client, request.id, Outcome.ABORTED, "claimed credential lost in transit", pending=None
+        )
+        fresh = {name: value for name, value in options.items() if name != "idempotency_key"}
+        request = client.submit(*fields, **fresh)
     if request.status is Status.PENDING:
         try:
             request = client.wait(request.id, timeout=timeout)

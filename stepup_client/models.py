@@ -110,9 +110,14 @@ class Request:
     status_reason: str | None
     credential: CredentialInfo | None
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    callback_url: str | None = None
+    # Submitted with ``claim=True`` and pre-authorised: the credential, claimed in the same
+    # answer (returned this once; a replayed answer does not carry it).
+    claimed: Credential | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, raw: Any) -> Request:
+    def from_json(cls, raw: Any, *, dpop_key: DpopKey | None = None) -> Request:
+        """``dpop_key``: the key of the DPoP proof a submit with ``claim`` carried."""
         body = _object(raw, "request")
         approvals = _object(body.get("approvals", {}), "approvals")
         credential = body.get("credential")
@@ -157,6 +162,12 @@ class Request:
             status_reason=_opt(body, "status_reason", str),
             credential=None if credential is None else _credential_info(credential),
             raw=body,
+            callback_url=_opt(body, "callback_url", str),
+            claimed=(
+                Credential.from_json(credential, dpop_key=dpop_key)
+                if isinstance(credential, Mapping) and "token" in credential
+                else None
+            ),
         )
 
 

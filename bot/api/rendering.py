@@ -9,8 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from fastapi.encoders import jsonable_encoder
+
 from core.approvals import tally
 from core.snapshots import RequestSnapshot
+from core.usecases.sessions import Claimed
 
 
 def request_json(snapshot: RequestSnapshot) -> dict[str, Any]:
@@ -53,6 +56,7 @@ def request_json(snapshot: RequestSnapshot) -> dict[str, Any]:
         "outcome": snapshot.outcome,
         "outcome_detail": snapshot.outcome_detail,
         "status_reason": snapshot.status_reason,
+        "callback_url": snapshot.callback_url,
     }
     if snapshot.break_glass:
         body["break_glass_review"] = {
@@ -65,6 +69,23 @@ def request_json(snapshot: RequestSnapshot) -> dict[str, Any]:
             "expires_at": _iso(snapshot.credential.expires_at),
             "revoked_at": _iso(snapshot.credential.revoked_at),
         }
+    return body
+
+
+def claim_json(claimed: Claimed) -> dict[str, Any]:
+    """The claim answer (``bot.api.schemas.ClaimAnswer``): the credential, returned once."""
+    issued = claimed.credential
+    body: dict[str, Any] = {
+        "token": issued.token,
+        "token_type": issued.token_type,
+        "expires_at": _iso(issued.expires_at),
+        "scope": issued.scope,
+        "jti": issued.handle,
+        "request_id": claimed.request.id,
+        "credential_type": claimed.request.terms.credential_type,
+    }
+    if claimed.minted is not None:
+        body["secret"] = jsonable_encoder(dict(claimed.minted.secret))
     return body
 
 

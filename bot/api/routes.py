@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from bot.api.auth import AgentKey, ResourceServerName, agent_key, current_resource_server
 from bot.api.context import context_of
 from bot.api.delegation_routes import router as delegation_router
-from bot.api.rendering import request_json
+from bot.api.rendering import claim_json, request_json
 from bot.api.schemas import (
     INTROSPECTION_BODY,
     ClaimAnswer,
@@ -25,6 +25,7 @@ from bot.api.schemas import (
     Introspection,
     Jwks,
     RequestView,
+    SubmitAnswer,
     problem_responses,
 )
 from bot.api.strict_json import StrictJsonRoute, strict_loads
@@ -68,12 +69,13 @@ def _answer(snapshot: RequestSnapshot, status_code: int = 200, **headers: str) -
     "/v1/requests",
     status_code=201,
     tags=["requests"],
-    response_model=RequestView,
+    response_model=SubmitAnswer,
     responses={
         201: {"description": "A new request", "headers": _LOCATION},
         200: {
             "model": RequestView,
-            "description": "The first answer to this Idempotency-Key",
+            "description": "The request of this Idempotency-Key's first answer (a credential "
+            "claimed with it is not returned again)",
             "headers": _LOCATION,
         },
         **problem_responses(401, 404, 409, 413, 422, 429),
@@ -85,7 +87,10 @@ def submit(
     key: Agent,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
-    """Submit an intent. Same Idempotency-Key + same body: the first answer (200)."""
+    """Submit an intent. Same Idempotency-Key + same body: the first answer (200). With
+    ``"claim": true`` a pre-authorised request is claimed in the same call: its ``credential``
+    carries the token (and an issuer's ``secret``), once; a ``DPoP`` proof for this URL binds
+    it (docs/dpop.md)."""
     ctx = context_of(request)
     answers: list[JSONResponse] = []
 
@@ -94,13 +99,28 @@ def submit(
         # is committed, so the agent never misses a request that exists.
         answers.append(_answer(created, 201, Location=f"/v1/requests/{created.id}"))
 
-    snapshot, created = ctx.service.submit_by_key(
-        str(key),
-        body.to_intent,
-        now=ctx.clock(),
-        idempotency_key=idempotency_key,
-        before_commit=answer_new,
-    )
+    if body.claim:
+        snapshot, created, claimed = ctx.service.submit_and_claim(
+            str(key),
+            body.to_intent,
+            now=ctx.clock(),
+            idempotency_key=idempotency_key,
+            before_commit=answer_new,
+            dpop=_proof_of_possession(request),
+        )
+        if claimed is not None:
+            document = request_json(claimed.request)
+            document["credential"] |= claim_json(claimed)
+            location = f"/v1/requests/{snapshot.id}"
+            return JSONResponse(document, status_code=201, headers={"Location": location})
+    else:
+        snapshot, created = ctx.service.submit_by_key(
+            str(key),
+            body.to_intent,
+            now=ctx.clock(),
+            idempotency_key=idempotency_key,
+            before_commit=answer_new,
+        )
     if created:
         return answers[0]
     return _answer(snapshot, 200, Location=f"/v1/requests/{snapshot.id}")
@@ -127,9 +147,13 @@ async def get_request(
     """The request. With ``wait``, held until its status changes (from ``since`` when given),
     or N seconds pass; a request in a final status is answered at once."""
     ctx = context_of(request)
+    caller = None
 
     def read() -> RequestSnapshot:
-        return ctx.service.get(request_id, agent_id=key.identity(request).id)
+        nonlocal caller
+        if caller is None:  # a workload token is verified once, however long the wait
+            caller = ctx.service.present(str(key), now=ctx.clock())
+        return ctx.service.get_as(request_id, caller, now=ctx.clock())
 
     if wait == 0:
         return _answer(await run_in_threadpool(read))
@@ -161,29 +185,17 @@ async def get_request(
     responses=problem_responses(400, 401, 404, 409, 502),
     openapi_extra={"parameters": [_DPOP_HEADER]},
 )
-def claim(request_id: RequestId, request: Request, key: Agent) -> ClaimAnswer:
+def claim(request_id: RequestId, request: Request, key: Agent) -> JSONResponse:
     """Mint the credential of an approved request. Returned once; any other status is 409.
     A rule with an issuer adds ``secret``; an issuer that fails answers 502 and the request
     stays approved (claim again). A ``DPoP`` proof (RFC 9449; ``htu`` = the public URL and
     this path) binds the credential to its key (``token_type`` ``DPoP``); a bad one, or none
     where the rule requires it, is 400 and claims nothing."""
     ctx = context_of(request)
-    agent = key.identity(request)
-    claimed = ctx.service.claim(
-        request_id, agent, now=ctx.clock(), dpop=_proof_of_possession(request)
-    )
-    issued = claimed.credential
-    minted = {} if claimed.minted is None else {"secret": dict(claimed.minted.secret)}
-    return ClaimAnswer(
-        token=issued.token,
-        token_type=issued.token_type,
-        expires_at=issued.expires_at,
-        scope=issued.scope,
-        jti=issued.handle,
-        request_id=request_id,
-        credential_type=claimed.request.terms.credential_type,
-        **minted,
-    )
+    now = ctx.clock()
+    caller = ctx.service.present(str(key), now=now)
+    claimed = ctx.service.claim(request_id, caller, now=now, dpop=_proof_of_possession(request))
+    return JSONResponse(claim_json(claimed))
 
 
 def _proof_of_possession(request: Request) -> ProofOfPossession | None:
@@ -210,10 +222,9 @@ def complete(
 ) -> JSONResponse:
     """Record the outcome and revoke the credential (``completed``)."""
     ctx = context_of(request)
-    agent = key.identity(request)
-    return _answer(
-        ctx.service.complete(request_id, agent, body.outcome, body.detail, now=ctx.clock())
-    )
+    now = ctx.clock()
+    caller = ctx.service.present(str(key), now=now)
+    return _answer(ctx.service.complete(request_id, caller, body.outcome, body.detail, now=now))
 
 
 @router.post(
@@ -225,8 +236,8 @@ def complete(
 def cancel(request_id: RequestId, request: Request, key: Agent) -> JSONResponse:
     """``pending`` or ``approved`` → ``cancelled``."""
     ctx = context_of(request)
-    agent = key.identity(request)
-    return _answer(ctx.service.cancel(request_id, agent, now=ctx.clock()))
+    now = ctx.clock()
+    return _answer(ctx.service.cancel(request_id, ctx.service.present(str(key), now=now), now=now))
 
 
 @router.get("/.well-known/jwks.json", tags=["keys"], response_model=Jwks)

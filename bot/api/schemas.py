@@ -97,6 +97,9 @@ class RequestView(BaseModel):
         description="Present once a credential was minted",
         json_schema_extra=_absent_not_null,
     )
+    callback_url: str | None = Field(
+        description="Where each status change is POSTed, signed (docs/callbacks.md)"
+    )
 
 
 class ClaimAnswer(BaseModel):
@@ -121,6 +124,33 @@ class ClaimAnswer(BaseModel):
         default=None,
         description="The credential the issuer minted (shape per credential_type), shown once "
         "and stored nowhere; absent for jwt. The token above stays the proof of approval.",
+        json_schema_extra=_absent_not_null,
+    )
+
+
+class ClaimedCredential(CredentialMetadata):
+    """The credential of a request claimed in its submit's answer (``"claim": true``): its
+    metadata and, this once, the claim answer's fields."""
+
+    token: str
+    token_type: str
+    scope: str
+    request_id: str
+    credential_type: str
+    secret: dict[str, Any] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="As in the claim answer: an issuer's credential, shown once",
+        json_schema_extra=_absent_not_null,
+    )
+
+
+class SubmitAnswer(RequestView):
+    """A submitted request. With ``"claim": true`` and a pre-authorised request it is already
+    ``active`` and its ``credential`` carries the token, returned this once."""
+
+    credential: ClaimedCredential | CredentialMetadata | SkipJsonSchema[None] = Field(
+        default=None,
+        description="The claimed credential (submit with claim), or its metadata",
         json_schema_extra=_absent_not_null,
     )
 

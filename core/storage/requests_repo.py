@@ -220,10 +220,16 @@ def live_credential(session: Session, jti: str) -> LiveCredential | None:
 
 
 def revoke_credentials(
-    session: Session, credentials: Sequence[tuple[str, str]], *, reason: str, now: datetime
+    session: Session,
+    credentials: Sequence[tuple[str, str]],
+    *,
+    reason: str,
+    now: datetime,
+    builtin_settled: bool = False,
 ) -> set[str]:
     """The revocation list now (introspection answers inactive at once) and the issuer-side
-    revocation queued, retried until it succeeds. Returns the jtis not yet on the list."""
+    revocation queued, retried until it succeeds. Returns the jtis not yet on the list.
+    ``builtin_settled``: a built-in JWT's (no issuer) is recorded done, with one attempt."""
     if not credentials:
         return set()
     revoked = {
@@ -248,16 +254,18 @@ def revoke_credentials(
         {
             "jti": jti,
             "request_id": request_id,
-            "status": "pending",
-            "attempts": 0,
+            "status": "done" if settled else "pending",
+            "attempts": 1 if settled else 0,
             "next_attempt_at": now,
             "created_at": now,
+            "done_at": now if settled else None,
             "issuer": revoked[jti][0],
             "handle": revoked[jti][1],
             "issuer_config": revoked[jti][2],
         }
         for request_id, jti in credentials
         if jti in revoked
+        for settled in [builtin_settled and revoked[jti][0] is None]
     ]
     if queued:
         session.connection().execute(insert(RevocationRow), queued)

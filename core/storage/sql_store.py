@@ -117,9 +117,16 @@ class SqlStoreTx:
         dpop_repo.spend(self.session, key, until=until, now=now)
 
     def revoke_credentials(
-        self, credentials: Sequence[tuple[str, str]], *, reason: str, now: datetime
+        self,
+        credentials: Sequence[tuple[str, str]],
+        *,
+        reason: str,
+        now: datetime,
+        builtin_settled: bool = False,
     ) -> set[str]:
-        return repo.revoke_credentials(self.session, credentials, reason=reason, now=now)
+        return repo.revoke_credentials(
+            self.session, credentials, reason=reason, now=now, builtin_settled=builtin_settled
+        )
 
     def lease_revocations(
         self, now: datetime, *, limit: int, until: datetime, jtis: Sequence[str] | None = None

@@ -13,6 +13,7 @@ from typing import Any
 from core.approvals import check_eligible, check_party, eligible_groups
 from core.credentials import introspection_response, verify_credential
 from core.errors import InvalidToken, NotEligible, NotFound
+from core.identity.presented import Presented
 from core.model import Approver, Status
 from core.policy.compiled import ApproverGroup
 from core.snapshots import RequestSnapshot
@@ -45,6 +46,12 @@ class Reading:
     def get(self, request_id: str, *, agent_id: str | None = None) -> RequestSnapshot:
         with self.parts.store.read() as tx:
             return tx.load(request_id, agent_id=agent_id)
+
+    def get_as(self, request_id: str, caller: Presented, *, now: datetime) -> RequestSnapshot:
+        """The request if it is the agent's: Unauthenticated, or the NotFound of a missing id."""
+        with self.parts.store.read() as tx:
+            agent = caller.authenticate(tx, now=now)
+            return tx.load(request_id, agent_id=agent.id)
 
     def get_for_person(
         self,

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 BeforeCommit = Callable[[RequestSnapshot], None]
 """Runs inside the transaction that records a new request, last: raising rolls it all back."""
+AfterInsert = Callable[[StoreTx, AgentIdentity, RequestSnapshot], RequestSnapshot]
+"""Runs inside that transaction right after the request is recorded and may change it (the
+claim of a submit with ``claim``); returns the request as it now is."""
 
 
 class Submitting:
@@ -47,6 +50,7 @@ class Submitting:
         now: datetime,
         idempotency_key: str | None = None,
         before_commit: BeforeCommit | None = None,
+        after_insert: AfterInsert | None = None,
     ) -> tuple[RequestSnapshot, bool]:
         """Evaluate and record a request. Returns (request, created).
 
@@ -67,6 +71,8 @@ class Submitting:
                 created = self._insert(
                     tx, agent, intent, decision, now, idempotency_key, body_digest
                 )
+                if after_insert is not None:
+                    created = after_insert(tx, agent, created)
                 if before_commit is not None:
                     before_commit(created)
         except DuplicateIdempotencyKey:
@@ -86,6 +92,7 @@ class Submitting:
         now: datetime,
         idempotency_key: str | None = None,
         before_commit: BeforeCommit | None = None,
+        after_insert: AfterInsert | None = None,
     ) -> tuple[RequestSnapshot, bool]:
         """submit() for a caller known only by its agent key; ``draft`` makes the intent once
         the agent's id is known. Without an idempotency key, the key is checked inside the
@@ -103,6 +110,7 @@ class Submitting:
                 now=now,
                 idempotency_key=idempotency_key,
                 before_commit=before_commit,
+                after_insert=after_insert,
             )
         with self.parts.store.write() as tx:
             agent = presented.authenticate(tx, now=now)
@@ -110,6 +118,8 @@ class Submitting:
             intent = draft(agent.id)
             decision = self.parts.policy.current.evaluate(intent, now)
             created = self._insert(tx, agent, intent, decision, now, None, _body_digest(intent))
+            if after_insert is not None:
+                created = after_insert(tx, agent, created)
             if before_commit is not None:
                 before_commit(created)
         self.parts.feed.publish([created])

@@ -82,6 +82,7 @@ class UnitOfWork:
         self.notices = Notices(tx.outbox, now)
         self.changed: dict[str, RequestSnapshot] = {}
         self.revoked_at_issuers: list[str] = []  # jtis whose issuer must be called
+        self.settled_builtin: list[tuple[str, str]] = []  # built-in JWTs: (request id, jti)
 
     @property
     def audit(self) -> AuditLog:
@@ -200,8 +201,20 @@ class UnitOfWork:
             ):
                 by_reason[step.reason or ""].append((snap.id, snap.credential.jti))
         revoked: set[str] = set()
+        settled = _revocation_is_the_list(self.parts.issuer)
         for reason, credentials in by_reason.items():
-            revoked |= self.tx.revoke_credentials(credentials, reason=reason, now=self.now)
+            revoked |= self.tx.revoke_credentials(
+                credentials, reason=reason, now=self.now, builtin_settled=settled
+            )
+        if settled:  # recorded as the issuer's side done, in this transaction: no later pass
+            for step in steps:
+                credential = step.snapshot.credential
+                if (
+                    credential is not None
+                    and credential.jti in revoked
+                    and step.snapshot.terms.issuer is None
+                ):
+                    self.settled_builtin.append((step.snapshot.id, credential.jti))
         self.revoked_at_issuers.extend(
             step.snapshot.credential.jti
             for step in steps
@@ -218,6 +231,8 @@ class UnitOfWork:
             audit.credential_revoked(
                 snap.id, snap.credential.jti, step.actor, step.reason or "", now
             )
+            if (snap.id, snap.credential.jti) in self.settled_builtin:
+                audit.issuer_revoked(snap.id, snap.credential.jti, 1, now)
         event = step.event
         if event is Event.APPROVE:
             audit.request_approved(snap.id, list(step.detail["approvers"]), now)
@@ -267,6 +282,13 @@ class UnitOfWork:
         outcome = new.status.is_final
         if sponsor_hears and new.on_behalf_of and (new.sponsor_verified or outcome):
             self.notices.direct(new.on_behalf_of, fact)
+
+
+def _revocation_is_the_list(issuer: object) -> bool:
+    """Whether revoking the built-in credentials is their entering the revocation list alone
+    (``JwtIssuer``), so that nothing is left for a later pass to do."""
+    check = getattr(issuer, "revocation_is_the_list", None)
+    return bool(check()) if callable(check) else False
 
 
 def _ancestor(

@@ -58,14 +58,14 @@ class LongPollWatch:
     then done with its first read. From then on only a wake-up (or the periodic re-read) can
     answer it, so a change made after ``wait_parked`` proves the wake-up path.
 
-    Watches the context's public ``hub.register`` and ``service.get`` through wrappers.
+    Watches the context's public ``hub.register`` and ``service.get``/``get_as`` through wrappers.
     """
 
     def __init__(self, context: ApiContext, monkeypatch: pytest.MonkeyPatch) -> None:
         self._lock = threading.Lock()
         self._registered: set[str] = set()
         self._parked: set[str] = set()
-        register, get = context.hub.register, context.service.get
+        register, get, get_as = context.hub.register, context.service.get, context.service.get_as
 
         def registering(request_id: str) -> asyncio.Event:
             event = register(request_id)
@@ -80,8 +80,16 @@ class LongPollWatch:
                     self._parked.add(request_id)
             return snapshot
 
+        def reading_as(request_id: str, caller: Any, **options: Any) -> RequestSnapshot:
+            snapshot = get_as(request_id, caller, **options)
+            with self._lock:
+                if request_id in self._registered:
+                    self._parked.add(request_id)
+            return snapshot
+
         monkeypatch.setattr(context.hub, "register", registering)
         monkeypatch.setattr(context.service, "get", reading)
+        monkeypatch.setattr(context.service, "get_as", reading_as)
 
     def parked(self, request_id: str) -> bool:
         with self._lock:

@@ -19,7 +19,15 @@ from pydantic import BaseModel
 
 from bot.api.app import create_app
 from bot.api.context import ApiContext
-from bot.api.schemas import ClaimAnswer, Introspection, Jwks, Problem, RequestView
+from bot.api.schemas import (
+    ClaimAnswer,
+    ClaimedCredential,
+    Introspection,
+    Jwks,
+    Problem,
+    RequestView,
+    SubmitAnswer,
+)
 from core.model import Approver, Status, Vote
 from core.storage.database import Database
 from tests.integration.live import running
@@ -125,6 +133,11 @@ def test_every_status_answers_exactly_the_declared_request_model(api: Api) -> No
     claim = api.agent.post(f"/v1/requests/{allowed['id']}/credential")
     assert claim.status_code == 200
     assert_exactly(ClaimAnswer, claim.json())
+    # Submit with claim: the request view, its credential carrying the claim answer's fields.
+    one_trip = api.agent.post("/v1/requests", json=READ | {"claim": True})
+    assert one_trip.status_code == 201 and one_trip.json()["status"] == "active"
+    assert_exactly(SubmitAnswer, one_trip.json())
+    assert set(one_trip.json()["credential"]) == set(ClaimedCredential.model_fields) - {"secret"}
     active = api.get(allowed["id"])
     assert active["status"] == "active" and active["credential"]["revoked_at"] is None
     token = claim.json()["token"]
@@ -211,7 +224,15 @@ def test_the_document_declares_these_models_and_problem_media_type(api: Api) -> 
     }
     for (method, path), ok in requests.items():
         responses = document["paths"][path][method]["responses"]
-        assert responses[ok]["content"]["application/json"]["schema"] == view
+        declared = responses[ok]["content"]["application/json"]["schema"]
+        if path == "/v1/requests":  # a request view whose credential may carry the token
+            assert declared == {"$ref": "#/components/schemas/SubmitAnswer"}
+            schemas = document["components"]["schemas"]
+            assert set(schemas["SubmitAnswer"]["properties"]) == set(
+                schemas["RequestView"]["properties"]
+            )
+        else:
+            assert declared == view
         errors = {code: r for code, r in responses.items() if int(code) >= 400}
         assert {"401", "404", "422"} <= errors.keys()
         for answer in errors.values():

@@ -130,8 +130,9 @@ def assert_client_reads(document: Schema, model: type, schema: Schema) -> None:
     requires (not ``| None``) is required and never null; nothing else is left unread."""
     properties: dict[str, Schema] = schema["properties"]
     hints = typing.get_type_hints(model)
-    # raw: the whole JSON; dpop_key: the client's own key a DPoP credential is bound to
-    names = {f.name for f in dataclasses.fields(model)} - {"raw", "dpop_key"}
+    # raw: the whole JSON; dpop_key: the client's own key a DPoP credential is bound to;
+    # claimed: the credential a submit with claim carries, read from ``credential``
+    names = {f.name for f in dataclasses.fields(model)} - {"raw", "dpop_key", "claimed"}
     assert properties.keys() - names == NOT_MODELLED.get(model, set()), model.__name__
     assert names <= properties.keys(), model.__name__
     for name in names:

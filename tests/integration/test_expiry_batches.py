@@ -56,9 +56,17 @@ def test_a_dozen_due_requests_in_batches_of_five(db: Database, tmp_path: Path) -
                 )
             ]
 
+    # The built-in JWT's revocation is the list alone: settled in the expiry's transaction.
     assert audit_at(later) == [
         ("request.expired", pending.id),
-        *(("credential.revoked", request_id) for request_id in active),
+        *(
+            entry
+            for request_id in active
+            for entry in (
+                ("credential.revoked", request_id),
+                ("credential.issuer_revoked", request_id),
+            )
+        ),
     ]
     with db.read() as session:
         queued = set(session.execute(select(RevocationRow.request_id)).scalars())
@@ -68,10 +76,8 @@ def test_a_dozen_due_requests_in_batches_of_five(db: Database, tmp_path: Path) -
     assert queued == set(active)
     assert ("thread.note",) in notes  # the card of the pending request is told
     revoked_at = later + timedelta(seconds=1)
-    assert engine.service.process_revocations(now=revoked_at) == 12
-    assert sorted(audit_at(revoked_at)) == sorted(  # claimed in no particular order
-        ("credential.issuer_revoked", request_id) for request_id in active
-    )
+    assert engine.service.process_revocations(now=revoked_at) == 0  # nothing left to do
+    assert audit_at(revoked_at) == []
     with chain_snapshot(db) as session:
         report = verify_chain(iter_entries(session), head=read_head(session))
     assert report.entries == report.head_seq

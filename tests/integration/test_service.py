@@ -97,6 +97,7 @@ def test_allowed_request_journey(engine: Engine, agent: AgentIdentity) -> None:
         "policy.decided",
         "credential.issued",
         "credential.revoked",
+        "credential.issuer_revoked",  # the built-in JWT's: settled in the same transaction
         "session.completed",
     ]
     # The token itself is nowhere in the database.

@@ -217,7 +217,12 @@ class MemoryTx:
         seen[key] = until
 
     def revoke_credentials(
-        self, credentials: Sequence[tuple[str, str]], *, reason: str, now: datetime
+        self,
+        credentials: Sequence[tuple[str, str]],
+        *,
+        reason: str,
+        now: datetime,
+        builtin_settled: bool = False,
     ) -> set[str]:
         revoked = set()
         for request_id, jti in credentials:
@@ -227,13 +232,14 @@ class MemoryTx:
                     info, revoked_at=now, revoke_reason=reason
                 )
                 issued = self.state.issued.get(jti)
+                settled = builtin_settled and (issued is None or issued.issuer is None)
                 self.state.revocations[jti] = {
                     "issuer": issued.issuer if issued else None,
                     "handle": issued.handle if issued else None,
                     "issuer_config": issued.issuer_config if issued else None,
                     "request_id": request_id,
-                    "status": "pending",
-                    "attempts": 0,
+                    "status": "done" if settled else "pending",
+                    "attempts": 1 if settled else 0,
                     "next_attempt_at": now,
                     "alerted_at": None,
                     "last_error": None,

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from core.audit.events import AuditKind as K
+from core.credentials import JwtIssuer
 from core.errors import Conflict, IllegalTransition, NotEligible, ValidationFailed
 from core.facts import Fact, FactKind
 from core.lifecycle import Event
 from core.model import ActionClass, Approver, SessionOutcome, Status, Vote
 from core.usecases.transition import Step, changing
-from tests.support import SPONSOR, intent
+from tests.support import ISSUER, SPONSOR, intent
 from tests.unit.usecases.conftest import AGENT, AGENT_KEY, T0, World, build_world
 
 ALICE = Approver("U0ALICE", "alice@example.com", "Alice")
@@ -100,7 +101,11 @@ def test_a_denial_needs_a_reason_and_a_refused_click_changes_nothing(world: Worl
     assert world.audit_kinds(request_id)[-2:] == [K.DECISION_RECORDED, K.REQUEST_DENIED]
 
 
-def test_claim_then_complete_revokes_the_credential_and_queues_the_issuer(world: World) -> None:
+def test_claim_then_complete_revokes_the_credential_and_settles_the_builtin_jwt(
+    world: World,
+) -> None:
+    """The built-in JWT's revocation is the list alone: recorded done, with its audit entry,
+    in the complete's transaction; nothing is left for the revocation pass."""
     request_id = approved(world)
     claimed, issued = world.service.claim(request_id, AGENT, now=T0 + timedelta(minutes=1))
     assert claimed.status is Status.ACTIVE and claimed.credential is not None
@@ -111,16 +116,36 @@ def test_claim_then_complete_revokes_the_credential_and_queues_the_issuer(world:
     )
     assert done.status is Status.COMPLETED and done == world.stored(request_id)
     assert done.credential is not None and done.credential.revoked_at is not None
-    assert world.audit_kinds(request_id)[-3:] == [
+    assert world.audit_kinds(request_id)[-4:] == [
         K.CREDENTIAL_ISSUED,
         K.CREDENTIAL_REVOKED,
+        K.ISSUER_REVOKED,
         K.SESSION_COMPLETED,
     ]
-    assert world.store.state.revocations[issued.handle]["status"] == "pending"
+    assert world.store.state.revocations[issued.handle]["status"] == "done"
     assert world.service.introspect(issued.token, now=T0 + timedelta(minutes=4)) == {
         "active": False
     }
-    assert world.service.process_revocations(now=T0 + timedelta(minutes=4)) == 1
+    assert world.service.process_revocations(now=T0 + timedelta(minutes=4)) == 0
+
+
+def test_an_issuer_that_overrides_revoke_is_still_called_by_the_pass(tmp_path: Path) -> None:
+    """A subclass of the built-in issuer with work to do in ``revoke`` is not settled early."""
+    calls: list[str] = []
+
+    class Recording(JwtIssuer):
+        def revoke(self, handle: str, now: datetime) -> None:
+            calls.append(handle)
+
+    world = build_world(tmp_path)
+    world.service.parts.issuer = Recording(world.service.keyring, issuer_url=ISSUER)
+    request_id = approved(world)
+    _, issued = world.service.claim(request_id, AGENT, now=T0)
+    world.service.complete(request_id, AGENT, SessionOutcome.SUCCEEDED, "", now=T0)
+    assert world.store.state.revocations[issued.handle]["status"] == "pending"
+    assert world.audit_kinds(request_id)[-1] is K.SESSION_COMPLETED
+    assert world.service.process_revocations(now=T0 + timedelta(seconds=1)) == 1
+    assert calls == [issued.handle]
 
 
 @pytest.mark.parametrize("exit_by", ["complete", "revoke", "expire"])
