@@ -466,3 +466,37 @@ def test_terms_logged_before_a_newer_terms_field_still_match(
 
     claimed = engine.service.claim(request.id, agent, now=now())
     assert claimed.minted is not None
+
+
+def test_submit_with_claim_mints_through_the_issuer_in_the_same_call(
+    engine: Engine, broker: Broker
+) -> None:
+    """The issuer mints outside any transaction: the request is committed, then claimed in
+    the same call; recorded as a claim would be, the secret in the answer only."""
+    key = engine.registry.add("deploy-bot", OWNER, by="test", now=now())
+    request, created, claimed = engine.service.submit_and_claim(
+        key, lambda agent: read_query(), now=now()
+    )
+    assert created and claimed is not None and claimed.minted is not None
+    assert claimed.minted.secret["token"] == SECRET_TOKEN
+    assert request.status is Status.ACTIVE and request.id == claimed.request.id
+    (issue,) = broker.ops("issue")
+    assert issue["request_id"] == request.id
+    kinds = audit_kinds(engine, request.id)
+    assert kinds[-1] == AuditKind.CREDENTIAL_ISSUED.value
+    assert_audit_verifies(engine)
+
+
+def test_submit_with_claim_whose_issuer_fails_leaves_the_request_approved(
+    engine: Engine, broker: Broker
+) -> None:
+    broker.issue_status = 503
+    key = engine.registry.add("deploy-bot", OWNER, by="test", now=now())
+    request, created, claimed = engine.service.submit_and_claim(
+        key, lambda agent: read_query(), now=now()
+    )
+    assert created and claimed is None and request.status is Status.APPROVED
+    assert audit_kinds(engine, request.id)[-1] == AuditKind.ISSUE_FAILED.value
+    broker.issue_status = 200  # the agent claims as usual once the issuer is back
+    agent = engine.registry.authenticate(key, now=now())
+    assert engine.service.claim(request.id, agent, now=now()).minted is not None
