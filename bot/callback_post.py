@@ -1,9 +1,10 @@
 """One callback POST (docs/callbacks.md), held to a hard total deadline.
 
 A socket timeout bounds each read, not the whole exchange: a receiver trickling its answer a
-byte at a time would hold the attempt for ever. Here every read and write gets at most the time
-left before the deadline, and at the deadline a watchdog shuts the connection down (which also
-ends a trickled TLS handshake), from any thread (``abort``). The connection goes to the
+byte at a time would hold the attempt for ever. Here every connect, read, write and TLS
+handshake (whose socket timeout bounds it as a whole) gets at most the time left before the
+deadline; and at the deadline a watchdog shuts the connection down, whatever step it is in, as
+``abort()`` does from any thread (the worker stopping). The connection goes to the
 addresses checked just before the attempt, never to a fresh resolution of the name (DNS
 rebinding between the check and the connect); TLS still verifies the certificate for the name.
 The answer's body is never read: the status is the answer.

@@ -84,6 +84,9 @@ class CallbackWorker:
         self.deadline_seconds = deadline_seconds  # a whole attempt, however slow the answer
         self.threads = threads
         self.per_host = per_host  # attempts in flight to one host:port at most
+        # A claimed entry is left alone this long (by other replicas too): well past the
+        # deadline of its attempt, so it is never delivered twice at once.
+        self.lease = timedelta(seconds=max(60.0, 2 * deadline_seconds + timeout_seconds))
         self.clock = clock
         self.resolver = resolver
         self.ssl_context = ssl_context or httpx.create_ssl_context()
@@ -144,7 +147,12 @@ class CallbackWorker:
         now = self.clock()
         taken: list[tuple[OutboxEntry, tuple[str, int]]] = []
         with self.db.write() as session:
-            entries = outbox_repo.claim_due(session, now, kinds=CALLBACK_KINDS, limit=free)
+            # A batch waits for the threads in turns: its lease covers them all.
+            turns = -(-free // self.threads)
+            lease = self.lease + timedelta(seconds=(turns - 1) * self.deadline_seconds)
+            entries = outbox_repo.claim_due(
+                session, now, kinds=CALLBACK_KINDS, limit=free, lease=lease
+            )
             for entry in entries:
                 receiver = _receiver(entry)
                 with self._lock:
