@@ -41,6 +41,15 @@ def canonical_name(value: str, what: str, *, max_length: int) -> str:
 STATIC_KEY = "static key (development)"
 
 
+def _as_listed(stored: str) -> str:
+    """A stored allow-list entry in today's form (one stored by an earlier release may not be:
+    ``0:0::1`` for ``::1``); as stored if it no longer parses."""
+    try:
+        return normalise_host(stored)
+    except ValidationFailed:
+        return stored
+
+
 @dataclass(frozen=True, slots=True)
 class AgentSummary:
     id: str
@@ -173,7 +182,7 @@ class AgentRegistry:
         """The agent's callback allow-list, sorted (docs/callbacks.md)."""
         with self.db.read() as session:
             agents_repo.get_agent(session, agent_id)
-            return sorted(agents_repo.callback_hosts(session, agent_id))
+            return sorted({_as_listed(h) for h in agents_repo.callback_hosts(session, agent_id)})
 
     def change_callback_hosts(
         self,
@@ -193,24 +202,26 @@ class AgentRegistry:
         removing = list(dict.fromkeys(normalise_host(h) for h in remove))
         with self.db.write() as session:
             agents_repo.get_agent(session, agent_id)
-            before = agents_repo.callback_hosts(session, agent_id)
+            stored = agents_repo.callback_hosts(session, agent_id)
+            before = {_as_listed(h): h for h in stored}  # as listed -> as stored
             missing = [h for h in removing if h not in before]
             if missing:
                 raise ValidationFailed(
                     f"--remove {', '.join(missing)}: not on the callback allow-list of {agent_id}"
                 )
-            kept = set() if clear else before - set(removing)
-            agents_repo.remove_callback_hosts(session, agent_id, sorted(before - kept))
+            gone = set(before) if clear else set(removing)
+            agents_repo.remove_callback_hosts(session, agent_id, sorted(before[h] for h in gone))
+            kept = set(before) - gone
             new = [h for h in adding if h not in kept]
             agents_repo.add_callback_hosts(session, agent_id, new)
             after = sorted(kept | set(new))
-            if set(after) != before:
+            if set(after) != set(before):
                 AuditLog(SqlAuditAppender(session)).agent_callback_hosts_changed(
                     agent_id,
                     by,
                     now,
-                    added=sorted(set(after) - before),
-                    removed=sorted(before - set(after)),
+                    added=sorted(set(after) - set(before)),
+                    removed=sorted(set(before) - set(after)),
                     hosts=after,
                 )
         return after

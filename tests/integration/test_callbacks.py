@@ -346,3 +346,20 @@ def test_cli_agents_callback_hosts_changes_the_list_and_audits_it(
             },
         ),
     ]
+
+
+def test_entries_stored_by_an_earlier_release_are_listed_and_removed_in_todays_form(
+    db: Database, tmp_path: Path
+) -> None:
+    """Earlier releases stored IPv6 literals as written (``0:0::1``): listed and removable as
+    ``::1``, the form ``--add`` writes."""
+    engine = build_engine(db, tmp_path)
+    now = datetime.now(UTC)
+    engine.registry.add("hook-bot", OWNER, by="t", now=now)
+    with db.write() as session:
+        agents_repo.add_callback_hosts(session, "hook-bot", ["0:0::1", "Old.Example.com"])
+    assert engine.registry.callback_hosts("hook-bot") == ["::1", "old.example.com"]
+    after = engine.registry.change_callback_hosts("hook-bot", by="t", now=now, remove=["[::1]"])
+    assert after == ["old.example.com"]
+    with db.read() as session:
+        assert agents_repo.callback_hosts(session, "hook-bot") == {"Old.Example.com"}
