@@ -22,6 +22,7 @@ from bot.callbacks import EVENT_LIFETIME, CallbackWorker
 from core.model import ActionClass
 from core.storage.database import Database
 from stepup_client import InvalidEvent, verify_event
+from tests.integration.test_callback_metrics import closed_port
 from tests.integration.test_callbacks import (
     READ,
     Receiver,
@@ -112,7 +113,7 @@ def test_a_trickling_receiver_is_abandoned_at_the_deadline(db: Database, tmp_pat
         rows = eventually(
             lambda: outbox_rows(db), until=lambda r: r and r[0].status == "dead", timeout=30
         )
-        eventually(slow.counts, until=lambda n: n[1] >= 2, timeout=10)
+        eventually(slow.counts, until=lambda n: n[1] >= 2, timeout=30)
     assert rows[0].attempts == 2
     assert "abandoned: no complete answer within 1s" in (rows[0].last_error or "")
     assert slow.counts() == (2, 2)  # two attempts, both connections closed by stepup
@@ -130,19 +131,21 @@ def test_a_slow_receiver_holds_up_no_other(db: Database, tmp_path: Path) -> None
         for _ in range(2):
             created = c.post("/v1/requests", json=READ | {"callback_url": slow.url})
             assert created.status_code == 201, created.text
-        eventually(slow.counts, until=lambda n: n[0] >= 1, timeout=15)
+        eventually(slow.counts, until=lambda n: n[0] >= 1, timeout=30)
         created = c.post("/v1/requests", json=READ | {"callback_url": fast.url})
         assert created.status_code == 201, created.text
-        eventually(lambda: len(fast.bodies), until=lambda n: n >= 1, timeout=15)
+        eventually(lambda: len(fast.bodies), until=lambda n: n >= 1, timeout=30)
         assert slow.counts() == (1, 0)  # still held; the second waits its turn, unattempted
-        rows = outbox_rows(db)
+        rows = eventually(
+            lambda: outbox_rows(db), until=lambda r: r[2].status == "sent", timeout=30
+        )
         assert [(r.status, r.attempts) for r in rows] == [
             ("pending", 1),
             ("pending", 0),
             ("sent", 1),
         ]
     # Stopping the worker abandoned the attempt in flight (closed, to be retried).
-    eventually(slow.counts, until=lambda n: n[1] >= 1, timeout=10)
+    eventually(slow.counts, until=lambda n: n[1] >= 1, timeout=30)
     assert outbox_rows(db)[0].status == "pending"
 
 
@@ -153,12 +156,13 @@ def test_a_host_port_entry_allows_that_port_only(db: Database, tmp_path: Path, e
         with stepup(db, tmp_path, entry.format(port=port)) as setup, client(setup) as c:
             created = c.post("/v1/requests", json=READ | {"callback_url": receiver.url})
             assert created.status_code == 201, created.text
-            eventually(lambda: len(receiver.bodies), until=lambda n: n >= 1, timeout=15)
-            other = receiver.url.replace(f":{port}/", f":{port + 1}/")
+            eventually(lambda: len(receiver.bodies), until=lambda n: n >= 1, timeout=30)
+            elsewhere = closed_port()
+            other = receiver.url.replace(f":{port}/", f":{elsewhere}/")
             answer = c.post("/v1/requests", json=READ | {"callback_url": other})
     if ":" in entry:
         assert answer.status_code == 422, answer.text
-        assert "callback_url" in answer.text and f"port {port + 1}" in answer.text
+        assert "callback_url" in answer.text and f"port {elsewhere}" in answer.text
     else:  # a bare host allows any port, as before
         assert answer.status_code == 201, answer.text
 
@@ -189,7 +193,7 @@ def test_delivery_checks_the_allow_list_of_the_time(db: Database, tmp_path: Path
             eventually(
                 lambda: (worker.run_once(), outbox_rows(db))[1],
                 until=lambda rows: rows[0].status == "sent",
-                timeout=10,
+                timeout=30,
             )
         finally:
             worker.stop()
@@ -244,7 +248,7 @@ def test_events_name_the_agent_and_expire(db: Database, tmp_path: Path) -> None:
     ):
         created = c.post("/v1/requests", json=READ | {"callback_url": receiver.url})
         assert created.status_code == 201, created.text
-        eventually(lambda: len(receiver.bodies), until=lambda n: n >= 2, timeout=15)
+        eventually(lambda: len(receiver.bodies), until=lambda n: n >= 2, timeout=30)
         jwks = httpx.get(f"{setup.url}/.well-known/jwks.json").json()
         worker = setup.worker
     event = verify_event(receiver.bodies[1], jwks=jwks, issuer=ISSUER, audience=receiver.url)
