@@ -17,6 +17,7 @@ from core.identity.presented import Presented, present
 from core.identity.workload import WorkloadVerifier
 from core.keys import KeyRing
 from core.model import AgentIdentity, Approver, Intent, SessionOutcome, Vote
+from core.notices import NoticeKind
 from core.policy import PolicyHolder
 from core.snapshots import RequestSnapshot
 from core.storage import identity_repo
@@ -133,6 +134,17 @@ class Stepup:
     def subscribe(self, listener: ChangeListener) -> None:
         """``listener`` hears of every committed change to a request."""
         self.parts.feed.subscribe(listener)
+
+    def on_outbox(self, listener: Callable[[frozenset[str]], None]) -> None:
+        """``listener`` hears the kinds of outbox entries each committed transaction of this
+        process queued (a delivery worker wakes only when there is something for it). A store
+        that cannot tell: every change to a request, with every kind."""
+        register = getattr(self.parts.store, "on_outbox", None)
+        if callable(register):
+            register(listener)
+            return
+        every = frozenset(kind.value for kind in NoticeKind)
+        self.subscribe(lambda _snapshot: listener(every))
 
     # -- agents ----------------------------------------------------------------------------
 

@@ -200,7 +200,10 @@ class OutboxWorker:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.service.subscribe(lambda _snapshot: self._wake.set())
+        slack = frozenset(SLACK_KINDS)
+        # Woken when a commit queued something for Slack; otherwise its poll finds the rest
+        # (other processes' entries, retries falling due).
+        self.service.on_outbox(lambda kinds: self._wake.set() if kinds & slack else None)
         self._thread = threading.Thread(target=self._run, name="slack-outbox", daemon=True)
         self._thread.start()
 

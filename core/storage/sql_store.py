@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -22,16 +23,20 @@ from core.storage.database import Database
 from core.storage.tables import OutboxRow
 from core.store import LeasedRevocation, LiveCredential, NewCredential, NewVote, OutboxSink
 
+logger = logging.getLogger(__name__)
+
 
 class SqlOutbox:
     """Notices become outbox rows, committed with the change they report."""
 
     def __init__(self, session: Session) -> None:
         self._session = session
+        self.kinds: set[str] = set()  # what this transaction queued
 
     def add(
         self, kind: str, request_id: str | None, payload: dict[str, Any], now: datetime
     ) -> None:
+        self.kinds.add(kind)
         self._session.add(
             OutboxRow(
                 request_id=request_id,
@@ -51,6 +56,7 @@ class SqlStoreTx:
         self._slack = slack
         self._audit: AuditLog | None = None
         self._outbox: OutboxSink | None = None
+        self._queued: SqlOutbox | None = None
 
     @property
     def audit(self) -> AuditLog:
@@ -61,9 +67,14 @@ class SqlStoreTx:
     @property
     def outbox(self) -> OutboxSink:
         if self._outbox is None:
-            outbox = SqlOutbox(self.session)
-            self._outbox = outbox if self._slack else NoSlack(outbox)
+            self._queued = SqlOutbox(self.session)
+            self._outbox = self._queued if self._slack else NoSlack(self._queued)
         return self._outbox
+
+    @property
+    def queued_kinds(self) -> frozenset[str]:
+        """The kinds of outbox entries this transaction queued."""
+        return frozenset(self._queued.kinds) if self._queued is not None else frozenset()
 
     def load(
         self, request_id: str, *, agent_id: str | None = None, lock: bool = False
@@ -185,11 +196,25 @@ class SqlStore:
     def __init__(self, db: Database, *, slack: bool = True) -> None:
         self.db = db
         self.slack = slack
+        self._outbox_listeners: list[Callable[[frozenset[str]], None]] = []
+
+    def on_outbox(self, listener: Callable[[frozenset[str]], None]) -> None:
+        """``listener`` is told the kinds of outbox entries each transaction of this process
+        queued, once it committed (the delivery workers wake on it; nothing else does)."""
+        self._outbox_listeners.append(listener)
 
     @contextmanager
     def write(self) -> Iterator[SqlStoreTx]:
         with self.db.write() as session:
-            yield SqlStoreTx(session, slack=self.slack)
+            tx = SqlStoreTx(session, slack=self.slack)
+            yield tx
+        kinds = tx.queued_kinds
+        if kinds:
+            for listener in self._outbox_listeners:
+                try:
+                    listener(kinds)
+                except Exception:  # a listener never undoes a commit
+                    logger.exception("outbox listener failed")
 
     @contextmanager
     def read(self) -> Iterator[SqlStoreTx]:
