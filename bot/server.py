@@ -182,7 +182,7 @@ def build_runtime(settings: Settings, *, worker: int | None = None) -> Runtime:
             if leading:
                 logger.info("scheduler leader: this process (%s) runs the periodic jobs", who)
             else:
-                logger.warning("scheduler leadership lost by this process (%s)", who)
+                logger.info("this process (%s) no longer leads the scheduler", who)
 
         leadership = PgLeadership(service.db.url, on_leadership)
     else:

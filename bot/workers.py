@@ -127,6 +127,10 @@ class Supervisor:
         process = subprocess.Popen(  # noqa: S603 (this interpreter, fixed arguments)
             [sys.executable, "-m", "bot.workers", "--fd", str(fd), "--index", str(index)],
             pass_fds=(fd,),
+            # Its own process group: a Ctrl-C in the terminal reaches the supervisor alone,
+            # which then stops each worker once, gracefully (a second signal would make
+            # uvicorn drop the requests in progress).
+            process_group=0,
         )
         self.workers[index] = Worker(index, process, time.monotonic())
         logger.info("worker %d started, pid %d", index, process.pid)
