@@ -27,7 +27,12 @@ class ChangeHub:
         self.notify_id(snapshot.id)
 
     def notify_id(self, request_id: str) -> None:
-        """Wake the long-polls on one request (another replica changed it); any thread."""
+        """Wake the long-polls on one request (another replica changed it); any thread.
+        Costs a dictionary lookup when nobody waits on it: the event loop is not disturbed
+        (a long-poll registers before its first read, so it never misses a change)."""
+        with self._lock:
+            if request_id not in self._waiters:
+                return
         self._call(self._wake, request_id)
 
     def wake_all(self) -> None:
