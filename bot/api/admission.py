@@ -21,9 +21,10 @@ memory), past which it gets the same 503.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 SHED_PREFIX = "/v1/"
@@ -57,6 +58,36 @@ class Admission:
     in_flight: int = 0
     long_polls: int = 0
     shed: int = 0
+    _shed_counter: Counter | None = field(default=None, init=False, repr=False)
+
+    def expose(self, registry: CollectorRegistry) -> None:
+        """Show the counts in ``registry`` (``/metrics``)."""
+        self._shed_counter = Counter(
+            "stepup_requests_shed",
+            "Agent API requests this process refused with 503 at once, by the bound they met "
+            "(in_flight: STEPUP_MAX_IN_FLIGHT; long_poll: STEPUP_MAX_LONG_POLLS).",
+            ["bound"],
+            registry=registry,
+        )
+        for bound in ("in_flight", "long_poll"):
+            self._shed_counter.labels(bound)  # both shown from the start, at 0
+        in_flight = Gauge(
+            "stepup_requests_in_flight",
+            "Agent API requests in progress in this process (parked long-polls apart).",
+            registry=registry,
+        )
+        in_flight.set_function(lambda: self.in_flight)
+        long_polls = Gauge(
+            "stepup_long_polls_waiting",
+            "Long-polls parked in this process.",
+            registry=registry,
+        )
+        long_polls.set_function(lambda: self.long_polls)
+
+    def count_shed(self, bound: str) -> None:
+        self.shed += 1
+        if self._shed_counter is not None:
+            self._shed_counter.labels(bound).inc()
 
 
 class AdmissionMiddleware:
@@ -73,7 +104,8 @@ class AdmissionMiddleware:
         state = self.admission
         if is_long_poll(scope):
             if state.long_polls >= state.max_long_polls:
-                await self._refuse(send, f"{state.max_long_polls} long-polls are already waiting")
+                why = f"{state.max_long_polls} long-polls are already waiting"
+                await self._refuse(send, "long_poll", why)
                 return
             state.long_polls += 1
             try:
@@ -82,7 +114,8 @@ class AdmissionMiddleware:
                 state.long_polls -= 1
             return
         if state.in_flight >= state.max_in_flight:
-            await self._refuse(send, f"{state.max_in_flight} requests are already in progress")
+            why = f"{state.max_in_flight} requests are already in progress"
+            await self._refuse(send, "in_flight", why)
             return
         state.in_flight += 1
         try:
@@ -90,9 +123,9 @@ class AdmissionMiddleware:
         finally:
             state.in_flight -= 1
 
-    async def _refuse(self, send: Send, why: str) -> None:
+    async def _refuse(self, send: Send, bound: str, why: str) -> None:
         state = self.admission
-        state.shed += 1
+        state.count_shed(bound)
         retry_after = state.retry_after
         body = json.dumps(
             {

@@ -61,5 +61,6 @@ def create_app(
     )
     # Outermost: a request past the bound is refused before anything else runs.
     app.state.admission = admission or Admission()
+    app.state.admission.expose(metrics.registry)
     app.add_middleware(AdmissionMiddleware, admission=app.state.admission)
     return app

@@ -141,6 +141,9 @@ def test_past_the_bound_the_api_answers_503_and_slack_still_gets_through(
             # A long-poll holds no thread: it has its own bound, not the busy one.
             waited = client.get(f"/v1/requests/{request_id}", params={"wait": 1})
             assert waited.status_code == 200 and waited.json()["id"] == request_id
+            shown = client.get("/metrics").text
+            assert 'stepup_requests_shed_total{bound="in_flight"} 2.0' in shown
+            assert "stepup_requests_in_flight 2.0" in shown
         assert live.admission.shed == 2
         # Nothing refused was done: only the request created before the bound was full.
         stored = live.engine.service.list_requests(agent_id="deploy-bot")
@@ -174,6 +177,8 @@ def test_long_polls_past_their_own_bound_are_refused(overloadable: Overloadable)
         assert refused.status_code == 503 and refused.json()["type"] == OVERLOADED_TYPE
         assert client.get(f"/v1/requests/{request_id}").status_code == 200  # not a long-poll
         assert parked.result().status_code == 200
+        shown = client.get("/metrics").text
+        assert 'stepup_requests_shed_total{bound="long_poll"} 1.0' in shown
 
 
 def _release_after_first_refusal(live: Overloadable) -> threading.Thread:
