@@ -134,7 +134,12 @@ class DeadlineScheduler:
             deadlines.append(snapshot.next_escalation_at)
         if deadlines:
             self._arm(min(deadlines))
-        if snapshot.credential is not None and snapshot.credential.revoked_at is not None:
+        if (
+            snapshot.credential is not None
+            and snapshot.credential.revoked_at is not None
+            and snapshot.terms.issuer is None  # an issuer's: revoked right after the commit
+            and not self.service.builtin_revocations_settled  # or settled in the commit
+        ):
             # Several instances may run at once: all but one return at once (see Drain).
             self._at("revocations-now", self.clock(), self._revocations, instances=16)
 

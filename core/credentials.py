@@ -250,3 +250,10 @@ def introspection_response(
     }
     body.update({name: claims[name] for name in _EXTENSION_CLAIMS if name in claims})
     return body
+
+
+def revocation_is_the_list(issuer: object) -> bool:
+    """Whether revoking ``issuer``'s credentials is their entering the revocation list alone
+    (the built-in ``JwtIssuer``), so that ending a session leaves no later pass to do."""
+    check = getattr(issuer, "revocation_is_the_list", None)
+    return bool(check()) if callable(check) else False

@@ -11,7 +11,7 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-from core.credentials import CredentialIssuer
+from core.credentials import CredentialIssuer, revocation_is_the_list
 from core.dpop import ProofOfPossession
 from core.identity.presented import Presented, present
 from core.identity.workload import WorkloadVerifier
@@ -134,6 +134,12 @@ class Stepup:
     def subscribe(self, listener: ChangeListener) -> None:
         """``listener`` hears of every committed change to a request."""
         self.parts.feed.subscribe(listener)
+
+    @property
+    def builtin_revocations_settled(self) -> bool:
+        """Whether ending a session settles the built-in JWT's revocation in its own
+        transaction (nothing for a revocation pass to do; docs/api.md#one-round-trip)."""
+        return revocation_is_the_list(self.parts.issuer)
 
     def on_outbox(self, listener: Callable[[frozenset[str]], None]) -> None:
         """``listener`` hears the kinds of outbox entries each committed transaction of this

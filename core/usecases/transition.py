@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from core.audit.events import AuditLog
+from core.credentials import revocation_is_the_list
 from core.facts import Fact, FactKind
 from core.lifecycle import Event, check_deadline, next_status
 from core.model import Status
@@ -201,7 +202,7 @@ class UnitOfWork:
             ):
                 by_reason[step.reason or ""].append((snap.id, snap.credential.jti))
         revoked: set[str] = set()
-        settled = _revocation_is_the_list(self.parts.issuer)
+        settled = revocation_is_the_list(self.parts.issuer)
         for reason, credentials in by_reason.items():
             revoked |= self.tx.revoke_credentials(
                 credentials, reason=reason, now=self.now, builtin_settled=settled
@@ -282,13 +283,6 @@ class UnitOfWork:
         outcome = new.status.is_final
         if sponsor_hears and new.on_behalf_of and (new.sponsor_verified or outcome):
             self.notices.direct(new.on_behalf_of, fact)
-
-
-def _revocation_is_the_list(issuer: object) -> bool:
-    """Whether revoking the built-in credentials is their entering the revocation list alone
-    (``JwtIssuer``), so that nothing is left for a later pass to do."""
-    check = getattr(issuer, "revocation_is_the_list", None)
-    return bool(check()) if callable(check) else False
 
 
 def _ancestor(
