@@ -51,12 +51,13 @@ import random
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -72,6 +73,7 @@ from loadgen import PhaseResult, encode_post, run_phase
 from procs import Server, cpu_seconds, free_port, start, stop
 from sqlalchemy import Table, event, func, insert, select, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 from temp_postgres import temporary_database
 
 from core.agents import AgentRegistry
@@ -670,6 +672,7 @@ class Profile:
     wall_us: dict[str, float]  # total, per database
     statements: dict[str, dict[str, list[float]]]  # sql -> database -> [calls, total µs]
     notes: list[str]
+    commits: dict[str, list[float]] = field(default_factory=dict)  # µs, each COMMIT
 
 
 def profile_submits(prepared: dict[str, Prepared], *, blocks: int, per_block: int) -> Profile:
@@ -678,6 +681,21 @@ def profile_submits(prepared: dict[str, Prepared], *, blocks: int, per_block: in
     runtimes = {name: runtime_for(p) for name, p in prepared.items()}
     profile = Profile(dict.fromkeys(runtimes, 0), dict.fromkeys(runtimes, 0.0), {}, [])
     hooks = []
+    names = {id(r.context.service.db.engine): n for n, r in runtimes.items()}
+    commit_started = threading.local()
+
+    def on_commit(_conn: Connection) -> None:  # just before the DBAPI commit
+        commit_started.at = time.perf_counter()
+
+    def after_commit(session: Session) -> None:  # just after it
+        started = getattr(commit_started, "at", None)
+        bind = session.get_bind()  # the write session is bound to a connection
+        name = names.get(id(getattr(bind, "engine", bind)))
+        if started is not None and name is not None:
+            took = (time.perf_counter() - started) * 1e6
+            profile.commits.setdefault(name, []).append(took)
+        commit_started.at = None
+
     for name, runtime in runtimes.items():
         engine = runtime.context.service.db.engine
 
@@ -708,6 +726,8 @@ def profile_submits(prepared: dict[str, Prepared], *, blocks: int, per_block: in
         for engine, before, after in hooks:
             event.listen(engine, "before_cursor_execute", before)
             event.listen(engine, "after_cursor_execute", after)
+            event.listen(engine, "commit", on_commit)
+        event.listen(Session, "after_commit", after_commit)
         try:
             for block in range(blocks):
                 order = list(runtimes) if block % 2 == 0 else list(runtimes)[::-1]
@@ -721,6 +741,8 @@ def profile_submits(prepared: dict[str, Prepared], *, blocks: int, per_block: in
             for engine, before, after in hooks:
                 event.remove(engine, "before_cursor_execute", before)
                 event.remove(engine, "after_cursor_execute", after)
+                event.remove(engine, "commit", on_commit)
+            event.remove(Session, "after_commit", after_commit)
     for runtime in runtimes.values():
         runtime.context.service.db.dispose()
     return profile
@@ -736,6 +758,15 @@ def print_profile(kind: str, profile: Profile) -> None:
     )
     for note in profile.notes:
         print(f"    {note}")
+    for name in (a, b):
+        commits = sorted(profile.commits.get(name, []))
+        if commits:
+            total = sum(commits) / max(profile.submits[name], 1)
+            print(
+                f"    COMMIT on {name}: {len(commits):,}, median {statistics.median(commits):.0f} "
+                f"µs, p99 {commits[int(0.99 * (len(commits) - 1))]:.0f} µs, max "
+                f"{commits[-1]:.0f} µs, {total:.0f} µs per submit"
+            )
 
     def cost(sql: str, name: str) -> float:  # µs per submit
         _calls, total = profile.statements[sql].get(name, [0.0, 0.0])
@@ -840,7 +871,10 @@ def bench_database(
     return rows, plans, prepared, profile
 
 
-def summarise(kind: str, rows: list[Row], prepared: dict[str, Prepared]) -> bool:
+def summarise(kind: str, rows: list[Row], prepared: dict[str, Prepared]) -> bool | None:
+    if not rows:
+        print(f"\n  {kind}: no rounds (--rounds 0)")
+        return None
     by_round: dict[int, dict[str, Row]] = {}
     for row in rows:
         by_round.setdefault(row.round, {})[row.target] = row
@@ -901,8 +935,8 @@ def parse_args() -> argparse.Namespace:
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if min(args.rounds, args.requests, args.warmup, args.concurrency) < 1:
-        parser.error("sizes must be at least 1")
+    if min(args.requests, args.warmup, args.concurrency) < 1 or args.rounds < 0:
+        parser.error("sizes must be at least 1 (--rounds 0: EXPLAIN and profile only)")
     if args.history < 0 or not 2 <= args.audit_per_request <= 10:
         parser.error("--history >= 0, --audit-per-request between 2 and 10")
     args.dbs = [name.strip() for name in args.dbs.split(",") if name.strip()]
@@ -920,7 +954,7 @@ def main() -> None:
         f"{args.warmup} warm-up, {args.concurrency} clients; {os.cpu_count()} CPUs, load "
         f"average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
-    verdicts: dict[str, bool] = {}
+    verdicts: dict[str, bool | None] = {}
     figures: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="stepup-growth-bench-") as tmp:
         for kind in args.dbs:
@@ -943,7 +977,9 @@ def main() -> None:
     print(
         "verdict: "
         + "; ".join(
-            f"{k}: {'within' if v else 'NOT within'} {GOAL:.0%}" for k, v in verdicts.items()
+            f"{k}: {'within' if v else 'NOT within'} {GOAL:.0%}"
+            for k, v in verdicts.items()
+            if v is not None
         )
     )
     if args.json:
