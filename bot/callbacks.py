@@ -101,7 +101,10 @@ class CallbackWorker:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.service.subscribe(lambda _snapshot: self._wake.set())
+        # Woken when a commit queued a callback; its poll finds the rest (other processes'
+        # entries, retries falling due). Not at every change: most queue no callback.
+        callback = NoticeKind.CALLBACK.value
+        self.service.on_outbox(lambda kinds: self._wake.set() if callback in kinds else None)
         self._thread = threading.Thread(target=self._run, name="callbacks", daemon=True)
         self._thread.start()
 
