@@ -1,7 +1,7 @@
 """`stepup serve --workers N` as a real process tree on PostgreSQL: two worker processes answer
 on one port (each names itself in /metrics), requests submitted on one are claimed and
 cancelled on the other, a long-poll held by one worker is answered by a change made through
-the other, exactly one worker leads the scheduler and another takes over when it is killed,
+the other, SIGHUP reaches every worker, exactly one worker leads the scheduler and another takes over when it is killed,
 a killed worker is started again, and SIGTERM to the supervisor stops them all. SQLite and the
 sandbox are refused with a clear message and exit status 1."""
 
@@ -25,6 +25,7 @@ from tests.support import eventually, submit_body
 
 PROD_RESTART = submit_body()  # a production restart: approvers must decide
 WORKER = re.compile(r'^stepup_worker\{index="(\d+)",pid="(\d+)"\} 1\.0$', re.M)
+RELOADED = re.compile(r"\[worker (\d+)\] stepup: policy reloaded from ")
 LEADER = re.compile(r"^stepup_scheduler_leader ([01])\.0$", re.M)
 
 
@@ -131,6 +132,15 @@ def test_two_workers_share_the_port_the_work_and_one_scheduler(
             cancelled = two.post(f"/v1/requests/{pending['id']}/cancel")
             assert cancelled.status_code == 200
             assert poll.result(timeout=60).json()["status"] == "cancelled"
+
+        # SIGHUP to the supervisor: every worker reloads the policy.
+        proc.send_signal(signal.SIGHUP)
+        eventually(
+            lambda: {m.group(1) for m in RELOADED.finditer(log.read_text())},
+            until=lambda workers: workers == {"0", "1"},
+            timeout=30,
+            message="not every worker reloaded the policy",
+        )
 
         # Exactly one of them leads the scheduler.
         leaders = eventually(
