@@ -7,9 +7,10 @@ read); one agent key. The bench process holds two MCP client sessions over stdio
 ``stepup mcp-proxy --tools examples/mcp/tools.yaml -- python inventory_server.py``. Both call
 the read tool ``count_rows``, one call at a time. The two paths alternate by rounds (ABBA…), so
 a drift of the machine's load weighs on both alike. Through the proxy each call is a submit
-(allowed at once), a claim, the upstream call and a complete: three HTTP calls to stepup.
+that claims at once (``claim=True``: allowed, so the answer carries the credential), the
+upstream call and a complete: two HTTP calls to stepup.
 
-A third series times the same three HTTP calls made from this process with ``StepupClient``
+A third series times the same two HTTP calls made from this process with ``StepupClient``
 (no MCP at all), to split the added latency into stepup's HTTP round trips and the rest (the
 extra stdio hop, MCP framing, the proxy's own work).
 
@@ -102,8 +103,8 @@ def timed_call(session: ClientSession, expected: str) -> Callable[[], Awaitable[
 
 
 def http_only(client: Any) -> Callable[[], Awaitable[dict[str, float]]]:
-    """submit + claim + complete with StepupClient, as the proxy's gate makes them (each in a
-    worker thread), timed one by one."""
+    """submit (claiming at once) + complete with StepupClient, as the proxy's gate makes them
+    (each in a worker thread), timed one by one."""
     mapping = {"action": "db.count_rows", "target": "orders/invoices"}
 
     def submit() -> Any:
@@ -114,6 +115,7 @@ def http_only(client: Any) -> Callable[[], Awaitable[dict[str, float]]]:
             "production",
             "mcp_bench: a pre-authorised read",
             parameters=dict(ARGUMENTS),
+            claim=True,
         )
 
     async def step(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -123,14 +125,13 @@ def http_only(client: Any) -> Callable[[], Awaitable[dict[str, float]]]:
 
     async def sequence() -> dict[str, float]:
         request, t_submit = await step(submit)
-        if request.status.value != "approved":
-            raise RuntimeError(f"expected an allowed read, got {request.status}")
-        _, t_claim = await step(lambda: client.claim(request.id))
+        if request.status.value != "active" or request.claimed is None:
+            raise RuntimeError(f"expected an allowed read claimed at once, got {request.status}")
         _, t_complete = await step(lambda: client.complete(request.id, "succeeded", ""))
         # Not part of the gated call: an authenticated read that writes nothing, the fixed
         # cost of one request (HTTP, agent authentication, the worker thread hand-off).
         _, t_get = await step(lambda: client.get(request.id))
-        return {"submit": t_submit, "claim": t_claim, "complete": t_complete, "get": t_get}
+        return {"submit": t_submit, "complete": t_complete, "get": t_get}
 
     return sequence
 
@@ -160,7 +161,6 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     samples: dict[str, list[float]] = {"direct": [], "proxy": []}
     http: dict[str, list[float]] = {
         "submit": [],
-        "claim": [],
         "complete": [],
         "get": [],
         "http": [],
@@ -188,7 +188,7 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     steps = await http_sequence()
                     for step, ms in steps.items():
                         http[step].append(ms)
-                    http["http"].append(steps["submit"] + steps["claim"] + steps["complete"])
+                    http["http"].append(steps["submit"] + steps["complete"])
                 added = statistics.median(this_round["proxy"]) - statistics.median(
                     this_round["direct"]
                 )
@@ -219,9 +219,9 @@ def report(args: argparse.Namespace, result: dict[str, Any], load_before: float)
     print(f"\n  {'path':<34} {'calls':>6} {'median ms':>9} {'p90 ms':>9} {'p99 ms':>9}")
     print(summary_line("direct (SDK client → upstream)", direct))
     print(summary_line("proxy (SDK client → proxy → up)", proxied))
-    print(summary_line("HTTP only: submit+claim+complete", http["http"]))
-    for step in ("submit", "claim", "complete"):
-        print(summary_line(f"  of which {step}", http[step]))
+    print(summary_line("HTTP only: submit(claim)+complete", http["http"]))
+    print(summary_line("  of which submit, claiming", http["submit"]))
+    print(summary_line("  of which complete", http["complete"]))
     print(summary_line("  (a GET of the request, for scale)", http["get"]))
     added = statistics.median(proxied) - statistics.median(direct)
     http_median = statistics.median(http["http"])
@@ -238,7 +238,7 @@ def report(args: argparse.Namespace, result: dict[str, Any], load_before: float)
     )
     cpu = result["server_cpu_ms_per_gated_call"]
     print(
-        f"  stepup server CPU per gated call (3 requests): {cpu:.2f} ms; "
+        f"  stepup server CPU per gated call (2 requests): {cpu:.2f} ms; "
         f"load average before {load_before:.2f}, after {os.getloadavg()[0]:.2f}"
     )
     met = added <= GOAL_MS

@@ -93,36 +93,52 @@ class Gate:
     async def _grant(
         self, gated: GatedCall, parameters: dict[str, Any], progress: Progress | None
     ) -> tuple[Request, Credential] | types.CallToolResult:
-        """Submit, wait while pending, claim: the request and its credential, or the refusal.
+        """Submit (claiming at once if the policy pre-authorises), wait while pending, claim:
+        the request and its credential, or the refusal.
 
         A cancel (the client abandoned the call, or the proxy stops) or a failure at any point
         withdraws the request: nobody would be there to use an approval. Submit and claim are
         shielded so their answer is never lost to a cancel: the request they made is known, and
         a credential they minted is reported (as aborted, which revokes it)."""
         request: Request | None = None
-        claiming = False
+        credential: Credential | None = None
+        claiming = False  # a claim was sent: it may have minted a credential although it failed
         try:
-            request = await _unlost(self._submit(gated, parameters))
-            if request.status is Status.PENDING:
-                request = await self._wait(request, progress)
+            # One round trip when the policy pre-authorises: the submit claims as well.
+            request = await _unlost(self._submit(gated, parameters, claim=True))
+            if request.status is Status.ACTIVE:
+                credential = request.claimed
+                if credential is None:
+                    # A retry replayed an answer whose credential was lost in transit: that
+                    # session is reported aborted (which revokes it) and the intent submitted
+                    # once more, to be claimed apart.
+                    lost, request = request, None
+                    with anyio.CancelScope(shield=True):
+                        await self._complete(
+                            lost.id, "aborted", "claimed credential lost in transit"
+                        )
+                    request = await _unlost(self._submit(gated, parameters, claim=False))
+            if credential is None:
                 if request.status is Status.PENDING:
-                    await self._withdraw(request.id, claiming=False)
-                    return refusal(
-                        f"stepup: request {request.id} was still waiting for approval after "
-                        f"{self.timeout_seconds:g} s; it was cancelled. Ask again later or "
-                        "ask a human to approve it."
-                    )
-            if request.status is not Status.APPROVED:
-                return _not_granted(request)
-            claiming = True
-            credential = await _unlost(partial(self.client.claim, request.id))
+                    request = await self._wait(request, progress)
+                    if request.status is Status.PENDING:
+                        await self._withdraw(request.id, claimed=False, claiming=False)
+                        return refusal(
+                            f"stepup: request {request.id} was still waiting for approval after "
+                            f"{self.timeout_seconds:g} s; it was cancelled. Ask again later or "
+                            "ask a human to approve it."
+                        )
+                if request.status is not Status.APPROVED:
+                    return _not_granted(request)
+                claiming = True
+                credential = await _unlost(partial(self.client.claim, request.id))
         except StepupClientError as exc:
             if request is not None:  # a poll or the claim failed
-                await self._withdraw(request.id, claiming=claiming)
+                await self._withdraw(request.id, claimed=credential is not None, claiming=claiming)
             return refusal(f"stepup: the call was not run: {exc}")
         except BaseException:  # cancelled, or anything else (a progress notification failed)
             if request is not None:
-                await self._withdraw(request.id, claiming=claiming)
+                await self._withdraw(request.id, claimed=credential is not None, claiming=claiming)
             raise
         try:
             await anyio.lowlevel.checkpoint_if_cancelled()
@@ -166,23 +182,27 @@ class Gate:
                 await self._complete(request_id, "succeeded", "")
         return result
 
-    async def _withdraw(self, request_id: str, *, claiming: bool) -> None:
-        """Cancels the request, shielded; if a claim may have minted its credential, reports it
-        as aborted instead (which revokes the credential)."""
+    async def _withdraw(self, request_id: str, *, claimed: bool, claiming: bool) -> None:
+        """Withdraws the request, shielded: a claimed credential is reported as aborted (which
+        revokes it); otherwise the request is cancelled, or, if a claim that failed may still
+        have minted the credential and the cancel is refused, reported as aborted."""
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._withdraw_quietly, request_id, claiming)
+            await anyio.to_thread.run_sync(self._withdraw_quietly, request_id, claimed, claiming)
 
-    def _withdraw_quietly(self, request_id: str, claiming: bool) -> None:
-        try:
-            self.client.cancel(request_id)
-            return
-        except StepupClientError:
-            if not claiming:
-                return  # decided meanwhile: then it expires unclaimed
+    def _withdraw_quietly(self, request_id: str, claimed: bool, claiming: bool) -> None:
+        if not claimed:
+            try:
+                self.client.cancel(request_id)
+                return
+            except StepupClientError:
+                if not claiming:
+                    return  # decided meanwhile: then it expires unclaimed
         with contextlib.suppress(StepupClientError):
             self.client.complete(request_id, "aborted", _ABANDONED)
 
-    def _submit(self, gated: GatedCall, parameters: dict[str, Any]) -> Callable[[], Request]:
+    def _submit(
+        self, gated: GatedCall, parameters: dict[str, Any], *, claim: bool
+    ) -> Callable[[], Request]:
         return partial(
             self.client.submit,
             gated.action,
@@ -191,6 +211,7 @@ class Gate:
             gated.environment,
             gated.justification,
             parameters=parameters,
+            claim=claim,
         )
 
     async def _wait(self, request: Request, progress: Progress | None) -> Request:

@@ -49,25 +49,31 @@ class _Approvals:
     received, required = 0, 2
 
 
-class _Request:
-    def __init__(self, status: Status) -> None:
-        self.id, self.status, self.status_reason, self.reasons = "req_1", status, None, []
-        self.approvals = _Approvals()
-
-
 class _Credential:
     token = "tok"
 
 
+class _Request:
+    def __init__(self, status: Status, claimed: _Credential | None = None) -> None:
+        self.id, self.status, self.status_reason, self.reasons = "req_1", status, None, []
+        self.approvals = _Approvals()
+        self.claimed = claimed
+
+
 class _Client:
-    def __init__(self, status: Status) -> None:
-        self.status = status
+    """Answers each submit with the next status given (the last one repeats). ``active``
+    comes with its credential (``claim=True``, pre-authorised) unless ``token_lost``."""
+
+    def __init__(self, *statuses: Status, token_lost: bool = False) -> None:
+        self.statuses, self.token_lost = list(statuses), token_lost
         self.calls: list[Any] = []
 
     def submit(self, *args: Any, **kwargs: Any) -> _Request:
         self.calls.append("submit")
         self.submitted = (args, kwargs)
-        return _Request(self.status)
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        hands_over = status is Status.ACTIVE and kwargs.get("claim") and not self.token_lost
+        return _Request(status, _Credential() if hands_over else None)
 
     def claim(self, request_id: str) -> _Credential:
         self.calls.append("claim")
@@ -134,6 +140,7 @@ class _ParkingClient(_Client):
         (Status.PENDING, "submit", ["submit", "cancel"]),
         # the credential was minted: reported as aborted (which revokes it), upstream not called
         (Status.APPROVED, "claim", ["submit", "claim", ("complete", "aborted")]),
+        (Status.ACTIVE, "submit", ["submit", ("complete", "aborted")]),  # claimed by the submit
     ],
 )
 def test_a_cancel_while_submit_or_claim_is_in_flight_withdraws_the_request(
@@ -295,3 +302,41 @@ def test_a_recursive_schema_is_filled_only_so_deep() -> None:
     while "child" in node:
         node, depth = node["child"], depth + 1
     assert 0 < depth <= 20
+
+
+def _answer(sent: list[dict[str, Any]]) -> Any:
+    async def upstream(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        sent.append(arguments)
+        return types.CallToolResult(content=[types.TextContent(text="done")])
+
+    return upstream
+
+
+def test_a_pre_authorised_call_is_submitted_and_claimed_in_one_round_trip() -> None:
+    client = _Client(Status.ACTIVE)
+    sent: list[dict[str, Any]] = []
+    gate = Gate(client, TOOLS, 5)  # type: ignore[arg-type]
+    arguments = {"database": "orders", "table": "t"}
+    result = anyio.run(gate.call, "drop_with", arguments, _answer(sent), None)
+    assert not result.is_error
+    assert client.submitted[1]["claim"] is True
+    assert client.calls == ["submit", ("complete", "succeeded")]
+    assert sent == [{**arguments, "auth": "tok"}]
+
+
+def test_a_replayed_submit_that_lost_the_token_is_aborted_and_submitted_again() -> None:
+    client = _Client(Status.ACTIVE, Status.APPROVED, token_lost=True)
+    sent: list[dict[str, Any]] = []
+    gate = Gate(client, TOOLS, 5)  # type: ignore[arg-type]
+    arguments = {"database": "orders", "table": "t"}
+    result = anyio.run(gate.call, "drop_with", arguments, _answer(sent), None)
+    assert not result.is_error
+    assert client.submitted[1]["claim"] is False  # the second submit claims apart
+    assert client.calls == [
+        "submit",
+        ("complete", "aborted"),
+        "submit",
+        "claim",
+        ("complete", "succeeded"),
+    ]
+    assert sent == [{**arguments, "auth": "tok"}]
