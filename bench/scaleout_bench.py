@@ -256,11 +256,21 @@ def main() -> None:
         + ("met" if median >= GOAL else "NOT met")
     )
     print(
-        f"  one replica: {statistics.median(p.rate for p in phases if p.replicas == 1):.0f} req/s"
+        f"  median rates: one replica "
+        f"{statistics.median(p.rate for p in phases if p.replicas == 1):.0f} req/s, two "
+        f"{statistics.median(p.rate for p in phases if p.replicas == 2):.0f} req/s"
     )
+    pooled = {
+        n: sum(p.requests for p in phases if p.replicas == n)
+        / sum(p.requests / p.rate for p in phases if p.replicas == n)
+        for n in (1, 2)
+    }
     print(
-        f"  two replicas: {statistics.median(p.rate for p in phases if p.replicas == 2):.0f} req/s"
+        f"  pooled over the rounds (all requests / all time): one replica {pooled[1]:.0f} req/s, "
+        f"two {pooled[2]:.0f} req/s, ratio {pooled[2] / pooled[1]:.2f}x"
     )
+    waits = {n: statistics.fmean(p.lock_waits for p in phases if p.replicas == n) for n in (1, 2)}
+    print(f"  backends waiting on a lock, mean: one replica {waits[1]:.1f}, two {waits[2]:.1f}")
     print(f"  stepup audit verify after the run: {verdict}")
     if args.json:
         figures = {"phases": [p.__dict__ for p in phases], "ratios": ratios, "verify": verdict}
