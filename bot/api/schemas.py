@@ -264,6 +264,8 @@ _PROBLEMS = {
     422: "Invalid input: each bad field is named",
     429: "Too many pending requests or submissions for this agent; see Retry-After",
     502: "The rule's credential issuer failed; nothing was claimed, claim again",
+    503: "Overloaded: refused before anything was done (admission control, docs/scaling.md); "
+    "send it again after Retry-After",
 }
 
 
@@ -273,16 +275,19 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     FastAPI files an additional model under the route's own media type; ``problems.install``
     moves them to ``application/problem+json`` in the document.
     """
+    # Every API route may be refused by admission control (bot/api/admission.py).
     responses: dict[int | str, dict[str, Any]] = {
-        status: {"model": Problem, "description": _PROBLEMS[status]} for status in statuses
+        status: {"model": Problem, "description": _PROBLEMS[status]}
+        for status in dict.fromkeys((*statuses, 503))
     }
-    if 429 in responses:
-        responses[429]["headers"] = {
-            "Retry-After": {
-                "description": "Seconds to wait before submitting again",
-                "schema": {"type": "integer"},
+    for status in (429, 503):
+        if status in responses:
+            responses[status]["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds to wait before sending it again",
+                    "schema": {"type": "integer"},
+                }
             }
-        }
     if 401 in responses:
         responses[401]["headers"] = {
             "WWW-Authenticate": {
