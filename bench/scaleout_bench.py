@@ -14,8 +14,11 @@ pending).
     .venv/bin/python bench/scaleout_bench.py                 # ~3 min on 2 cores
     .venv/bin/python bench/scaleout_bench.py --rounds 5 --requests 6000
 
-Run it against another checkout (e.g. the commit before a change) with that checkout first
-on the import path: ``PYTHONPATH=/tmp/other .venv/bin/python bench/scaleout_bench.py``.
+Compare with another checkout (the commit before a change) in the same run, interleaved round
+by round, each on a database of its own:
+
+    git worktree add --detach /tmp/before <commit>
+    .venv/bin/python bench/scaleout_bench.py --baseline /tmp/before --rounds 6
 """
 
 from __future__ import annotations
@@ -104,6 +107,12 @@ def parse_args() -> argparse.Namespace:
         ),
         help="where to CREATE and DROP the scratch database",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also run the checkout at this path (e.g. a git worktree of the commit before a "
+        "change), interleaved with this one in the same run, on a database of its own",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if min(args.rounds, args.requests, args.warmup, args.concurrency) < 1:
@@ -174,13 +183,13 @@ def measure(
     )
 
 
-def print_phase(phase: Phase, ratio: float | None) -> None:
+def print_phase(variant: str, phase: Phase, ratio: float | None) -> None:
     shown = f"{ratio:.2f}" if ratio is not None else "-"
     errors = f" ({phase.errors} errors)" if phase.errors else ""
     print(
-        f"  {phase.round:>5} {phase.replicas:>8} {phase.requests:>8} {phase.rate:>7.0f} "
-        f"{phase.p50_ms:>7.1f} {phase.p99_ms:>7.1f} {shown:>6} {phase.servers_cpu:>12.2f} "
-        f"{phase.machine_busy:>12.2f} {phase.lock_waits:>10.1f}{errors}"
+        f"  {variant:<9} {phase.round:>5} {phase.replicas:>8} {phase.requests:>8} "
+        f"{phase.rate:>7.0f} {phase.p50_ms:>7.1f} {phase.p99_ms:>7.1f} {shown:>6} "
+        f"{phase.servers_cpu:>12.2f} {phase.machine_busy:>12.2f} {phase.lock_waits:>10.1f}{errors}"
     )
 
 
@@ -198,6 +207,82 @@ def audit_verify(stepup_cli: str, env: dict[str, str], workdir: Path) -> str:
     return f"exit {done.returncode}: " + " | ".join(lines)
 
 
+@dataclass
+class Variant:
+    """One checkout under test: its two replicas on a scratch database of its own."""
+
+    name: str
+    url: str
+    env: dict[str, str]  # for its CLI (stepup audit verify)
+    servers: list[Server]
+    requests: dict[int, bytes]
+    phases: list[Phase]
+    ratios: list[float]
+
+
+def start_variant(
+    name: str,
+    tree: Path | None,
+    stack: ExitStack,
+    workdir: Path,
+    body: bytes,
+    args: argparse.Namespace,
+) -> Variant:
+    """Create its database and keys, register the bench agent, start its two replicas; with
+    ``tree``, that checkout's code comes first on the import path of all of them."""
+    stepup_cli = str(Path(sys.executable).parent / "stepup")
+    workdir.mkdir()
+    url = stack.enter_context(temporary_database(args.postgres_admin_url, "stepup_scaleout"))
+    extra = {}
+    if tree is not None:
+        extra["PYTHONPATH"] = os.pathsep.join(
+            [str(tree), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+    port_a, port_b = free_port(), free_port()
+    env_a = {**server_env(url, workdir, port_a), **extra}
+    key = register_agent(stepup_cli, env_a, workdir)  # creates the schema and the keys
+    headers = {"Authorization": f"Bearer {key}"}
+    servers = []
+    for replica, port in (("a", port_a), ("b", port_b)):
+        # Admission control must not shed the bench's own connections (when there is one).
+        env = {**server_env(url, workdir, port), **extra, "STEPUP_MAX_IN_FLIGHT": "1000"}
+        server = start(f"{name}-{replica}", [stepup_cli, "serve"], port=port, env=env, cwd=workdir)
+        stack.callback(stop, server)
+        servers.append(server)
+        check_once(port, "/v1/requests", body, headers)
+    requests = {
+        port: encode_post("/v1/requests", port=port, body=body, headers=headers)
+        for port in (port_a, port_b)
+    }
+    return Variant(name, url, env_a, servers, requests, [], [])
+
+
+def summarise(variant: Variant) -> None:
+    phases, ratios = variant.phases, variant.ratios
+    median = statistics.median(ratios)
+    pooled = {
+        n: sum(p.requests for p in phases if p.replicas == n)
+        / sum(p.requests / p.rate for p in phases if p.replicas == n)
+        for n in (1, 2)
+    }
+    waits = {n: statistics.fmean(p.lock_waits for p in phases if p.replicas == n) for n in (1, 2)}
+    ratio = pooled[2] / pooled[1]
+    print(
+        f"\n  [{variant.name}] two replicas / one, pooled over the rounds (all requests / all "
+        f"time): {ratio:.2f}x ({pooled[1]:.0f} -> {pooled[2]:.0f} req/s); goal {GOAL}x: "
+        + ("met" if ratio >= GOAL else "NOT met")
+    )
+    print(
+        f"  [{variant.name}] per round: median {median:.2f}x ("
+        + ", ".join(f"{r:.2f}" for r in ratios)
+        + ")"
+    )
+    print(
+        f"  [{variant.name}] backends waiting on a lock, mean: one replica {waits[1]:.1f}, "
+        f"two {waits[2]:.1f}"
+    )
+
+
 def main() -> None:
     args = parse_args()
     reason = postgres_unreachable(args.postgres_admin_url)
@@ -210,70 +295,44 @@ def main() -> None:
         f"requests per phase after {args.warmup} warm-up, {args.rounds} rounds, "
         f"{os.cpu_count()} CPUs"
     )
-    phases: list[Phase] = []
-    ratios: list[float] = []
     with tempfile.TemporaryDirectory(prefix="stepup-scaleout-") as tmp, ExitStack() as stack:
-        workdir = Path(tmp)
-        url = stack.enter_context(temporary_database(args.postgres_admin_url, "stepup_scaleout"))
-        port_a, port_b = free_port(), free_port()
-        env_a = server_env(url, workdir, port_a)
-        key = register_agent(stepup_cli, env_a, workdir)  # creates the schema and the keys
-        headers = {"Authorization": f"Bearer {key}"}
-        servers = []
-        for name, port in (("replica-a", port_a), ("replica-b", port_b)):
-            # Admission control must not shed the bench's own connections (when there is one).
-            env = {**server_env(url, workdir, port), "STEPUP_MAX_IN_FLIGHT": "1000"}
-            server = start(name, [stepup_cli, "serve"], port=port, env=env, cwd=workdir)
-            stack.callback(stop, server)
-            servers.append(server)
-            check_once(port, "/v1/requests", body, headers)
-        requests = {
-            port: encode_post("/v1/requests", port=port, body=body, headers=headers)
-            for port in (port_a, port_b)
-        }
+        trees: list[tuple[str, Path | None]] = [("this", None)]
+        if args.baseline is not None:
+            trees.append(("baseline", args.baseline))
+        variants = [
+            start_variant(name, tree, stack, Path(tmp) / name, body, args) for name, tree in trees
+        ]
         print(
-            f"  {'round':>5} {'replicas':>8} {'requests':>8} {'req/s':>7} {'p50 ms':>7} "
-            f"{'p99 ms':>7} {'ratio':>6} {'server cores':>12} {'busy cores':>12} "
+            f"  {'variant':<9} {'round':>5} {'replicas':>8} {'requests':>8} {'req/s':>7} "
+            f"{'p50 ms':>7} {'p99 ms':>7} {'ratio':>6} {'server cores':>12} {'busy cores':>12} "
             f"{'lock waits':>10}"
         )
         for round_no in range(1, args.rounds + 1):
-            order = [servers[:1], servers] if round_no % 2 else [servers, servers[:1]]
-            done = {len(group): measure(group, requests, round_no, url, args) for group in order}
-            one, two = done[1], done[2]
-            ratio = two.rate / one.rate
-            ratios.append(ratio)
-            phases += [one, two]
-            print_phase(one, None)
-            print_phase(two, ratio)
-        for server in servers:
-            stop(server)  # a clean stop: what the replicas left pending is chained or stays
-        verdict = audit_verify(stepup_cli, env_a, workdir)
-    median = statistics.median(ratios)
-    print(
-        f"\n  two replicas / one: {median:.2f}x (median of {len(ratios)} rounds: "
-        + ", ".join(f"{r:.2f}" for r in ratios)
-        + f"); goal {GOAL}x: "
-        + ("met" if median >= GOAL else "NOT met")
-    )
-    print(
-        f"  median rates: one replica "
-        f"{statistics.median(p.rate for p in phases if p.replicas == 1):.0f} req/s, two "
-        f"{statistics.median(p.rate for p in phases if p.replicas == 2):.0f} req/s"
-    )
-    pooled = {
-        n: sum(p.requests for p in phases if p.replicas == n)
-        / sum(p.requests / p.rate for p in phases if p.replicas == n)
-        for n in (1, 2)
-    }
-    print(
-        f"  pooled over the rounds (all requests / all time): one replica {pooled[1]:.0f} req/s, "
-        f"two {pooled[2]:.0f} req/s, ratio {pooled[2] / pooled[1]:.2f}x"
-    )
-    waits = {n: statistics.fmean(p.lock_waits for p in phases if p.replicas == n) for n in (1, 2)}
-    print(f"  backends waiting on a lock, mean: one replica {waits[1]:.1f}, two {waits[2]:.1f}")
-    print(f"  stepup audit verify after the run: {verdict}")
+            # Alternate which checkout and which replica count goes first.
+            for variant in variants if round_no % 2 else variants[::-1]:
+                servers = variant.servers
+                order = [servers[:1], servers] if round_no % 2 else [servers, servers[:1]]
+                done = {
+                    len(group): measure(group, variant.requests, round_no, variant.url, args)
+                    for group in order
+                }
+                one, two = done[1], done[2]
+                variant.ratios.append(two.rate / one.rate)
+                variant.phases += [one, two]
+                print_phase(variant.name, one, None)
+                print_phase(variant.name, two, variant.ratios[-1])
+        verdicts = {}
+        for variant in variants:
+            for server in variant.servers:
+                stop(server)
+            verdicts[variant.name] = audit_verify(stepup_cli, variant.env, Path(tmp) / variant.name)
+    for variant in variants:
+        summarise(variant)
+        print(f"  [{variant.name}] stepup audit verify after the run: {verdicts[variant.name]}")
     if args.json:
-        figures = {"phases": [p.__dict__ for p in phases], "ratios": ratios, "verify": verdict}
+        figures = {
+            v.name: {"phases": [p.__dict__ for p in v.phases], "ratios": v.ratios} for v in variants
+        }
         args.json.write_text(json.dumps(figures, indent=2))
 
 
