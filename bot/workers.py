@@ -42,10 +42,9 @@ MAX_QUICK_DEATHS = 3
 
 def refusal(settings: Settings) -> str | None:
     """Why ``settings`` cannot run several workers (None: they can)."""
-    from sqlalchemy.engine import make_url
+    from core.storage.database import is_sqlite_url
 
-    backend = make_url(settings.database_url).get_backend_name()
-    if backend == "sqlite":
+    if is_sqlite_url(settings.database_url):
         return (
             f"--workers {settings.workers} (STEPUP_WORKERS) needs PostgreSQL: SQLite admits "
             "one writer at a time, so more processes would only queue on its lock. Run one "

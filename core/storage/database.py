@@ -77,6 +77,11 @@ def _make_private_dirs(directory: Path) -> None:
         created.chmod(PRIVATE_DIR_MODE)  # mkdir's mode is filtered through the umask
 
 
+def is_sqlite_url(url: str) -> bool:
+    """Whether ``url`` names a SQLite database (parsed, not connected)."""
+    return make_url(url).get_backend_name() == "sqlite"
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """An engine with the settings stepup relies on.
 
