@@ -948,9 +948,14 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
+    what = (
+        "control: two empty databases (B gets no history)"
+        if args.control
+        else f"{args.history:,} requests and {args.history * args.audit_per_request:,} "
+        "audit entries vs empty"
+    )
     print(
-        f"growth bench: {args.history:,} requests and {args.history * args.audit_per_request:,} "
-        f"audit entries vs empty; {args.rounds} rounds of {args.requests} submits after "
+        f"growth bench: {what}; {args.rounds} rounds of {args.requests} submits after "
         f"{args.warmup} warm-up, {args.concurrency} clients; {os.cpu_count()} CPUs, load "
         f"average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
