@@ -7,19 +7,17 @@ import contextlib
 import os
 import re
 import signal
+import stat
 import sys
-import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
 import anyio
-import anyio.from_thread
 import anyio.lowlevel
 import mcp_types as types
 import yaml
-from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp import ClientSession, StdioServerParameters, stdio_client, stdio_server
 from mcp.client.session import IncomingMessage, MessageHandlerFnT
 from mcp.client.streamable_http import streamable_http_client
@@ -149,9 +147,9 @@ async def serve(gate: Gate, upstream_server: Upstream) -> None:
         group.start_soon(_stop_on_signal, group.cancel_scope)
         async with upstream_session(upstream_server, schemas.on_message) as upstream:
             server = build_server(gate, upstream, schemas)
-            stdin = cast(anyio.AsyncFile[str], _stdin_lines())
-            async with stdio_server(stdin=stdin) as (read, write):
-                await server.run(read, write, server.create_initialization_options())
+            with _stdin() as stdin:
+                async with stdio_server(stdin=stdin) as (read, write):
+                    await server.run(read, write, server.create_initialization_options())
         group.cancel_scope.cancel()  # done: stop watching for signals
 
 
@@ -162,33 +160,58 @@ async def _stop_on_signal(scope: anyio.CancelScope) -> None:
             return
 
 
-def _stdin_lines() -> MemoryObjectReceiveStream[str]:
-    """The process's stdin, line by line, read by a daemon thread. (The SDK reads stdin in a
-    worker thread that a cancel waits for, so a proxy told to stop would hang until its client
-    wrote a line or closed stdin, and its exit would wait for that thread.) It reads the file
-    descriptor itself: a daemon thread blocked inside ``sys.stdin.buffer`` holds that buffer's
-    lock, which aborts the interpreter's exit."""
-    send, receive = anyio.create_memory_object_stream[str](0)
-    token = anyio.lowlevel.current_token()
+class _PipeLines:
+    """The process's stdin, line by line, read without a thread: wait until the pipe is
+    readable, then read what is there. A cancel (SIGTERM) stops it at once. (The SDK reads
+    stdin in a worker thread that a cancel waits for, so a proxy told to stop would hang until
+    its client wrote a line or closed stdin; and a thread hand-off per message costs
+    milliseconds on a loaded machine.)"""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lines: list[bytes] = []
+        self._pending = b""
+        self._eof = False
+
+    def __aiter__(self) -> _PipeLines:
+        return self
+
+    async def __anext__(self) -> str:
+        while not self._lines:
+            if self._eof:
+                if self._pending:
+                    self._lines.append(self._pending)
+                    self._pending = b""
+                    break
+                raise StopAsyncIteration
+            await anyio.wait_readable(self._fd)
+            try:
+                chunk = os.read(self._fd, 65536)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                self._eof = True
+                continue
+            *lines, self._pending = (self._pending + chunk).split(b"\n")
+            self._lines.extend(lines)
+        return self._lines.pop(0).decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def _stdin() -> Iterator[anyio.AsyncFile[str] | None]:
+    """Our reader over stdin when it is a pipe or a socket (it always is under an MCP client),
+    else None: the SDK's own."""
     fd = sys.stdin.fileno()
-
-    def pump() -> None:
-        pending = b""
-        try:
-            while chunk := os.read(fd, 65536):
-                *lines, pending = (pending + chunk).split(b"\n")
-                for line in lines:
-                    anyio.from_thread.run(send.send, line.decode("utf-8", "replace"), token=token)
-            if pending:
-                anyio.from_thread.run(send.send, pending.decode("utf-8", "replace"), token=token)
-        except Exception:  # noqa: S110 - the proxy is stopping (the stream or the loop is gone)
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                anyio.from_thread.run_sync(send.close, token=token)
-
-    threading.Thread(target=pump, name="stepup-mcp-proxy-stdin", daemon=True).start()
-    return receive
+    kind = os.fstat(fd).st_mode
+    if sys.platform == "win32" or not (stat.S_ISFIFO(kind) or stat.S_ISSOCK(kind)):
+        yield None
+        return
+    blocking = os.get_blocking(fd)
+    os.set_blocking(fd, False)
+    try:
+        yield cast(anyio.AsyncFile[str], _PipeLines(fd))
+    finally:
+        os.set_blocking(fd, blocking)
 
 
 def _action_class(tool: types.Tool) -> str:
