@@ -422,8 +422,12 @@ def run_lag(
         cpu_percent = 100 * (sum(os.times()[:2]) - cpu_before) / (time.monotonic() - started)
         load_after = os.getloadavg()[0]
     finally:
-        if scheduler is not None and scheduler.scheduler.running:
-            scheduler.scheduler.shutdown(wait=True)
+        if scheduler is not None:
+            if scheduler.scheduler.running:
+                scheduler.scheduler.shutdown(wait=True)  # let passes in flight finish
+            # The production shutdown too, for whatever else start() started (on PostgreSQL
+            # the audit chainer's thread, which would outlive the dropped scratch database).
+            scheduler.shutdown()
         db.dispose()
         for logger in loggers:
             logger.removeHandler(counter)
