@@ -13,6 +13,8 @@ nearly all of the time is the server's. The server's CPU per gated call comes fr
 
     .venv/bin/python bench/gated_bench.py                  # both databases, ~2 min
     .venv/bin/python bench/gated_bench.py --dbs sqlite --calls 200 --rounds 3
+    # an older checkout (before "claim": true): its three trips and the floor only
+    PYTHONPATH=/tmp/before .venv/bin/python bench/gated_bench.py --ways three,floor
 """
 
 from __future__ import annotations
@@ -137,6 +139,9 @@ def bench_database(kind: str, workdir: Path, args: argparse.Namespace) -> list[S
             (series[1], lambda: one_trip(agent), server.pid, agent),
             (series[2], lambda: floor_insert(floor_client), floor.pid, floor_client),
         ]
+        chosen = {"three": series[0], "one": series[1], "floor": series[2]}
+        keep = [chosen[way] for way in args.ways]
+        plan = [step for step in plan if step[0] in keep]
         for one, call, pid, conn in plan:  # warm-up, not measured
             measure(Series(one.name), call, args.warmup, pid, conn)
         for _ in range(args.rounds):
@@ -146,13 +151,17 @@ def bench_database(kind: str, workdir: Path, args: argparse.Namespace) -> list[S
 
 
 def report(kind: str, series: list[Series], calls: int) -> None:
-    floor = statistics.median(series[2].latencies) * 1000
+    floor = statistics.median(series[2].latencies or [float("nan")]) * 1000
     print(f"\n{kind}: {len(series[0].latencies)} calls per way, interleaved rounds")
     print(f"  {'way':<14}{'p50 ms':>9}{'p99 ms':>9}{'x floor':>9}{'server CPU ms':>15}")
     for one in series:
+        if not one.latencies:
+            continue
         p50 = one.pct(50)
         cpu = one.server_cpu / max(len(one.latencies), 1) * 1000
         print(f"  {one.name:<14}{p50:>9.2f}{one.pct(99):>9.2f}{p50 / floor:>9.2f}{cpu:>15.2f}")
+    if not series[1].latencies:
+        return
     goal = GOALS_MS[kind]
     got = series[1].pct(50)
     verdict = "met" if got <= goal else "MISSED"
@@ -167,9 +176,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument(
+        "--ways", default="three,one,floor", help="which ways to run: three, one, floor"
+    )
+    parser.add_argument(
         "--postgres-admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test"
     )
     args = parser.parse_args()
+    args.ways = [way.strip() for way in args.ways.split(",") if way.strip()]
+    if not set(args.ways) <= {"three", "one", "floor"}:
+        parser.error("--ways: three, one, floor")
     for kind in [name.strip() for name in args.dbs.split(",") if name.strip()]:
         with tempfile.TemporaryDirectory(prefix=f"gated-bench-{kind}-") as tmp:
             report(kind, bench_database(kind, Path(tmp), args), args.calls)

@@ -95,33 +95,37 @@ class Submitting:
         after_insert: AfterInsert | None = None,
     ) -> tuple[RequestSnapshot, bool]:
         """submit() for a caller known only by its agent key; ``draft`` makes the intent once
-        the agent's id is known. Without an idempotency key, the key is checked inside the
-        transaction that records the request (one transaction, not two); a bad key raises
-        Unauthenticated and writes nothing. With one, the replay lookup needs the agent
-        first, so the key is checked on its own before. A workload token (a JWT) is
-        verified before the transaction; its binding to an agent is looked up like a key."""
+        the agent's id is known. One transaction: the key is checked, an ``idempotency_key``
+        looked up and, unless it replays, the request recorded, all in it; a bad key raises
+        Unauthenticated and writes nothing. A replay costs nothing (no limit is taken), and
+        a key used with another body is Conflict. A workload token (a JWT) is verified
+        before the transaction; its binding to an agent is looked up like a key."""
         presented = present(self.parts.identity, key, now=now)
-        if idempotency_key is not None:
-            with self.parts.store.read() as tx:
+        agent_id = ""
+        digest = ""
+        try:
+            with self.parts.store.write() as tx:
                 agent = presented.authenticate(tx, now=now)
-            return self.submit(
-                agent,
-                draft(agent.id),
-                now=now,
-                idempotency_key=idempotency_key,
-                before_commit=before_commit,
-                after_insert=after_insert,
-            )
-        with self.parts.store.write() as tx:
-            agent = presented.authenticate(tx, now=now)
-            self.rate.take(agent.id, self.parts.limits.submit_rate_per_agent, now)
-            intent = draft(agent.id)
-            decision = self.parts.policy.current.evaluate(intent, now)
-            created = self._insert(tx, agent, intent, decision, now, None, _body_digest(intent))
-            if after_insert is not None:
-                created = after_insert(tx, agent, created)
-            if before_commit is not None:
-                before_commit(created)
+                agent_id = agent.id
+                intent = draft(agent.id)
+                digest = _body_digest(intent)
+                if idempotency_key is not None:
+                    found = tx.find_by_idempotency_key(agent.id, idempotency_key)
+                    if found is not None:
+                        return _replayed(found, digest), False  # nothing written
+                self.rate.take(agent.id, self.parts.limits.submit_rate_per_agent, now)
+                decision = self.parts.policy.current.evaluate(intent, now)
+                created = self._insert(tx, agent, intent, decision, now, idempotency_key, digest)
+                if after_insert is not None:
+                    created = after_insert(tx, agent, created)
+                if before_commit is not None:
+                    before_commit(created)
+        except DuplicateIdempotencyKey:
+            # Two submissions with one idempotency key raced; the other one won.
+            existing = self._replay(agent_id, str(idempotency_key), digest)
+            if existing is None:
+                raise
+            return existing, False
         self.parts.feed.publish([created])
         return created, True
 
@@ -205,12 +209,7 @@ class Submitting:
     def _replay(self, agent_id: str, key: str, body_digest: str) -> RequestSnapshot | None:
         with self.parts.store.read() as tx:
             found = tx.find_by_idempotency_key(agent_id, key)
-        if found is None:
-            return None
-        snapshot, digest = found
-        if digest != body_digest:
-            raise Conflict("this Idempotency-Key was already used with a different body")
-        return snapshot
+        return None if found is None else _replayed(found, body_digest)
 
     @staticmethod
     def _new_values(
@@ -257,6 +256,14 @@ class Submitting:
             "sponsor_verified": agent.vouches_for(intent.on_behalf_of),
             "body_digest": body_digest,
         }
+
+
+def _replayed(found: tuple[RequestSnapshot, str], body_digest: str) -> RequestSnapshot:
+    """The request an Idempotency-Key recorded, if the body is the same one."""
+    snapshot, digest = found
+    if digest != body_digest:
+        raise Conflict("this Idempotency-Key was already used with a different body")
+    return snapshot
 
 
 def _body_digest(intent: Intent) -> str:

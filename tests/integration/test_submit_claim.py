@@ -171,7 +171,8 @@ def transactions(live_api: LiveApi) -> Iterator[list[list[str]]]:
 
 def test_claim_complete_and_one_trip_submit_are_one_transaction_each(live_api: LiveApi) -> None:
     """The caller's key is checked in the transaction of the work: a claim, a complete, a
-    cancel and a submit with claim each open one transaction, and the built-in JWT's
+    cancel, a submit with claim or with an Idempotency-Key (and its replay) each open one
+    transaction, and the built-in JWT's
     revocation is settled in the complete's (no later pass)."""
     with live_api.client() as c:
         request = c.post("/v1/requests", json=READ).json()
@@ -188,6 +189,12 @@ def test_claim_complete_and_one_trip_submit_are_one_transaction_each(live_api: L
             c.post(f"/v1/requests/{pending['id']}/cancel").raise_for_status()
         with transactions(live_api) as read_tx:
             c.get(f"/v1/requests/{pending['id']}").raise_for_status()
+        keyed = {"Idempotency-Key": "k-one-tx"}
+        with transactions(live_api) as keyed_tx:
+            c.post("/v1/requests", json=READ, headers=keyed).raise_for_status()
+        with transactions(live_api) as replay_tx:
+            assert c.post("/v1/requests", json=READ, headers=keyed).status_code == 200
+    assert (len(keyed_tx), len(replay_tx)) == (1, 1)  # key, lookup and insert in one
     assert (len(claim_tx), len(complete_tx), len(one_trip_tx)) == (1, 1, 1)
     assert (len(cancel_tx), len(read_tx)) == (1, 1)
     with live_api.engine.db.read() as session:
