@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check core bot stepup_client tests bench examples
 	$(BIN)/mypy
 
-# bench: phases of 20-30 s (~30 min on 2 cores); bench-quick: short phases (~8 min), a smoke run.
+# bench: phases of 20-30 s (~50 min on 2 cores); bench-quick: short phases (~8 min), a smoke run.
 bench: $(STAMP)
 	$(BIN)/python bench/policy_bench.py
 	$(BIN)/python bench/audit_bench.py
