@@ -306,6 +306,8 @@ def serve_on(settings: Settings, sock: socket.socket, *, worker: int | None = No
     finally:
         sock.close()
         runtime.stop()
+        if worker is None:
+            print("stepup stopped: workers drained, scheduler and watchers stopped", flush=True)
 
 
 def _log_configuration(settings: Settings, runtime: Runtime) -> None:

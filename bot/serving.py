@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
+import threading
 from typing import Any
 
 from core.errors import ConfigError
@@ -66,5 +68,21 @@ def server_for(app: Any, *, keep_alive_seconds: int = 75) -> Any:
 
 
 def run_on(app: Any, sock: socket.socket, *, keep_alive_seconds: int = 75) -> None:
-    """Serve ``app`` on the already listening ``sock`` until SIGINT or SIGTERM."""
-    server_for(app, keep_alive_seconds=keep_alive_seconds).run(sockets=[sock])
+    """Serve ``app`` on the already listening ``sock`` until SIGINT or SIGTERM, then return
+    (by SystemExit on SIGTERM), so that the caller's clean-up runs. uvicorn, once it has shut
+    down, raises the signal it caught again with the handler that was there before it: the
+    default one for SIGTERM would end the process on the spot, skipping that clean-up (the
+    scheduler, the audit chainer's last pass, the delivery workers)."""
+    server = server_for(app, keep_alive_seconds=keep_alive_seconds)
+    if threading.current_thread() is not threading.main_thread():
+        server.run(sockets=[sock])
+        return
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)

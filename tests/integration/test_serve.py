@@ -105,6 +105,9 @@ def test_serve_on_embedded_defaults(tmp_path: Path) -> None:
         output = proc.stdout.read() if proc.stdout else ""
         proc.wait(timeout=10)
     assert f"listening on http://127.0.0.1:{port}" in output
+    # SIGTERM: uvicorn shuts down, then the clean-up runs (it re-raised the signal and the
+    # process died before it) and the process exits 0.
+    assert "stepup stopped" in output and proc.returncode == 0
     # No Slack token on loopback: the Slack sandbox (docs/sandbox.md).
     assert f"Slack sandbox: http://127.0.0.1:{port}/sandbox" in output
     assert (tmp_path / ".stepup" / "stepup.db").exists()
