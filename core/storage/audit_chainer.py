@@ -182,16 +182,31 @@ class BackgroundChainer:
         self._release()
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
-            if self._try_lead():
-                self._wanted.wait(self.interval)
-                if self._stopping.is_set():
-                    return
-                self._wanted.clear()
-                self.run_once()
-                self._stopping.wait(self.min_gap)
-            else:
-                self._stopping.wait(self.takeover_every)
+        """Never dies while the chainer runs: a failure (the database restarting, a full pool)
+        is logged and retried after a pause; if the loop ends some other way, write sessions
+        chain their own entries again."""
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self._turn()
+                except Exception:
+                    log.exception("audit chainer: a turn failed; retrying")
+                    self._release()
+                    self._stopping.wait(self.takeover_every)
+        finally:
+            if not self._stopping.is_set():
+                self.db.write_session_info.pop(CHAINER_KEY, None)
+
+    def _turn(self) -> None:
+        if self._try_lead():
+            self._wanted.wait(self.interval)
+            if self._stopping.is_set():
+                return
+            self._wanted.clear()
+            self.run_once()
+            self._stopping.wait(self.min_gap)
+        else:
+            self._stopping.wait(self.takeover_every)
 
     def run_once(self) -> int:
         try:
@@ -206,7 +221,11 @@ class BackgroundChainer:
             return True
         if self.db.is_sqlite:
             return True  # one database file, one writer at a time: no election needed
-        conn = self.db.engine.connect()
+        try:
+            conn = self.db.engine.connect()
+        except Exception:
+            log.exception("could not connect to ask for the audit chainer's lock; retrying")
+            return False
         try:
             got = bool(
                 conn.execute(

@@ -9,6 +9,7 @@ a chain pass from overtaking a transaction still in flight; one replica leads th
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -385,3 +386,30 @@ def test_migration_0008_keeps_an_existing_chained_log(db: Database, tmp_path: Pa
         first = session.execute(select(AuditRow.hash).where(AuditRow.seq == 3)).scalar_one()
         assert first == rows[-1]["hash"]
         assert session.execute(select(func.count()).select_from(AuditPendingRow)).scalar_one() == 0
+
+
+def test_the_chainer_outlives_a_database_it_cannot_reach() -> None:
+    """A PostgreSQL restart (connect errors) must not end the chainer's thread for good: it
+    retries; and while it runs, write sessions leave chaining to it."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    unreachable = Database(
+        f"postgresql+psycopg://postgres@127.0.0.1:{port}/nothing?connect_timeout=1"
+    )
+    chainer = BackgroundChainer(unreachable, interval=0.01, takeover_every=0.05)
+    chainer.start()
+    try:
+        for _ in range(100):  # bounded: a few failed turns
+            time.sleep(0.02)
+        assert chainer._thread is not None and chainer._thread.is_alive()
+        assert unreachable.write_session_info.get(CHAINER_KEY) is chainer
+    finally:
+        chainer._stopping.set()
+        chainer._wanted.set()
+        assert chainer._thread is not None
+        chainer._thread.join(timeout=10)
+        unreachable.write_session_info.pop(CHAINER_KEY, None)
+        unreachable.dispose()
