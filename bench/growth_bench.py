@@ -858,9 +858,11 @@ def bench_database(
             check_once(p.port, "/v1/requests", body, headers)
             servers[name] = server
             requests[name] = encode_post("/v1/requests", port=p.port, body=body, headers=headers)
+        baseline = {name: table_stats(p.url) for name, p in prepared.items()}
         rows = rounds(kind, servers, requests, args)
         for server in servers.values():
             stop(server)
+        print_table_stats(prepared, baseline)
         plans = explain_history(prepared["history"]) if args.explain else []
         time_plans(plans, prepared["history"].url, prepared["empty"].url)
         profile = (
@@ -869,6 +871,47 @@ def bench_database(
             else None
         )
     return rows, plans, prepared, profile
+
+
+def table_stats(url: str) -> dict[str, tuple[int, ...]]:
+    """PostgreSQL's counters per table (seq scans, rows they read, index scans, rows fetched
+    by them, rows inserted); empty on SQLite, which keeps none."""
+    db = Database(url)
+    try:
+        if db.is_sqlite:
+            return {}
+        with db.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT pg_stat_clear_snapshot()")
+            rows = conn.exec_driver_sql(
+                "SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0), "
+                "coalesce(idx_tup_fetch, 0), n_tup_ins FROM pg_stat_user_tables"
+            ).all()
+        return {str(r[0]): tuple(int(v) for v in r[1:]) for r in rows}
+    finally:
+        db.dispose()
+
+
+def print_table_stats(
+    prepared: dict[str, Prepared], baseline: dict[str, dict[str, tuple[int, ...]]]
+) -> None:
+    """What the servers' work read from each table during the rounds, on A and on B."""
+    time.sleep(1)  # the statistics collector reports with a little delay
+    after = {name: table_stats(p.url) for name, p in prepared.items()}
+    if not any(after.values()):
+        return
+    print("  table reads during the rounds (PostgreSQL counters, A = empty / B = history):")
+    print(
+        f"    {'table':<22} {'seq scans':>13} {'rows seq-read':>23} "
+        f"{'idx scans':>15} {'rows idx-fetched':>21}"
+    )
+    for table in sorted(after["history"]):
+        cells = []
+        for i in range(4):
+            a = after["empty"].get(table, (0,) * 5)[i] - baseline["empty"].get(table, (0,) * 5)[i]
+            b = after["history"][table][i] - baseline["history"].get(table, (0,) * 5)[i]
+            cells.append(f"{a:,} / {b:,}")
+        if any(c != "0 / 0" for c in cells):
+            print(f"    {table:<22} {cells[0]:>13} {cells[1]:>23} {cells[2]:>15} {cells[3]:>21}")
 
 
 def summarise(kind: str, rows: list[Row], prepared: dict[str, Prepared]) -> bool | None:
