@@ -32,6 +32,7 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 # prefix; the deprecated IPv4-compatible form ::a.b.c.d, which excludes :: and ::1).
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _V4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_V4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # SIIT, RFC 2765
 # Never public whatever they embed: local-use NAT64 (RFC 8215: its IPv4 part sits where the
 # operator's prefix length puts it) and the deprecated site-local fec0::/10.
 _NEVER_PUBLIC = (ipaddress.IPv6Network("64:ff9b:1::/48"), ipaddress.IPv6Network("fec0::/10"))
@@ -109,15 +110,16 @@ def is_loopback(host: str) -> bool:
 
 
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
-    """The IPv4 addresses an IPv6 transition address stands for: IPv4-mapped, IPv4-compatible,
-    NAT64 (64:ff9b::/96), 6to4 (2002::/16), Teredo (2001::/32: its server and its client)."""
+    """The IPv4 addresses an IPv6 transition address stands for: IPv4-mapped, IPv4-translated
+    (::ffff:0:a.b.c.d, SIIT), IPv4-compatible, NAT64 (64:ff9b::/96), 6to4 (2002::/16), Teredo
+    (2001::/32: its server and its client)."""
     if ip.ipv4_mapped is not None:
         return (ip.ipv4_mapped,)
     if ip.teredo is not None:
         return ip.teredo
     if ip.sixtofour is not None:
         return (ip.sixtofour,)
-    if (ip in _NAT64 or ip in _V4_COMPATIBLE) and int(ip) > 1:
+    if ip in _V4_TRANSLATED or ((ip in _NAT64 or ip in _V4_COMPATIBLE) and int(ip) > 1):
         return (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF),)
     return ()
 

@@ -17,7 +17,7 @@ import httpx
 from stepup_client import gating
 from stepup_client.digest import normalise_parameters, parameters_digest
 from stepup_client.dpop import DpopKey, process_key
-from stepup_client.errors import ApiError, ParametersMismatch, WaitTimeout
+from stepup_client.errors import ApiError, ParametersMismatch, StepupClientError, WaitTimeout
 from stepup_client.models import (
     ActionClass,
     Credential,
@@ -100,6 +100,7 @@ class StepupClient:
         )
         self._http = Http(self._httpx, retries=retries, backoff=backoff)
         self._dpop = dpop
+        self._server_claims: bool | None = None  # False: an older server refused "claim"
         self._dpop_key = dpop_key
 
     def close(self) -> None:
@@ -174,9 +175,23 @@ class StepupClient:
             if dpop_key is not None:
                 url = str(self._httpx.build_request("POST", "/v1/requests").url)
                 headers["DPoP"] = dpop_key.proof("POST", url)
-        answer = self._http.call(
-            "POST", "/v1/requests", json=body, headers=headers, retry=Retry.SAFE
-        )
+        if claim and self._server_claims is False:
+            body.pop("claim")
+            headers.pop("DPoP", None)
+        try:
+            answer = self._http.call(
+                "POST", "/v1/requests", json=body, headers=headers, retry=Retry.SAFE
+            )
+        except ApiError as err:
+            if "claim" not in body or not _refused_field(err, "claim"):
+                raise
+            # A server from before one-round-trip submits: claim apart, from now on.
+            self._server_claims = False
+            body.pop("claim")
+            headers.pop("DPoP", None)
+            answer = self._http.call(
+                "POST", "/v1/requests", json=body, headers=headers, retry=Retry.SAFE
+            )
         request = Request.from_json(answer.body, dpop_key=dpop_key)
         expected = parameters_digest(sent)
         if request.parameters_digest != expected:
@@ -355,8 +370,27 @@ class StepupClient:
         return Request.from_json(answer.body)
 
     def _cancel_quietly(self, request: Request) -> None:
+        """Withdraw a request the client will not use: cancelled if it is pending or approved,
+        completed as aborted (which revokes its credential) if a submit with claim made it
+        active."""
         if request.status in (Status.PENDING, Status.APPROVED):
             gating.cancel_quietly(self, request.id)
+        elif request.status is Status.ACTIVE:
+            try:
+                self.complete(request.id, Outcome.ABORTED, "parameters digest mismatch")
+            except StepupClientError as err:
+                logger.warning("stepup could not withdraw %s: %s", request.id, err)
+
+
+def _refused_field(err: ApiError, name: str) -> bool:
+    """A 422 naming ``name`` among its bad fields (an older server that forbids it)."""
+    if err.status != 422:
+        return False
+    errors = err.body.get("errors")
+    return isinstance(errors, list) and any(
+        isinstance(item, dict) and str(item.get("field", "")).split(".")[-1] == name
+        for item in errors
+    )
 
 
 def _path(request_id: str) -> str:

@@ -38,6 +38,8 @@ from core.snapshots import RequestSnapshot
 router = APIRouter(route_class=StrictJsonRoute)  # every JSON body: bot/api/strict_json.py
 Agent = Annotated[AgentKey, Depends(agent_key)]
 RequestId = Annotated[Identifier, Path(max_length=64)]
+# A token answer is never cached, by the client or anything between (RFC 6749 §5.1).
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _LOCATION = {"Location": {"description": "The request's URL", "schema": {"type": "string"}}}
 
 
@@ -112,7 +114,9 @@ def submit(
             document = request_json(claimed.request)
             document["credential"] |= claim_json(claimed)
             location = f"/v1/requests/{snapshot.id}"
-            return JSONResponse(document, status_code=201, headers={"Location": location})
+            return JSONResponse(
+                document, status_code=201, headers={"Location": location, **_NO_STORE}
+            )
     else:
         snapshot, created = ctx.service.submit_by_key(
             str(key),
@@ -195,7 +199,7 @@ def claim(request_id: RequestId, request: Request, key: Agent) -> JSONResponse:
     now = ctx.clock()
     caller = ctx.service.present(str(key), now=now)
     claimed = ctx.service.claim(request_id, caller, now=now, dpop=_proof_of_possession(request))
-    return JSONResponse(claim_json(claimed))
+    return JSONResponse(claim_json(claimed), headers=_NO_STORE)
 
 
 def _proof_of_possession(request: Request) -> ProofOfPossession | None:

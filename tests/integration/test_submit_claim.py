@@ -64,10 +64,14 @@ def test_a_pre_authorised_submit_with_claim_answers_the_credential(live_api: Liv
         assert claims["jti"] == credential["jti"] and claims["scope"] == "db.query"
         assert credential["token_type"] == "Bearer" and credential["credential_type"] == "jwt"
         assert answer.headers["location"] == f"/v1/requests/{request['id']}"
+        assert answer.headers["cache-control"] == "no-store"  # a token: never cached
         # Recorded as a claim: the request is active, the credential live, a second claim 409.
         seen = c.get(f"/v1/requests/{request['id']}").json()
         assert seen["status"] == "active" and "token" not in seen["credential"]
         assert c.post(f"/v1/requests/{request['id']}/credential").status_code == 409
+        other = c.post("/v1/requests", json=body | {"claim": False}).json()
+        claim = c.post(f"/v1/requests/{other['id']}/credential")
+        assert claim.status_code == 200 and claim.headers["cache-control"] == "no-store"
         introspected = httpx.post(
             f"{live_api.url}/v1/introspect",
             data={"token": credential["token"]},
@@ -255,3 +259,66 @@ def test_a_replayed_dpop_proof_on_submit_with_claim_records_nothing(live_api: Li
     assert again.status_code == 400 and "already used" in again.json()["detail"]
     assert count(live_api, RequestRow) == requests_before
     assert count(live_api, AuditRow) == entries_before
+
+
+class OlderServer(Counting):
+    """A real server behind a transport that answers like a server from before one-round-trip
+    submits: a body with ``claim`` is refused 422 naming the field, as its strict input did."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/requests" and b'"claim"' in request.content:
+            self.sent.append("422 claim")
+            problem = {
+                "type": "https://stepup.dev/problems/validation-failed",
+                "title": "Invalid input",
+                "status": 422,
+                "detail": "claim: Extra inputs are not permitted",
+                "errors": [{"field": "claim", "message": "Extra inputs are not permitted"}],
+            }
+            return httpx.Response(
+                422, json=problem, headers={"content-type": "application/problem+json"}
+            )
+        return super().handle_request(request)
+
+
+def test_the_client_claims_apart_from_a_server_without_one_round_trips(live_api: LiveApi) -> None:
+    from stepup_client import StepupClient
+    from stepup_client.gating import gated
+
+    transport = OlderServer()
+    with StepupClient(live_api.url, live_api.agent_key, transport=transport) as client:
+        for _ in range(2):
+            with gated(
+                client, "db.query", "read", "orders-db", "staging", "look", timeout=5
+            ) as credential:
+                assert credential.token
+    # Refused once, then remembered: submit, claim and complete apart.
+    assert transport.sent.count("422 claim") == 1
+    assert sum(1 for line in transport.sent if line.endswith("/credential")) == 2
+
+
+class TamperedDigest(Counting):
+    """The submit's answer altered on its way back (a proxy, a bug): another digest."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        if request.url.path != "/v1/requests" or response.status_code != 201:
+            return response
+        body = json.loads(response.read())
+        body["parameters_digest"] = "sha256:" + "0" * 64
+        return httpx.Response(201, json=body)
+
+
+def test_a_claimed_request_whose_digest_does_not_match_is_withdrawn(live_api: LiveApi) -> None:
+    from stepup_client import StepupClient
+    from stepup_client.errors import ParametersMismatch
+
+    with (
+        StepupClient(live_api.url, live_api.agent_key, transport=TamperedDigest()) as client,
+        pytest.raises(ParametersMismatch) as raised,
+    ):
+        client.submit("db.query", "read", "orders-db", "staging", "look", claim=True)
+    request = live_api.engine.service.get(raised.value.request_id)
+    # Active with a live credential nobody holds: completed as aborted, which revokes it.
+    assert request.status.value == "completed" and request.outcome == "aborted"
+    assert request.credential is not None and request.credential.revoked_at is not None

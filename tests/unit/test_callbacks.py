@@ -149,6 +149,10 @@ def test_the_default_port_matches_an_entry_naming_it() -> None:
         ("64:ff9b::192.168.1.1", False),
         ("64:ff9b::169.254.169.254", False),
         ("64:ff9b::93.184.216.34", True),
+        # IPv4-translated (SIIT, ::ffff:0:0:0/96), judged by the IPv4 it carries
+        ("::ffff:0:7f00:1", False),
+        ("::ffff:0:a00:1", False),
+        ("::ffff:0:5db8:d822", True),
         # NAT64, local-use prefix: never public
         ("64:ff9b:1::a00:1", False),
         ("64:ff9b:1::5db8:d822", False),
