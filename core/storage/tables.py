@@ -68,10 +68,12 @@ class RequestRow(Base):
         Index("ix_requests_status_expires", "status", "expires_at"),
         Index("ix_requests_status_credential_expires", "status", "credential_expires_at"),
         Index("ix_requests_status_escalation", "status", "next_escalation_at"),
+        # An agent's requests in a status (the pending cap at submit), and all of them.
+        Index("ix_requests_agent_status", "agent_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    agent_id: Mapped[str] = mapped_column(String(128), index=True)
+    agent_id: Mapped[str] = mapped_column(String(128))
     owner_email: Mapped[str] = mapped_column(String(320))
     status: Mapped[str] = mapped_column(String(16))
     version: Mapped[int] = mapped_column(Integer, default=1)

@@ -16,7 +16,7 @@ from core.storage.tables import Base, RequestRow
 
 def test_migrations_match_the_models_and_are_idempotent(db: Database) -> None:
     upgrade(db.engine)  # second run: a no-op
-    assert current_revision(db.engine) == "0008"
+    assert current_revision(db.engine) == "0009"
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
