@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -157,11 +158,8 @@ class Sessions:
 
     def _spend_alone(self, proof: VerifiedProof, now: datetime) -> None:
         """Record a proof whose claim was refused as used (already recorded: nothing to do)."""
-        try:
-            with self.parts.store.write() as tx:
-                tx.spend_dpop_proof(proof.replay_key, until=proof.spent_until, now=now)
-        except Conflict:
-            pass
+        with contextlib.suppress(InvalidDpopProof), self.parts.store.write() as tx:
+            _spend(tx, proof, now)
 
     def claim_new(
         self,

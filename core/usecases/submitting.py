@@ -59,30 +59,14 @@ class Submitting:
         rolls the request back instead of leaving one the agent never heard of."""
         if intent.agent != agent.id:
             raise ValidationFailed("the agent is taken from its key, not from the body")
-        body_digest = _body_digest(intent)
-        if idempotency_key is not None:
-            existing = self._replay(agent.id, idempotency_key, body_digest)
-            if existing is not None:
-                return existing, False  # a replay costs nothing: a retry after a 429 works
-        self.rate.take(agent.id, self.parts.limits.submit_rate_per_agent, now)
-        decision = self.parts.policy.current.evaluate(intent, now)
-        try:
-            with self.parts.store.write() as tx:
-                created = self._insert(
-                    tx, agent, intent, decision, now, idempotency_key, body_digest
-                )
-                if after_insert is not None:
-                    created = after_insert(tx, agent, created)
-                if before_commit is not None:
-                    before_commit(created)
-        except DuplicateIdempotencyKey:
-            # Two submissions with one idempotency key raced; the other one won.
-            existing = self._replay(agent.id, str(idempotency_key), body_digest)
-            if existing is None:
-                raise
-            return existing, False
-        self.parts.feed.publish([created])
-        return created, True
+        return self._record(
+            lambda _tx: agent,
+            lambda _agent_id: intent,
+            now=now,
+            idempotency_key=idempotency_key,
+            before_commit=before_commit,
+            after_insert=after_insert,
+        )
 
     def submit_by_key(
         self,
@@ -95,17 +79,37 @@ class Submitting:
         after_insert: AfterInsert | None = None,
     ) -> tuple[RequestSnapshot, bool]:
         """submit() for a caller known only by its agent key; ``draft`` makes the intent once
-        the agent's id is known. One transaction: the key is checked, an ``idempotency_key``
-        looked up and, unless it replays, the request recorded, all in it; a bad key raises
-        Unauthenticated and writes nothing. A replay costs nothing (no limit is taken), and
-        a key used with another body is Conflict. A workload token (a JWT) is verified
-        before the transaction; its binding to an agent is looked up like a key."""
+        the agent's id is known. The key is checked in the transaction that records the
+        request; a bad key raises Unauthenticated and writes nothing. A workload token (a JWT)
+        is verified before the transaction; its binding to an agent is looked up like a key."""
         presented = present(self.parts.identity, key, now=now)
+        return self._record(
+            lambda tx: presented.authenticate(tx, now=now),
+            draft,
+            now=now,
+            idempotency_key=idempotency_key,
+            before_commit=before_commit,
+            after_insert=after_insert,
+        )
+
+    def _record(
+        self,
+        identify: Callable[[StoreTx], AgentIdentity],
+        draft: Callable[[str], Intent],
+        *,
+        now: datetime,
+        idempotency_key: str | None,
+        before_commit: BeforeCommit | None,
+        after_insert: AfterInsert | None,
+    ) -> tuple[RequestSnapshot, bool]:
+        """One transaction: the agent identified, an ``idempotency_key`` looked up and, unless
+        it replays, the request recorded. A replay costs nothing (no limit is taken: a retry
+        after a 429 works), and a key used with another body is Conflict."""
         agent_id = ""
         digest = ""
         try:
             with self.parts.store.write() as tx:
-                agent = presented.authenticate(tx, now=now)
+                agent = identify(tx)
                 agent_id = agent.id
                 intent = draft(agent.id)
                 digest = _body_digest(intent)
