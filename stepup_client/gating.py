@@ -85,13 +85,7 @@ def gated(
     retry replayed an answer whose credential was lost in transit, that request is completed
     as aborted and the intent submitted once more, to be claimed the usual way."""
     fields = (action, action_class, target, environment, justification)
-    request = client.submit(*fields, claim=True, **options)
-    if request.status is Status.ACTIVE and request.claimed is None:
-        _report(
-            client, request.id, Outcome.ABORTED, "claimed credential lost in transit", pending=None
-        )
-        fresh = {name: value for name, value in options.items() if name != "idempotency_key"}
-        request = client.submit(*fields, **fresh)
+    request = submit_claiming(client, *fields, **options)
     if request.status is Status.PENDING:
         try:
             request = client.wait(request.id, timeout=timeout)
@@ -101,6 +95,19 @@ def gated(
     sent = options.get("parameters") or {}
     with session(client, request, expected_parameters=sent, timeout=timeout) as credential:
         yield credential
+
+
+def submit_claiming(client: StepupClient, *fields: Any, **options: Any) -> Request:
+    """``client.submit(*fields, claim=True, **options)``, made whole: when a retry replayed an
+    answer whose credential was lost in transit (``active``, nothing in ``claimed``), that
+    session is completed as aborted (which revokes the credential nobody holds) and the intent
+    submitted once more, under a fresh Idempotency-Key, to be claimed the usual way."""
+    request = client.submit(*fields, claim=True, **options)
+    if request.status is not Status.ACTIVE or request.claimed is not None:
+        return request
+    _report(client, request.id, Outcome.ABORTED, "claimed credential lost in transit", pending=None)
+    fresh = {name: value for name, value in options.items() if name != "idempotency_key"}
+    return client.submit(*fields, claim=False, **fresh)
 
 
 @dataclass(frozen=True, slots=True)

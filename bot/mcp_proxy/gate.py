@@ -20,6 +20,7 @@ import mcp_types as types
 from bot.mcp_proxy.defaults import with_defaults
 from bot.mcp_proxy.mapping import GatedCall, MappingRefused, ToolsFile
 from stepup_client import Credential, Request, Status, StepupClient, StepupClientError
+from stepup_client.gating import submit_claiming
 
 T = TypeVar("T")
 
@@ -104,20 +105,11 @@ class Gate:
         credential: Credential | None = None
         claiming = False  # a claim was sent: it may have minted a credential although it failed
         try:
-            # One round trip when the policy pre-authorises: the submit claims as well.
-            request = await _unlost(self._submit(gated, parameters, claim=True))
+            # One round trip when the policy pre-authorises: the submit claims as well (an
+            # answer replayed without its credential: reported aborted, submitted again).
+            request = await _unlost(self._submit(gated, parameters))
             if request.status is Status.ACTIVE:
                 credential = request.claimed
-                if credential is None:
-                    # A retry replayed an answer whose credential was lost in transit: that
-                    # session is reported aborted (which revokes it) and the intent submitted
-                    # once more, to be claimed apart.
-                    lost, request = request, None
-                    with anyio.CancelScope(shield=True):
-                        await self._complete(
-                            lost.id, "aborted", "claimed credential lost in transit"
-                        )
-                    request = await _unlost(self._submit(gated, parameters, claim=False))
             if credential is None:
                 if request.status is Status.PENDING:
                     request = await self._wait(request, progress)
@@ -200,18 +192,16 @@ class Gate:
         with contextlib.suppress(StepupClientError):
             self.client.complete(request_id, "aborted", _ABANDONED)
 
-    def _submit(
-        self, gated: GatedCall, parameters: dict[str, Any], *, claim: bool
-    ) -> Callable[[], Request]:
+    def _submit(self, gated: GatedCall, parameters: dict[str, Any]) -> Callable[[], Request]:
         return partial(
-            self.client.submit,
+            submit_claiming,
+            self.client,
             gated.action,
             gated.action_class,
             gated.target,
             gated.environment,
             gated.justification,
             parameters=parameters,
-            claim=claim,
         )
 
     async def _wait(self, request: Request, progress: Progress | None) -> Request:

@@ -322,3 +322,23 @@ def test_a_claimed_request_whose_digest_does_not_match_is_withdrawn(live_api: Li
     # Active with a live credential nobody holds: completed as aborted, which revokes it.
     assert request.status.value == "completed" and request.outcome == "aborted"
     assert request.credential is not None and request.credential.revoked_at is not None
+
+
+def test_a_replayed_answer_without_its_credential_is_withdrawn_and_submitted_again(
+    live_api: LiveApi,
+) -> None:
+    """A retry that replays a submit whose answer (and token) was lost: that session is
+    completed as aborted, which revokes the credential nobody holds, and the intent submitted
+    once more (under a fresh key), to be claimed the usual way."""
+    from stepup_client import StepupClient
+    from stepup_client.gating import submit_claiming
+
+    fields = ("db.query", "read", "orders-db", "staging", "look")
+    with StepupClient(live_api.url, live_api.agent_key) as client:
+        first = client.submit(*fields, claim=True, idempotency_key="k-lost")
+        assert first.claimed is not None  # this answer is the one "lost"
+        again = submit_claiming(client, *fields, idempotency_key="k-lost")
+    assert again.id != first.id and again.status.value == "approved" and again.claimed is None
+    lost = live_api.engine.service.get(first.id)
+    assert lost.status.value == "completed" and lost.outcome == "aborted"
+    assert lost.credential is not None and lost.credential.revoked_at is not None
