@@ -1,7 +1,8 @@
 """Claiming through a credential issuer, on SQLite and PostgreSQL: the secret in the claim
 answer and nowhere else, a failed issue that leaves the request approved, a lost race that
 revokes what was minted, revocation at the issuer on complete with retries and alerts, the
-grant filled from the request (and refused, naming the field, when a value is unsafe).
+grant filled from the request (and refused, naming the field, when a value is unsafe), and the
+daily digest's count of live credentials per issuer.
 
 The issuer here is the ``http`` broker, its far end played by ``responses`` (it speaks
 ``requests``); the PostgreSQL issuer's own end-to-end test is test_postgres_credentials.py.
@@ -25,11 +26,15 @@ from sqlalchemy import func, select
 from bot.api.app import create_app
 from bot.api.context import ApiContext
 from bot.slack.cards import card_blocks
+from bot.slack.digest_blocks import digest_blocks
 from core.audit.events import AuditKind
+from core.digest import render_text
 from core.errors import Conflict, IllegalTransition, IssuerFailed, ValidationFailed
 from core.model import AgentIdentity, SessionOutcome, Status
+from core.storage.audit_store import chain_snapshot
 from core.storage.audit_verify import verify_database
 from core.storage.database import Database
+from core.storage.digest_repo import build_digest
 from core.storage.tables import AuditRow, CredentialRow, RequestRow, RevocationRow
 from tests.integration.live import running
 from tests.support import OWNER, Engine, build_engine, intent
@@ -500,3 +505,29 @@ def test_submit_with_claim_whose_issuer_fails_leaves_the_request_approved(
     broker.issue_status = 200  # the agent claims as usual once the issuer is back
     agent = engine.registry.authenticate(key, now=now())
     assert engine.service.claim(request.id, agent, now=now()).minted is not None
+
+
+def test_the_digest_counts_live_credentials_per_issuer(engine: Engine, broker: Broker) -> None:
+    """One live credential from the broker, two of stepup's own JWTs, and a broker credential
+    already completed (not live): the digest counts 2 jwt then 1 broker, busiest first."""
+    agent = agent_of(engine)
+
+    def claimed(fields: Any) -> str:
+        request, _ = engine.service.submit(agent, fields, now=now())
+        engine.service.claim(request.id, agent, now=now())
+        return request.id
+
+    done = claimed(read_query(schema="archive"))
+    engine.service.complete(done, agent, SessionOutcome.SUCCEEDED, "", now=now())
+    through_broker = claimed(read_query())
+    jwts = {claimed(intent(action="k8s.get", action_class="read", target=t)) for t in "ab"}
+
+    with chain_snapshot(engine.db) as session:
+        digest = build_digest(session, engine.keyring, now=now())
+
+    issuers = {item.request.request_id: item.issuer for item in digest.active_credentials}
+    assert issuers == {through_broker: "broker"} | dict.fromkeys(jwts, "jwt")
+    assert list(digest.live_by_issuer.items()) == [("jwt", 2), ("broker", 1)]
+    assert "Live credentials by issuer: jwt 2, broker 1" in render_text(digest).splitlines()
+    sections = [b["text"]["text"] for b in digest_blocks(digest) if "text" in b]
+    assert "*Live credentials by issuer*: jwt 2, broker 1" in sections
