@@ -1,8 +1,9 @@
 """Claiming through a credential issuer, on SQLite and PostgreSQL: the secret in the claim
 answer and nowhere else, a failed issue that leaves the request approved, a lost race that
 revokes what was minted, revocation at the issuer on complete with retries and alerts, the
-grant filled from the request (and refused, naming the field, when a value is unsafe), and the
-daily digest's count of live credentials per issuer.
+grant filled from the request (and refused, naming the field, when a value is unsafe), the
+card's account of the credential (an AWS session's real lifetime), and the daily digest's count
+of live credentials per issuer.
 
 The issuer here is the ``http`` broker, its far end played by ``responses`` (it speaks
 ``requests``); the PostgreSQL issuer's own end-to-end test is test_postgres_credentials.py.
@@ -322,6 +323,46 @@ def test_the_card_says_what_an_approval_will_issue(engine: Engine, broker: Broke
     fields = [f["text"] for b in card_blocks(request) for f in b.get("fields", [])]
     (credential,) = [f for f in fields if f.startswith("*Credential*")]
     assert "broker" in credential and "role" in credential and credential.endswith(", 15m")
+
+
+AWS_POLICY = """\
+version: 1
+defaults: {max_ttl: 1h, claim_window: 5m}
+approver_groups:
+  leads: {slack_users: [U0ALICE]}
+channels: {approvals: C0APPROVALS}
+issuers:
+  aws-prod:
+    type: aws_sts
+    role_arn: arn:aws:iam::123456789012:role/agent-ops
+    region: eu-west-1
+rules:
+  - name: report-download
+    match: {action: s3.get_report}
+    decision: approve
+    approvers: leads
+    channel: approvals
+    issuer: aws-prod
+    grant: {actions: [s3:GetObject], resources: ["arn:aws:s3:::reports/*"]}
+"""
+
+
+def test_the_card_of_an_aws_session_shows_its_real_lifetime_and_that_it_cannot_be_cut_short(
+    db: Database, tmp_path: Path
+) -> None:
+    """The agent asks for 5 minutes; AWS's shortest session is 15, so the card says 15m (not
+    the 5m asked for) and that the session, once issued, lives until then."""
+    engine = build_engine(db, tmp_path, AWS_POLICY)
+    agent = agent_of(engine)
+    asked = intent(
+        action="s3.get_report", action_class="read", target="reports", requested_ttl_seconds=300
+    )
+    request, _ = engine.service.submit(agent, asked, now=now())
+    assert request.status is Status.PENDING and request.requested_ttl_seconds == 300
+    fields = [f["text"] for b in card_blocks(request) for f in b.get("fields", [])]
+    (credential,) = [f for f in fields if f.startswith("*Credential*")]
+    assert "s3:GetObject" in credential
+    assert credential.endswith(", 15m (an AWS session cannot be cut short)")
 
 
 def test_the_api_answers_the_secret_once_and_a_502_when_the_issuer_fails(
