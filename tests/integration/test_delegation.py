@@ -5,7 +5,8 @@ worker, which delegates part of its own to a helper. Attacks: a delegation wider
 parent (refused naming the field), a child outside its delegation (422 naming ``action`` or
 ``target``), a child of someone else's request (404), a child that would outlive its parent
 (the TTL is capped), a chain left alive when the top ends (all revoked in one transaction),
-a delegation by a request whose rule does not allow it, one deeper than ``max_depth``.
+a delegation by a request whose rule does not allow it, one deeper than ``max_depth``. A
+child that needs people is posted to Slack with its chain on the card.
 ``stepup audit verify`` stays exact after all of it.
 """
 
@@ -15,7 +16,7 @@ import base64
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from core.storage.tables import AuditRow
 from tests.conftest import T0
 from tests.integration import test_cli
 from tests.integration.live import running
+from tests.integration.slack_env import slack_live
 from tests.integration.test_cli import Cli
 from tests.support import OWNER, Engine, build_engine
 
@@ -561,3 +563,53 @@ def test_the_python_client_delegates_and_the_child_works_under_it(world: World) 
         )
         credential = worker.claim(child.id)
     assert claims_of(credential.token)["act"] == {"sub": "worker"}
+
+
+def test_the_card_of_a_delegated_child_posted_to_slack_shows_its_chain_in_order(
+    db: Database, tmp_path: Path
+) -> None:
+    """Three levels over the real API with Slack on (the emulator): the helper's child under
+    the worker's request needs people (the secrets rule), and the card Slack receives names
+    the chain from the root down: orchestrator → worker → helper, each with its request."""
+    with slack_live(db, tmp_path, POLICY) as live:
+        now = datetime.now(UTC)
+        keys = {
+            name: live.engine.registry.add(name, OWNER, by="test", now=now)
+            for name in ("orchestrator", "worker", "helper")
+        }
+        world = World(live.url, live.engine, Clock(now), keys)
+        root, _ = world.active("orchestrator")
+        assert delegation_to_worker(world, root).status_code == 201
+        middle = world.submit(
+            "worker", action="deploy.web", target="payments/web", parent_request_id=root
+        ).json()["id"]
+        world.claim("worker", middle)
+        made = world.delegate(
+            "worker",
+            middle,
+            agent="helper",
+            actions=["deploy.web.*"],
+            targets=["payments/web/*"],
+            max_ttl="5m",
+        )
+        assert made.status_code == 201, made.text
+        waiting = world.submit(
+            "helper",
+            action="deploy.web.canary",
+            target="payments/web/secrets",
+            parent_request_id=middle,
+        )
+        assert waiting.status_code == 201, waiting.text
+        assert waiting.json()["status"] == "pending"
+        child = waiting.json()["id"]
+
+        card = live.card(child)
+
+    sections = [
+        b["text"]["text"]
+        for b in card.latest.blocks
+        if b["type"] == "section" and "text" in b and "Delegated by" in b["text"]["text"]
+    ]
+    assert sections == [
+        f"*Delegated by* `orchestrator` (`{root}`) → `worker` (`{middle}`) → `helper` (`{child}`)"
+    ]
