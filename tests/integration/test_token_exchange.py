@@ -5,11 +5,13 @@ token) buy the worker a child credential under the orchestrator's delegation, wh
 pre-authorises the child. Attacks: a scope or audience wider than the delegation (refused,
 naming it), no delegation to this actor, a revoked or forged subject token, a bad actor token
 (401, the bad-key text), a child the policy would send to people (refused, nothing written),
-repeated parameters, the wrong grant type.
+repeated parameters, the wrong grant type. The child's lifetime is capped by what remains of
+the parent's, and an exchanged child may delegate and exchange again: ``act`` nests.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -91,6 +93,64 @@ def test_an_exchange_within_the_delegation_gets_a_child_credential(world: World)
     # the parent's end takes the exchanged child with it
     world.engine.service.revoke(parent, by="admin@example.com", reason="x", now=world.clock.now)
     assert world.engine.service.get(child.id).status is Status.REVOKED
+
+
+def test_an_exchange_near_the_parents_end_gets_only_the_parents_remaining_time(
+    world: World,
+) -> None:
+    """The delegation allows an hour, the parent has 2 of its 10 minutes left: the child gets
+    2 minutes and ends with the parent, to the second."""
+    parent, credential = world.active("orchestrator")  # 10 minutes from T0
+    assert delegation_to_worker(world, parent, max_ttl="1h").status_code == 201
+    world.clock.now = T0 + timedelta(minutes=8)
+    answer = exchange(world, credential["token"])
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["expires_in"] == 120
+    claims = claims_of(answer.json()["access_token"])
+    assert claims["exp"] == claims_of(credential["token"])["exp"]
+    assert claims["exp"] - claims["iat"] == 120
+    child = world.engine.service.get(answer.json()["request_id"])
+    assert child.credential is not None
+    assert child.credential.expires_at == T0 + timedelta(minutes=10)
+
+
+def test_a_second_level_exchange_nests_act_under_the_first_actor(world: World) -> None:
+    """orchestrator → worker (exchange) → helper (exchange on the worker's child token): the
+    helper's token keeps the root as ``sub``, and ``act`` names the helper, acting for the
+    worker, as RFC 8693 section 4.1 nests it."""
+    _, credential = delegated_parent(world)
+    first = exchange(world, credential["token"])
+    assert first.status_code == 200, first.text
+    middle = first.json()["request_id"]
+    made = world.delegate(
+        "worker",
+        middle,
+        agent="helper",
+        actions=["deploy.web.*"],
+        targets=["payments/web/*"],
+        max_ttl="5m",
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["depth"] == 2
+    second = exchange(
+        world,
+        first.json()["access_token"],
+        actor_token=world.keys["helper"],
+        scope="deploy.web.canary",
+        audience="payments/web/canary",
+    )
+    assert second.status_code == 200, second.text
+    claims = claims_of(second.json()["access_token"])
+    assert claims["sub"] == "orchestrator"
+    assert claims["act"] == {"sub": "helper", "act": {"sub": "worker"}}
+    assert claims["parent_request_id"] == middle
+    assert (claims["scope"], claims["aud"]) == ("deploy.web.canary", "payments/web/canary")
+    leaf = world.engine.service.get(second.json()["request_id"])
+    assert (leaf.agent_id, leaf.status, leaf.parent_request_id) == (
+        "helper",
+        Status.ACTIVE,
+        middle,
+    )
 
 
 def test_an_exchange_wider_than_the_delegation_is_refused_naming_it(world: World) -> None:
