@@ -1,5 +1,6 @@
 """Workload identity through the real HTTP API: a local OIDC provider on loopback (its key
-rotated mid-test) and SPIFFE JWT-SVIDs; every refused token gets what a bad key gets."""
+rotated mid-test, or trusted with an explicit ``--jwks-uri`` and no discovery) and SPIFFE
+JWT-SVIDs; every refused token gets what a bad key gets."""
 
 from __future__ import annotations
 
@@ -234,6 +235,41 @@ def test_a_rotated_key_is_fetched_on_its_kid_no_sooner_than_the_floor(setup: Set
     for _ in range(20):
         assert setup.post(issuer.token(SUBJECT, key=SigningKey.ec())).status_code == 401
     assert issuer.fetches["/jwks"] == 2
+
+
+def test_an_explicit_jwks_uri_verifies_without_fetching_discovery(
+    setup: Setup, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stepup trust add-oidc --jwks-uri``: the keys come from that URL alone; the provider's
+    discovery document is never asked for."""
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+    from tests.integration.test_cli_admin import make_cli_env
+
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    with serving() as direct:
+        args = ["trust", "add-oidc", "direct", "--issuer", direct.url, "--audience", "stepup"]
+        added = CliRunner().invoke(
+            app,
+            [*args, "--jwks-uri", direct.url + "/jwks"],
+            env=make_cli_env(database_url, tmp_path),
+            catch_exceptions=False,
+        )
+        assert added.exit_code == 0, added.stderr
+        setup.clock.now += 2  # the service reads a trust added elsewhere on a miss, 1 s apart
+        setup.api.context.registry.add_keyless(
+            "direct-bot",
+            OWNER,
+            by="test",
+            now=now(),
+            identities=[WorkloadBinding.oidc(f"direct:{SUBJECT}")],
+        )
+        created = setup.post(direct.token(SUBJECT))
+        assert created.status_code == 201, created.text
+        assert created.json()["agent"] == "direct-bot"
+        assert setup.post(direct.token(SUBJECT)).status_code == 201  # keys cached: no new fetch
+        assert direct.fetches == {"/jwks": 1}
 
 
 def test_a_redirected_jwks_is_not_followed(setup: Setup) -> None:
