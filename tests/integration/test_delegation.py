@@ -5,8 +5,9 @@ worker, which delegates part of its own to a helper. Attacks: a delegation wider
 parent (refused naming the field), a child outside its delegation (422 naming ``action`` or
 ``target``), a child of someone else's request (404), a child that would outlive its parent
 (the TTL is capped), a chain left alive when the top ends (all revoked in one transaction),
-a delegation by a request whose rule does not allow it, one deeper than ``max_depth``. A
-child that needs people is posted to Slack with its chain on the card.
+a delegation by a request whose rule does not allow it, one deeper than ``max_depth`` (or, on
+a rule that sets none, deeper than the default 3). A child that needs people is posted to Slack
+with its chain on the card.
 ``stepup audit verify`` stays exact after all of it.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -120,13 +122,16 @@ class World:
         return answer.json()["id"], self.claim(agent, answer.json()["id"])
 
 
-@pytest.fixture
-def world(db: Database, tmp_path: Path) -> Iterator[World]:
-    engine = build_engine(db, tmp_path, POLICY)
+@contextmanager
+def world_of(
+    db: Database, tmp_path: Path, policy: str = POLICY, *, more: tuple[str, ...] = ()
+) -> Iterator[World]:
+    """The API on ``policy``, with the four agents (and ``more``) and the payments server."""
+    engine = build_engine(db, tmp_path, policy)
     clock = Clock()
     keys = {
         name: engine.registry.add(name, OWNER, by="test", now=T0)
-        for name in ("orchestrator", "worker", "helper", "outsider")
+        for name in ("orchestrator", "worker", "helper", "outsider", *more)
     }
     engine.registry.add_resource_server(
         "payments-api", by="test", now=T0, audiences=["payments", "payments/web"]
@@ -134,6 +139,12 @@ def world(db: Database, tmp_path: Path) -> Iterator[World]:
     context = ApiContext(service=engine.service, registry=engine.registry, clock=clock)
     with running(create_app(context)) as url:
         yield World(url, engine, clock, keys)
+
+
+@pytest.fixture
+def world(db: Database, tmp_path: Path) -> Iterator[World]:
+    with world_of(db, tmp_path) as made:
+        yield made
 
 
 def claims_of(token: str) -> dict[str, Any]:
@@ -396,6 +407,51 @@ def test_a_three_level_chain_is_revoked_in_one_step_from_the_top(world: World) -
             },
         )
     assert again.status_code == 409
+
+
+def test_without_max_depth_a_delegable_rule_refuses_the_fourth_level(
+    db: Database, tmp_path: Path
+) -> None:
+    """The deploys rule without ``max_depth``: three levels of delegation are granted (the
+    default), the fourth is a 409 that names max_depth and writes nothing."""
+    policy = POLICY.replace("    max_depth: 2\n", "")
+    assert "max_depth" not in policy
+    with world_of(db, tmp_path, policy, more=("fifth",)) as world:
+        parent, _ = world.active("orchestrator")
+        canary = ("deploy.web.canary", "payments/web/canary")
+        levels = [  # who delegates to whom, within what; the child the delegate then asks for
+            ("orchestrator", "worker", ["deploy", "deploy.*"], ["payments/*"], "deploy.web"),
+            ("worker", "helper", ["deploy.web.*"], ["payments/web/*"], canary[0]),
+            ("helper", "outsider", [canary[0]], [canary[1]], canary[0]),
+        ]
+        for depth, (by, to, actions, targets, action) in enumerate(levels, start=1):
+            made = world.delegate(
+                by, parent, agent=to, actions=actions, targets=targets, max_ttl="5m"
+            )
+            assert made.status_code == 201, made.text
+            assert made.json()["depth"] == depth
+            target = "payments/web" if depth == 1 else canary[1]
+            child = world.submit(to, action=action, target=target, parent_request_id=parent)
+            assert child.status_code == 201, child.text
+            parent = child.json()["id"]
+            world.claim(to, parent)
+        with world.engine.db.read() as session:
+            entries = session.query(AuditRow).count()
+
+        too_deep = world.delegate(
+            "outsider",
+            parent,
+            agent="fifth",
+            actions=["deploy.web.canary"],
+            targets=["payments/web/canary"],
+            max_ttl="1m",
+        )
+
+        assert too_deep.status_code == 409, too_deep.text
+        detail = too_deep.json()["detail"]
+        assert "depth 4" in detail and "allows 3 (max_depth)" in detail
+        with world.engine.db.read() as session:
+            assert session.query(AuditRow).count() == entries
 
 
 def test_completing_the_parent_ends_an_unclaimed_child(world: World) -> None:
