@@ -161,6 +161,9 @@ def test_every_bad_token_gets_what_a_bad_key_gets(setup: Setup) -> None:
         "svid of another trust domain": jwt_svid(
             setup.bundle_key, "spiffe://evil.example.org/ns/ci/sa/deployer"
         ),
+        "svid of an unbound ID in the trusted domain": jwt_svid(
+            setup.bundle_key, f"spiffe://{DOMAIN}/ns/ci/sa/intruder"
+        ),
         "svid with a foreign key": jwt_svid(other_bundle_key, SPIFFE_ID),
         "svid for another audience": jwt_svid(setup.bundle_key, SPIFFE_ID, aud="other"),
         "svid expired": jwt_svid(setup.bundle_key, SPIFFE_ID, lifetime=-120),
