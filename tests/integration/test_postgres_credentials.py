@@ -10,9 +10,10 @@ login of its own through the real HTTP API, and every way a request ends drops t
   issuer still lets its logins be dropped;
 - an issuer that cannot issue: 502, the request stays approved, claim again once fixed; one
   that cannot revoke: retried with backoff, alerted, done once it can;
-- a grant filled from the request: an unsafe parameter is refused at submit (422). (Only
-  values take placeholders, not keys: ``tables: {"{parameters.table}": …}`` fails the policy
-  check, so the parameter here names the role joined.)
+- a grant filled from the request: an unsafe parameter is refused at submit (422). Here the
+  parameter names the role joined (``member_of``); keys take placeholders too (``tables:
+  {"{parameters.table}": …}``, docs/issuers.md; filled keys are tested in
+  tests/unit/issuers/test_grants.py).
 
 The module gets a database of its own on the server (tables ``orders`` and ``secrets``, a role
 that may only read ``orders``); every role name starts with the run's tag and each test's
