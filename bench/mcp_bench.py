@@ -8,14 +8,20 @@ read); one agent key. The bench process holds two MCP client sessions over stdio
 the read tool ``count_rows``, one call at a time. The two paths alternate by rounds (ABBA…), so
 a drift of the machine's load weighs on both alike. Through the proxy each call is a submit
 that claims at once (``claim=True``: allowed, so the answer carries the credential), the
-upstream call and a complete: two HTTP calls to stepup.
+upstream call and a complete: two HTTP calls to stepup, of which only the submit is on the
+call's path (the proxy reports a success while the result goes back).
+
+Before each call, both paths alike, an untimed pause (``--gap-ms``, 20): an agent does
+something between two calls, and without one each proxied call would also share the CPU with
+the previous call's report. ``--gap-ms 0`` measures calls back to back.
 
 A third series times the same two HTTP calls made from this process with ``StepupClient``
-(no MCP at all), to split the added latency into stepup's HTTP round trips and the rest (the
-extra stdio hop, MCP framing, the proxy's own work).
+(no MCP at all), to split the added latency into stepup's HTTP round trip on the path and the
+rest (the extra stdio hop, MCP framing, the proxy's own work).
 
     .venv/bin/python bench/mcp_bench.py              # 10 rounds of 100 calls per path, ~2 min
     .venv/bin/python bench/mcp_bench.py --quick      # 2 rounds of 20 calls, ~20 s
+    .venv/bin/python bench/mcp_bench.py --gap-ms 0   # calls back to back
 """
 
 from __future__ import annotations
@@ -43,6 +49,10 @@ BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 EXAMPLE = ROOT / "examples" / "mcp"
 GOAL_MS = 15.0
+# An agent does something between two tool calls (a model's turn takes far longer): without a
+# pause, each call would also compete for the CPU with the previous call's outcome report,
+# which the proxy sends while the result goes back.
+GAP_MS = 20.0
 TOOL = "count_rows"
 ARGUMENTS = {"database": "orders", "table": "invoices"}
 EXPECTED = "orders.invoices has 87 rows"
@@ -56,6 +66,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--calls", type=int, help="timed calls per path per round (100)")
     parser.add_argument("--rounds", type=int, help="rounds; each times both paths (10)")
     parser.add_argument("--warmup", type=int, help="untimed calls per path first (20)")
+    parser.add_argument(
+        "--gap-ms",
+        type=float,
+        default=GAP_MS,
+        help=f"untimed pause before each call, both paths alike (the agent's own time; {GAP_MS:g})",
+    )
     parser.add_argument("--json", type=Path, help="also write the samples' summary here")
     parser.add_argument("--quick", action="store_true", help="sizes " + str(QUICK))
     args = parser.parse_args()
@@ -90,8 +106,11 @@ async def mcp_session(
             yield session
 
 
-def timed_call(session: ClientSession, expected: str) -> Callable[[], Awaitable[float]]:
+def timed_call(
+    session: ClientSession, expected: str, gap_ms: float
+) -> Callable[[], Awaitable[float]]:
     async def call() -> float:
+        await anyio.sleep(gap_ms / 1000)  # the agent's own time between calls, untimed
         started = time.perf_counter()
         result = await session.call_tool(TOOL, ARGUMENTS)
         elapsed = time.perf_counter() - started
@@ -171,7 +190,10 @@ async def bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             direct = await stack.enter_async_context(mcp_session(upstream, None))
             proxied = await stack.enter_async_context(mcp_session(proxy, {"STEPUP_AGENT_KEY": key}))
             client = stack.enter_context(StepupClient(url, key, dpop=False))
-            paths = {"direct": timed_call(direct, EXPECTED), "proxy": timed_call(proxied, EXPECTED)}
+            paths = {
+                "direct": timed_call(direct, EXPECTED, args.gap_ms),
+                "proxy": timed_call(proxied, EXPECTED, args.gap_ms),
+            }
             http_sequence = http_only(client)
             for _ in range(args.warmup):
                 for call in paths.values():
@@ -220,11 +242,11 @@ def report(args: argparse.Namespace, result: dict[str, Any], load_before: float)
     print(summary_line("direct (SDK client → upstream)", direct))
     print(summary_line("proxy (SDK client → proxy → up)", proxied))
     print(summary_line("HTTP only: submit(claim)+complete", http["http"]))
-    print(summary_line("  of which submit, claiming", http["submit"]))
-    print(summary_line("  of which complete", http["complete"]))
+    print(summary_line("  submit, claiming (on the path)", http["submit"]))
+    print(summary_line("  complete (sent as the answer goes)", http["complete"]))
     print(summary_line("  (a GET of the request, for scale)", http["get"]))
     added = statistics.median(proxied) - statistics.median(direct)
-    http_median = statistics.median(http["http"])
+    http_median = statistics.median(http["submit"])
     rest = added - http_median
     per_round = result["per_round_added_ms"]
     print(
@@ -232,9 +254,9 @@ def report(args: argparse.Namespace, result: dict[str, Any], load_before: float)
         + ", ".join(f"{a:.1f}" for a in per_round)
     )
     print(
-        f"  where it goes: stepup HTTP round trips ≈ {http_median:.2f} ms (median of the "
-        f"HTTP-only series), the rest ≈ {rest:.2f} ms (second stdio hop, MCP framing, the "
-        "proxy's own work)"
+        f"  where it goes: stepup's HTTP round trip on the path (submit, claiming) ≈ "
+        f"{http_median:.2f} ms, the rest ≈ {rest:.2f} ms (second stdio hop, MCP framing, the "
+        f"proxy's own work); pause before each call {args.gap_ms:g} ms"
     )
     cpu = result["server_cpu_ms_per_gated_call"]
     print(
@@ -249,7 +271,8 @@ def report(args: argparse.Namespace, result: dict[str, Any], load_before: float)
             "direct": {"median": statistics.median(direct), "p90": percentile(direct, 90)},
             "proxy": {"median": statistics.median(proxied), "p90": percentile(proxied, 90)},
             "added_ms": added,
-            "http_ms": http_median,
+            "http_on_path_ms": http_median,
+            "gap_ms": args.gap_ms,
             **{k: v for k, v in result.items() if k != "samples"},
         }
         args.json.write_text(json.dumps(payload, indent=2))

@@ -3,18 +3,25 @@
 Every refusal becomes a tool result with ``isError: true`` and the reason, never a protocol
 error, so the model can adapt. Once a credential is claimed, the request is completed however
 the upstream call ends, and completing is what revokes the credential.
+
+A call that succeeded is reported while its result goes back to the client (``Reports``): the
+credential is revoked moments after the client has the result, not one HTTP round trip before
+it, and the proxy does not stop with a report unsent. Every other ending (an upstream error
+result, a failure, a timeout, a cancel) is reported before the client hears of it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
 import anyio
+import anyio.abc
 import mcp_types as types
 
 from bot.mcp_proxy.defaults import with_defaults
@@ -55,6 +62,36 @@ def _error_text(result: types.CallToolResult) -> str:
     return " ".join(texts)[:500]
 
 
+class Reports:
+    """Outcome reports sent in the background while ``open``: leaving ``open`` waits for every
+    report started, and a cancel (SIGTERM) does not stop one (each is shielded; the client's
+    timeout and retries bound it). Outside ``open`` nothing is started in the background."""
+
+    def __init__(self) -> None:
+        self._group: anyio.abc.TaskGroup | None = None
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as group:
+            self._group = group
+            try:
+                yield
+            finally:
+                self._group = None
+
+    def start(self, report: Callable[[], Awaitable[None]]) -> bool:
+        """Send ``report`` in the background; False (nothing started) when not open."""
+        if self._group is None:
+            return False
+        self._group.start_soon(_shielded, report)
+        return True
+
+
+async def _shielded(report: Callable[[], Awaitable[None]]) -> None:
+    with anyio.CancelScope(shield=True):
+        await report()
+
+
 @dataclass(frozen=True)
 class Gate:
     client: StepupClient
@@ -62,6 +99,7 @@ class Gate:
     timeout_seconds: float
     call_timeout_seconds: float = CALL_TIMEOUT_SECONDS
     progress_every: float = PROGRESS_EVERY_SECONDS
+    reports: Reports = field(default_factory=Reports)
 
     async def call(
         self,
@@ -167,11 +205,14 @@ class Gate:
             return refusal(f"stepup: the {text} (request {request_id}); it was abandoned")
         # Shielded: a cancel arriving now (the client gave up, or went away) must not stop the
         # report that revokes the credential.
-        with anyio.CancelScope(shield=True):
-            if result.is_error:
+        if result.is_error:
+            with anyio.CancelScope(shield=True):
                 await self._complete(request_id, "failed", _error_text(result))
-            else:
-                await self._complete(request_id, "succeeded", "")
+            return result
+        succeeded = partial(self._complete, request_id, "succeeded", "")
+        if not self.reports.start(succeeded):
+            with anyio.CancelScope(shield=True):
+                await succeeded()
         return result
 
     async def _withdraw(self, request_id: str, *, claimed: bool, claiming: bool) -> None:

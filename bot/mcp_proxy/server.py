@@ -140,16 +140,18 @@ def _text(request_id: object) -> str | None:
 
 async def serve(gate: Gate, upstream_server: Upstream) -> None:
     """Serves until the client closes stdin, or SIGTERM / SIGINT: either way calls in flight
-    are cancelled and withdraw their requests (a claimed credential is reported as aborted)
-    before the upstream is stopped."""
+    are cancelled and withdraw their requests (a claimed credential is reported as aborted),
+    and the outcome reports of calls that succeeded are all sent, before the upstream is
+    stopped."""
     schemas = ToolSchemas()
     async with anyio.create_task_group() as group:
         group.start_soon(_stop_on_signal, group.cancel_scope)
         async with upstream_session(upstream_server, schemas.on_message) as upstream:
             server = build_server(gate, upstream, schemas)
-            with _stdin() as stdin:
-                async with stdio_server(stdin=stdin) as (read, write):
-                    await server.run(read, write, server.create_initialization_options())
+            async with gate.reports.open():  # outcome reports still in flight are sent first
+                with _stdin() as stdin:
+                    async with stdio_server(stdin=stdin) as (read, write):
+                        await server.run(read, write, server.create_initialization_options())
         group.cancel_scope.cancel()  # done: stop watching for signals
 
 

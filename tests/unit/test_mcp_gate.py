@@ -167,6 +167,89 @@ def test_a_cancel_while_submit_or_claim_is_in_flight_withdraws_the_request(
     assert upstream_calls == []
 
 
+class _SlowReportClient(_Client):
+    """Its ``complete`` parks until the test releases it (a slow server)."""
+
+    def __init__(self, status: Status) -> None:
+        super().__init__(status)
+        self.reporting, self.release = threading.Event(), threading.Event()
+
+    def complete(self, request_id: str, outcome: str, detail: str) -> None:
+        self.reporting.set()
+        assert self.release.wait(30), "never released"
+        super().complete(request_id, outcome, detail)
+
+
+def _ok(text: str = "rows: 87") -> types.CallToolResult:
+    return types.CallToolResult(content=[types.TextContent(text=text)])
+
+
+def test_a_success_is_answered_while_its_report_is_sent_and_the_proxy_waits_for_it() -> None:
+    client = _SlowReportClient(Status.ACTIVE)
+    gate = Gate(client, TOOLS, 5)  # type: ignore[arg-type]
+    answered: list[types.CallToolResult] = []
+
+    async def upstream(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        return _ok()
+
+    async def main() -> None:
+        with anyio.fail_after(10):
+            async with gate.reports.open():
+                # The answer comes back while complete is still parked at the server...
+                answered.append(await gate.call("drop", {}, upstream, None))
+                assert client.calls == ["submit"]
+                await anyio.to_thread.run_sync(client.reporting.wait)
+                client.release.set()
+            # ...and leaving `open` (the proxy stopping) waited for the report.
+            assert client.calls == ["submit", ("complete", "succeeded")]
+
+    anyio.run(main)
+    assert [text_of(r) for r in answered] == ["rows: 87"] and not answered[0].is_error
+
+
+def test_a_report_in_flight_is_still_sent_when_the_proxy_is_told_to_stop() -> None:
+    client = _SlowReportClient(Status.ACTIVE)
+    gate = Gate(client, TOOLS, 5)  # type: ignore[arg-type]
+
+    async def upstream(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        return _ok()
+
+    async def main() -> None:
+        with anyio.fail_after(10):
+            with anyio.CancelScope() as stopping:  # SIGTERM cancels the whole proxy
+                async with gate.reports.open():
+                    await gate.call("drop", {}, upstream, None)
+                    await anyio.to_thread.run_sync(client.reporting.wait)
+                    stopping.cancel()
+                    client.release.set()
+                    await anyio.sleep_forever()
+
+    anyio.run(main)
+    assert client.calls == ["submit", ("complete", "succeeded")]
+
+
+def test_an_error_result_is_reported_failed_before_the_client_hears_of_it() -> None:
+    client = _Client(Status.ACTIVE)
+    gate = Gate(client, TOOLS, 5)  # type: ignore[arg-type]
+
+    async def upstream(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        return types.CallToolResult(
+            content=[types.TextContent(text="no such table")], is_error=True
+        )
+
+    async def main() -> types.CallToolResult:
+        async with gate.reports.open():
+            result = await gate.call("drop", {}, upstream, None)
+            assert client.calls == ["submit", ("complete", "failed")]  # already, not later
+            return result
+
+    assert anyio.run(main).is_error
+
+
+def text_of(result: types.CallToolResult) -> str:
+    return " ".join(b.text for b in result.content if isinstance(b, types.TextContent))
+
+
 def test_a_progress_notification_that_fails_withdraws_the_request() -> None:
     client = _Client(Status.PENDING)
 
