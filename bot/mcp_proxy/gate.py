@@ -13,6 +13,7 @@ result, a failure, a timeout, a cancel) is reported before the client hears of i
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from stepup_client import Credential, Request, Status, StepupClient, StepupClien
 from stepup_client.gating import submit_claiming
 
 T = TypeVar("T")
+logger = logging.getLogger("stepup.mcp_proxy")
 
 CallUpstream = Callable[[str, dict[str, Any]], Awaitable[types.CallToolResult]]
 Progress = Callable[[float, str], Awaitable[None]]
@@ -88,8 +90,13 @@ class Reports:
 
 
 async def _shielded(report: Callable[[], Awaitable[None]]) -> None:
+    """One report, whatever happens around it; one that fails unexpectedly is logged (to
+    stderr) instead of ending the proxy's other calls with it."""
     with anyio.CancelScope(shield=True):
-        await report()
+        try:
+            await report()
+        except Exception:
+            logger.exception("stepup mcp-proxy: an outcome report failed")
 
 
 @dataclass(frozen=True)

@@ -228,6 +228,35 @@ def test_a_report_in_flight_is_still_sent_when_the_proxy_is_told_to_stop() -> No
     assert client.calls == ["submit", ("complete", "succeeded")]
 
 
+class _BrokenReportClient(_Client):
+    def complete(self, request_id: str, outcome: str, detail: str) -> None:
+        super().complete(request_id, outcome, detail)
+        raise RuntimeError("not a StepupClientError")
+
+
+def test_a_report_that_fails_unexpectedly_ends_no_other_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client = _BrokenReportClient(Status.ACTIVE)
+    gate = Gate(client, TOOLS, 5)  # type: ignore[arg-type]
+
+    async def upstream(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+        return _ok()
+
+    async def main() -> list[types.CallToolResult]:
+        with anyio.fail_after(10):
+            async with gate.reports.open():
+                first = await gate.call("drop", {}, upstream, None)
+                await anyio.sleep(0.2)  # the first report has failed by now
+                second = await gate.call("drop", {}, upstream, None)
+                return [first, second]
+
+    results = anyio.run(main)
+    assert [text_of(r) for r in results] == ["rows: 87", "rows: 87"]
+    assert client.calls == ["submit", ("complete", "succeeded")] * 2
+    assert "an outcome report failed" in caplog.text
+
+
 def test_an_error_result_is_reported_failed_before_the_client_hears_of_it() -> None:
     client = _Client(Status.ACTIVE)
     gate = Gate(client, TOOLS, 5)  # type: ignore[arg-type]
