@@ -26,6 +26,7 @@ from core.errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from core.storage.database import UNAVAILABLE, unavailable_reason
 
 logger = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -56,6 +57,7 @@ _TYPES = {
     429: "too-many-requests",
     502: "issuer-unavailable",
     500: "internal-error",
+    503: "database-unavailable",
 }
 
 
@@ -146,6 +148,24 @@ def install(app: FastAPI) -> None:
             str(exc.detail) if exc.status_code != 404 else "Not found",
             str(exc.detail),
         )
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        """Down, out of connections, busy: a retry may well succeed. (Handled here, not as an
+        unexpected error, so the connection stays open for the client's next call.)"""
+        reason = unavailable_reason(exc) or type(exc).__name__
+        logger.warning(
+            "database unavailable on %s %s: %s", request.method, request.url.path, reason
+        )
+        return problem(
+            503,
+            "Database unavailable",
+            "the server could not reach its database; retry after 1 s (a submit with an "
+            "Idempotency-Key is safe to send again)",
+            {"Retry-After": "1"},
+        )
+
+    for unavailable in UNAVAILABLE:
+        app.add_exception_handler(unavailable, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

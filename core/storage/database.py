@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.errors import LostRace
@@ -28,6 +29,19 @@ def unreachable_reason(exc: BaseException) -> str | None:
     if isinstance(exc, OperationalError):
         return str(exc.orig).strip().splitlines()[0]
     return None
+
+
+# What the driver or the pool raises when the database cannot serve a call: unreachable, out
+# of connections, no connection free in the pool, busy (see ``unavailable_reason``).
+UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, PoolTimeout)
+
+
+def unavailable_reason(exc: BaseException) -> str | None:
+    """Why the database could not serve a call (unreachable, out of connections, no
+    connection free in the pool, busy), or None when ``exc`` says something else."""
+    if isinstance(exc, PoolTimeout):
+        return "no database connection was free in time"
+    return unreachable_reason(exc)
 
 
 def default_database_url(base: Path | None = None) -> str:
