@@ -165,6 +165,32 @@ def delegation_to_worker(world: World, parent: str, **overrides: Any) -> httpx.R
     return world.delegate("orchestrator", parent, **body)
 
 
+def delegation_to_helper(world: World, middle: str) -> httpx.Response:
+    """The worker's delegation of its own request ``middle`` to helper, one level down."""
+    return world.delegate(
+        "worker",
+        middle,
+        agent="helper",
+        actions=["deploy.web.*"],
+        targets=["payments/web/*"],
+        max_ttl="5m",
+    )
+
+
+def second_level(world: World, root: str) -> str:
+    """Under the orchestrator's active ``root``: the worker's sub-request, claimed, and
+    delegated on to helper; the sub-request's id."""
+    assert delegation_to_worker(world, root).status_code == 201
+    middle: str = world.submit(
+        "worker", action="deploy.web", target="payments/web", parent_request_id=root
+    ).json()["id"]
+    world.claim("worker", middle)
+    made = delegation_to_helper(world, middle)
+    assert made.status_code == 201, made.text
+    assert made.json()["depth"] == 2
+    return middle
+
+
 def test_a_child_within_its_delegation_gets_the_chain_in_its_token(world: World) -> None:
     parent, _ = world.active("orchestrator")
     made = delegation_to_worker(world, parent)
@@ -318,21 +344,7 @@ def test_a_child_token_never_outlives_its_parent(world: World) -> None:
 
 def test_a_three_level_chain_is_revoked_in_one_step_from_the_top(world: World) -> None:
     root, _ = world.active("orchestrator")
-    assert delegation_to_worker(world, root).status_code == 201
-    middle = world.submit(
-        "worker", action="deploy.web", target="payments/web", parent_request_id=root
-    ).json()["id"]
-    world.claim("worker", middle)
-    made = world.delegate(
-        "worker",
-        middle,
-        agent="helper",
-        actions=["deploy.web.*"],
-        targets=["payments/web/*"],
-        max_ttl="5m",
-    )
-    assert made.status_code == 201, made.text
-    assert made.json()["depth"] == 2
+    middle = second_level(world, root)
     leaf = world.submit(
         "helper",
         action="deploy.web.canary",
@@ -635,20 +647,7 @@ def test_the_card_of_a_delegated_child_posted_to_slack_shows_its_chain_in_order(
         }
         world = World(live.url, live.engine, Clock(now), keys)
         root, _ = world.active("orchestrator")
-        assert delegation_to_worker(world, root).status_code == 201
-        middle = world.submit(
-            "worker", action="deploy.web", target="payments/web", parent_request_id=root
-        ).json()["id"]
-        world.claim("worker", middle)
-        made = world.delegate(
-            "worker",
-            middle,
-            agent="helper",
-            actions=["deploy.web.*"],
-            targets=["payments/web/*"],
-            max_ttl="5m",
-        )
-        assert made.status_code == 201, made.text
+        middle = second_level(world, root)
         waiting = world.submit(
             "helper",
             action="deploy.web.canary",

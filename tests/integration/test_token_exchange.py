@@ -29,6 +29,7 @@ from tests.integration.test_delegation import (
     claims_of,
     cli,
     cli_db,
+    delegation_to_helper,
     delegation_to_worker,
     world,
 )
@@ -122,14 +123,7 @@ def test_a_second_level_exchange_nests_act_under_the_first_actor(world: World) -
     first = exchange(world, credential["token"])
     assert first.status_code == 200, first.text
     middle = first.json()["request_id"]
-    made = world.delegate(
-        "worker",
-        middle,
-        agent="helper",
-        actions=["deploy.web.*"],
-        targets=["payments/web/*"],
-        max_ttl="5m",
-    )
+    made = delegation_to_helper(world, middle)
     assert made.status_code == 201, made.text
     assert made.json()["depth"] == 2
     second = exchange(
