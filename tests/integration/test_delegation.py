@@ -191,6 +191,20 @@ def second_level(world: World, root: str) -> str:
     return middle
 
 
+def pending_leaf(world: World, middle: str) -> str:
+    """Helper's sub-request under ``middle`` that the secrets rule sends to people; its id."""
+    waiting = world.submit(
+        "helper",
+        action="deploy.web.canary",
+        target="payments/web/secrets",
+        parent_request_id=middle,
+    )
+    assert waiting.status_code == 201, waiting.text
+    assert waiting.json()["status"] == "pending"
+    leaf: str = waiting.json()["id"]
+    return leaf
+
+
 def test_a_child_within_its_delegation_gets_the_chain_in_its_token(world: World) -> None:
     parent, _ = world.active("orchestrator")
     made = delegation_to_worker(world, parent)
@@ -367,26 +381,19 @@ def test_a_three_level_chain_is_revoked_in_one_step_from_the_top(world: World) -
     assert too_deep.status_code == 409
     assert "max_depth" in too_deep.json()["detail"]
     # a pending descendant (the secrets rule asks people) is cancelled with the rest
-    waiting = world.submit(
-        "helper",
-        action="deploy.web.canary",
-        target="payments/web/secrets",
-        parent_request_id=middle,
-    )
-    assert waiting.status_code == 201, waiting.text
-    assert waiting.json()["status"] == "pending"
+    pending = pending_leaf(world, middle)
 
     service = world.engine.service
     seen: list[list[str]] = []
     service.subscribe(lambda snap: seen.append([snap.id]))
     service.revoke(root, by="admin@example.com", reason="incident", now=world.clock.now)
-    ids = (root, middle, leaf, waiting.json()["id"])
+    ids = (root, middle, leaf, pending)
     statuses = {i: service.get(i).status for i in ids}
     assert statuses == {
         root: Status.REVOKED,
         middle: Status.REVOKED,
         leaf: Status.REVOKED,
-        waiting.json()["id"]: Status.CANCELLED,
+        pending: Status.CANCELLED,
     }
     for child in ids[1:]:
         assert service.get(child).status_reason == f"ancestor request {root} ended (revoked)"
@@ -403,7 +410,7 @@ def test_a_three_level_chain_is_revoked_in_one_step_from_the_top(world: World) -
     assert ends == {
         middle: ("credential.revoked", reason),
         leaf: ("credential.revoked", reason),
-        waiting.json()["id"]: ("request.cancelled", reason),
+        pending: ("request.cancelled", reason),
     }
     # the revoked chain's tokens are dead at introspection
     with world.client("helper") as http:
@@ -648,15 +655,7 @@ def test_the_card_of_a_delegated_child_posted_to_slack_shows_its_chain_in_order(
         world = World(live.url, live.engine, Clock(now), keys)
         root, _ = world.active("orchestrator")
         middle = second_level(world, root)
-        waiting = world.submit(
-            "helper",
-            action="deploy.web.canary",
-            target="payments/web/secrets",
-            parent_request_id=middle,
-        )
-        assert waiting.status_code == 201, waiting.text
-        assert waiting.json()["status"] == "pending"
-        child = waiting.json()["id"]
+        child = pending_leaf(world, middle)
 
         card = live.card(child)
 
