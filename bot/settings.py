@@ -10,7 +10,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.api.admission import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_LONG_POLLS
 from core.errors import ConfigError
-from core.storage.database import default_database_url
+from core.storage.database import (
+    DEFAULT_POOL_SIZE,
+    DEFAULT_POOL_TIMEOUT_SECONDS,
+    default_database_url,
+)
 
 _PLACEHOLDERS = ("changeme", "xoxb-your", "xapp-your", "your-", "placeholder", "todo", "example")
 
@@ -50,6 +54,17 @@ class Settings(BaseSettings):
     # so the server never closes one just as a client reuses it.
     keep_alive_seconds: int = Field(
         DEFAULT_KEEP_ALIVE_SECONDS, ge=1, le=3600, validation_alias="STEPUP_KEEP_ALIVE_SECONDS"
+    )
+    # Database connections per process: at most 3 x this many (kept, and twice as many more
+    # under load); a call that finds none free within the timeout gets 503.
+    db_pool_size: int = Field(
+        DEFAULT_POOL_SIZE, ge=1, le=1000, validation_alias="STEPUP_DB_POOL_SIZE"
+    )
+    db_pool_timeout_seconds: float = Field(
+        DEFAULT_POOL_TIMEOUT_SECONDS,
+        gt=0,
+        le=300,
+        validation_alias="STEPUP_DB_POOL_TIMEOUT_SECONDS",
     )
     # Worker processes of `stepup serve` on one port (PostgreSQL only; docs/scaling.md).
     workers: int = Field(1, ge=1, le=64, validation_alias="STEPUP_WORKERS")

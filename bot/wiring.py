@@ -15,8 +15,12 @@ from core.storage.migrate import upgrade
 from core.usecases.limits import SubmitLimits
 
 
-def open_database(settings: Settings, *, migrate: bool = True, pool_size: int = 10) -> Database:
-    db = Database(settings.database_url, pool_size=pool_size)
+def open_database(settings: Settings, *, migrate: bool = True) -> Database:
+    db = Database(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        pool_timeout=settings.db_pool_timeout_seconds,
+    )
     if migrate:
         upgrade(db.engine)
     return db

@@ -96,8 +96,20 @@ def is_sqlite_url(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+DEFAULT_POOL_SIZE = 10
+DEFAULT_POOL_TIMEOUT_SECONDS = 10.0
+
+
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT_SECONDS,
+) -> Engine:
     """An engine with the settings stepup relies on.
+
+    At most ``3 * pool_size`` connections (``pool_size`` kept, twice as many more under
+    load); a call that finds none free for ``pool_timeout`` s fails (the API answers 503).
 
     SQLite: WAL so readers never block the writer, a busy timeout instead of instant
     "database is locked", and ``BEGIN IMMEDIATE`` for write transactions so the audit chain's
@@ -115,11 +127,16 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
             max_overflow=pool_size * 2,
+            pool_timeout=pool_timeout,
         )
         _configure_sqlite(engine)
         return engine
     return create_engine(
-        parsed, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True
+        parsed,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=True,
     )
 
 
@@ -147,9 +164,15 @@ _LOST_RACE = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_f
 class Database:
     """Owns the engine and hands out read and write sessions (one transaction each)."""
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        pool_timeout: float = DEFAULT_POOL_TIMEOUT_SECONDS,
+    ) -> None:
         self.url = url
-        self.engine = make_engine(url, pool_size=pool_size)
+        self.engine = make_engine(url, pool_size=pool_size, pool_timeout=pool_timeout)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock: AbstractContextManager[Any] = (

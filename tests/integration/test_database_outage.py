@@ -2,12 +2,16 @@
 dropped under a running server (its connections terminated, new ones refused); the agent API
 then answers problem details with status 503, type database-unavailable and Retry-After, with
 nothing of the driver's message in the body, and the Python client retries a safe call as it
-does after any 503. A genuine bug still answers 500."""
+does after any 503. A genuine bug still answers 500. A pool with every connection taken
+(STEPUP_DB_POOL_SIZE, STEPUP_DB_POOL_TIMEOUT_SECONDS) answers the same 503 after its timeout,
+on both databases, and serves again once a connection is free."""
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -18,6 +22,8 @@ from sqlalchemy.engine import make_url
 
 from bot.api.app import create_app
 from bot.api.context import ApiContext
+from bot.settings import Settings
+from bot.wiring import open_database
 from core.agents import AgentRegistry
 from core.storage.database import Database
 from core.storage.migrate import upgrade
@@ -25,8 +31,6 @@ from stepup_client import ApiError, StepupClient
 from tests.conftest import POSTGRES_ADMIN_URL, T0
 from tests.integration.live import running
 from tests.support import OWNER, build_engine, submit_body
-
-pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
@@ -56,6 +60,7 @@ def drop(name: str) -> None:
     admin.dispose()
 
 
+@pytest.mark.postgres
 def test_a_database_gone_under_the_server_is_a_503_problem(
     doomed_database: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -101,3 +106,45 @@ def test_a_database_gone_under_the_server_is_a_503_problem(
             assert refused.value.status == 503 and refused.value.attempts == 3  # retried
     finally:
         db.dispose()
+
+
+def assert_database_unavailable(answer: httpx.Response) -> None:
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Retry-After"] == "1"
+    assert answer.json()["type"] == "https://stepup.dev/problems/database-unavailable"
+
+
+def test_a_pool_with_every_connection_taken_answers_503_after_its_timeout(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STEPUP_DATABASE_URL", database_url)
+    monkeypatch.setenv("STEPUP_DB_POOL_SIZE", "1")  # 1 kept + 2 overflow = 3 at most
+    monkeypatch.setenv("STEPUP_DB_POOL_TIMEOUT_SECONDS", "0.3")
+    db = open_database(Settings(_env_file=None), migrate=False)  # type: ignore[call-arg]
+    assert db.engine.pool.size() == 1
+    engine = build_engine(db, tmp_path)
+    registry = AgentRegistry(engine.service)
+    key = registry.add("deploy-bot", OWNER, by="test", now=T0)
+    app = create_app(ApiContext(service=engine.service, registry=registry))
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        with running(app) as base, httpx.Client(base_url=base, headers=headers) as client:
+            created = client.post("/v1/requests", json=submit_body(action_class="read"))
+            assert created.status_code == 201
+            path = f"/v1/requests/{created.json()['id']}"
+            with ExitStack() as held:
+                for _ in range(3):  # every connection the pool may open, taken
+                    held.enter_context(db.engine.connect())
+                started = time.monotonic()
+                assert_database_unavailable(client.get(path))
+                assert time.monotonic() - started < 10  # the pool's timeout, not 30 s
+            assert client.get(path).status_code == 200  # connections free again: served
+    finally:
+        db.dispose()
+
+
+def test_the_pool_settings_are_bounded() -> None:
+    with pytest.raises(ValueError, match="STEPUP_DB_POOL_SIZE"):
+        Settings(_env_file=None, STEPUP_DB_POOL_SIZE=0)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="STEPUP_DB_POOL_TIMEOUT_SECONDS"):
+        Settings(_env_file=None, STEPUP_DB_POOL_TIMEOUT_SECONDS=0)  # type: ignore[call-arg]
