@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -104,6 +104,8 @@ def _verify_database(jwks: str | None, checkpoint_values: list[str]) -> None:
     typer.echo(
         f"requests: {result.requests.requests} compared with their audit entries, all match" + later
     )
+    from core.storage.audit_store import PENDING_STALE
+
     oldest = result.pending.oldest_at
     if oldest is not None and datetime.now(UTC) - oldest > PENDING_STALE:
         # Not verified, and their requests not compared: a log that cannot be checked is not
@@ -114,9 +116,6 @@ def _verify_database(jwks: str | None, checkpoint_values: list[str]) -> None:
             "be chained: not verified; run stepup audit chain (or start stepup serve), then "
             "verify again"
         )
-
-
-PENDING_STALE = timedelta(minutes=1)
 
 
 def _report_pending(result: AuditVerification) -> None:

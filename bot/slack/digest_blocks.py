@@ -156,7 +156,7 @@ def _callbacks_text(count: int, latest: tuple[str, ...]) -> str:
 def digest_blocks(digest: Digest) -> list[dict[str, Any]]:
     d = digest
     audit = d.audit
-    mark = ":white_check_mark:" if audit.ok else ":rotating_light:"
+    mark = ":white_check_mark:" if audit.healthy else ":rotating_light:"
     summary = "\n".join(
         [
             f"*Requests* ({d.total_requests})",

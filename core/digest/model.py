@@ -114,6 +114,18 @@ class AuditStatus:
     broken_seq: int | None = None
     problem: str | None = None
     differences: int = 0
+    # Entries written but not yet chained (PostgreSQL's chainer adds them within a second):
+    # verified by nothing until then. ``pending_stale``: the oldest has waited longer than
+    # ``stepup audit verify`` allows (it exits 1): the chainer is stopped, or a row was put
+    # in the pending table by hand.
+    pending: int = 0
+    oldest_pending_at: datetime | None = None
+    pending_stale: bool = False
+
+    @property
+    def healthy(self) -> bool:
+        """Intact, matching the database, and nothing waiting too long to be chained."""
+        return self.ok and not self.pending_stale
 
 
 @dataclass(frozen=True, slots=True)

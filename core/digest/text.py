@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from core.audit.checkpoints import Checkpoint
 from core.digest.model import (
@@ -177,6 +177,10 @@ def issuer_line(counts: Mapping[str, int]) -> str:
 
 
 def audit_line(audit: AuditStatus) -> str:
+    return _chain_line(audit) + _pending_line(audit)
+
+
+def _chain_line(audit: AuditStatus) -> str:
     if audit.ok:
         return f"intact — {audit.entries} entries, head {audit.head_seq} {audit.head_hash}"
     if audit.problem is not None:
@@ -189,6 +193,20 @@ def audit_line(audit: AuditStatus) -> str:
         f"(stepup audit verify names them) — chain intact, {audit.entries} entries, "
         f"head {audit.head_seq} {audit.head_hash}"
     )
+
+
+def _pending_line(audit: AuditStatus) -> str:
+    """Entries not chained yet: a moment's worth is normal on PostgreSQL; older ones are not
+    verified by anything (a stopped chainer, or rows put in the pending table by hand)."""
+    if not audit.pending or audit.oldest_pending_at is None:
+        return ""
+    oldest = audit.oldest_pending_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if audit.pending_stale:
+        return (
+            f"; NOT CHAINED: {audit.pending} entries waiting since {oldest}, verified by "
+            "nothing (is the chainer running? stepup audit chain, then stepup audit verify)"
+        )
+    return f"; {audit.pending} entries being chained"
 
 
 def checkpoint_line(checkpoint: Checkpoint | None) -> str:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, event, func, select, text
@@ -240,6 +240,11 @@ def log_length(db: Database) -> int:
     """How many entries the log holds: chained (as the head records) and pending."""
     with db.read() as session:
         return read_head(session)[0] + pending_count(session)
+
+
+# Entries waiting longer than this to be chained are reported (``stepup audit verify`` exits
+# 1, the digest raises its alarm): the chainer adds them within a second when it runs.
+PENDING_STALE = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ import json
 import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,7 +38,13 @@ from core.errors import AuditChainBroken, InvalidToken
 from core.keys import KeyRing
 from core.model import Status
 from core.storage import agents_repo, outbox_repo
-from core.storage.audit_store import chain_snapshot, latest_checkpoint, read_head
+from core.storage.audit_store import (
+    PENDING_STALE,
+    chain_snapshot,
+    latest_checkpoint,
+    pending_entries,
+    read_head,
+)
 from core.storage.audit_verify import verify_in_snapshot
 from core.storage.database import Database
 from core.storage.sql_store import SqlOutbox
@@ -144,7 +151,7 @@ def build_digest(
         active_credentials=_active(session, now),
         top_agents=_top(row.agent_id for row in created),
         top_targets=_top(row.target for row in created),
-        audit=audit_status(session, keyring),
+        audit=audit_status(session, keyring, now),
         checkpoint=verified_checkpoint(session, keyring),
         static_key_agents=static_key_agents(session, now),
         **_callback_dead_letters(session, start, now),
@@ -273,16 +280,25 @@ def _active(session: Session, now: datetime) -> tuple[ActiveCredential, ...]:
     )
 
 
-def audit_status(session: Session, keyring: KeyRing) -> AuditStatus:
+def audit_status(session: Session, keyring: KeyRing, now: datetime) -> AuditStatus:
     """``stepup audit verify`` in this snapshot: the chain, every signed decision and
-    checkpoint, and every request against its entries; report rather than raise."""
+    checkpoint, every request against its entries, and the entries still waiting to be
+    chained; report rather than raise."""
     head_seq, head_hash = read_head(session)
     entries = session.execute(select(func.count()).select_from(AuditRow)).scalar_one()
     try:
         requests = verify_in_snapshot(session, keyring).requests
+        status = AuditStatus(requests.ok, entries, head_seq, head_hash, differences=requests.total)
     except AuditChainBroken as broken:
-        return AuditStatus(False, entries, head_seq, head_hash, broken.seq, broken.detail)
-    return AuditStatus(requests.ok, entries, head_seq, head_hash, differences=requests.total)
+        status = AuditStatus(False, entries, head_seq, head_hash, broken.seq, broken.detail)
+    pending = pending_entries(session)
+    oldest = pending.oldest_at
+    return replace(
+        status,
+        pending=pending.count,
+        oldest_pending_at=oldest,
+        pending_stale=oldest is not None and now - oldest > PENDING_STALE,
+    )
 
 
 def verified_checkpoint(session: Session, keyring: KeyRing) -> Checkpoint | None:

@@ -23,6 +23,7 @@ from bot.scheduler import DeadlineScheduler
 from core.audit.chain import GENESIS_HASH
 from core.audit.checkpoints import CheckpointSchedule
 from core.audit.events import AuditKind
+from core.digest.text import audit_line
 from core.errors import AuditChainBroken
 from core.model import Approver, SessionOutcome, Status, Vote
 from core.storage.audit_chainer import BackgroundChainer, chain_pending
@@ -38,6 +39,7 @@ from core.storage.audit_store import (
 )
 from core.storage.audit_verify import verify_database
 from core.storage.database import Database
+from core.storage.digest_repo import build_digest
 from core.storage.migrate import alembic_config, upgrade
 from core.storage.tables import AuditPendingRow, AuditRow
 from tests.conftest import T0
@@ -242,6 +244,31 @@ def test_verify_counts_pending_entries_and_never_as_verified(db: Database, tmp_p
     with pytest.raises(AuditChainBroken) as broken:
         verify_database(db, engine.keyring)
     assert broken.value.seq == 3
+
+
+def test_the_digest_shows_entries_waiting_and_raises_the_alarm_once_they_are_stale(
+    db: Database, tmp_path: Path
+) -> None:
+    """A stopped chainer (or a row put in the pending table by hand) leaves entries verified
+    by nothing: the digest counts them, and past a minute says so as loudly as a broken
+    chain; once chained, they are gone from it."""
+    engine = build_engine(db, tmp_path)
+    traffic(engine)
+    at = T0 + timedelta(minutes=1)
+    insert_pending(db, kind="request.revoked", at=at)
+    insert_pending(db, kind="request.revoked", at=at + timedelta(seconds=20))
+    with db.read() as session:
+        fresh = build_digest(session, engine.keyring, now=at + timedelta(seconds=30)).audit
+        stale = build_digest(session, engine.keyring, now=at + timedelta(minutes=5)).audit
+    assert (fresh.pending, fresh.oldest_pending_at, fresh.pending_stale) == (2, at, False)
+    assert fresh.ok and fresh.healthy
+    assert (stale.pending, stale.pending_stale) == (2, True)
+    assert stale.ok and not stale.healthy  # the chain itself is intact; the log is not checked
+    assert "NOT CHAINED: 2 entries waiting since" in audit_line(stale)
+    assert chain_pending(db.engine) == 2
+    with db.read() as session:
+        chained = build_digest(session, engine.keyring, now=at + timedelta(minutes=5)).audit
+    assert (chained.pending, chained.pending_stale) == (0, False)
 
 
 def test_a_forged_pending_entry_is_caught_once_chained(db: Database, tmp_path: Path) -> None:

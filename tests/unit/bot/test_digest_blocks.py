@@ -31,6 +31,7 @@ from core.digest import (
     RequestRef,
     RevocationFailure,
     TierOutcome,
+    render_text,
 )
 
 NOW = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
@@ -143,6 +144,32 @@ def test_a_broken_chain_is_flagged() -> None:
     ]
     assert audit.startswith(":rotating_light:")
     assert "BROKEN at entry 7: content was modified" in audit
+
+
+@pytest.mark.parametrize(
+    ("stale", "mark", "says"),
+    [
+        (False, ":white_check_mark:", "; 3 entries being chained"),
+        (
+            True,
+            ":rotating_light:",
+            "; NOT CHAINED: 3 entries waiting since 2026-01-05 08:55:00 UTC",
+        ),
+    ],
+)
+def test_entries_waiting_to_be_chained_are_shown_and_alarm_once_stale(
+    stale: bool, mark: str, says: str
+) -> None:
+    waiting = replace(
+        AuditStatus(True, 42, 42, HEAD),
+        pending=3,
+        oldest_pending_at=datetime(2026, 1, 5, 8, 55, tzinfo=UTC),
+        pending_stale=stale,
+    )
+    digest = make_digest(1, audit=waiting)
+    [audit] = [t for t in texts(digest_blocks(digest)) if "*Audit chain*" in t]
+    assert audit.startswith(mark) and says in audit
+    assert says in render_text(digest)
 
 
 @pytest.mark.parametrize("limit", range(14, 31))
