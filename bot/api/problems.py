@@ -150,9 +150,13 @@ def install(app: FastAPI) -> None:
         )
 
     async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
-        """Down, out of connections, busy: a retry may well succeed. (Handled here, not as an
-        unexpected error, so the connection stays open for the client's next call.)"""
-        reason = unavailable_reason(exc) or type(exc).__name__
+        """Down, out of connections, busy: a retry may well succeed. A driver error of the
+        same class that says the statement itself is wrong (no such table) is a bug: 500.
+        (Handled here, not as an unexpected error, so the connection stays open for the
+        client's next call.)"""
+        reason = unavailable_reason(exc)
+        if reason is None:
+            return _internal_error(request)
         logger.warning(
             "database unavailable on %s %s: %s", request.method, request.url.path, reason
         )
@@ -169,5 +173,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, "Internal error", "the server failed to process the request")
+        return _internal_error(request)
+
+
+def _internal_error(request: Request) -> JSONResponse:
+    """Logged with its traceback (called while the exception is being handled)."""
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return problem(500, "Internal error", "the server failed to process the request")

@@ -36,12 +36,32 @@ def unreachable_reason(exc: BaseException) -> str | None:
 UNAVAILABLE: tuple[type[Exception], ...] = (OperationalError, PoolTimeout)
 
 
+# SQLite result codes that say the database cannot serve now, not that the statement is wrong:
+# BUSY, LOCKED, NOMEM, IOERR, FULL, CANTOPEN, PROTOCOL (a "no such table" is SQLITE_ERROR).
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 7, 10, 13, 14, 15})
+# PostgreSQL SQLSTATE classes of the same kind: 08 connection exception, 53 insufficient
+# resources (too many connections, disk full), 57 operator intervention (shutting down,
+# statement cancelled or timed out), 40 a transaction the server rolled back (deadlock,
+# serialisation: the same call may succeed). 54 (a program limit), F0 (configuration) and the
+# rest mean the call itself is wrong.
+_POSTGRES_UNAVAILABLE = frozenset({"08", "53", "57", "40"})
+
+
 def unavailable_reason(exc: BaseException) -> str | None:
     """Why the database could not serve a call (unreachable, out of connections, no
-    connection free in the pool, busy), or None when ``exc`` says something else."""
+    connection free in the pool, busy), or None when ``exc`` says something else: a missing
+    table or a bad statement is a bug, not an outage."""
     if isinstance(exc, PoolTimeout):
         return "no database connection was free in time"
-    return unreachable_reason(exc)
+    if not isinstance(exc, OperationalError):
+        return None
+    code = getattr(exc.orig, "sqlite_errorcode", None)
+    if code is not None:  # SQLite: the primary result code is the low byte
+        return unreachable_reason(exc) if code & 0xFF in _SQLITE_UNAVAILABLE else None
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is None or sqlstate[:2] in _POSTGRES_UNAVAILABLE:  # None: no server answer
+        return unreachable_reason(exc)
+    return None
 
 
 def default_database_url(base: Path | None = None) -> str:

@@ -2,7 +2,8 @@
 dropped under a running server (its connections terminated, new ones refused); the agent API
 then answers problem details with status 503, type database-unavailable and Retry-After, with
 nothing of the driver's message in the body, and the Python client retries a safe call as it
-does after any 503. A genuine bug still answers 500. A pool with every connection taken
+does after any 503. A genuine bug still answers 500, a database error that says the statement
+is wrong (a column renamed under the server) included, on both databases. A pool with every connection taken
 (STEPUP_DB_POOL_SIZE, STEPUP_DB_POOL_TIMEOUT_SECONDS) answers the same 503 after its timeout,
 on both databases, and serves again once a connection is free."""
 
@@ -148,3 +149,44 @@ def test_the_pool_settings_are_bounded() -> None:
         Settings(_env_file=None, STEPUP_DB_POOL_SIZE=0)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="STEPUP_DB_POOL_TIMEOUT_SECONDS"):
         Settings(_env_file=None, STEPUP_DB_POOL_TIMEOUT_SECONDS=0)  # type: ignore[call-arg]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def own_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database this test may damage: a SQLite file, or a PostgreSQL database of
+    its own (never the session's shared one)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'own.db'}"
+        migrated = Database(url)
+        upgrade(migrated.engine)
+        migrated.dispose()
+        return url
+    url, _ = request.getfixturevalue("doomed_database")
+    return str(url)
+
+
+def test_a_statement_the_schema_refuses_is_a_bug_not_an_outage(
+    own_database: str, tmp_path: Path
+) -> None:
+    """SQLite reports "no such column" as an OperationalError, like "database is locked":
+    only the second is the database being unavailable."""
+    db = Database(own_database)
+    engine = build_engine(db, tmp_path)
+    registry = AgentRegistry(engine.service)
+    key = registry.add("deploy-bot", OWNER, by="test", now=T0)
+    app = create_app(ApiContext(service=engine.service, registry=registry))
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        with running(app) as base, httpx.Client(base_url=base, headers=headers) as client:
+            created = client.post("/v1/requests", json=submit_body(action_class="read"))
+            assert created.status_code == 201
+            with db.engine.begin() as conn:  # a migration that went wrong, say
+                conn.execute(text("ALTER TABLE requests RENAME COLUMN target TO target_gone"))
+            db.engine.dispose()  # no connection keeps a statement prepared for the old table
+            answer = client.get(f"/v1/requests/{created.json()['id']}")
+            assert answer.status_code == 500, answer.text
+            assert answer.json()["type"] == "https://stepup.dev/problems/internal-error"
+            assert "Retry-After" not in answer.headers
+            assert client.get("/healthz").status_code == 200  # the connection still serves
+    finally:
+        db.dispose()
