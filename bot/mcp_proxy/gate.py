@@ -6,8 +6,9 @@ the upstream call ends, and completing is what revokes the credential.
 
 A call that succeeded is reported while its result goes back to the client (``Reports``): the
 credential is revoked moments after the client has the result, not one HTTP round trip before
-it, and the proxy does not stop with a report unsent. Every other ending (an upstream error
-result, a failure, a timeout, a cancel) is reported before the client hears of it.
+it, and the proxy sends every report still in flight before it exits (unless it is killed
+first: docs/mcp.md). Every other ending (an upstream error result, a failure, a timeout, a
+cancel) is reported before the client hears of it.
 """
 
 from __future__ import annotations
