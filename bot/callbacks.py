@@ -18,6 +18,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -49,6 +50,31 @@ def resolve(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to (IPv4 and IPv6)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return sorted({str(info[4][0]) for info in infos})
+
+
+def resolve_within(resolver: Resolver, host: str, port: int, seconds: float) -> list[str]:
+    """``resolver``'s answer, given at most ``seconds``: ``getaddrinfo`` has no timeout of its
+    own, and a name server that never answers would hold the attempt (and its thread) past
+    its deadline. The lookup runs in a daemon thread left to finish on its own if it is late;
+    a late one is an ``OSError`` (``TimeoutError``) like any lookup that fails."""
+    done = threading.Event()
+    answer: list[list[str]] = []
+    failure: list[BaseException] = []
+
+    def lookup() -> None:
+        try:
+            answer.append(list(resolver(host, port)))
+        except BaseException as exc:  # handed to the caller
+            failure.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=lookup, name=f"resolve {host}", daemon=True).start()
+    if not done.wait(seconds):
+        raise TimeoutError(f"no answer within {seconds:g}s")
+    if failure:
+        raise failure[0]
+    return answer[0]
 
 
 class CallbackFailed(Exception):
@@ -256,10 +282,13 @@ class CallbackWorker:
         except ValidationFailed as exc:
             raise CallbackFailed(f"{exc.detail} (now)") from None
         host, port = url_host_port(url)
+        started = time.monotonic()
         try:
-            addresses = list(self.resolver(host, port))
+            addresses = resolve_within(self.resolver, host, port, self.deadline_seconds)
         except OSError as exc:
             raise CallbackFailed(f"cannot resolve {host}: {exc}") from None
+        # The lookup's time counts against the attempt's one deadline.
+        left = max(self.deadline_seconds - (time.monotonic() - started), 0.001)
         try:
             check_resolved(host, addresses)
         except ValueError as exc:
@@ -269,7 +298,7 @@ class CallbackWorker:
             self.signed_event(url, event, agent=agent).encode("ascii"),
             addresses=addresses,
             ssl_context=self.ssl_context,
-            deadline_seconds=self.deadline_seconds,
+            deadline_seconds=left,
             timeout_seconds=self.timeout_seconds,
             headers=[("Content-Type", "application/jwt"), ("User-Agent", "stepup-callbacks")],
         )

@@ -1,13 +1,15 @@
 """Signed callbacks, review findings of issue 15 (docs/callbacks.md), over real loopback HTTP on
 SQLite and PostgreSQL: a receiver trickling its answer is abandoned at the attempt's deadline
 and holds up no other receiver; the allow-list's ports are enforced at submit and at delivery;
-an allow-listed name resolving to an IPv6 address that embeds a private IPv4 one is refused;
+an allow-listed name resolving to an IPv6 address that embeds a private IPv4 one is refused; a
+name server that never answers ends the attempt at its deadline;
 events carry the agent and expire a few minutes after each signing."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -238,6 +240,41 @@ def test_a_name_resolving_to_an_embedded_private_address_is_refused(
     [row] = outbox_rows(db)
     assert asked == ["hooks.example.com:443"]
     assert row.status == "dead" and "resolves to a refused address" in (row.last_error or "")
+
+
+def test_a_name_server_that_never_answers_is_given_up_on_at_the_deadline(
+    db: Database, tmp_path: Path
+) -> None:
+    """getaddrinfo has no timeout of its own: a lookup that hangs ends the attempt at its
+    deadline (the lookup's time counts against it), not when the name server gives up."""
+    engine = build_engine(db, tmp_path)
+    now = datetime.now(UTC)
+    hosts = ["hooks.example.com"]
+    agent = engine.registry.authenticate(
+        engine.registry.add("hook-bot", OWNER, by="t", now=now, callback_hosts=hosts)
+    )
+    submitted = intent(
+        agent, action_class=ActionClass.READ, callback_url="https://hooks.example.com/stepup"
+    )
+    engine.service.submit(agent, submitted, now=now)
+    answered = threading.Event()
+
+    def hanging(host: str, port: int) -> list[str]:
+        answered.wait(20)  # a name server that does not answer
+        return ["192.0.2.10"]
+
+    worker = CallbackWorker(engine.service, resolver=hanging, max_attempts=1, deadline_seconds=0.5)
+    started = time.monotonic()
+    try:
+        assert worker.run_once() == 1
+        took = time.monotonic() - started
+    finally:
+        answered.set()
+        worker.stop()
+    [row] = outbox_rows(db)
+    assert took < 5, took
+    assert row.status == "dead"
+    assert "cannot resolve hooks.example.com: no answer within 0.5s" in (row.last_error or "")
 
 
 def test_events_name_the_agent_and_expire(db: Database, tmp_path: Path) -> None:
