@@ -41,6 +41,13 @@ def _postgres_unavailable() -> str | None:
     return None
 
 
+def migrate(url: str) -> None:
+    """Bring the database at ``url`` to the latest schema (a new SQLite file is created)."""
+    db = Database(url)
+    upgrade(db.engine)
+    db.dispose()
+
+
 @pytest.fixture(scope="session")
 def postgres_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session; its URL."""
@@ -54,9 +61,7 @@ def postgres_database() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(POSTGRES_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    migrated = Database(url)
-    upgrade(migrated.engine)
-    migrated.dispose()
+    migrate(url)
     try:
         yield url
     finally:
@@ -79,9 +84,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     """A migrated, empty database: SQLite in tmp_path, or the session's PostgreSQL database."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'stepup.db'}"
-        db = Database(url)
-        upgrade(db.engine)
-        db.dispose()
+        migrate(url)
         yield url
         return
     url = request.getfixturevalue("postgres_database")
