@@ -287,11 +287,14 @@ def audit_status(session: Session, keyring: KeyRing, now: datetime) -> AuditStat
     head_seq, head_hash = read_head(session)
     entries = session.execute(select(func.count()).select_from(AuditRow)).scalar_one()
     try:
-        requests = verify_in_snapshot(session, keyring).requests
-        status = AuditStatus(requests.ok, entries, head_seq, head_hash, differences=requests.total)
+        verified = verify_in_snapshot(session, keyring)
     except AuditChainBroken as broken:
         status = AuditStatus(False, entries, head_seq, head_hash, broken.seq, broken.detail)
-    pending = pending_entries(session)
+        pending = pending_entries(session)
+    else:
+        requests = verified.requests
+        status = AuditStatus(requests.ok, entries, head_seq, head_hash, differences=requests.total)
+        pending = verified.pending  # verify counted them already
     oldest = pending.oldest_at
     return replace(
         status,
