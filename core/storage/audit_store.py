@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, event, func, select, text
+from sqlalchemy import Table, bindparam, event, func, literal, select, text, union_all
 from sqlalchemy.orm import Session, SessionTransaction
 
 from core.audit.chain import AuditEntry, entry_hash
@@ -279,22 +279,24 @@ def pending_request_ids(session: Session) -> set[str]:
 
 def first_logged_data(session: Session, request_id: str, kind: AuditKind) -> str | None:
     """The data of the first entry of ``kind`` for the request, chained or still pending
-    (the service reads its own entries back, e.g. the terms a request was decided under)."""
-    chained = session.execute(
-        select(_AUDIT.c.data)
-        .where(_AUDIT.c.request_id == request_id, _AUDIT.c.kind == kind.value)
-        .order_by(_AUDIT.c.seq)
-        .limit(1)
+    (the service reads its own entries back, e.g. the terms a request was decided under).
+
+    One statement over both tables: under READ COMMITTED each statement sees its own
+    snapshot, so reading ``audit_log`` and then ``audit_pending`` apart could fall between a
+    chain pass's commit and find the entry in neither (it moved from one to the other)."""
+    chained = select(
+        _AUDIT.c.data.label("data"), literal(0).label("place"), _AUDIT.c.seq.label("position")
+    ).where(_AUDIT.c.request_id == request_id, _AUDIT.c.kind == kind.value)
+    pending = select(
+        AUDIT_PENDING.c.data.label("data"),
+        literal(1).label("place"),
+        AUDIT_PENDING.c.id.label("position"),
+    ).where(AUDIT_PENDING.c.request_id == request_id, AUDIT_PENDING.c.kind == kind.value)
+    either = union_all(chained, pending).subquery()
+    data = session.execute(
+        select(either.c.data).order_by(either.c.place, either.c.position).limit(1)
     ).scalar_one_or_none()
-    if chained is not None:
-        return str(chained)
-    pending = session.execute(
-        select(AUDIT_PENDING.c.data)
-        .where(AUDIT_PENDING.c.request_id == request_id, AUDIT_PENDING.c.kind == kind.value)
-        .order_by(AUDIT_PENDING.c.id)
-        .limit(1)
-    ).scalar_one_or_none()
-    return None if pending is None else str(pending)
+    return None if data is None else str(data)
 
 
 def iter_entries(

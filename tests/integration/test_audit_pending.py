@@ -8,6 +8,7 @@ a chain pass from overtaking a transaction still in flight; one replica leads th
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -41,7 +42,9 @@ from core.storage.audit_verify import verify_database
 from core.storage.database import Database
 from core.storage.digest_repo import build_digest
 from core.storage.migrate import alembic_config, upgrade
+from core.storage.requests_repo import logged_terms
 from core.storage.tables import AuditPendingRow, AuditRow
+from core.terms import Terms
 from tests.conftest import T0
 from tests.integration import test_cli
 from tests.integration.test_cli import Cli
@@ -154,6 +157,38 @@ def test_without_a_background_chainer_entries_are_chained_when_the_write_returns
     report = verify_database(db, engine.keyring)
     assert report.chain.entries == len(chained_rows(db)) > 5
     assert (report.pending.count, report.requests.requests, report.requests.ok) == (0, 1, True)
+
+
+@postgres_only
+def test_an_entry_being_chained_is_read_back_in_one_place_or_the_other(
+    db: Database, tmp_path: Path
+) -> None:
+    """The service reads a request's decided terms back before an issuer mints (CI caught a
+    claim refused as 'stored terms differ'): a chain pass that commits while that read runs
+    moves the entry from audit_pending to audit_log; under READ COMMITTED, one statement per
+    table could look in the log before the move and in the pending table after it, and find
+    the entry in neither. Here the pass commits right after the read's first statement."""
+    engine = build_engine(db, tmp_path)
+    defer_chaining(db)
+    agent = engine.registry.authenticate(engine.registry.add("deploy-bot", OWNER, by="t", now=T0))
+    snap, _ = engine.service.submit(agent, intent(agent), now=T0)
+    assert any(kind == "policy.decided" for kind, *_ in pending_rows(db))
+    moved: list[int] = []
+
+    with db.read() as session:
+        reading = session.connection()
+
+        def chain_once(conn: Any, *_: Any) -> None:
+            if conn is reading and not moved:
+                moved.append(chain_pending(db.engine))
+
+        event.listen(db.engine, "after_cursor_execute", chain_once)
+        try:
+            terms = logged_terms(session, snap.id)
+        finally:
+            event.remove(db.engine, "after_cursor_execute", chain_once)
+    assert moved and moved[0] > 0  # the pass did run in the middle of the read
+    assert terms is not None and Terms.from_json(json.dumps(terms)) == snap.terms
 
 
 @postgres_only
